@@ -1,0 +1,254 @@
+//! A bounded pool of hashing threads, off the async executor.
+//!
+//! Password hashing is the most expensive thing Trickle does and is memory-hard: it must not
+//! run on the tokio threads (cheap calls would stall behind it) and it must not queue without
+//! bound (every queued login holds a connection and memory). Admission is decided before
+//! queueing: when `workers + queue_capacity` jobs are already admitted, the caller is told
+//! at once ([`PoolError::Saturated`]).
+
+use crate::argon2id::{self, Argon2Config, Scratch};
+use crate::{Password, StoredHash};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Semaphore, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("the password hashing queue is full")]
+    Saturated,
+    #[error("the password hashing pool has stopped")]
+    Stopped,
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+/// The result of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    pub matches: bool,
+    /// The hash is in a legacy format or weaker than the configured argon2id: re-hash it
+    /// now that we hold the right password.
+    pub needs_upgrade: bool,
+}
+
+type Job = Box<dyn FnOnce(&mut Scratch) + Send + 'static>;
+
+/// Cheap to clone; all clones share the threads.
+#[derive(Clone, Debug)]
+pub struct HashPool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    sender: SyncSender<Job>,
+    admission: Arc<Semaphore>,
+    config: Argon2Config,
+    workers: usize,
+    queued: AtomicUsize,
+    /// A real argon2id hash of a random password, verified for unknown users so that "no such
+    /// user" costs what "wrong password" costs.
+    dummy: StoredHash,
+}
+
+impl HashPool {
+    /// Start `workers` hashing threads (0 = one per core) admitting at most `queue_capacity`
+    /// jobs beyond those running.
+    pub fn new(config: Argon2Config, workers: usize, queue_capacity: usize) -> Result<Self, PoolError> {
+        config.params().map_err(|e| PoolError::Hashing(format!("invalid argon2 parameters: {e}")))?;
+        let workers = if workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            workers
+        };
+        let (sender, receiver) = sync_channel::<Job>(workers + queue_capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..workers {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("trickle-hash-{index}"))
+                .spawn(move || worker_loop(&receiver))
+                .map_err(|e| PoolError::Hashing(format!("cannot start hashing thread: {e}")))?;
+        }
+        let mut scratch = Scratch::default();
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).map_err(|e| PoolError::Hashing(e.to_string()))?;
+        let dummy_phc = argon2id::hash(&config, &mut scratch, &random)
+            .map_err(|e| PoolError::Hashing(e.to_string()))?;
+        let dummy = StoredHash::parse(&dummy_phc, crate::HashFormat::Argon2)
+            .map_err(|e| PoolError::Hashing(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                sender,
+                admission: Arc::new(Semaphore::new(workers + queue_capacity)),
+                config,
+                workers,
+                queued: AtomicUsize::new(0),
+                dummy,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Argon2Config {
+        &self.inner.config
+    }
+
+    pub fn workers(&self) -> usize {
+        self.inner.workers
+    }
+
+    /// Jobs admitted and not yet finished (running or waiting).
+    pub fn in_flight(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    /// Hash a new password with the configured argon2id parameters (PHC string).
+    pub async fn hash(&self, password: Password) -> Result<String, PoolError> {
+        let config = self.inner.config;
+        self.run(move |scratch| {
+            argon2id::hash(&config, scratch, password.expose_secret().as_bytes())
+                .map_err(|e| PoolError::Hashing(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Check `password` against `stored`.
+    pub async fn verify(&self, password: Password, stored: StoredHash) -> Result<Verification, PoolError> {
+        let config = self.inner.config;
+        let keep = keep_blocks(&config);
+        self.run(move |scratch| {
+            let matches = stored.verify(scratch, keep, password.expose_secret().as_bytes());
+            Verification { matches, needs_upgrade: matches && stored.needs_upgrade(&config) }
+        })
+        .await
+    }
+
+    /// Verify `password` against a dummy hash and discard the answer: the cost of a wrong
+    /// password for a user who does not exist.
+    pub async fn verify_dummy(&self, password: Password) -> Result<(), PoolError> {
+        self.verify(password, self.inner.dummy.clone()).await.map(|_| ())
+    }
+
+    /// Check a password and, when it matches in a legacy or weak format, re-hash it in the
+    /// same trip to the pool.
+    pub async fn verify_and_upgrade(
+        &self,
+        password: Password,
+        stored: StoredHash,
+    ) -> Result<(Verification, Option<String>), PoolError> {
+        let config = self.inner.config;
+        let keep = keep_blocks(&config);
+        self.run(move |scratch| {
+            let secret = password.expose_secret().as_bytes();
+            let matches = stored.verify(scratch, keep, secret);
+            let needs_upgrade = matches && stored.needs_upgrade(&config);
+            let upgraded = if needs_upgrade {
+                Some(argon2id::hash(&config, scratch, secret).map_err(|e| PoolError::Hashing(e.to_string()))?)
+            } else {
+                None
+            };
+            Ok((Verification { matches, needs_upgrade }, upgraded))
+        })
+        .await?
+    }
+
+    /// Run `job` on a hashing thread, inside the caller's tracing span.
+    async fn run<T, F>(&self, job: F) -> Result<T, PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Scratch) -> T + Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.admission)
+            .try_acquire_owned()
+            .map_err(|_| PoolError::Saturated)?;
+        let (reply, answer) = oneshot::channel();
+        let span = tracing::Span::current();
+        let inner = Arc::clone(&self.inner);
+        inner.queued.fetch_add(1, Ordering::Relaxed);
+        let boxed: Job = Box::new(move |scratch| {
+            let result = span.in_scope(|| job(scratch));
+            inner.queued.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            let _ = reply.send(result);
+        });
+        // The channel holds workers + queue_capacity jobs, the same as the semaphore admits,
+        // so a send after admission never blocks the async thread.
+        self.inner.sender.try_send(boxed).map_err(|_| {
+            self.inner.queued.fetch_sub(1, Ordering::Relaxed);
+            PoolError::Stopped
+        })?;
+        answer.await.map_err(|_| PoolError::Stopped)
+    }
+}
+
+fn keep_blocks(config: &Argon2Config) -> usize {
+    config.params().map_or(0, |p| p.block_count())
+}
+
+fn worker_loop(receiver: &Mutex<Receiver<Job>>) {
+    let mut scratch = Scratch::default();
+    loop {
+        // Hold the lock only while taking a job, not while hashing.
+        let job = match receiver.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(&mut scratch),
+            Err(_) => return, // every HashPool handle is gone
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Argon2Config {
+        Argon2Config { memory_kib: 1024, iterations: 1, parallelism: 1 }
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify() {
+        let pool = HashPool::new(small(), 2, 4).expect("pool");
+        let phc = pool.hash(Password::new("correct horse")).await.expect("hash");
+        let stored = StoredHash::parse(&phc, crate::HashFormat::Auto).expect("parse");
+        let ok = pool.verify(Password::new("correct horse"), stored.clone()).await.expect("verify");
+        assert_eq!(ok, Verification { matches: true, needs_upgrade: false });
+        let bad = pool.verify(Password::new("wrong"), stored).await.expect("verify");
+        assert!(!bad.matches);
+        pool.verify_dummy(Password::new("x")).await.expect("dummy");
+    }
+
+    #[tokio::test]
+    async fn saturation_is_refused_not_queued() {
+        let pool = HashPool::new(Argon2Config::default(), 1, 1).expect("pool");
+        let jobs: Vec<_> = (0..8).map(|_| pool.hash(Password::new("p"))).collect();
+        let results = futures_join_all(jobs).await;
+        assert!(results.iter().any(|r| matches!(r, Err(PoolError::Saturated))));
+        assert!(results.iter().filter(|r| r.is_ok()).count() >= 2);
+    }
+
+    /// Polls every future once (so each asks for admission before any finishes), then awaits
+    /// the ones still pending.
+    async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+        let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+        let mut first = Vec::new();
+        for f in &mut pinned {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            first.push(match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(out) => Some(out),
+                std::task::Poll::Pending => None,
+            });
+        }
+        let mut out = Vec::new();
+        for (f, ready) in pinned.into_iter().zip(first) {
+            out.push(match ready {
+                Some(done) => done,
+                None => f.await,
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,126 @@
+//! The database of the services that own tables (user-store, migration-coordinator):
+//! PostgreSQL in production, SQLite as the embedded default.
+//!
+//! Queries are written once with `$1`-style placeholders, which both drivers accept, and run
+//! against either pool through [`with_db!`](crate::with_db).
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database URL must start with postgres:// or sqlite:// (got a URL starting with {0:?})")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to the {kind} database: {source}")]
+    Connect { kind: &'static str, source: sqlx::Error },
+    #[error("cannot apply the schema migrations to the {kind} database: {source}")]
+    Migrate { kind: &'static str, source: sqlx::migrate::MigrateError },
+}
+
+/// Run `$body` with `$pool` bound to whichever pool `$db` holds. The body is compiled once
+/// per driver, so each gets its own statically typed code.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Only the scheme: URLs carry passwords and must not reach an error message whole.
+fn scheme_of(url: &str) -> String {
+    url.split(':').next().unwrap_or_default().chars().take(16).collect()
+}
+
+impl Db {
+    /// Connect to `url` (`postgres://…` or `sqlite:…`). A SQLite file is created if missing,
+    /// but not its directory.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        let acquire_timeout = Duration::from_secs(5);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|source| DbError::Connect { kind: "PostgreSQL", source })?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(acquire_timeout)
+                .connect_with(options)
+                .await
+                .map_err(|source| DbError::Connect { kind: "PostgreSQL", source })?;
+            Ok(Db::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|source| DbError::Connect { kind: "SQLite", source })?
+                .create_if_missing(true)
+                // WAL lets readers proceed while one writer commits; the busy timeout makes
+                // concurrent writers wait for the lock instead of failing.
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(acquire_timeout)
+                .connect_with(options)
+                .await
+                .map_err(|source| DbError::Connect { kind: "SQLite", source })?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            Err(DbError::UnsupportedUrl(scheme_of(url)))
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Db::Postgres(_) => "PostgreSQL",
+            Db::Sqlite(_) => "SQLite",
+        }
+    }
+
+    /// Apply the embedded schema migrations for this database kind.
+    pub async fn migrate(&self, postgres: &Migrator, sqlite: &Migrator) -> Result<(), DbError> {
+        let kind = self.kind();
+        let result = match self {
+            Db::Postgres(pool) => postgres.run(pool).await,
+            Db::Sqlite(pool) => sqlite.run(pool).await,
+        };
+        result.map_err(|source| DbError::Migrate { kind, source })
+    }
+
+    pub async fn close(&self) {
+        with_db!(self, pool => pool.close().await)
+    }
+}
+
+/// Whether an error is a unique-constraint violation (SQLSTATE 23505 on PostgreSQL,
+/// SQLITE_CONSTRAINT_UNIQUE / PRIMARYKEY on SQLite).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.is_unique_violation(),
+        _ => false,
+    }
+}
+
+/// Whether an error means the database could not be reached or answered in time, as
+/// opposed to a bug or a constraint.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}

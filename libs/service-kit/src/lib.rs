@@ -1,0 +1,10 @@
+//! What every Trickle service shares: the gRPC server bootstrap (health, reflection, graceful
+//! stop), the error vocabulary of the public contract, email normalization, and the
+//! PostgreSQL/SQLite pool used by the services that own tables.
+
+pub mod db;
+pub mod email;
+pub mod rpc;
+pub mod server;
+
+pub use email::{Email, EmailError};

@@ -1,0 +1,89 @@
+//! What the public API can answer besides success, and its one mapping to gRPC.
+
+use tonic::{Code, Status};
+use trickle_service_kit::rpc::{self, FieldViolation, reason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("invalid request")]
+    InvalidRequest(Vec<FieldViolation>),
+    #[error("password does not meet the policy")]
+    WeakPassword(Vec<FieldViolation>),
+    /// Unknown email and wrong password alike (invariant 4).
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("a user with this email already exists")]
+    EmailExists,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("token expired")]
+    TokenExpired,
+    #[error("the legacy store is unavailable")]
+    LegacyUnavailable,
+    #[error("the user store is unavailable")]
+    StoreUnavailable,
+    #[error("too many requests in progress")]
+    Overloaded,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl FrontendError {
+    /// Classify an error from the user-store or the coordinator. They speak the same
+    /// vocabulary (reasons from `trickle_service_kit::rpc::reason`), so their reason decides.
+    pub fn from_upstream(status: &Status, unavailable: FrontendError) -> Self {
+        let reason = rpc::reason_of(status);
+        match (status.code(), reason.as_deref()) {
+            (Code::AlreadyExists, _) => FrontendError::EmailExists,
+            (Code::NotFound, _) => FrontendError::UserNotFound,
+            (Code::ResourceExhausted, _) => FrontendError::Overloaded,
+            (Code::Unavailable, Some(reason::LEGACY_UNAVAILABLE | reason::LEGACY_CONFIG)) => FrontendError::LegacyUnavailable,
+            (Code::Unavailable, Some(reason::STORE_UNAVAILABLE)) => FrontendError::StoreUnavailable,
+            (Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled, _) => unavailable,
+            (Code::InvalidArgument, _) => {
+                let violations = rpc::field_violations(status);
+                if reason.as_deref() == Some(reason::WEAK_PASSWORD) {
+                    FrontendError::WeakPassword(violations)
+                } else {
+                    FrontendError::InvalidRequest(violations)
+                }
+            }
+            (code, _) => FrontendError::Internal(format!("upstream answered {code:?}: {}", status.message())),
+        }
+    }
+}
+
+impl From<FrontendError> for Status {
+    fn from(error: FrontendError) -> Self {
+        match error {
+            FrontendError::InvalidRequest(violations) => rpc::invalid_argument(reason::INVALID_REQUEST, &violations),
+            FrontendError::WeakPassword(violations) => rpc::invalid_argument(reason::WEAK_PASSWORD, &violations),
+            FrontendError::InvalidCredentials => {
+                rpc::status(Code::Unauthenticated, reason::INVALID_CREDENTIALS, "invalid email or password")
+            }
+            FrontendError::EmailExists => {
+                rpc::status(Code::AlreadyExists, reason::EMAIL_EXISTS, "a user with this email already exists")
+            }
+            FrontendError::UserNotFound => rpc::status(Code::NotFound, reason::USER_NOT_FOUND, "no such user"),
+            FrontendError::InvalidToken => rpc::status(Code::Unauthenticated, reason::INVALID_TOKEN, "the token is not valid"),
+            FrontendError::TokenExpired => rpc::status(Code::Unauthenticated, reason::TOKEN_EXPIRED, "the token has expired"),
+            FrontendError::LegacyUnavailable => rpc::status(
+                Code::Unavailable,
+                reason::LEGACY_UNAVAILABLE,
+                "the legacy user store cannot be reached to check this user; retry later",
+            ),
+            FrontendError::StoreUnavailable => {
+                rpc::status(Code::Unavailable, reason::STORE_UNAVAILABLE, "the user store is unavailable; retry later")
+            }
+            FrontendError::Overloaded => {
+                rpc::status(Code::ResourceExhausted, reason::OVERLOADED, "too many logins in progress; retry shortly")
+            }
+            FrontendError::Internal(message) => {
+                tracing::error!(%message, "auth-frontend internal error");
+                rpc::status(Code::Internal, reason::INTERNAL, "internal error")
+            }
+        }
+    }
+}

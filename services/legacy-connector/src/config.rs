@@ -1,0 +1,52 @@
+//! The `[legacy]` section of the configuration.
+
+use serde::Deserialize;
+use trickle_password::HashFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// A PostgreSQL, MySQL/MariaDB or SQLite database read with configured queries.
+    #[default]
+    Sql,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LegacyConfig {
+    /// Where the legacy-connector's gRPC server listens.
+    pub listen: String,
+    pub backend: Backend,
+    /// `postgres://…`, `mysql://…` or `sqlite://…`.
+    pub database_url: String,
+    /// Looks a user up by email. One parameter: the email, lower-cased. Returns `id`, `email`,
+    /// `password_hash` and optionally `email_verified`, `name`, `given_name`, `family_name`,
+    /// `nickname`, `picture`. Placeholders: `?` for MySQL/MariaDB and SQLite, `$1` for
+    /// PostgreSQL. Compare case-insensitively (e.g. `lower(email) = ?`) unless the column's
+    /// collation already does.
+    pub find_user: String,
+    /// `auto` (detect from each hash), `bcrypt`, `argon2` or `django_pbkdf2_sha256`.
+    pub hash_format: HashFormat,
+    /// Deadline for one legacy query; past it the answer is UNAVAILABLE.
+    pub query_timeout_ms: u64,
+    pub max_connections: u32,
+    /// Threads verifying legacy hashes; 0 = one per core.
+    pub hash_workers: usize,
+    pub hash_queue: usize,
+}
+
+impl Default for LegacyConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50053".into(),
+            backend: Backend::Sql,
+            database_url: String::new(),
+            find_user: "SELECT id, email, password_hash FROM users WHERE lower(email) = ?".into(),
+            hash_format: HashFormat::Auto,
+            query_timeout_ms: 2000,
+            max_connections: 5,
+            hash_workers: 0,
+            hash_queue: 256,
+        }
+    }
+}

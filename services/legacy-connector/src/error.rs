@@ -1,0 +1,60 @@
+//! What can go wrong reading the legacy store, and its one mapping to gRPC. Nothing here
+//! may ever become "wrong password": a store we could not ask is UNAVAILABLE.
+
+use tonic::{Code, Status};
+use trickle_service_kit::rpc::{self, FieldViolation, reason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyError {
+    #[error("invalid request")]
+    InvalidRequest(Vec<FieldViolation>),
+    #[error("the legacy database did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("the legacy database is unavailable: {0}")]
+    Database(#[source] sqlx::Error),
+    /// The configured query or hash format does not fit the legacy data.
+    #[error("legacy connector configuration error: {0}")]
+    Config(String),
+    #[error("the password verification queue is full")]
+    Overloaded,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<trickle_password::PoolError> for LegacyError {
+    fn from(error: trickle_password::PoolError) -> Self {
+        match error {
+            trickle_password::PoolError::Saturated => LegacyError::Overloaded,
+            other => LegacyError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<LegacyError> for Status {
+    fn from(error: LegacyError) -> Self {
+        match error {
+            LegacyError::InvalidRequest(violations) => rpc::invalid_argument(reason::INVALID_REQUEST, &violations),
+            LegacyError::Timeout(ms) => {
+                tracing::warn!(timeout_ms = ms, "legacy database query timed out");
+                rpc::status(Code::Unavailable, reason::LEGACY_UNAVAILABLE, format!("the legacy database did not answer within {ms} ms"))
+            }
+            LegacyError::Database(e) => {
+                tracing::warn!(error = %e, "legacy database error");
+                rpc::status(Code::Unavailable, reason::LEGACY_UNAVAILABLE, "the legacy database is unavailable")
+            }
+            LegacyError::Config(message) => {
+                tracing::error!(%message, "legacy connector misconfigured");
+                rpc::status(Code::Unavailable, reason::LEGACY_CONFIG, format!("legacy connector configuration error: {message}"))
+            }
+            LegacyError::Overloaded => rpc::status(
+                Code::ResourceExhausted,
+                reason::OVERLOADED,
+                "too many legacy password checks in progress; retry shortly",
+            ),
+            LegacyError::Internal(message) => {
+                tracing::error!(%message, "legacy connector internal error");
+                rpc::status(Code::Internal, reason::INTERNAL, "legacy connector internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The legacy-connector service (`trickle.legacy.v1.LegacyConnector`): reads the legacy user
+//! store — the equivalent of Auth0's Login and Get User scripts. Only the migration
+//! coordinator calls it; password hashes read from the legacy store never leave it.
+
+pub mod config;
+pub mod error;
+mod grpc;
+pub mod sql;
+pub mod startup;
+
+pub use config::LegacyConfig;
+pub use error::LegacyError;
+pub use startup::Application;

@@ -1,0 +1,68 @@
+//! The `[migration]` section of the configuration.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Users the store does not have are checked against the legacy store and imported.
+    #[default]
+    Import,
+    /// The store is the only source of users; the legacy store is never asked.
+    Authoritative,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Import => "import",
+            Mode::Authoritative => "authoritative",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        match stored {
+            "import" => Some(Mode::Import),
+            "authoritative" => Some(Mode::Authoritative),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationConfig {
+    /// Where the coordinator's gRPC server listens.
+    pub listen: String,
+    /// The mode on first start. Afterwards the mode lives in the coordinator's database.
+    pub mode: Mode,
+    /// The coordinator's own tables (mode, ledger). Empty: the store's database.
+    pub database_url: String,
+    pub max_connections: u32,
+    /// The user-store's gRPC address.
+    pub store_url: String,
+    /// The legacy connector's gRPC address.
+    pub legacy_url: String,
+    /// Deadline for one call to the legacy connector; past it the login is UNAVAILABLE.
+    pub legacy_timeout_ms: u64,
+    /// Deadline for one call to the user-store.
+    pub store_timeout_ms: u64,
+    /// How long a replica trusts the mode it last read before reading it again.
+    pub mode_cache_ms: u64,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50054".into(),
+            mode: Mode::Import,
+            database_url: String::new(),
+            max_connections: 5,
+            store_url: "http://127.0.0.1:50052".into(),
+            legacy_url: "http://127.0.0.1:50053".into(),
+            legacy_timeout_ms: 3000,
+            store_timeout_ms: 10_000,
+            mode_cache_ms: 2000,
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! What can go wrong in the coordinator, and its one mapping to gRPC.
+
+use tonic::{Code, Status};
+use trickle_service_kit::rpc::{self, FieldViolation, reason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("invalid request")]
+    InvalidRequest(Vec<FieldViolation>),
+    /// The legacy connector failed, refused, or passed its deadline.
+    #[error("the legacy store is unavailable: {0}")]
+    LegacyUnavailable(String),
+    #[error("the user store is unavailable: {0}")]
+    StoreUnavailable(String),
+    #[error("too many requests in progress")]
+    Overloaded,
+    #[error("coordinator database error")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CoordinatorError {
+    /// Classify a failed call to the legacy connector. Anything but a clean answer means the
+    /// legacy store could not be asked: never "wrong password".
+    pub fn from_legacy(status: &Status) -> Self {
+        match status.code() {
+            Code::ResourceExhausted => CoordinatorError::Overloaded,
+            _ => CoordinatorError::LegacyUnavailable(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+
+    pub fn from_store(status: &Status) -> Self {
+        match status.code() {
+            Code::ResourceExhausted => CoordinatorError::Overloaded,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
+                CoordinatorError::StoreUnavailable(format!("{:?}: {}", status.code(), status.message()))
+            }
+            _ => CoordinatorError::Internal(format!("user store answered {:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(error: CoordinatorError) -> Self {
+        match error {
+            CoordinatorError::InvalidRequest(violations) => rpc::invalid_argument(reason::INVALID_REQUEST, &violations),
+            CoordinatorError::LegacyUnavailable(detail) => {
+                tracing::warn!(%detail, "legacy store unavailable");
+                rpc::status(Code::Unavailable, reason::LEGACY_UNAVAILABLE, "the legacy user store is unavailable; retry later")
+            }
+            CoordinatorError::StoreUnavailable(detail) => {
+                tracing::warn!(%detail, "user store unavailable");
+                rpc::status(Code::Unavailable, reason::STORE_UNAVAILABLE, "the user store is unavailable; retry later")
+            }
+            CoordinatorError::Overloaded => {
+                rpc::status(Code::ResourceExhausted, reason::OVERLOADED, "too many password checks in progress; retry shortly")
+            }
+            CoordinatorError::Database(e) => {
+                tracing::error!(error = %e, "coordinator database error");
+                rpc::status(Code::Unavailable, reason::INTERNAL, "the migration coordinator's database is unavailable")
+            }
+            CoordinatorError::Internal(message) => {
+                tracing::error!(%message, "coordinator internal error");
+                rpc::status(Code::Internal, reason::INTERNAL, "migration coordinator internal error")
+            }
+        }
+    }
+}

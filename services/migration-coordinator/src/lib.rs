@@ -1,0 +1,15 @@
+//! The migration-coordinator service (`trickle.migration.v1.MigrationCoordinator`): holds the
+//! migration mode, checks unknown users against the legacy store and imports them into the
+//! user store before their login answers, and keeps the ledger of migrations. It is the only
+//! caller of the legacy connector.
+
+pub mod config;
+pub mod error;
+mod grpc;
+pub mod ledger;
+pub mod migrate_on_login;
+pub mod startup;
+
+pub use config::MigrationConfig;
+pub use error::CoordinatorError;
+pub use startup::Application;

@@ -1,0 +1,159 @@
+//! Migration on login (DESIGN §2, step 2): legacy login, then import, committed before the
+//! answer. Nothing is written unless the legacy store accepted the password.
+
+use crate::config::Mode;
+use crate::error::CoordinatorError;
+use crate::ledger::Ledger;
+use tonic::transport::Channel;
+use trickle_password::Password;
+use trickle_proto::auth::v1 as auth;
+use trickle_proto::legacy::v1 as legacy;
+use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
+use trickle_proto::userstore::v1 as store;
+use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
+use trickle_service_kit::Email;
+
+#[derive(Debug)]
+pub enum MigrationOutcome {
+    /// This login moved the user into the store.
+    Migrated(auth::User),
+    /// A concurrent login moved the user first; the password matches.
+    AlreadyMigrated(auth::User),
+    /// Unknown to the legacy store, or wrong password.
+    LegacyRejected,
+    /// The legacy record belongs to a store user this login may not use.
+    Conflict,
+    /// AUTHORITATIVE mode: the legacy store was not asked.
+    NotImporting,
+}
+
+impl MigrationOutcome {
+    /// For logs and traces (a bounded set).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MigrationOutcome::Migrated(_) => "migrated",
+            MigrationOutcome::AlreadyMigrated(_) => "already_migrated",
+            MigrationOutcome::LegacyRejected => "legacy_rejected",
+            MigrationOutcome::Conflict => "conflict",
+            MigrationOutcome::NotImporting => "not_importing",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    pub(crate) ledger: Ledger,
+    legacy: LegacyConnectorClient<Channel>,
+    store: UserStoreClient<Channel>,
+}
+
+impl Coordinator {
+    pub fn new(ledger: Ledger, legacy: LegacyConnectorClient<Channel>, store: UserStoreClient<Channel>) -> Self {
+        Self { ledger, legacy, store }
+    }
+
+    pub async fn mode(&self) -> Result<Mode, CoordinatorError> {
+        Ok(self.ledger.mode().await?)
+    }
+
+    #[tracing::instrument(name = "migration.migrate_on_login", skip_all, fields(trickle.migration.outcome, trickle.migration.source = "login"))]
+    pub async fn migrate_on_login(&self, email: &Email, password: Password) -> Result<MigrationOutcome, CoordinatorError> {
+        let outcome = self.migrate(email, password).await;
+        let label = match &outcome {
+            Ok(outcome) => outcome.as_str(),
+            Err(CoordinatorError::LegacyUnavailable(_)) => "legacy_unavailable",
+            Err(_) => "error",
+        };
+        tracing::Span::current().record("trickle.migration.outcome", label);
+        match &outcome {
+            Ok(MigrationOutcome::Migrated(user)) => {
+                tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, outcome = label, "user migrated on login");
+            }
+            _ => tracing::debug!(outcome = label, "migration on login finished"),
+        }
+        outcome
+    }
+
+    async fn migrate(&self, email: &Email, password: Password) -> Result<MigrationOutcome, CoordinatorError> {
+        if self.mode().await? == Mode::Authoritative {
+            return Ok(MigrationOutcome::NotImporting);
+        }
+        let request = legacy::LoginRequest {
+            email: email.display().to_owned(),
+            password: password.expose_secret().to_owned(),
+        };
+        let answer = self
+            .legacy
+            .clone()
+            .login(request)
+            .await
+            .map_err(|status| CoordinatorError::from_legacy(&status))?
+            .into_inner();
+        let (true, Some(legacy_user)) = (answer.authenticated, answer.user) else {
+            return Ok(MigrationOutcome::LegacyRejected);
+        };
+        let legacy::LegacyUser { legacy_id, email: legacy_email, email_verified, name, given_name, family_name, nickname, picture } =
+            legacy_user;
+        // The connector only returns rows whose email matches, but the import must never
+        // depend on a connector someone else wrote getting that right.
+        if Email::parse(&legacy_email).ok().as_ref().map(Email::normalized) != Some(email.normalized()) {
+            tracing::warn!("legacy connector returned a user with a different email; refusing the login");
+            return Ok(MigrationOutcome::Conflict);
+        }
+        let import = store::ImportUserRequest {
+            legacy_id,
+            // The legacy store's own spelling is kept for display (invariant 7).
+            email: legacy_email,
+            email_verified,
+            profile: Some(auth::Profile {
+                name,
+                given_name,
+                family_name,
+                nickname,
+                picture,
+                user_metadata: None,
+                app_metadata: None,
+            }),
+            password: password.expose_secret().to_owned(),
+            source: auth::Source::LoginMigration.into(),
+        };
+        let imported = self
+            .store
+            .clone()
+            .import_user(import)
+            .await
+            .map_err(|status| CoordinatorError::from_store(&status))?
+            .into_inner();
+        use store::import_user_response::Outcome;
+        match (Outcome::try_from(imported.outcome), imported.user) {
+            (Ok(Outcome::Created), Some(user)) => {
+                // The user is committed in the store; the ledger is the audit trail of it.
+                // Failing the login now would not undo the import, so a ledger failure is
+                // logged loudly instead.
+                if let Err(e) = self.ledger.record_migration(&user.user_id, &user.legacy_id, "login_migration").await {
+                    tracing::error!(error = %e, trickle.user.id = %user.user_id, "could not record the migration in the ledger");
+                }
+                Ok(MigrationOutcome::Migrated(user))
+            }
+            (Ok(Outcome::AlreadyImported), Some(user)) => Ok(MigrationOutcome::AlreadyMigrated(user)),
+            (Ok(Outcome::Conflict), _) => Ok(MigrationOutcome::Conflict),
+            _ => Err(CoordinatorError::Internal("user store answered ImportUser without an outcome".into())),
+        }
+    }
+
+    /// Whether the legacy store knows `email`. False without asking in AUTHORITATIVE mode.
+    pub async fn find_legacy_user(&self, email: &Email) -> Result<(bool, Mode), CoordinatorError> {
+        let mode = self.mode().await?;
+        if mode == Mode::Authoritative {
+            return Ok((false, mode));
+        }
+        let answer = self
+            .legacy
+            .clone()
+            .get_user(legacy::GetUserRequest { email: email.display().to_owned() })
+            .await
+            .map_err(|status| CoordinatorError::from_legacy(&status))?
+            .into_inner();
+        Ok((answer.found, mode))
+    }
+}

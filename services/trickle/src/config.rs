@@ -1,0 +1,133 @@
+//! The one configuration file: defaults, then the TOML file, then `TRICKLE_…` environment
+//! variables (`TRICKLE_STORE__DATABASE_URL` sets `[store] database_url`). Unknown keys are
+//! rejected, wherever they come from.
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use std::path::Path;
+use trickle_auth_frontend::{FrontendConfig, TokenConfig};
+use trickle_legacy_connector::LegacyConfig;
+use trickle_migration_coordinator::MigrationConfig;
+use trickle_user_store::StoreConfig;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub frontend: FrontendConfig,
+    pub store: StoreConfig,
+    pub legacy: LegacyConfig,
+    pub migration: MigrationConfig,
+    pub tokens: TokenConfig,
+}
+
+const ENV_PREFIX: &str = "TRICKLE_";
+
+/// Which sections a file (or the environment) set explicitly, so `trickle dev` keeps its
+/// embedded defaults for the rest.
+#[derive(Debug, Default, Clone)]
+pub struct Explicit {
+    pub table: toml::Table,
+}
+
+impl Explicit {
+    pub fn has(&self, section: &str, key: &str) -> bool {
+        self.table.get(section).and_then(|s| s.as_table()).is_some_and(|s| s.contains_key(key))
+    }
+}
+
+/// Load the configuration from `file` (if any) and the process environment.
+pub fn load(file: Option<&Path>) -> anyhow::Result<(Config, Explicit)> {
+    load_from(file, std::env::vars())
+}
+
+pub fn load_from(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<(Config, Explicit)> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+            toml::from_str::<toml::Table>(&text)
+                .with_context(|| format!("{} is not valid TOML", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    for (name, raw) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+        // Only names with a section separator are configuration; TRICKLE_TEST_… and the
+        // like belong to other tools.
+        if !path.contains("__") {
+            continue;
+        }
+        let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        set_path(&mut table, &keys, parse_env_value(&raw))
+            .with_context(|| format!("environment variable {name} does not name a configuration key"))?;
+    }
+    let config: Config = toml::Value::Table(table.clone())
+        .try_into()
+        .context("invalid configuration (file or TRICKLE_… environment variables)")?;
+    Ok((config, Explicit { table }))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> anyhow::Result<()> {
+    match keys {
+        [] => anyhow::bail!("empty key"),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => set_path(inner, rest, value),
+                _ => anyhow::bail!("{first} is not a section"),
+            }
+        }
+    }
+}
+
+/// `2000` is a number, `true` a boolean, anything else a string (URLs, PEM keys).
+fn parse_env_value(raw: &str) -> toml::Value {
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("trickle.toml");
+        std::fs::write(&file, "[store]\ndatabase_url = \"sqlite://a.db\"\n[legacy]\nquery_timeout_ms = 500\n").expect("write");
+        let (config, explicit) = load_from(
+            Some(&file),
+            env(&[("TRICKLE_STORE__DATABASE_URL", "postgres://x/y"), ("TRICKLE_STORE__ARGON2__ITERATIONS", "3"), ("TRICKLE_TEST_POSTGRES_URL", "ignored")]),
+        )
+        .expect("loads");
+        assert_eq!(config.store.database_url, "postgres://x/y");
+        assert_eq!(config.store.argon2.iterations, 3);
+        assert_eq!(config.legacy.query_timeout_ms, 500);
+        assert_eq!(config.frontend.listen, "127.0.0.1:50051");
+        assert!(explicit.has("store", "database_url"));
+        assert!(!explicit.has("legacy", "database_url"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = load_from(None, env(&[("TRICKLE_STORE__DATABASE_ULR", "x")])).expect_err("typo");
+        assert!(format!("{err:#}").contains("database_ulr"), "{err:#}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[frontnd]\nlisten = \"x\"\n").expect("write");
+        assert!(load_from(Some(&file), env(&[])).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! `trickle dev`: the whole system on a laptop. Four services over real gRPC on loopback, an
+//! embedded SQLite store, and a demo legacy database whose users migrate on first login.
+
+use crate::config::{Config, Explicit};
+use crate::services::Cluster;
+use anyhow::Context as _;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions as _, Connection as _};
+use std::path::Path;
+use std::str::FromStr;
+use trickle_password::{Argon2Config, legacy_formats};
+
+/// Demo users of the legacy database: (email as the legacy app stored it, password, format).
+pub const DEMO_USERS: &[(&str, &str, &str, &str)] = &[
+    ("1001", "Alice@Example.com", "wonderland-1865", "bcrypt"),
+    ("1002", "bob@example.com", "builder-can-we-fix-it", "argon2id"),
+    ("1003", "carol@example.com", "christmas-carol-1843", "django pbkdf2_sha256"),
+];
+
+/// Fill in the embedded defaults for every part `explicit` did not set.
+pub fn embedded_config(mut config: Config, explicit: &Explicit, data_dir: &Path) -> anyhow::Result<Config> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let url = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
+    if !explicit.has("store", "database_url") {
+        config.store.database_url = url("store.db");
+    }
+    if !explicit.has("migration", "database_url") && !explicit.has("store", "database_url") {
+        config.migration.database_url = url("coordinator.db");
+    }
+    // The other services are internal: any free port on loopback.
+    for (section, key, value) in [
+        ("store", "listen", &mut config.store.listen),
+        ("legacy", "listen", &mut config.legacy.listen),
+        ("migration", "listen", &mut config.migration.listen),
+    ] {
+        if !explicit.has(section, key) {
+            *value = "127.0.0.1:0".into();
+        }
+    }
+    if !explicit.has("legacy", "database_url") {
+        config.legacy.database_url = url("legacy-demo.db");
+        config.legacy.find_user = "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname \
+             FROM users WHERE lower(email) = ?"
+            .into();
+    }
+    if config.tokens.signing_key.is_empty() && config.tokens.signing_key_file.is_empty() {
+        let key_file = data_dir.join("signing-key.pem");
+        if !key_file.exists() {
+            let pem = trickle_auth_frontend::tokens::generate_signing_key_pem()?;
+            write_private(&key_file, &pem)?;
+        }
+        config.tokens.signing_key_file = key_file.display().to_string();
+    }
+    Ok(config)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// Create and seed the demo legacy database unless it exists.
+pub async fn seed_demo_legacy(data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join("legacy-demo.db");
+    if path.exists() {
+        return Ok(());
+    }
+    let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        .create_if_missing(true)
+        .connect()
+        .await
+        .context("cannot create the demo legacy database")?;
+    sqlx::query(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL, \
+         email_verified INTEGER NOT NULL DEFAULT 0, name TEXT, given_name TEXT, family_name TEXT, nickname TEXT)",
+    )
+    .execute(&mut conn)
+    .await?;
+    let legacy_argon2 = Argon2Config { memory_kib: 19_456, iterations: 2, parallelism: 1 };
+    for (id, email, password, format) in DEMO_USERS {
+        let hash = match *format {
+            "bcrypt" => legacy_formats::bcrypt(password, 10),
+            "argon2id" => legacy_formats::argon2id(password, &legacy_argon2),
+            _ => legacy_formats::django_pbkdf2_sha256(password, 100_000),
+        }
+        .map_err(anyhow::Error::msg)?;
+        let given = email.split('@').next().unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname) \
+             VALUES (?, ?, ?, 1, ?, ?, 'Legacy', ?)",
+        )
+        .bind(id.parse::<i64>()?)
+        .bind(*email)
+        .bind(hash)
+        .bind(format!("{given} Legacy"))
+        .bind(given)
+        .bind(given.to_lowercase())
+        .execute(&mut conn)
+        .await?;
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+pub async fn run(config: Config, explicit: &Explicit, data_dir: &Path) -> anyhow::Result<()> {
+    let uses_demo = !explicit.has("legacy", "database_url");
+    let config = embedded_config(config, explicit, data_dir)?;
+    if uses_demo {
+        seed_demo_legacy(data_dir).await?;
+    }
+    let cluster = Cluster::start(&config).await?;
+    println!();
+    println!("Trickle is running (all four services, real gRPC on loopback).");
+    println!();
+    println!("  public API (auth-frontend)   {}", cluster.frontend.local_addr);
+    println!("  user-store                   {}", cluster.store.local_addr);
+    println!("  migration-coordinator        {}", cluster.coordinator.local_addr);
+    println!("  legacy-connector             {}", cluster.legacy.local_addr);
+    println!("  data directory               {}", data_dir.display());
+    if uses_demo {
+        println!();
+        println!("Demo users in the legacy database (they move to the store on first login):");
+        for (_, email, password, format) in DEMO_USERS {
+            println!("  {email:<22} password {password:<24} ({format})");
+        }
+        println!();
+        println!("Try it from another terminal:");
+        println!("  trickle login alice@example.com          # first login: migrated = true");
+        println!("  trickle login alice@example.com          # again: served by the store");
+    }
+    println!();
+    println!("Press Ctrl-C to stop.");
+    trickle_service_kit::server::shutdown_signal().await;
+    cluster.stop().await
+}

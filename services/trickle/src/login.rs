@@ -1,0 +1,72 @@
+//! `trickle login EMAIL`: log in through the public API and show what happened, so a
+//! newcomer can watch a migration without a gRPC client.
+
+use anyhow::Context as _;
+use std::io::{BufRead as _, IsTerminal as _};
+use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
+use trickle_proto::auth::v1::{LoginRequest, Source, ValidateTokenRequest};
+use trickle_service_kit::rpc;
+
+/// The password from a prompt on a terminal, or the first line of standard input — never
+/// from the command line, where `ps` and shell history would keep it.
+fn read_password(email: &str) -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        Ok(rpassword::prompt_password(format!("Password for {email}: "))?)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}
+
+fn source_name(source: i32) -> &'static str {
+    match Source::try_from(source) {
+        Ok(Source::Signup) => "sign-up",
+        Ok(Source::LoginMigration) => "migrated on login",
+        Ok(Source::ResetMigration) => "migrated on password reset",
+        Ok(Source::Backfill) => "backfill",
+        _ => "unknown",
+    }
+}
+
+pub async fn run(address: &str, email: &str) -> anyhow::Result<()> {
+    let password = read_password(email)?;
+    let mut client = AuthServiceClient::connect(address.to_owned())
+        .await
+        .with_context(|| format!("cannot reach the Trickle frontend at {address} (is `trickle dev` running?)"))?;
+    let response = match client.login(LoginRequest { email: email.to_owned(), password }).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            let reason = rpc::reason_of(&status).unwrap_or_else(|| "-".into());
+            let mut message = format!("login failed: {} ({:?}, reason {reason})", status.message(), status.code());
+            for v in rpc::field_violations(&status) {
+                message.push_str(&format!("\n  {}: {}", v.field, v.description));
+            }
+            anyhow::bail!(message);
+        }
+    };
+    let user = response.user.unwrap_or_default();
+    let profile = user.profile.unwrap_or_default();
+    println!("Logged in.");
+    println!("  user_id         {}", user.user_id);
+    println!("  email           {} (as stored: {})", user.email, user.display_email);
+    println!("  email verified  {}", user.email_verified);
+    println!("  legacy id       {}", if user.legacy_id.is_empty() { "-" } else { &user.legacy_id });
+    println!("  name            {}", if profile.name.is_empty() { "-" } else { &profile.name });
+    println!("  source          {}", source_name(user.source));
+    println!(
+        "  migrated now    {}",
+        if response.migrated { "yes: this login moved the user from the legacy store" } else { "no" }
+    );
+    let claims = client
+        .validate_token(ValidateTokenRequest { access_token: response.access_token })
+        .await
+        .context("the issued token did not validate")?
+        .into_inner()
+        .claims
+        .unwrap_or_default();
+    println!("Access token (expires in {} s), claims:", response.expires_in);
+    println!("  sub {}  email {}  legacy_id {}", claims.sub, claims.email, if claims.legacy_id.is_empty() { "-" } else { &claims.legacy_id });
+    println!("  iss {}  aud {}  iat {}  exp {}", claims.iss, claims.aud, claims.iat, claims.exp);
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! `trickle`: one binary for every Trickle service, the laptop setup and a login client.
+
+mod config;
+mod dev;
+mod login;
+mod services;
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// Trickle moves the users of a legacy user database into a new user store the first time
+/// each of them logs in, without a password reset.
+#[derive(Debug, Parser)]
+#[command(name = "trickle", version, about, long_about = None)]
+struct Cli {
+    /// The TOML configuration file. Every key can also be set with TRICKLE_<SECTION>__<KEY>.
+    #[arg(long, global = true, value_name = "FILE", env = "TRICKLE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: json, text, or auto (text on a terminal, json otherwise). Filter with RUST_LOG.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "json", "text"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one service (for Kubernetes: one Deployment per service).
+    Serve {
+        #[arg(value_enum)]
+        service: services::Service,
+    },
+    /// Run all four services on this machine with an embedded SQLite store and a demo legacy
+    /// database (sections set in --config replace the embedded defaults).
+    Dev {
+        /// Where the embedded databases and the token signing key live.
+        #[arg(long, default_value = "./trickle-data", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Log in through the public API and show the user, whether this login migrated them,
+    /// and the token's claims. The password is read from a prompt or standard input.
+    Login {
+        email: String,
+        /// The auth-frontend's address.
+        #[arg(long, default_value = "http://127.0.0.1:50051", env = "TRICKLE_ADDR")]
+        addr: String,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,sqlx=warn"));
+    let json = match format {
+        "json" => true,
+        "text" => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).with_span_list(false).init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Login { email, addr } => login::run(&addr, &email).await,
+        Command::Serve { service } => {
+            init_logging(&cli.log_format);
+            match config::load(cli.config.as_deref()) {
+                Ok((config, _)) => services::serve(service, &config).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Dev { data_dir } => {
+            init_logging(&cli.log_format);
+            match config::load(cli.config.as_deref()) {
+                Ok((config, explicit)) => dev::run(config, &explicit, &data_dir).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

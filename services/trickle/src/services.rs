@@ -1,0 +1,93 @@
+//! Starting the four services from one configuration, alone (`trickle serve`) or together on
+//! loopback (`trickle dev`).
+
+use crate::config::Config;
+use anyhow::Context as _;
+use trickle_service_kit::server::RunningServer;
+
+/// The four services of one Trickle, each serving real gRPC on its own address.
+#[derive(Debug)]
+pub struct Cluster {
+    pub frontend: RunningServer,
+    pub store: RunningServer,
+    pub legacy: RunningServer,
+    pub coordinator: RunningServer,
+}
+
+impl Cluster {
+    /// Start store and legacy connector first (their addresses may be port 0), then the
+    /// coordinator and the frontend pointed at them.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let store = trickle_user_store::Application::build(&config.store).await.context("starting the user-store")?;
+        let store_url = format!("http://{}", store.local_addr()?);
+        let legacy = trickle_legacy_connector::Application::build(&config.legacy)
+            .await
+            .context("starting the legacy-connector")?;
+        let legacy_url = format!("http://{}", legacy.local_addr()?);
+        let mut migration = config.migration.clone();
+        migration.store_url = store_url.clone();
+        migration.legacy_url = legacy_url;
+        if migration.database_url.is_empty() {
+            migration.database_url = config.store.database_url.clone();
+        }
+        let coordinator = trickle_migration_coordinator::Application::build(&migration)
+            .await
+            .context("starting the migration-coordinator")?;
+        let mut frontend_config = config.frontend.clone();
+        frontend_config.store_url = store_url;
+        frontend_config.coordinator_url = format!("http://{}", coordinator.local_addr()?);
+        let frontend = trickle_auth_frontend::Application::build(&frontend_config, &config.tokens)
+            .await
+            .context("starting the auth-frontend")?;
+        Ok(Self {
+            store: store.spawn()?,
+            legacy: legacy.spawn()?,
+            coordinator: coordinator.spawn()?,
+            frontend: frontend.spawn()?,
+        })
+    }
+
+    /// Stop the frontend first so no new work arrives, then the rest.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.frontend.stop().await?;
+        self.coordinator.stop().await?;
+        self.legacy.stop().await?;
+        self.store.stop().await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    /// The public API (trickle.auth.v1.AuthService).
+    Frontend,
+    /// Users and password hashes (trickle.userstore.v1.UserStore).
+    UserStore,
+    /// Reads the legacy user database (trickle.legacy.v1.LegacyConnector).
+    LegacyConnector,
+    /// Mode, migration on login, ledger (trickle.migration.v1.MigrationCoordinator).
+    Coordinator,
+}
+
+/// Run one service until SIGTERM or Ctrl-C.
+pub async fn serve(service: Service, config: &Config) -> anyhow::Result<()> {
+    let shutdown = trickle_service_kit::server::shutdown_signal();
+    match service {
+        Service::Frontend => trickle_auth_frontend::Application::build(&config.frontend, &config.tokens)
+            .await?
+            .run_until_stopped(shutdown)
+            .await?,
+        Service::UserStore => trickle_user_store::Application::build(&config.store).await?.run_until_stopped(shutdown).await?,
+        Service::LegacyConnector => {
+            trickle_legacy_connector::Application::build(&config.legacy).await?.run_until_stopped(shutdown).await?
+        }
+        Service::Coordinator => {
+            let mut migration = config.migration.clone();
+            if migration.database_url.is_empty() {
+                migration.database_url = config.store.database_url.clone();
+            }
+            trickle_migration_coordinator::Application::build(&migration).await?.run_until_stopped(shutdown).await?
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! The `[store]` section of the configuration.
+
+use serde::Deserialize;
+use trickle_password::Argon2Config;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Where the user-store's gRPC server listens.
+    pub listen: String,
+    /// `postgres://…` in production, `sqlite://path?mode=rwc` embedded.
+    pub database_url: String,
+    pub max_connections: u32,
+    /// Parameters of the argon2id hashes the store writes.
+    pub argon2: Argon2Config,
+    /// Hashing threads; 0 = one per core.
+    pub hash_workers: usize,
+    /// Hashing jobs admitted beyond those running before logins are refused as overloaded.
+    pub hash_queue: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50052".into(),
+            database_url: "sqlite://./trickle-data/store.db".into(),
+            max_connections: 10,
+            argon2: Argon2Config::default(),
+            hash_workers: 0,
+            hash_queue: 256,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Everything that can go wrong in the user-store, and its one mapping to gRPC.
+
+use tonic::{Code, Status};
+use trickle_service_kit::rpc::{self, FieldViolation, reason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid request")]
+    InvalidRequest(Vec<FieldViolation>),
+    #[error("password does not meet the policy")]
+    WeakPassword(Vec<FieldViolation>),
+    #[error("a user with this email already exists")]
+    EmailExists,
+    #[error("user not found")]
+    NotFound,
+    #[error("the password hashing queue is full")]
+    Overloaded,
+    #[error("the store database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("store database error")]
+    Database(#[source] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if trickle_service_kit::db::is_unavailable(&error) {
+            StoreError::Unavailable(error)
+        } else {
+            StoreError::Database(error)
+        }
+    }
+}
+
+impl From<trickle_password::PoolError> for StoreError {
+    fn from(error: trickle_password::PoolError) -> Self {
+        match error {
+            trickle_password::PoolError::Saturated => StoreError::Overloaded,
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::InvalidRequest(violations) => rpc::invalid_argument(reason::INVALID_REQUEST, &violations),
+            StoreError::WeakPassword(violations) => rpc::invalid_argument(reason::WEAK_PASSWORD, &violations),
+            StoreError::EmailExists => {
+                rpc::status(Code::AlreadyExists, reason::EMAIL_EXISTS, "a user with this email already exists")
+            }
+            StoreError::NotFound => rpc::status(Code::NotFound, reason::USER_NOT_FOUND, "no such user"),
+            StoreError::Overloaded => rpc::status(
+                Code::ResourceExhausted,
+                reason::OVERLOADED,
+                "too many password checks in progress; retry shortly",
+            ),
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "store database unavailable");
+                rpc::status(Code::Unavailable, reason::STORE_UNAVAILABLE, "the user store database is unavailable")
+            }
+            StoreError::Database(e) => {
+                tracing::error!(error = %e, "store database error");
+                rpc::status(Code::Internal, reason::INTERNAL, "user store database error")
+            }
+            StoreError::Internal(message) => {
+                tracing::error!(%message, "user store internal error");
+                rpc::status(Code::Internal, reason::INTERNAL, "user store internal error")
+            }
+        }
+    }
+}

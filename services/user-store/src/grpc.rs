@@ -1,0 +1,226 @@
+//! The tonic layer: proto ⇄ domain conversions and nothing else. Every request field is
+//! destructured so that a new field cannot be forgotten silently.
+
+use crate::error::StoreError;
+use crate::users::{AuthenticateOutcome, Import, ImportOutcome, Profile, Source, User, Users};
+use prost_types::value::Kind;
+use tonic::{Request, Response, Status};
+use trickle_password::Password;
+use trickle_proto::auth::v1 as auth;
+use trickle_proto::userstore::v1::{
+    AuthenticateRequest, AuthenticateResponse, CreateUserRequest, CreateUserResponse,
+    GetUserRequest, GetUserResponse, ImportUserRequest, ImportUserResponse, authenticate_response,
+    get_user_request::Lookup, import_user_response, user_store_server::UserStore,
+};
+use trickle_service_kit::Email;
+use trickle_service_kit::rpc::Violations;
+
+/// Encoded JSON size cap for each metadata object.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Each profile string (name, picture URL, …).
+const MAX_PROFILE_FIELD_BYTES: usize = 2048;
+
+#[derive(Debug, Clone)]
+pub(crate) struct UserStoreService {
+    pub users: Users,
+}
+
+#[tonic::async_trait]
+impl UserStore for UserStoreService {
+    async fn authenticate(&self, request: Request<AuthenticateRequest>) -> Result<Response<AuthenticateResponse>, Status> {
+        let AuthenticateRequest { email, password, equalize_unknown } = request.into_inner();
+        let mut violations = Violations::default();
+        let email = violations.check("email", Email::parse(&email));
+        let password = Password::new(password);
+        violations.check("password", password.check_presented());
+        let Some(email) = email.filter(|_| violations.is_empty()) else {
+            return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+        };
+        let outcome = self.users.authenticate(&email, password, equalize_unknown).await?;
+        use authenticate_response::Outcome;
+        let (outcome, user) = match outcome {
+            AuthenticateOutcome::Authenticated(user) => (Outcome::Authenticated, Some(user_to_proto(user))),
+            AuthenticateOutcome::WrongPassword => (Outcome::WrongPassword, None),
+            AuthenticateOutcome::NotFound => (Outcome::NotFound, None),
+        };
+        Ok(Response::new(AuthenticateResponse { outcome: outcome.into(), user }))
+    }
+
+    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<CreateUserResponse>, Status> {
+        let CreateUserRequest { email, password, profile } = request.into_inner();
+        let mut violations = Violations::default();
+        let email = violations.check("email", Email::parse(&email));
+        let password = Password::new(password);
+        let weak = match password.check_new() {
+            Err(e) if e.is_weak() => Some(e),
+            other => {
+                violations.check("password", other);
+                None
+            }
+        };
+        let profile = profile_from_proto(profile, &mut violations);
+        let Some(email) = email.filter(|_| violations.is_empty()) else {
+            return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+        };
+        if let Some(weak) = weak {
+            let mut violations = Violations::default();
+            violations.add("password", weak.to_string());
+            return Err(StoreError::WeakPassword(violations.into_vec()).into());
+        }
+        let user = self.users.create_user(email, password, profile).await?;
+        Ok(Response::new(CreateUserResponse { user: Some(user_to_proto(user)) }))
+    }
+
+    async fn import_user(&self, request: Request<ImportUserRequest>) -> Result<Response<ImportUserResponse>, Status> {
+        let ImportUserRequest { legacy_id, email, email_verified, profile, password, source } = request.into_inner();
+        let mut violations = Violations::default();
+        if legacy_id.is_empty() {
+            violations.add("legacy_id", "legacy_id is required");
+        } else if legacy_id.len() > 255 {
+            violations.add("legacy_id", "legacy_id must be at most 255 bytes");
+        }
+        let email = violations.check("email", Email::parse(&email));
+        let password = Password::new(password);
+        violations.check("password", password.check_presented());
+        let profile = profile_from_proto(profile, &mut violations);
+        let source = match auth::Source::try_from(source) {
+            Ok(auth::Source::LoginMigration) => Some(Source::LoginMigration),
+            Ok(auth::Source::ResetMigration) => Some(Source::ResetMigration),
+            Ok(auth::Source::Backfill) => Some(Source::Backfill),
+            _ => {
+                violations.add("source", "source must be LOGIN_MIGRATION, RESET_MIGRATION or BACKFILL");
+                None
+            }
+        };
+        let (Some(email), Some(source), true) = (email, source, violations.is_empty()) else {
+            return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+        };
+        let import = Import { legacy_id, email, email_verified, profile, password, source };
+        use import_user_response::Outcome;
+        let (outcome, user) = match self.users.import_user(import).await? {
+            ImportOutcome::Created(user) => (Outcome::Created, Some(user_to_proto(user))),
+            ImportOutcome::AlreadyImported(user) => (Outcome::AlreadyImported, Some(user_to_proto(user))),
+            ImportOutcome::Conflict => (Outcome::Conflict, None),
+        };
+        Ok(Response::new(ImportUserResponse { outcome: outcome.into(), user }))
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
+        let GetUserRequest { lookup } = request.into_inner();
+        let user = match lookup {
+            Some(Lookup::UserId(user_id)) if !user_id.is_empty() => self.users.get_by_id(&user_id).await?,
+            Some(Lookup::Email(email)) => {
+                let mut violations = Violations::default();
+                let Some(email) = violations.check("email", Email::parse(&email)) else {
+                    return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+                };
+                self.users.get_by_email(&email).await?
+            }
+            _ => {
+                let mut violations = Violations::default();
+                violations.add("lookup", "set user_id or email");
+                return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+            }
+        };
+        Ok(Response::new(GetUserResponse { user: Some(user_to_proto(user)) }))
+    }
+}
+
+fn non_empty(field: &str, value: String, violations: &mut Violations) -> Option<String> {
+    if value.len() > MAX_PROFILE_FIELD_BYTES {
+        violations.add(format!("profile.{field}"), format!("must be at most {MAX_PROFILE_FIELD_BYTES} bytes"));
+        return None;
+    }
+    (!value.is_empty()).then_some(value)
+}
+
+pub(crate) fn profile_from_proto(profile: Option<auth::Profile>, violations: &mut Violations) -> Profile {
+    let auth::Profile { name, given_name, family_name, nickname, picture, user_metadata, app_metadata } =
+        profile.unwrap_or_default();
+    let mut metadata = |field: &str, value: Option<prost_types::Struct>| {
+        let map = value.map(struct_to_json).unwrap_or_default();
+        if serde_json::to_vec(&map).map_or(true, |v| v.len() > MAX_METADATA_BYTES) {
+            violations.add(format!("profile.{field}"), format!("must encode to at most {MAX_METADATA_BYTES} bytes of JSON"));
+        }
+        map
+    };
+    let user_metadata = metadata("user_metadata", user_metadata);
+    let app_metadata = metadata("app_metadata", app_metadata);
+    Profile {
+        name: non_empty("name", name, violations),
+        given_name: non_empty("given_name", given_name, violations),
+        family_name: non_empty("family_name", family_name, violations),
+        nickname: non_empty("nickname", nickname, violations),
+        picture: non_empty("picture", picture, violations),
+        user_metadata,
+        app_metadata,
+    }
+}
+
+pub(crate) fn user_to_proto(user: User) -> auth::User {
+    let User { user_id, email, display_email, email_verified, legacy_id, profile, source, created_at, updated_at, last_login_at } =
+        user;
+    let Profile { name, given_name, family_name, nickname, picture, user_metadata, app_metadata } = profile;
+    let source = match source {
+        Source::Signup => auth::Source::Signup,
+        Source::LoginMigration => auth::Source::LoginMigration,
+        Source::ResetMigration => auth::Source::ResetMigration,
+        Source::Backfill => auth::Source::Backfill,
+    };
+    auth::User {
+        user_id,
+        email,
+        email_verified,
+        legacy_id: legacy_id.unwrap_or_default(),
+        profile: Some(auth::Profile {
+            name: name.unwrap_or_default(),
+            given_name: given_name.unwrap_or_default(),
+            family_name: family_name.unwrap_or_default(),
+            nickname: nickname.unwrap_or_default(),
+            picture: picture.unwrap_or_default(),
+            user_metadata: Some(json_to_struct(user_metadata)),
+            app_metadata: Some(json_to_struct(app_metadata)),
+        }),
+        source: source.into(),
+        created_at: Some(timestamp(created_at)),
+        updated_at: Some(timestamp(updated_at)),
+        last_login_at: last_login_at.map(timestamp),
+        display_email,
+    }
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+fn struct_to_json(s: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()
+}
+
+fn value_to_json(v: prost_types::Value) -> serde_json::Value {
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s)),
+        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.into_iter().map(value_to_json).collect()),
+    }
+}
+
+fn json_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect() }
+}
+
+fn json_to_value(v: serde_json::Value) -> prost_types::Value {
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.into_iter().map(json_to_value).collect() }),
+        serde_json::Value::Object(o) => Kind::StructValue(json_to_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
