@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // tonic-prost-build does not reliably emit rerun-if-changed for imported files.
     for proto in PROTOS {
-        println!("cargo:rerun-if-changed={}", proto_root.join(proto).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            proto_root.join(proto).display()
+        );
     }
 
     let mut config = prost_build::Config::new();
@@ -29,7 +32,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("trickle_descriptor.bin"))
         .compile_with_config(
             config,
-            &PROTOS.iter().map(|p| proto_root.join(p)).collect::<Vec<_>>(),
+            &PROTOS
+                .iter()
+                .map(|p| proto_root.join(p))
+                .collect::<Vec<_>>(),
             &[proto_root, well_known_types],
         )?;
     Ok(())

@@ -1,0 +1,418 @@
+//! The test kit for Trickle's end-to-end tests: fresh real databases per test (PostgreSQL,
+//! MariaDB, SQLite files), the four services started on `127.0.0.1:0` and talking real gRPC,
+//! and a log capture to prove that no secret is ever logged.
+//!
+//! Database servers are found through `TRICKLE_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and `TRICKLE_TEST_MYSQL_URL` (default
+//! `mysql://root@127.0.0.1:3306`). A server that cannot be reached fails the test.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Connection as _, Executor as _};
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+use tonic::transport::Channel;
+use trickle::config::Config;
+use trickle::services::Cluster;
+use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
+
+/// Which databases a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Store and coordinator on PostgreSQL, legacy database on MariaDB.
+    PostgresMariaDb,
+    /// Store, coordinator and legacy database in SQLite files.
+    Sqlite,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TRICKLE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn mysql_admin_url() -> String {
+    std::env::var("TRICKLE_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// Replace the database name of a server URL.
+fn with_database(server_url: &str, database: &str) -> String {
+    let (base, query) = match server_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (server_url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{host_part}/{database}{query}")
+}
+
+fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A database created for one test and dropped when the test ends, pass or fail.
+pub struct TestDatabase {
+    pub url: String,
+    drop_sql: Option<(String, String)>,
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl TestDatabase {
+    pub async fn postgres() -> Self {
+        let admin = postgres_admin_url();
+        let name = unique_name("trickle_test");
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for this test ({e}); set TRICKLE_TEST_POSTGRES_URL"));
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .await
+            .expect("create database");
+        let _ = conn.close().await;
+        Self {
+            url: with_database(&admin, &name),
+            drop_sql: Some((
+                admin,
+                format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            )),
+            _dir: None,
+        }
+    }
+
+    pub async fn mariadb() -> Self {
+        let admin = mysql_admin_url();
+        let name = unique_name("trickle_legacy");
+        let mut conn = sqlx::MySqlConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("MariaDB/MySQL at {admin} is required for this test ({e}); set TRICKLE_TEST_MYSQL_URL"));
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{name}`")))
+            .await
+            .expect("create database");
+        let _ = conn.close().await;
+        Self {
+            url: with_database(&admin, &name),
+            drop_sql: Some((admin, format!("DROP DATABASE IF EXISTS `{name}`"))),
+            _dir: None,
+        }
+    }
+
+    pub fn sqlite(dir: &Arc<tempfile::TempDir>, file: &str) -> Self {
+        Self {
+            url: format!("sqlite://{}?mode=rwc", dir.path().join(file).display()),
+            drop_sql: None,
+            _dir: Some(Arc::clone(dir)),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin, sql)) = self.drop_sql.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime; do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                sqlx::any::install_default_drivers();
+                if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
+                    let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A user of the legacy database, as a test creates it.
+#[derive(Debug, Clone)]
+pub struct LegacyRecord {
+    pub id: i64,
+    pub email: String,
+    pub password_hash: String,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub nickname: Option<String>,
+    pub picture: Option<String>,
+}
+
+impl LegacyRecord {
+    pub fn new(id: i64, email: &str, password_hash: String) -> Self {
+        Self {
+            id,
+            email: email.into(),
+            password_hash,
+            email_verified: false,
+            name: None,
+            given_name: None,
+            family_name: None,
+            nickname: None,
+            picture: None,
+        }
+    }
+}
+
+/// The legacy database of a test: a plain `users` table like many legacy apps have.
+pub struct LegacyDb {
+    pub database: TestDatabase,
+    pub pool: AnyPool,
+    pub find_user: String,
+}
+
+impl LegacyDb {
+    pub async fn create(backend: Backend, dir: &Arc<tempfile::TempDir>) -> Self {
+        sqlx::any::install_default_drivers();
+        let (database, ddl, find_user) = match backend {
+            Backend::PostgresMariaDb => (
+                TestDatabase::mariadb().await,
+                "CREATE TABLE users (id BIGINT PRIMARY KEY, email VARCHAR(255) NOT NULL, password_hash VARCHAR(255) NOT NULL, \
+                 email_verified TINYINT(1) NOT NULL DEFAULT 0, name VARCHAR(255), given_name VARCHAR(255), \
+                 family_name VARCHAR(255), nickname VARCHAR(255), picture VARCHAR(1024))",
+                // MariaDB's default collation already compares case-insensitively.
+                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture \
+                 FROM users WHERE email = ?",
+            ),
+            Backend::Sqlite => (
+                TestDatabase::sqlite(dir, "legacy.db"),
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL, \
+                 email_verified INTEGER NOT NULL DEFAULT 0, name TEXT, given_name TEXT, family_name TEXT, nickname TEXT, picture TEXT)",
+                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture \
+                 FROM users WHERE lower(email) = ?",
+            ),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&database.url)
+            .await
+            .expect("connect to the legacy database");
+        pool.execute(ddl)
+            .await
+            .expect("create the legacy users table");
+        Self {
+            database,
+            pool,
+            find_user: find_user.into(),
+        }
+    }
+
+    pub async fn insert(&self, record: &LegacyRecord) {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(record.id)
+        .bind(&record.email)
+        .bind(&record.password_hash)
+        .bind(i32::from(record.email_verified))
+        .bind(record.name.clone())
+        .bind(record.given_name.clone())
+        .bind(record.family_name.clone())
+        .bind(record.nickname.clone())
+        .bind(record.picture.clone())
+        .execute(&self.pool)
+        .await
+        .expect("insert legacy user");
+    }
+
+    pub async fn set_password_hash(&self, id: i64, hash: &str) {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .expect("update");
+    }
+}
+
+/// The store and coordinator databases of a test.
+pub struct StoreDb {
+    pub database: TestDatabase,
+    pub pool: AnyPool,
+}
+
+impl StoreDb {
+    pub async fn create(backend: Backend, dir: &Arc<tempfile::TempDir>) -> Self {
+        sqlx::any::install_default_drivers();
+        let database = match backend {
+            Backend::PostgresMariaDb => TestDatabase::postgres().await,
+            Backend::Sqlite => TestDatabase::sqlite(dir, "store.db"),
+        };
+        // Lazy: the tables exist only once the user-store has applied its migrations.
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy(&database.url)
+            .expect("store pool");
+        Self { database, pool }
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    pub async fn user_count(&self) -> i64 {
+        self.count("SELECT COUNT(*) FROM users").await
+    }
+
+    pub async fn migration_event_count(&self) -> i64 {
+        self.count("SELECT COUNT(*) FROM migration_events").await
+    }
+
+    /// The stored hash of a user, to prove it never leaks.
+    pub async fn password_hash(&self, email: &str) -> String {
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
+            .bind(email.to_owned())
+            .fetch_one(&self.pool)
+            .await
+            .expect("password hash")
+    }
+}
+
+/// One test's Trickle: databases and the four services. Fields drop in order: the services
+/// stop before their databases are dropped.
+pub struct TestTrickle {
+    pub cluster: Cluster,
+    pub config: Config,
+    pub signing_key_pem: String,
+    pub legacy: LegacyDb,
+    pub store: StoreDb,
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+/// Settings a test may change before the services start.
+pub fn base_config(store: &StoreDb, legacy: &LegacyDb, signing_key_pem: &str) -> Config {
+    let mut config = Config::default();
+    config.frontend.listen = "127.0.0.1:0".into();
+    config.store.listen = "127.0.0.1:0".into();
+    config.legacy.listen = "127.0.0.1:0".into();
+    config.migration.listen = "127.0.0.1:0".into();
+    config.store.database_url = store.database.url.clone();
+    config.migration.database_url = store.database.url.clone();
+    config.legacy.database_url = legacy.database.url.clone();
+    config.legacy.find_user = legacy.find_user.clone();
+    config.legacy.query_timeout_ms = 1500;
+    config.migration.legacy_timeout_ms = 2500;
+    config.tokens.signing_key = signing_key_pem.to_owned();
+    config
+}
+
+impl TestTrickle {
+    /// Fresh databases and the four services on them.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        capture_logs();
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let store = StoreDb::create(backend, &dir).await;
+        let legacy = LegacyDb::create(backend, &dir).await;
+        let signing_key_pem =
+            trickle_auth_frontend::tokens::generate_signing_key_pem().expect("signing key");
+        let mut config = base_config(&store, &legacy, &signing_key_pem);
+        adjust(&mut config);
+        let cluster = Cluster::start(&config)
+            .await
+            .expect("start the four services");
+        Self {
+            cluster,
+            config,
+            signing_key_pem,
+            legacy,
+            store,
+            dir,
+        }
+    }
+
+    pub async fn client(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::connect(self.cluster.frontend.url())
+            .await
+            .expect("connect to the frontend")
+    }
+
+    /// Start a second set of services on the same store database, with `adjust` applied
+    /// (another replica, or one whose legacy database is unreachable).
+    pub async fn second_cluster(&self, adjust: impl FnOnce(&mut Config)) -> Cluster {
+        let mut config = self.config.clone();
+        adjust(&mut config);
+        Cluster::start(&config)
+            .await
+            .expect("start the second set of services")
+    }
+}
+
+/// Hashes for fixtures. bcrypt at cost 10 like most legacy PHP apps.
+pub fn bcrypt(password: &str) -> String {
+    trickle_password::legacy_formats::bcrypt(password, 10).expect("bcrypt")
+}
+
+// ---- log capture ------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut inner) = self.0.lock() {
+            inner.extend_from_slice(buf);
+        }
+        if std::env::var_os("TRICKLE_TEST_LOG_STDERR").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+/// Set `TRICKLE_TEST_LOG_STDERR=1` to see them on stderr too (with `--nocapture`).
+///
+/// Install, once per test binary, a subscriber that records every log line and span field
+/// of every service at DEBUG (Trickle's own crates at TRACE) in memory.
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = SharedBuffer(Arc::clone(&buffer));
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,trickle_user_store=trace,trickle_legacy_connector=trace,trickle_migration_coordinator=trace,\
+                 trickle_auth_frontend=trace,trickle_password=trace,trickle_service_kit=trace",
+            ))
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    });
+}
+
+/// Everything logged so far by every test in this binary.
+pub fn captured_logs() -> String {
+    let buffer = LOGS.get().expect("capture_logs was called");
+    let bytes = buffer.lock().expect("log buffer").clone();
+    let mut out = String::from_utf8_lossy(&bytes).into_owned();
+    out.push('\n');
+    let _ = std::io::stdout().flush();
+    out
+}

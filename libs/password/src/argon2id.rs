@@ -4,8 +4,8 @@
 //! holding freed blocks per thread; reusing one buffer per worker keeps the resident set at
 //! about one buffer per hashing thread and is faster.
 
-use argon2::{Algorithm, Argon2, Block, Params, Version};
 use argon2::password_hash::phc::{Output, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -24,7 +24,11 @@ pub struct Argon2Config {
 
 impl Default for Argon2Config {
     fn default() -> Self {
-        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
     }
 }
 
@@ -36,11 +40,21 @@ const OUTPUT_LEN: usize = 32;
 
 impl Argon2Config {
     pub fn params(&self) -> Result<Params, argon2::Error> {
-        Params::new(self.memory_kib, self.iterations, self.parallelism, Some(OUTPUT_LEN))
+        Params::new(
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            Some(OUTPUT_LEN),
+        )
     }
 
     /// Whether a stored argon2 hash is weaker than (or different from) what we would write now.
-    pub(crate) fn is_weaker(&self, algorithm: Algorithm, version: Version, params: &Params) -> bool {
+    pub(crate) fn is_weaker(
+        &self,
+        algorithm: Algorithm,
+        version: Version,
+        params: &Params,
+    ) -> bool {
         algorithm != Algorithm::Argon2id
             || version != Version::V0x13
             || params.m_cost() < self.memory_kib
@@ -95,16 +109,14 @@ pub(crate) fn hash(
     let salt = Salt::generate();
     let mut out = [0u8; OUTPUT_LEN];
     let keep = params.block_count();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()).hash_password_into_with_memory(
-        password,
-        &salt,
-        &mut out,
-        scratch.blocks(&params, keep),
-    )?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password, &salt, &mut out, scratch.blocks(&params, keep))?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
-        params: (&params).try_into().map_err(|_| argon2::Error::AlgorithmInvalid)?,
+        params: (&params)
+            .try_into()
+            .map_err(|_| argon2::Error::AlgorithmInvalid)?,
         salt: Some(salt),
         hash: Some(Output::new(&out).map_err(|_| argon2::Error::OutputTooShort)?),
     };
@@ -135,7 +147,13 @@ impl Argon2Hash {
         }
         let salt = parsed.salt?.as_ref().to_vec();
         let expected = parsed.hash?.as_bytes().to_vec();
-        Some(Self { algorithm, version, params, salt, expected })
+        Some(Self {
+            algorithm,
+            version,
+            params,
+            salt,
+            expected,
+        })
     }
 
     pub(crate) fn verify(&self, scratch: &mut Scratch, keep_up_to: usize, password: &[u8]) -> bool {

@@ -138,7 +138,12 @@ pub mod legacy_formats {
             .filter(char::is_ascii_alphanumeric)
             .collect();
         let mut out = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), salt.as_bytes(), iterations, &mut out);
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+            password.as_bytes(),
+            salt.as_bytes(),
+            iterations,
+            &mut out,
+        );
         Ok(format!(
             "pbkdf2_sha256${iterations}${salt}${}",
             base64::engine::general_purpose::STANDARD.encode(out)
@@ -147,6 +152,11 @@ pub mod legacy_formats {
 
     /// An argon2id PHC string with the given parameters.
     pub fn argon2id(password: &str, config: &crate::Argon2Config) -> Result<String, String> {
-        crate::argon2id::hash(config, &mut crate::argon2id::Scratch::default(), password.as_bytes()).map_err(|e| e.to_string())
+        crate::argon2id::hash(
+            config,
+            &mut crate::argon2id::Scratch::default(),
+            password.as_bytes(),
+        )
+        .map_err(|e| e.to_string())
     }
 }

@@ -55,8 +55,14 @@ struct Inner {
 impl HashPool {
     /// Start `workers` hashing threads (0 = one per core) admitting at most `queue_capacity`
     /// jobs beyond those running.
-    pub fn new(config: Argon2Config, workers: usize, queue_capacity: usize) -> Result<Self, PoolError> {
-        config.params().map_err(|e| PoolError::Hashing(format!("invalid argon2 parameters: {e}")))?;
+    pub fn new(
+        config: Argon2Config,
+        workers: usize,
+        queue_capacity: usize,
+    ) -> Result<Self, PoolError> {
+        config
+            .params()
+            .map_err(|e| PoolError::Hashing(format!("invalid argon2 parameters: {e}")))?;
         let workers = if workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -114,12 +120,19 @@ impl HashPool {
     }
 
     /// Check `password` against `stored`.
-    pub async fn verify(&self, password: Password, stored: StoredHash) -> Result<Verification, PoolError> {
+    pub async fn verify(
+        &self,
+        password: Password,
+        stored: StoredHash,
+    ) -> Result<Verification, PoolError> {
         let config = self.inner.config;
         let keep = keep_blocks(&config);
         self.run(move |scratch| {
             let matches = stored.verify(scratch, keep, password.expose_secret().as_bytes());
-            Verification { matches, needs_upgrade: matches && stored.needs_upgrade(&config) }
+            Verification {
+                matches,
+                needs_upgrade: matches && stored.needs_upgrade(&config),
+            }
         })
         .await
     }
@@ -127,7 +140,9 @@ impl HashPool {
     /// Verify `password` against a dummy hash and discard the answer: the cost of a wrong
     /// password for a user who does not exist.
     pub async fn verify_dummy(&self, password: Password) -> Result<(), PoolError> {
-        self.verify(password, self.inner.dummy.clone()).await.map(|_| ())
+        self.verify(password, self.inner.dummy.clone())
+            .await
+            .map(|_| ())
     }
 
     /// Check a password and, when it matches in a legacy or weak format, re-hash it in the
@@ -144,11 +159,20 @@ impl HashPool {
             let matches = stored.verify(scratch, keep, secret);
             let needs_upgrade = matches && stored.needs_upgrade(&config);
             let upgraded = if needs_upgrade {
-                Some(argon2id::hash(&config, scratch, secret).map_err(|e| PoolError::Hashing(e.to_string()))?)
+                Some(
+                    argon2id::hash(&config, scratch, secret)
+                        .map_err(|e| PoolError::Hashing(e.to_string()))?,
+                )
             } else {
                 None
             };
-            Ok((Verification { matches, needs_upgrade }, upgraded))
+            Ok((
+                Verification {
+                    matches,
+                    needs_upgrade,
+                },
+                upgraded,
+            ))
         })
         .await?
     }
@@ -206,17 +230,36 @@ mod tests {
     use super::*;
 
     fn small() -> Argon2Config {
-        Argon2Config { memory_kib: 1024, iterations: 1, parallelism: 1 }
+        Argon2Config {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        }
     }
 
     #[tokio::test]
     async fn hash_then_verify() {
         let pool = HashPool::new(small(), 2, 4).expect("pool");
-        let phc = pool.hash(Password::new("correct horse")).await.expect("hash");
+        let phc = pool
+            .hash(Password::new("correct horse"))
+            .await
+            .expect("hash");
         let stored = StoredHash::parse(&phc, crate::HashFormat::Auto).expect("parse");
-        let ok = pool.verify(Password::new("correct horse"), stored.clone()).await.expect("verify");
-        assert_eq!(ok, Verification { matches: true, needs_upgrade: false });
-        let bad = pool.verify(Password::new("wrong"), stored).await.expect("verify");
+        let ok = pool
+            .verify(Password::new("correct horse"), stored.clone())
+            .await
+            .expect("verify");
+        assert_eq!(
+            ok,
+            Verification {
+                matches: true,
+                needs_upgrade: false
+            }
+        );
+        let bad = pool
+            .verify(Password::new("wrong"), stored)
+            .await
+            .expect("verify");
         assert!(!bad.matches);
         pool.verify_dummy(Password::new("x")).await.expect("dummy");
     }
@@ -226,7 +269,11 @@ mod tests {
         let pool = HashPool::new(Argon2Config::default(), 1, 1).expect("pool");
         let jobs: Vec<_> = (0..8).map(|_| pool.hash(Password::new("p"))).collect();
         let results = futures_join_all(jobs).await;
-        assert!(results.iter().any(|r| matches!(r, Err(PoolError::Saturated))));
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(PoolError::Saturated)))
+        );
         assert!(results.iter().filter(|r| r.is_ok()).count() >= 2);
     }
 

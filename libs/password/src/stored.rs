@@ -55,7 +55,10 @@ impl ParseHashError {
     fn new(stored: &str, expected: &'static str) -> Self {
         // At most 4 characters: "$2b$", "$arg", "pbkd" identify a format; more would start
         // revealing salt or cost details of a real user's hash.
-        Self { prefix: stored.chars().take(4).collect(), expected }
+        Self {
+            prefix: stored.chars().take(4).collect(),
+            expected,
+        }
     }
 }
 
@@ -67,7 +70,11 @@ pub struct StoredHash(Inner);
 enum Inner {
     Argon2(Argon2Hash),
     Bcrypt(String),
-    DjangoPbkdf2Sha256 { iterations: u32, salt: String, expected: Vec<u8> },
+    DjangoPbkdf2Sha256 {
+        iterations: u32,
+        salt: String,
+        expected: Vec<u8>,
+    },
 }
 
 impl std::fmt::Debug for StoredHash {
@@ -84,8 +91,9 @@ impl StoredHash {
     /// Parse `stored` as `format`.
     pub fn parse(stored: &str, format: HashFormat) -> Result<Self, ParseHashError> {
         let format = match format {
-            HashFormat::Auto => Self::detect(stored)
-                .ok_or_else(|| ParseHashError::new(stored, "recognized (bcrypt, argon2, Django PBKDF2)"))?,
+            HashFormat::Auto => Self::detect(stored).ok_or_else(|| {
+                ParseHashError::new(stored, "recognized (bcrypt, argon2, Django PBKDF2)")
+            })?,
             named => named,
         };
         match format {
@@ -102,7 +110,10 @@ impl StoredHash {
     }
 
     fn detect(stored: &str) -> Option<HashFormat> {
-        if ["$2a$", "$2b$", "$2y$", "$2x$"].iter().any(|p| stored.starts_with(p)) {
+        if ["$2a$", "$2b$", "$2y$", "$2x$"]
+            .iter()
+            .any(|p| stored.starts_with(p))
+        {
             Some(HashFormat::Bcrypt)
         } else if stored.starts_with("$argon2") {
             Some(HashFormat::Argon2)
@@ -134,15 +145,29 @@ impl StoredHash {
         }
     }
 
-    pub(crate) fn verify(&self, scratch: &mut Scratch, keep_blocks: usize, password: &[u8]) -> bool {
+    pub(crate) fn verify(
+        &self,
+        scratch: &mut Scratch,
+        keep_blocks: usize,
+        password: &[u8],
+    ) -> bool {
         match &self.0 {
             Inner::Argon2(h) => h.verify(scratch, keep_blocks, password),
             // bcrypt::verify compares in constant time and, like the PHP/Python/C
             // implementations legacy apps used, only looks at the first 72 bytes.
             Inner::Bcrypt(stored) => bcrypt::verify(password, stored).unwrap_or(false),
-            Inner::DjangoPbkdf2Sha256 { iterations, salt, expected } => {
+            Inner::DjangoPbkdf2Sha256 {
+                iterations,
+                salt,
+                expected,
+            } => {
                 let mut out = vec![0u8; expected.len()];
-                pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt.as_bytes(), *iterations, &mut out);
+                pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+                    password,
+                    salt.as_bytes(),
+                    *iterations,
+                    &mut out,
+                );
                 bool::from(out.ct_eq(expected))
             }
         }
@@ -159,29 +184,45 @@ fn parse_bcrypt(stored: &str) -> Option<String> {
     // $2b$12$ + 53 characters of salt and hash.
     let bytes = stored.as_bytes();
     let well_formed = stored.len() == 60
-        && ["$2a$", "$2b$", "$2y$", "$2x$"].iter().any(|p| stored.starts_with(p))
+        && ["$2a$", "$2b$", "$2y$", "$2x$"]
+            .iter()
+            .any(|p| stored.starts_with(p))
         && bytes[6] == b'$'
-        && stored[4..6].parse::<u32>().is_ok_and(|cost| (4..=31).contains(&cost))
-        && stored[7..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
+        && stored[4..6]
+            .parse::<u32>()
+            .is_ok_and(|cost| (4..=31).contains(&cost))
+        && stored[7..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
     well_formed.then(|| stored.to_owned())
 }
 
 fn parse_django_pbkdf2(stored: &str) -> Option<StoredHash> {
     let mut parts = stored.split('$');
-    let (Some("pbkdf2_sha256"), Some(iterations), Some(salt), Some(hash), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("pbkdf2_sha256"), Some(iterations), Some(salt), Some(hash), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return None;
     };
     let iterations: u32 = iterations.parse().ok()?;
     if iterations == 0 || iterations > MAX_PBKDF2_ITERATIONS || salt.is_empty() {
         return None;
     }
-    let expected = base64::engine::general_purpose::STANDARD.decode(hash).ok()?;
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(hash)
+        .ok()?;
     if expected.is_empty() {
         return None;
     }
-    Some(StoredHash(Inner::DjangoPbkdf2Sha256 { iterations, salt: salt.to_owned(), expected }))
+    Some(StoredHash(Inner::DjangoPbkdf2Sha256 {
+        iterations,
+        salt: salt.to_owned(),
+        expected,
+    }))
 }
 
 #[cfg(test)]
@@ -199,8 +240,7 @@ mod tests {
     const BCRYPT_2B: &str = "$2b$04$qNfuqQRa6pvV465bs0i8MuQgpfGq/QdX9J.UDjEMrSx5motZzhXQK";
     const DJANGO: &str =
         "pbkdf2_sha256$1000000$hjZviU2rfKZb8h3ni18KjQ$cFjf41KwwN9deZy48DGkP87G2+no8aimGEp4snJXhzk=";
-    const ARGON2_CFFI: &str =
-        "$argon2id$v=19$m=1024,t=1,p=1$xqYH3E9892/9d5YtledHrg$afUNDguUbm4dSht18KO5FRbrygHaU0lVx3c/rLlNMCc";
+    const ARGON2_CFFI: &str = "$argon2id$v=19$m=1024,t=1,p=1$xqYH3E9892/9d5YtledHrg$afUNDguUbm4dSht18KO5FRbrygHaU0lVx3c/rLlNMCc";
 
     #[test]
     fn parse_errors_show_only_a_prefix() {
@@ -233,9 +273,14 @@ mod tests {
 
     #[test]
     fn argon2_phc_round_trip_and_upgrade_rules() {
-        let config = Argon2Config { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        let config = Argon2Config {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
         let mut scratch = Scratch::default();
-        let phc = crate::argon2id::hash(&config, &mut scratch, "pässwörd".as_bytes()).expect("hash");
+        let phc =
+            crate::argon2id::hash(&config, &mut scratch, "pässwörd".as_bytes()).expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         let parsed = StoredHash::parse(&phc, HashFormat::Argon2).expect("parses");
         assert_eq!(parsed.scheme(), HashScheme::Argon2id);
@@ -243,9 +288,11 @@ mod tests {
         assert!(!parsed.verify(&mut scratch, 1024, "passwörd".as_bytes()));
         assert!(!parsed.needs_upgrade(&config));
         assert!(parsed.needs_upgrade(&Argon2Config::default()));
-        assert!(StoredHash::parse(BCRYPT_2B, HashFormat::Bcrypt)
-            .expect("bcrypt")
-            .needs_upgrade(&config));
+        assert!(
+            StoredHash::parse(BCRYPT_2B, HashFormat::Bcrypt)
+                .expect("bcrypt")
+                .needs_upgrade(&config)
+        );
     }
 
     #[test]

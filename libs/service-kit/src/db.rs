@@ -19,12 +19,20 @@ pub enum Db {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database URL must start with postgres:// or sqlite:// (got a URL starting with {0:?})")]
+    #[error(
+        "database URL must start with postgres:// or sqlite:// (got a URL starting with {0:?})"
+    )]
     UnsupportedUrl(String),
     #[error("cannot connect to the {kind} database: {source}")]
-    Connect { kind: &'static str, source: sqlx::Error },
+    Connect {
+        kind: &'static str,
+        source: sqlx::Error,
+    },
     #[error("cannot apply the schema migrations to the {kind} database: {source}")]
-    Migrate { kind: &'static str, source: sqlx::migrate::MigrateError },
+    Migrate {
+        kind: &'static str,
+        source: sqlx::migrate::MigrateError,
+    },
 }
 
 /// Run `$body` with `$pool` bound to whichever pool `$db` holds. The body is compiled once
@@ -41,7 +49,12 @@ macro_rules! with_db {
 
 /// Only the scheme: URLs carry passwords and must not reach an error message whole.
 fn scheme_of(url: &str) -> String {
-    url.split(':').next().unwrap_or_default().chars().take(16).collect()
+    url.split(':')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(16)
+        .collect()
 }
 
 impl Db {
@@ -50,18 +63,26 @@ impl Db {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
         let acquire_timeout = Duration::from_secs(5);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)
-                .map_err(|source| DbError::Connect { kind: "PostgreSQL", source })?;
+            let options = PgConnectOptions::from_str(url).map_err(|source| DbError::Connect {
+                kind: "PostgreSQL",
+                source,
+            })?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await
-                .map_err(|source| DbError::Connect { kind: "PostgreSQL", source })?;
+                .map_err(|source| DbError::Connect {
+                    kind: "PostgreSQL",
+                    source,
+                })?;
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
-                .map_err(|source| DbError::Connect { kind: "SQLite", source })?
+                .map_err(|source| DbError::Connect {
+                    kind: "SQLite",
+                    source,
+                })?
                 .create_if_missing(true)
                 // WAL lets readers proceed while one writer commits; the busy timeout makes
                 // concurrent writers wait for the lock instead of failing.
@@ -73,7 +94,10 @@ impl Db {
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await
-                .map_err(|source| DbError::Connect { kind: "SQLite", source })?;
+                .map_err(|source| DbError::Connect {
+                    kind: "SQLite",
+                    source,
+                })?;
             Ok(Db::Sqlite(pool))
         } else {
             Err(DbError::UnsupportedUrl(scheme_of(url)))

@@ -45,7 +45,10 @@ impl Email {
         {
             return Err(EmailError::Malformed);
         }
-        Ok(Self { normalized: display.to_lowercase(), display: display.to_owned() })
+        Ok(Self {
+            normalized: display.to_lowercase(),
+            display: display.to_owned(),
+        })
     }
 
     /// The form stored and compared: lower-case.
@@ -81,9 +84,20 @@ mod tests {
     fn rejects_malformed() {
         assert_eq!(Email::parse(""), Err(EmailError::Empty));
         assert_eq!(Email::parse("   "), Err(EmailError::Empty));
-        for bad in ["alice", "@example.com", "alice@", "al ice@example.com", "a@b@", "a@.com", "a\u{0}@x.io"] {
+        for bad in [
+            "alice",
+            "@example.com",
+            "alice@",
+            "al ice@example.com",
+            "a@b@",
+            "a@.com",
+            "a\u{0}@x.io",
+        ] {
             assert_eq!(Email::parse(bad), Err(EmailError::Malformed), "{bad:?}");
         }
-        assert_eq!(Email::parse(&format!("{}@example.com", "a".repeat(300))), Err(EmailError::TooLong));
+        assert_eq!(
+            Email::parse(&format!("{}@example.com", "a".repeat(300))),
+            Err(EmailError::TooLong)
+        );
     }
 }

@@ -32,7 +32,10 @@ pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
 
 /// The `ErrorInfo.reason` of a status, if it has one.
 pub fn reason_of(status: &Status) -> Option<String> {
-    status.get_error_details().error_info().map(|info| info.reason.clone())
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
 }
 
 /// One bad field of a request.
@@ -48,11 +51,18 @@ pub struct Violations(Vec<FieldViolation>);
 
 impl Violations {
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation { field: field.into(), description: description.into() });
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
     }
 
     /// Keep `result`'s value, or record its error against `field`.
-    pub fn check<T, E: std::fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        result: Result<T, E>,
+    ) -> Option<T> {
         match result {
             Ok(value) => Some(value),
             Err(e) => {
@@ -72,13 +82,18 @@ impl Violations {
 
     /// `Ok(())` when nothing was recorded.
     pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
-        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
     }
 }
 
 /// `INVALID_ARGUMENT` with reason `reason` and one `BadRequest` violation per field.
 pub fn invalid_argument(reason: &str, violations: &[FieldViolation]) -> Status {
-    let mut details = ErrorDetails::with_error_info(reason, DOMAIN, std::collections::HashMap::new());
+    let mut details =
+        ErrorDetails::with_error_info(reason, DOMAIN, std::collections::HashMap::new());
     for v in violations {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());
     }
@@ -98,7 +113,10 @@ pub fn field_violations(status: &Status) -> Vec<FieldViolation> {
         .map(|br| {
             br.field_violations
                 .iter()
-                .map(|v| FieldViolation { field: v.field.clone(), description: v.description.clone() })
+                .map(|v| FieldViolation {
+                    field: v.field.clone(),
+                    description: v.description.clone(),
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -20,7 +20,10 @@ pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("gRPC reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -31,7 +34,10 @@ pub enum ServeError {
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind { addr: addr.to_owned(), source })
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
 }
 
 /// Serve `routes` on `listener` until `shutdown` resolves, then report NOT_SERVING and drain.
@@ -44,10 +50,14 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     for name in service_names {
-        health_reporter.set_service_status(*name, ServingStatus::Serving).await;
+        health_reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
     // The empty name is the server as a whole (what Kubernetes' gRPC probe asks by default).
-    health_reporter.set_service_status("", ServingStatus::Serving).await;
+    health_reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(trickle_proto::FILE_DESCRIPTOR_SET)
@@ -62,9 +72,13 @@ pub async fn serve(
     let drain = async move {
         shutdown.await;
         for name in names {
-            health_reporter.set_service_status(name, ServingStatus::NotServing).await;
+            health_reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
         }
-        health_reporter.set_service_status("", ServingStatus::NotServing).await;
+        health_reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         tracing::info!("shutting down: reporting NOT_SERVING and draining in-flight calls");
     };
 
@@ -88,13 +102,21 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Serve `routes` on `listener` in a background task.
-    pub fn spawn(listener: TcpListener, routes: Routes, service_names: &'static [&'static str]) -> std::io::Result<Self> {
+    pub fn spawn(
+        listener: TcpListener,
+        routes: Routes,
+        service_names: &'static [&'static str],
+    ) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, routes, service_names, async move {
             let _ = stopped.await;
         }));
-        Ok(Self { local_addr, stop: Some(stop), task })
+        Ok(Self {
+            local_addr,
+            stop: Some(stop),
+            task,
+        })
     }
 
     /// `http://ADDR`, for clients.

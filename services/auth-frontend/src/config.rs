@@ -52,7 +52,14 @@ impl std::fmt::Debug for TokenConfig {
             .field("audience", &self.audience)
             .field("ttl_seconds", &self.ttl_seconds)
             .field("signing_key_file", &self.signing_key_file)
-            .field("signing_key", &if self.signing_key.is_empty() { "" } else { "<redacted>" })
+            .field(
+                "signing_key",
+                &if self.signing_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
             .finish()
     }
 }

@@ -39,9 +39,13 @@ impl FrontendError {
             (Code::AlreadyExists, _) => FrontendError::EmailExists,
             (Code::NotFound, _) => FrontendError::UserNotFound,
             (Code::ResourceExhausted, _) => FrontendError::Overloaded,
-            (Code::Unavailable, Some(reason::LEGACY_UNAVAILABLE | reason::LEGACY_CONFIG)) => FrontendError::LegacyUnavailable,
+            (Code::Unavailable, Some(reason::LEGACY_UNAVAILABLE | reason::LEGACY_CONFIG)) => {
+                FrontendError::LegacyUnavailable
+            }
             (Code::Unavailable, Some(reason::STORE_UNAVAILABLE)) => FrontendError::StoreUnavailable,
-            (Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled, _) => unavailable,
+            (Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled, _) => {
+                unavailable
+            }
             (Code::InvalidArgument, _) => {
                 let violations = rpc::field_violations(status);
                 if reason.as_deref() == Some(reason::WEAK_PASSWORD) {
@@ -50,7 +54,9 @@ impl FrontendError {
                     FrontendError::InvalidRequest(violations)
                 }
             }
-            (code, _) => FrontendError::Internal(format!("upstream answered {code:?}: {}", status.message())),
+            (code, _) => {
+                FrontendError::Internal(format!("upstream answered {code:?}: {}", status.message()))
+            }
         }
     }
 }
@@ -58,28 +64,50 @@ impl FrontendError {
 impl From<FrontendError> for Status {
     fn from(error: FrontendError) -> Self {
         match error {
-            FrontendError::InvalidRequest(violations) => rpc::invalid_argument(reason::INVALID_REQUEST, &violations),
-            FrontendError::WeakPassword(violations) => rpc::invalid_argument(reason::WEAK_PASSWORD, &violations),
-            FrontendError::InvalidCredentials => {
-                rpc::status(Code::Unauthenticated, reason::INVALID_CREDENTIALS, "invalid email or password")
+            FrontendError::InvalidRequest(violations) => {
+                rpc::invalid_argument(reason::INVALID_REQUEST, &violations)
             }
-            FrontendError::EmailExists => {
-                rpc::status(Code::AlreadyExists, reason::EMAIL_EXISTS, "a user with this email already exists")
+            FrontendError::WeakPassword(violations) => {
+                rpc::invalid_argument(reason::WEAK_PASSWORD, &violations)
             }
-            FrontendError::UserNotFound => rpc::status(Code::NotFound, reason::USER_NOT_FOUND, "no such user"),
-            FrontendError::InvalidToken => rpc::status(Code::Unauthenticated, reason::INVALID_TOKEN, "the token is not valid"),
-            FrontendError::TokenExpired => rpc::status(Code::Unauthenticated, reason::TOKEN_EXPIRED, "the token has expired"),
+            FrontendError::InvalidCredentials => rpc::status(
+                Code::Unauthenticated,
+                reason::INVALID_CREDENTIALS,
+                "invalid email or password",
+            ),
+            FrontendError::EmailExists => rpc::status(
+                Code::AlreadyExists,
+                reason::EMAIL_EXISTS,
+                "a user with this email already exists",
+            ),
+            FrontendError::UserNotFound => {
+                rpc::status(Code::NotFound, reason::USER_NOT_FOUND, "no such user")
+            }
+            FrontendError::InvalidToken => rpc::status(
+                Code::Unauthenticated,
+                reason::INVALID_TOKEN,
+                "the token is not valid",
+            ),
+            FrontendError::TokenExpired => rpc::status(
+                Code::Unauthenticated,
+                reason::TOKEN_EXPIRED,
+                "the token has expired",
+            ),
             FrontendError::LegacyUnavailable => rpc::status(
                 Code::Unavailable,
                 reason::LEGACY_UNAVAILABLE,
                 "the legacy user store cannot be reached to check this user; retry later",
             ),
-            FrontendError::StoreUnavailable => {
-                rpc::status(Code::Unavailable, reason::STORE_UNAVAILABLE, "the user store is unavailable; retry later")
-            }
-            FrontendError::Overloaded => {
-                rpc::status(Code::ResourceExhausted, reason::OVERLOADED, "too many logins in progress; retry shortly")
-            }
+            FrontendError::StoreUnavailable => rpc::status(
+                Code::Unavailable,
+                reason::STORE_UNAVAILABLE,
+                "the user store is unavailable; retry later",
+            ),
+            FrontendError::Overloaded => rpc::status(
+                Code::ResourceExhausted,
+                reason::OVERLOADED,
+                "too many logins in progress; retry shortly",
+            ),
             FrontendError::Internal(message) => {
                 tracing::error!(%message, "auth-frontend internal error");
                 rpc::status(Code::Internal, reason::INTERNAL, "internal error")

@@ -39,7 +39,9 @@ impl ModeWatch {
                         };
                         mode.store(value, Ordering::Relaxed);
                     }
-                    Err(status) => tracing::debug!(code = ?status.code(), "cannot read the migration mode; keeping the last one"),
+                    Err(status) => {
+                        tracing::debug!(code = ?status.code(), "cannot read the migration mode; keeping the last one")
+                    }
                 }
             }
         });

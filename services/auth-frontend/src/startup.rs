@@ -39,12 +39,19 @@ impl Application {
         let timeout = Duration::from_millis(config.upstream_timeout_ms);
         let store = UserStoreClient::new(server::channel(&config.store_url, timeout)?)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-        let coordinator = MigrationCoordinatorClient::new(server::channel(&config.coordinator_url, timeout)?)
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-        let mode = ModeWatch::start(coordinator.clone(), Duration::from_millis(config.mode_refresh_ms));
+        let coordinator =
+            MigrationCoordinatorClient::new(server::channel(&config.coordinator_url, timeout)?)
+                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let mode = ModeWatch::start(
+            coordinator.clone(),
+            Duration::from_millis(config.mode_refresh_ms),
+        );
         let listener = server::bind(&config.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, "auth-frontend ready");
-        Ok(Self { listener, flows: AuthFlows::new(store, coordinator, tokens, mode) })
+        Ok(Self {
+            listener,
+            flows: AuthFlows::new(store, coordinator, tokens, mode),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -52,15 +59,31 @@ impl Application {
     }
 
     fn routes(flows: AuthFlows) -> Routes {
-        Routes::new(AuthServiceServer::new(AuthApi { flows }).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE))
+        Routes::new(
+            AuthServiceServer::new(AuthApi { flows })
+                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        )
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        server::serve(self.listener, Self::routes(self.flows), SERVICE_NAMES, shutdown).await?;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        server::serve(
+            self.listener,
+            Self::routes(self.flows),
+            SERVICE_NAMES,
+            shutdown,
+        )
+        .await?;
         Ok(())
     }
 
     pub fn spawn(self) -> Result<RunningServer, StartError> {
-        Ok(RunningServer::spawn(self.listener, Self::routes(self.flows), SERVICE_NAMES)?)
+        Ok(RunningServer::spawn(
+            self.listener,
+            Self::routes(self.flows),
+            SERVICE_NAMES,
+        )?)
     }
 }

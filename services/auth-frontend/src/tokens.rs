@@ -18,8 +18,13 @@ pub enum KeyError {
     #[error("no token signing key: set [tokens] signing_key_file or TRICKLE_TOKENS__SIGNING_KEY")]
     Missing,
     #[error("cannot read the token signing key file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("the token signing key is not a PKCS#8 PEM Ed25519 private key (make one with `openssl genpkey -algorithm ed25519`)")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the token signing key is not a PKCS#8 PEM Ed25519 private key (make one with `openssl genpkey -algorithm ed25519`)"
+    )]
     Invalid,
     #[error("cannot generate a signing key: {0}")]
     Generate(String),
@@ -75,7 +80,10 @@ pub struct TokenIssuer {
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenIssuer").field("kid", &self.kid).field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("TokenIssuer")
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,7 +92,9 @@ pub fn generate_signing_key_pem() -> Result<String, KeyError> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| KeyError::Generate(e.to_string()))?;
     let key = SigningKey::from_bytes(&secret);
-    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
     Ok(pem.to_string())
 }
 
@@ -93,22 +103,41 @@ impl TokenIssuer {
         let pem = if !config.signing_key.trim().is_empty() {
             config.signing_key.clone()
         } else if !config.signing_key_file.is_empty() {
-            std::fs::read_to_string(&config.signing_key_file)
-                .map_err(|source| KeyError::Read { path: config.signing_key_file.clone(), source })?
+            std::fs::read_to_string(&config.signing_key_file).map_err(|source| KeyError::Read {
+                path: config.signing_key_file.clone(),
+                source,
+            })?
         } else {
             return Err(KeyError::Missing);
         };
-        Self::from_pem(&pem, &config.issuer, &config.audience, Duration::from_secs(config.ttl_seconds.max(1)))
+        Self::from_pem(
+            &pem,
+            &config.issuer,
+            &config.audience,
+            Duration::from_secs(config.ttl_seconds.max(1)),
+        )
     }
 
-    pub fn from_pem(pem: &str, issuer: &str, audience: &str, ttl: Duration) -> Result<Self, KeyError> {
+    pub fn from_pem(
+        pem: &str,
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+    ) -> Result<Self, KeyError> {
         let signing = SigningKey::from_pkcs8_pem(pem.trim()).map_err(|_| KeyError::Invalid)?;
         let verifying = signing.verifying_key();
         // RFC 7638-style: a stable id derived from the public key, so rotating the key
         // rotates the kid.
         let digest = sha2::Sha256::digest(verifying.as_bytes());
         let kid = B64.encode(&digest[..12]);
-        Ok(Self { signing, verifying, kid, issuer: issuer.to_owned(), audience: audience.to_owned(), ttl })
+        Ok(Self {
+            signing,
+            verifying,
+            kid,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl,
+        })
     }
 
     pub fn ttl(&self) -> Duration {
@@ -116,7 +145,10 @@ impl TokenIssuer {
     }
 
     pub fn jwk(&self) -> PublicJwk {
-        PublicJwk { kid: self.kid.clone(), x: B64.encode(self.verifying.as_bytes()) }
+        PublicJwk {
+            kid: self.kid.clone(),
+            x: B64.encode(self.verifying.as_bytes()),
+        }
     }
 
     /// Issue a token for a user, valid from `now` (seconds since the epoch).
@@ -132,7 +164,11 @@ impl TokenIssuer {
             aud: self.audience.clone(),
             jti: uuid_like(),
         };
-        let header = Header { alg: "EdDSA".into(), typ: "JWT".into(), kid: self.kid.clone() };
+        let header = Header {
+            alg: "EdDSA".into(),
+            typ: "JWT".into(),
+            kid: self.kid.clone(),
+        };
         // Serializing these plain structs cannot fail.
         let header = B64.encode(serde_json::to_vec(&header).unwrap_or_default());
         let payload = B64.encode(serde_json::to_vec(&claims).unwrap_or_default());
@@ -158,7 +194,9 @@ impl TokenIssuer {
         }
         let signature = B64.decode(signature).map_err(|_| TokenError::Invalid)?;
         let signature = Signature::from_slice(&signature).map_err(|_| TokenError::Invalid)?;
-        self.verifying.verify_strict(signed.as_bytes(), &signature).map_err(|_| TokenError::Invalid)?;
+        self.verifying
+            .verify_strict(signed.as_bytes(), &signature)
+            .map_err(|_| TokenError::Invalid)?;
         let claims: Claims = decode_json(payload)?;
         if claims.iss != self.issuer || claims.aud != self.audience {
             return Err(TokenError::Invalid);
@@ -197,16 +235,28 @@ mod tests {
         let issuer = issuer();
         let token = issuer.issue("u1", "a@example.com", "42", 1_000);
         let claims = issuer.validate(&token, 1_010).expect("valid");
-        assert_eq!((claims.sub.as_str(), claims.legacy_id.as_str(), claims.exp), ("u1", "42", 1_060));
+        assert_eq!(
+            (claims.sub.as_str(), claims.legacy_id.as_str(), claims.exp),
+            ("u1", "42", 1_060)
+        );
         assert_eq!(issuer.validate(&token, 1_060), Err(TokenError::Expired));
         // Another key with the same issuer and audience.
-        assert_eq!(self::issuer().validate(&token, 1_010), Err(TokenError::Invalid));
+        assert_eq!(
+            self::issuer().validate(&token, 1_010),
+            Err(TokenError::Invalid)
+        );
         // Tampered payload.
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = B64.encode(br#"{"sub":"admin","email":"a@example.com","iat":1000,"exp":9999999999,"iss":"trickle","aud":"internal","jti":"x"}"#);
         parts[1] = &forged;
-        assert_eq!(issuer.validate(&parts.join("."), 1_010), Err(TokenError::Invalid));
-        assert_eq!(issuer.validate("not.a.jwt", 1_010), Err(TokenError::Invalid));
+        assert_eq!(
+            issuer.validate(&parts.join("."), 1_010),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            issuer.validate("not.a.jwt", 1_010),
+            Err(TokenError::Invalid)
+        );
         assert_eq!(issuer.validate("", 1_010), Err(TokenError::Invalid));
     }
 }

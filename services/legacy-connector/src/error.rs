@@ -33,18 +33,32 @@ impl From<trickle_password::PoolError> for LegacyError {
 impl From<LegacyError> for Status {
     fn from(error: LegacyError) -> Self {
         match error {
-            LegacyError::InvalidRequest(violations) => rpc::invalid_argument(reason::INVALID_REQUEST, &violations),
+            LegacyError::InvalidRequest(violations) => {
+                rpc::invalid_argument(reason::INVALID_REQUEST, &violations)
+            }
             LegacyError::Timeout(ms) => {
                 tracing::warn!(timeout_ms = ms, "legacy database query timed out");
-                rpc::status(Code::Unavailable, reason::LEGACY_UNAVAILABLE, format!("the legacy database did not answer within {ms} ms"))
+                rpc::status(
+                    Code::Unavailable,
+                    reason::LEGACY_UNAVAILABLE,
+                    format!("the legacy database did not answer within {ms} ms"),
+                )
             }
             LegacyError::Database(e) => {
                 tracing::warn!(error = %e, "legacy database error");
-                rpc::status(Code::Unavailable, reason::LEGACY_UNAVAILABLE, "the legacy database is unavailable")
+                rpc::status(
+                    Code::Unavailable,
+                    reason::LEGACY_UNAVAILABLE,
+                    "the legacy database is unavailable",
+                )
             }
             LegacyError::Config(message) => {
                 tracing::error!(%message, "legacy connector misconfigured");
-                rpc::status(Code::Unavailable, reason::LEGACY_CONFIG, format!("legacy connector configuration error: {message}"))
+                rpc::status(
+                    Code::Unavailable,
+                    reason::LEGACY_CONFIG,
+                    format!("legacy connector configuration error: {message}"),
+                )
             }
             LegacyError::Overloaded => rpc::status(
                 Code::ResourceExhausted,
@@ -53,7 +67,11 @@ impl From<LegacyError> for Status {
             ),
             LegacyError::Internal(message) => {
                 tracing::error!(%message, "legacy connector internal error");
-                rpc::status(Code::Internal, reason::INTERNAL, "legacy connector internal error")
+                rpc::status(
+                    Code::Internal,
+                    reason::INTERNAL,
+                    "legacy connector internal error",
+                )
             }
         }
     }

@@ -4,10 +4,12 @@ use crate::error::LegacyError;
 use crate::sql::{LegacyUser, LoginOutcome, SqlBackend};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
-use trickle_proto::legacy::v1::{self as pb, GetUserRequest, GetUserResponse, LoginRequest, LoginResponse, legacy_connector_server::LegacyConnector};
+use trickle_proto::legacy::v1::{
+    self as pb, GetUserRequest, GetUserResponse, LoginRequest, LoginResponse,
+    legacy_connector_server::LegacyConnector,
+};
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
-
 
 #[derive(Debug, Clone)]
 pub(crate) struct LegacyConnectorService {
@@ -16,7 +18,10 @@ pub(crate) struct LegacyConnectorService {
 
 #[tonic::async_trait]
 impl LegacyConnector for LegacyConnectorService {
-    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
         let LoginRequest { email, password } = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
@@ -26,25 +31,46 @@ impl LegacyConnector for LegacyConnectorService {
             return Err(LegacyError::InvalidRequest(violations.into_vec()).into());
         };
         let response = match self.backend.login(&email, password).await? {
-            LoginOutcome::Authenticated(user) => LoginResponse { authenticated: true, user: Some(user_to_proto(user)) },
-            LoginOutcome::Rejected => LoginResponse { authenticated: false, user: None },
+            LoginOutcome::Authenticated(user) => LoginResponse {
+                authenticated: true,
+                user: Some(user_to_proto(user)),
+            },
+            LoginOutcome::Rejected => LoginResponse {
+                authenticated: false,
+                user: None,
+            },
         };
         Ok(Response::new(response))
     }
 
-    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
+    async fn get_user(
+        &self,
+        request: Request<GetUserRequest>,
+    ) -> Result<Response<GetUserResponse>, Status> {
         let GetUserRequest { email } = request.into_inner();
         let mut violations = Violations::default();
         let Some(email) = violations.check("email", Email::parse(&email)) else {
             return Err(LegacyError::InvalidRequest(violations.into_vec()).into());
         };
         let user = self.backend.get_user(&email).await?;
-        Ok(Response::new(GetUserResponse { found: user.is_some(), user: user.map(user_to_proto) }))
+        Ok(Response::new(GetUserResponse {
+            found: user.is_some(),
+            user: user.map(user_to_proto),
+        }))
     }
 }
 
 fn user_to_proto(user: LegacyUser) -> pb::LegacyUser {
-    let LegacyUser { legacy_id, email, email_verified, name, given_name, family_name, nickname, picture } = user;
+    let LegacyUser {
+        legacy_id,
+        email,
+        email_verified,
+        name,
+        given_name,
+        family_name,
+        nickname,
+        picture,
+    } = user;
     pb::LegacyUser {
         legacy_id,
         email,

@@ -3,8 +3,10 @@
 
 use crate::config::LegacyConfig;
 use crate::error::LegacyError;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use trickle_password::{HashFormat, HashPool, Password, StoredHash};
@@ -40,9 +42,80 @@ pub enum LoginOutcome {
 /// each is tried, and a larger result is a misconfigured query.
 const MAX_ROWS_PER_EMAIL: usize = 8;
 
+/// The legacy database, through the native driver of its kind: legacy schemas use column
+/// types (MySQL `TINYINT(1)`, PostgreSQL `int4`, …) that sqlx's type-erased `Any` driver
+/// refuses to map.
+#[derive(Debug, Clone)]
+enum LegacyPool {
+    Postgres(PgPool),
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+macro_rules! with_legacy_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            LegacyPool::Postgres($p) => $body,
+            LegacyPool::MySql($p) => $body,
+            LegacyPool::Sqlite($p) => $body,
+        }
+    };
+}
+
+impl LegacyPool {
+    /// Lazy: the connector starts while the legacy database is down; each request then
+    /// fails with UNAVAILABLE.
+    fn connect_lazy(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, LegacyError> {
+        let unusable = |e: sqlx::Error| {
+            LegacyError::Config(format!("[legacy] database_url is not usable: {e}"))
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(LegacyPool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_lazy(url)
+                    .map_err(unusable)?,
+            ))
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            let url = url.replacen("mariadb://", "mysql://", 1);
+            Ok(LegacyPool::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_lazy(&url)
+                    .map_err(unusable)?,
+            ))
+        } else if url.starts_with("sqlite:") {
+            Ok(LegacyPool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_lazy(url)
+                    .map_err(unusable)?,
+            ))
+        } else {
+            let scheme: String = url
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(16)
+                .collect();
+            Err(LegacyError::Config(format!(
+                "[legacy] database_url must start with postgres://, mysql:// or sqlite:// (got {scheme:?})"
+            )))
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SqlBackend {
-    pool: AnyPool,
+    pool: LegacyPool,
     find_user: Arc<str>,
     hash_format: HashFormat,
     query_timeout: Duration,
@@ -54,21 +127,20 @@ pub struct SqlBackend {
 
 impl SqlBackend {
     pub fn new(config: &LegacyConfig, hasher: HashPool) -> Result<Self, LegacyError> {
-        sqlx::any::install_default_drivers();
         if config.database_url.is_empty() {
-            return Err(LegacyError::Config("[legacy] database_url is not set".into()));
+            return Err(LegacyError::Config(
+                "[legacy] database_url is not set".into(),
+            ));
         }
         if config.find_user.trim().is_empty() {
             return Err(LegacyError::Config("[legacy] find_user is empty".into()));
         }
         let query_timeout = Duration::from_millis(config.query_timeout_ms.max(1));
-        // Lazy: the connector starts (and reports healthy for the store path's sake) while
-        // the legacy database is down; each request then fails with UNAVAILABLE.
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections.max(1))
-            .acquire_timeout(query_timeout)
-            .connect_lazy(&config.database_url)
-            .map_err(|e| LegacyError::Config(format!("[legacy] database_url is not usable: {e}")))?;
+        let pool = LegacyPool::connect_lazy(
+            &config.database_url,
+            config.max_connections.max(1),
+            query_timeout,
+        )?;
         Ok(Self {
             pool,
             find_user: Arc::from(config.find_user.as_str()),
@@ -80,7 +152,11 @@ impl SqlBackend {
     }
 
     #[tracing::instrument(name = "legacy.login", skip_all)]
-    pub async fn login(&self, email: &Email, password: Password) -> Result<LoginOutcome, LegacyError> {
+    pub async fn login(
+        &self,
+        email: &Email,
+        password: Password,
+    ) -> Result<LoginOutcome, LegacyError> {
         let candidates = self.find(email).await?;
         if candidates.is_empty() {
             self.verify_dummy(password).await?;
@@ -88,7 +164,10 @@ impl SqlBackend {
         }
         for candidate in candidates {
             let scheme = candidate.hash.scheme();
-            let verification = self.hasher.verify(password.clone(), candidate.hash.clone()).await?;
+            let verification = self
+                .hasher
+                .verify(password.clone(), candidate.hash.clone())
+                .await?;
             self.remember_dummy(candidate.hash);
             if verification.matches {
                 tracing::debug!(trickle.legacy.id = %candidate.user.legacy_id, scheme = scheme.as_str(), "legacy password verified");
@@ -119,48 +198,62 @@ impl SqlBackend {
     }
 
     async fn find(&self, email: &Email) -> Result<Vec<Candidate>, LegacyError> {
-        let query = sqlx::query(sqlx::AssertSqlSafe(self.find_user.to_string())).bind(email.normalized().to_owned());
-        let rows = tokio::time::timeout(self.query_timeout, query.fetch_all(&self.pool))
-            .await
-            .map_err(|_| LegacyError::Timeout(self.query_timeout.as_millis().try_into().unwrap_or(u64::MAX)))?
-            .map_err(classify)?;
-        if rows.len() > MAX_ROWS_PER_EMAIL {
-            return Err(LegacyError::Config(format!(
-                "find_user returned {} rows for one email; it must select by email",
-                rows.len()
-            )));
-        }
-        let mut candidates = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let candidate = self.candidate(row)?;
+        // The operator's query, verbatim; the email is only ever a bound parameter.
+        let sql = sqlx::AssertSqlSafe(self.find_user.to_string());
+        let email_param = email.normalized().to_owned();
+        let fetched = tokio::time::timeout(
+            self.query_timeout,
+            async {
+                with_legacy_pool!(&self.pool, pool => async {
+                let rows = sqlx::query(sql).bind(email_param).fetch_all(pool).await.map_err(classify)?;
+                if rows.len() > MAX_ROWS_PER_EMAIL {
+                    return Err(LegacyError::Config(format!(
+                        "find_user returned {} rows for one email; it must select by email",
+                        rows.len()
+                    )));
+                }
+                rows.iter().map(|row| self.candidate(row)).collect::<Result<Vec<_>, _>>()
+            }.await)
+            },
+        )
+        .await
+        .map_err(|_| LegacyError::Timeout(self.query_timeout.as_millis().try_into().unwrap_or(u64::MAX)))??;
+        let mut candidates = Vec::with_capacity(fetched.len());
+        for candidate in fetched {
             // A query that ignores its parameter or matches loosely must not log anyone in
             // as somebody else.
             if candidate.user.email.trim().to_lowercase() == email.normalized() {
                 candidates.push(candidate);
             } else {
-                tracing::warn!("find_user returned a row whose email differs from the one asked for; ignoring it");
+                tracing::warn!(
+                    "find_user returned a row whose email differs from the one asked for; ignoring it"
+                );
             }
         }
         Ok(candidates)
     }
 
-    fn candidate(&self, row: &AnyRow) -> Result<Candidate, LegacyError> {
-        let legacy_id = text_or_integer(row, "id")?
+    fn candidate(&self, row: &impl LegacyRow) -> Result<Candidate, LegacyError> {
+        let legacy_id = row
+            .text_or_integer("id")?
             .ok_or_else(|| LegacyError::Config("find_user returned a NULL id".into()))?;
-        let email = text(row, "email")?.ok_or_else(|| LegacyError::Config("find_user returned a NULL email".into()))?;
-        let hash = text(row, "password_hash")?
-            .ok_or_else(|| LegacyError::Config(format!("legacy user {legacy_id} has no password_hash")))?;
+        let email = row
+            .text("email")?
+            .ok_or_else(|| LegacyError::Config("find_user returned a NULL email".into()))?;
+        let hash = row.text("password_hash")?.ok_or_else(|| {
+            LegacyError::Config(format!("legacy user {legacy_id} has no password_hash"))
+        })?;
         let hash = StoredHash::parse(hash.trim(), self.hash_format)
             .map_err(|e| LegacyError::Config(format!("legacy user {legacy_id}: {e}")))?;
         let user = LegacyUser {
             legacy_id,
             email,
-            email_verified: optional_flag(row, "email_verified")?,
-            name: optional_text(row, "name")?,
-            given_name: optional_text(row, "given_name")?,
-            family_name: optional_text(row, "family_name")?,
-            nickname: optional_text(row, "nickname")?,
-            picture: optional_text(row, "picture")?,
+            email_verified: row.optional_flag("email_verified")?,
+            name: row.optional_text("name")?,
+            given_name: row.optional_text("given_name")?,
+            family_name: row.optional_text("family_name")?,
+            nickname: row.optional_text("nickname")?,
+            picture: row.optional_text("picture")?,
         };
         Ok(Candidate { user, hash })
     }
@@ -186,62 +279,99 @@ fn is_query_error(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.starts_with("42") || c.starts_with("07"))
 }
 
-fn has_column(row: &AnyRow, column: &str) -> bool {
-    row.try_column(column).is_ok()
-}
-
 fn decode_error(column: &str, e: &sqlx::Error) -> LegacyError {
-    LegacyError::Config(format!("find_user column {column:?} has an unsupported type: {e}"))
+    LegacyError::Config(format!(
+        "find_user column {column:?} has an unsupported type: {e}"
+    ))
 }
 
-/// A text column, accepting bytes holding UTF-8 (MySQL binary collations).
-fn text(row: &AnyRow, column: &str) -> Result<Option<String>, LegacyError> {
-    match row.try_get::<Option<String>, _>(column) {
-        Ok(value) => Ok(value),
-        Err(sqlx::Error::ColumnNotFound(_)) => {
-            Err(LegacyError::Config(format!("find_user does not return the column {column:?}")))
+fn missing_column(column: &str) -> LegacyError {
+    LegacyError::Config(format!("find_user does not return the column {column:?}"))
+}
+
+/// Reading the columns of a legacy row as legacy schemas type them, whatever the driver.
+trait LegacyRow {
+    fn has_column(&self, column: &str) -> bool;
+    /// A text column, accepting bytes holding UTF-8 (MySQL binary collations).
+    fn text(&self, column: &str) -> Result<Option<String>, LegacyError>;
+    /// The id column: text or any integer type.
+    fn text_or_integer(&self, column: &str) -> Result<Option<String>, LegacyError>;
+    /// A boolean column as legacy schemas store them: boolean, 0/1 integer, or text.
+    fn flag(&self, column: &str) -> Result<bool, LegacyError>;
+
+    fn optional_text(&self, column: &str) -> Result<Option<String>, LegacyError> {
+        if !self.has_column(column) {
+            return Ok(None);
         }
-        Err(first) => match row.try_get::<Option<Vec<u8>>, _>(column) {
-            Ok(bytes) => Ok(bytes.and_then(|b| String::from_utf8(b).ok())),
-            Err(_) => Err(decode_error(column, &first)),
-        },
+        Ok(self.text(column)?.filter(|s| !s.is_empty()))
+    }
+
+    fn optional_flag(&self, column: &str) -> Result<bool, LegacyError> {
+        if !self.has_column(column) {
+            return Ok(false);
+        }
+        self.flag(column)
     }
 }
 
-/// The id column: text or any integer type.
-fn text_or_integer(row: &AnyRow, column: &str) -> Result<Option<String>, LegacyError> {
-    if let Ok(v) = row.try_get::<Option<i64>, _>(column) {
-        return Ok(v.map(|v| v.to_string()));
-    }
-    if let Ok(v) = row.try_get::<Option<i32>, _>(column) {
-        return Ok(v.map(|v| v.to_string()));
-    }
-    text(row, column)
+macro_rules! impl_legacy_row {
+    ($row:ty) => {
+        impl LegacyRow for $row {
+            fn has_column(&self, column: &str) -> bool {
+                self.try_column(column).is_ok()
+            }
+
+            fn text(&self, column: &str) -> Result<Option<String>, LegacyError> {
+                match self.try_get::<Option<String>, _>(column) {
+                    Ok(value) => Ok(value),
+                    Err(sqlx::Error::ColumnNotFound(_)) => Err(missing_column(column)),
+                    Err(first) => match self.try_get::<Option<Vec<u8>>, _>(column) {
+                        Ok(bytes) => Ok(bytes.and_then(|b| String::from_utf8(b).ok())),
+                        Err(_) => Err(decode_error(column, &first)),
+                    },
+                }
+            }
+
+            fn text_or_integer(&self, column: &str) -> Result<Option<String>, LegacyError> {
+                if let Ok(v) = self.try_get::<Option<i64>, _>(column) {
+                    return Ok(v.map(|v| v.to_string()));
+                }
+                if let Ok(v) = self.try_get::<Option<i32>, _>(column) {
+                    return Ok(v.map(|v| v.to_string()));
+                }
+                if let Ok(v) = self.try_get::<Option<i16>, _>(column) {
+                    return Ok(v.map(|v| v.to_string()));
+                }
+                self.text(column)
+            }
+
+            fn flag(&self, column: &str) -> Result<bool, LegacyError> {
+                if let Ok(v) = self.try_get::<Option<bool>, _>(column) {
+                    return Ok(v.unwrap_or(false));
+                }
+                if let Ok(v) = self.try_get::<Option<i64>, _>(column) {
+                    return Ok(v.is_some_and(|v| v != 0));
+                }
+                if let Ok(v) = self.try_get::<Option<i32>, _>(column) {
+                    return Ok(v.is_some_and(|v| v != 0));
+                }
+                if let Ok(v) = self.try_get::<Option<i16>, _>(column) {
+                    return Ok(v.is_some_and(|v| v != 0));
+                }
+                if let Ok(v) = self.try_get::<Option<i8>, _>(column) {
+                    return Ok(v.is_some_and(|v| v != 0));
+                }
+                Ok(self.text(column)?.is_some_and(|s| {
+                    matches!(
+                        s.trim().to_ascii_lowercase().as_str(),
+                        "1" | "true" | "t" | "yes" | "y"
+                    )
+                }))
+            }
+        }
+    };
 }
 
-fn optional_text(row: &AnyRow, column: &str) -> Result<Option<String>, LegacyError> {
-    if !has_column(row, column) {
-        return Ok(None);
-    }
-    Ok(text(row, column)?.filter(|s| !s.is_empty()))
-}
-
-/// A boolean column as legacy schemas store them: boolean, 0/1 integer, or text.
-fn optional_flag(row: &AnyRow, column: &str) -> Result<bool, LegacyError> {
-    if !has_column(row, column) {
-        return Ok(false);
-    }
-    if let Ok(v) = row.try_get::<Option<bool>, _>(column) {
-        return Ok(v.unwrap_or(false));
-    }
-    if let Ok(v) = row.try_get::<Option<i64>, _>(column) {
-        return Ok(v.is_some_and(|v| v != 0));
-    }
-    if let Ok(v) = row.try_get::<Option<i32>, _>(column) {
-        return Ok(v.is_some_and(|v| v != 0));
-    }
-    if let Ok(v) = row.try_get::<Option<i16>, _>(column) {
-        return Ok(v.is_some_and(|v| v != 0));
-    }
-    Ok(text(row, column)?.is_some_and(|s| matches!(s.trim().to_ascii_lowercase().as_str(), "1" | "true" | "t" | "yes" | "y")))
-}
+impl_legacy_row!(PgRow);
+impl_legacy_row!(MySqlRow);
+impl_legacy_row!(SqliteRow);

@@ -34,7 +34,11 @@ impl Application {
     pub async fn build(config: &LegacyConfig) -> Result<Self, StartError> {
         // The connector only verifies; its pool's argon2 parameters only shape the dummy hash
         // used before any legacy hash has been seen.
-        let hasher = HashPool::new(Argon2Config::default(), config.hash_workers, config.hash_queue)?;
+        let hasher = HashPool::new(
+            Argon2Config::default(),
+            config.hash_workers,
+            config.hash_queue,
+        )?;
         let backend = match config.backend {
             Backend::Sql => SqlBackend::new(config, hasher)?,
         };
@@ -54,12 +58,25 @@ impl Application {
         )
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        server::serve(self.listener, Self::routes(self.backend), SERVICE_NAMES, shutdown).await?;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        server::serve(
+            self.listener,
+            Self::routes(self.backend),
+            SERVICE_NAMES,
+            shutdown,
+        )
+        .await?;
         Ok(())
     }
 
     pub fn spawn(self) -> Result<RunningServer, StartError> {
-        Ok(RunningServer::spawn(self.listener, Self::routes(self.backend), SERVICE_NAMES)?)
+        Ok(RunningServer::spawn(
+            self.listener,
+            Self::routes(self.backend),
+            SERVICE_NAMES,
+        )?)
     }
 }

@@ -26,7 +26,11 @@ impl CoordinatorError {
     pub fn from_legacy(status: &Status) -> Self {
         match status.code() {
             Code::ResourceExhausted => CoordinatorError::Overloaded,
-            _ => CoordinatorError::LegacyUnavailable(format!("{:?}: {}", status.code(), status.message())),
+            _ => CoordinatorError::LegacyUnavailable(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            )),
         }
     }
 
@@ -34,9 +38,17 @@ impl CoordinatorError {
         match status.code() {
             Code::ResourceExhausted => CoordinatorError::Overloaded,
             Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
-                CoordinatorError::StoreUnavailable(format!("{:?}: {}", status.code(), status.message()))
+                CoordinatorError::StoreUnavailable(format!(
+                    "{:?}: {}",
+                    status.code(),
+                    status.message()
+                ))
             }
-            _ => CoordinatorError::Internal(format!("user store answered {:?}: {}", status.code(), status.message())),
+            _ => CoordinatorError::Internal(format!(
+                "user store answered {:?}: {}",
+                status.code(),
+                status.message()
+            )),
         }
     }
 }
@@ -44,25 +56,45 @@ impl CoordinatorError {
 impl From<CoordinatorError> for Status {
     fn from(error: CoordinatorError) -> Self {
         match error {
-            CoordinatorError::InvalidRequest(violations) => rpc::invalid_argument(reason::INVALID_REQUEST, &violations),
+            CoordinatorError::InvalidRequest(violations) => {
+                rpc::invalid_argument(reason::INVALID_REQUEST, &violations)
+            }
             CoordinatorError::LegacyUnavailable(detail) => {
                 tracing::warn!(%detail, "legacy store unavailable");
-                rpc::status(Code::Unavailable, reason::LEGACY_UNAVAILABLE, "the legacy user store is unavailable; retry later")
+                rpc::status(
+                    Code::Unavailable,
+                    reason::LEGACY_UNAVAILABLE,
+                    "the legacy user store is unavailable; retry later",
+                )
             }
             CoordinatorError::StoreUnavailable(detail) => {
                 tracing::warn!(%detail, "user store unavailable");
-                rpc::status(Code::Unavailable, reason::STORE_UNAVAILABLE, "the user store is unavailable; retry later")
+                rpc::status(
+                    Code::Unavailable,
+                    reason::STORE_UNAVAILABLE,
+                    "the user store is unavailable; retry later",
+                )
             }
-            CoordinatorError::Overloaded => {
-                rpc::status(Code::ResourceExhausted, reason::OVERLOADED, "too many password checks in progress; retry shortly")
-            }
+            CoordinatorError::Overloaded => rpc::status(
+                Code::ResourceExhausted,
+                reason::OVERLOADED,
+                "too many password checks in progress; retry shortly",
+            ),
             CoordinatorError::Database(e) => {
                 tracing::error!(error = %e, "coordinator database error");
-                rpc::status(Code::Unavailable, reason::INTERNAL, "the migration coordinator's database is unavailable")
+                rpc::status(
+                    Code::Unavailable,
+                    reason::INTERNAL,
+                    "the migration coordinator's database is unavailable",
+                )
             }
             CoordinatorError::Internal(message) => {
                 tracing::error!(%message, "coordinator internal error");
-                rpc::status(Code::Internal, reason::INTERNAL, "migration coordinator internal error")
+                rpc::status(
+                    Code::Internal,
+                    reason::INTERNAL,
+                    "migration coordinator internal error",
+                )
             }
         }
     }

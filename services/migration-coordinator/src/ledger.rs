@@ -17,7 +17,11 @@ pub struct Ledger {
 impl Ledger {
     /// Record `initial_mode` unless a mode is already stored: the database, not the config
     /// file, is the truth after the first start.
-    pub async fn open(db: Db, initial_mode: Mode, mode_cache_ttl: Duration) -> Result<Self, sqlx::Error> {
+    pub async fn open(
+        db: Db,
+        initial_mode: Mode,
+        mode_cache_ttl: Duration,
+    ) -> Result<Self, sqlx::Error> {
         let now = Utc::now();
         with_db!(&db, pool => {
             sqlx::query("INSERT INTO migration_state (id, mode, updated_at) VALUES (1, $1, $2) ON CONFLICT DO NOTHING")
@@ -27,7 +31,11 @@ impl Ledger {
                 .await
                 .map(|_| ())
         })?;
-        Ok(Self { db, mode_cache: Arc::new(Mutex::new(None)), mode_cache_ttl })
+        Ok(Self {
+            db,
+            mode_cache: Arc::new(Mutex::new(None)),
+            mode_cache_ttl,
+        })
     }
 
     /// The current mode, read from the database at most once per cache period. If the
@@ -47,7 +55,11 @@ impl Ledger {
                 Ok(mode)
             }
             Err(e) => {
-                let last = self.mode_cache.lock().ok().and_then(|c| c.map(|(mode, _)| mode));
+                let last = self
+                    .mode_cache
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.map(|(mode, _)| mode));
                 match last {
                     Some(mode) => {
                         tracing::warn!(error = %e, "cannot read the migration mode; keeping the last one read");
@@ -63,11 +75,17 @@ impl Ledger {
         let stored: String = with_db!(&self.db, pool => {
             sqlx::query_scalar("SELECT mode FROM migration_state WHERE id = 1").fetch_one(pool).await
         })?;
-        Mode::parse(&stored).ok_or_else(|| sqlx::Error::Decode(format!("unknown migration mode {stored:?}").into()))
+        Mode::parse(&stored)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown migration mode {stored:?}").into()))
     }
 
     /// Append a migration event.
-    pub async fn record_migration(&self, user_id: &str, legacy_id: &str, source: &str) -> Result<(), sqlx::Error> {
+    pub async fn record_migration(
+        &self,
+        user_id: &str,
+        legacy_id: &str,
+        source: &str,
+    ) -> Result<(), sqlx::Error> {
         let event_id = uuid::Uuid::now_v7().to_string();
         let now = Utc::now();
         with_db!(&self.db, pool => {

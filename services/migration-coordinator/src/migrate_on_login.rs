@@ -48,8 +48,16 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(ledger: Ledger, legacy: LegacyConnectorClient<Channel>, store: UserStoreClient<Channel>) -> Self {
-        Self { ledger, legacy, store }
+    pub fn new(
+        ledger: Ledger,
+        legacy: LegacyConnectorClient<Channel>,
+        store: UserStoreClient<Channel>,
+    ) -> Self {
+        Self {
+            ledger,
+            legacy,
+            store,
+        }
     }
 
     pub async fn mode(&self) -> Result<Mode, CoordinatorError> {
@@ -57,7 +65,11 @@ impl Coordinator {
     }
 
     #[tracing::instrument(name = "migration.migrate_on_login", skip_all, fields(trickle.migration.outcome, trickle.migration.source = "login"))]
-    pub async fn migrate_on_login(&self, email: &Email, password: Password) -> Result<MigrationOutcome, CoordinatorError> {
+    pub async fn migrate_on_login(
+        &self,
+        email: &Email,
+        password: Password,
+    ) -> Result<MigrationOutcome, CoordinatorError> {
         let outcome = self.migrate(email, password).await;
         let label = match &outcome {
             Ok(outcome) => outcome.as_str(),
@@ -74,7 +86,11 @@ impl Coordinator {
         outcome
     }
 
-    async fn migrate(&self, email: &Email, password: Password) -> Result<MigrationOutcome, CoordinatorError> {
+    async fn migrate(
+        &self,
+        email: &Email,
+        password: Password,
+    ) -> Result<MigrationOutcome, CoordinatorError> {
         if self.mode().await? == Mode::Authoritative {
             return Ok(MigrationOutcome::NotImporting);
         }
@@ -92,12 +108,27 @@ impl Coordinator {
         let (true, Some(legacy_user)) = (answer.authenticated, answer.user) else {
             return Ok(MigrationOutcome::LegacyRejected);
         };
-        let legacy::LegacyUser { legacy_id, email: legacy_email, email_verified, name, given_name, family_name, nickname, picture } =
-            legacy_user;
+        let legacy::LegacyUser {
+            legacy_id,
+            email: legacy_email,
+            email_verified,
+            name,
+            given_name,
+            family_name,
+            nickname,
+            picture,
+        } = legacy_user;
         // The connector only returns rows whose email matches, but the import must never
         // depend on a connector someone else wrote getting that right.
-        if Email::parse(&legacy_email).ok().as_ref().map(Email::normalized) != Some(email.normalized()) {
-            tracing::warn!("legacy connector returned a user with a different email; refusing the login");
+        if Email::parse(&legacy_email)
+            .ok()
+            .as_ref()
+            .map(Email::normalized)
+            != Some(email.normalized())
+        {
+            tracing::warn!(
+                "legacy connector returned a user with a different email; refusing the login"
+            );
             return Ok(MigrationOutcome::Conflict);
         }
         let import = store::ImportUserRequest {
@@ -130,14 +161,22 @@ impl Coordinator {
                 // The user is committed in the store; the ledger is the audit trail of it.
                 // Failing the login now would not undo the import, so a ledger failure is
                 // logged loudly instead.
-                if let Err(e) = self.ledger.record_migration(&user.user_id, &user.legacy_id, "login_migration").await {
+                if let Err(e) = self
+                    .ledger
+                    .record_migration(&user.user_id, &user.legacy_id, "login_migration")
+                    .await
+                {
                     tracing::error!(error = %e, trickle.user.id = %user.user_id, "could not record the migration in the ledger");
                 }
                 Ok(MigrationOutcome::Migrated(user))
             }
-            (Ok(Outcome::AlreadyImported), Some(user)) => Ok(MigrationOutcome::AlreadyMigrated(user)),
+            (Ok(Outcome::AlreadyImported), Some(user)) => {
+                Ok(MigrationOutcome::AlreadyMigrated(user))
+            }
             (Ok(Outcome::Conflict), _) => Ok(MigrationOutcome::Conflict),
-            _ => Err(CoordinatorError::Internal("user store answered ImportUser without an outcome".into())),
+            _ => Err(CoordinatorError::Internal(
+                "user store answered ImportUser without an outcome".into(),
+            )),
         }
     }
 
@@ -150,7 +189,9 @@ impl Coordinator {
         let answer = self
             .legacy
             .clone()
-            .get_user(legacy::GetUserRequest { email: email.display().to_owned() })
+            .get_user(legacy::GetUserRequest {
+                email: email.display().to_owned(),
+            })
             .await
             .map_err(|status| CoordinatorError::from_legacy(&status))?
             .into_inner();

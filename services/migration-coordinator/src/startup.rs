@@ -44,19 +44,29 @@ impl Application {
         }
         let db = Db::connect(&config.database_url, config.max_connections).await?;
         db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
-        let ledger = Ledger::open(db, config.mode, Duration::from_millis(config.mode_cache_ms)).await?;
+        let ledger =
+            Ledger::open(db, config.mode, Duration::from_millis(config.mode_cache_ms)).await?;
         let legacy = LegacyConnectorClient::new(server::channel(
             &config.legacy_url,
             Duration::from_millis(config.legacy_timeout_ms),
         )?)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-        let store = UserStoreClient::new(server::channel(&config.store_url, Duration::from_millis(config.store_timeout_ms))?)
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let store = UserStoreClient::new(server::channel(
+            &config.store_url,
+            Duration::from_millis(config.store_timeout_ms),
+        )?)
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         let coordinator = Coordinator::new(ledger, legacy, store);
-        let mode = coordinator.mode().await.map_err(|e| StartError::Mode(sqlx::Error::Protocol(e.to_string())))?;
+        let mode = coordinator
+            .mode()
+            .await
+            .map_err(|e| StartError::Mode(sqlx::Error::Protocol(e.to_string())))?;
         let listener = server::bind(&config.listen).await?;
         tracing::info!(mode = mode.as_str(), "migration-coordinator ready");
-        Ok(Self { listener, coordinator })
+        Ok(Self {
+            listener,
+            coordinator,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -74,13 +84,26 @@ impl Application {
         )
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        server::serve(self.listener, Self::routes(self.coordinator), SERVICE_NAMES, shutdown).await?;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        server::serve(
+            self.listener,
+            Self::routes(self.coordinator),
+            SERVICE_NAMES,
+            shutdown,
+        )
+        .await?;
         Ok(())
     }
 
     pub fn spawn(self) -> Result<RunningServer, StartError> {
-        Ok(RunningServer::spawn(self.listener, Self::routes(self.coordinator), SERVICE_NAMES)?)
+        Ok(RunningServer::spawn(
+            self.listener,
+            Self::routes(self.coordinator),
+            SERVICE_NAMES,
+        )?)
     }
 }
 

@@ -31,7 +31,10 @@ pub struct Explicit {
 
 impl Explicit {
     pub fn has(&self, section: &str, key: &str) -> bool {
-        self.table.get(section).and_then(|s| s.as_table()).is_some_and(|s| s.contains_key(key))
+        self.table
+            .get(section)
+            .and_then(|s| s.as_table())
+            .is_some_and(|s| s.contains_key(key))
     }
 }
 
@@ -40,26 +43,33 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<(Config, Explicit)> {
     load_from(file, std::env::vars())
 }
 
-pub fn load_from(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<(Config, Explicit)> {
+pub fn load_from(
+    file: Option<&Path>,
+    env: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<(Config, Explicit)> {
     let mut table = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the configuration file {}", path.display())
+            })?;
             toml::from_str::<toml::Table>(&text)
                 .with_context(|| format!("{} is not valid TOML", path.display()))?
         }
         None => toml::Table::new(),
     };
     for (name, raw) in env {
-        let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         // Only names with a section separator are configuration; TRICKLE_TEST_… and the
         // like belong to other tools.
         if !path.contains("__") {
             continue;
         }
         let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
-        set_path(&mut table, &keys, parse_env_value(&raw))
-            .with_context(|| format!("environment variable {name} does not name a configuration key"))?;
+        set_path(&mut table, &keys, parse_env_value(&raw)).with_context(|| {
+            format!("environment variable {name} does not name a configuration key")
+        })?;
     }
     let config: Config = toml::Value::Table(table.clone())
         .try_into()
@@ -75,7 +85,9 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> any
             Ok(())
         }
         [first, rest @ ..] => {
-            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(inner) => set_path(inner, rest, value),
                 _ => anyhow::bail!("{first} is not a section"),
@@ -100,17 +112,29 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     #[test]
     fn env_overrides_file_and_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("trickle.toml");
-        std::fs::write(&file, "[store]\ndatabase_url = \"sqlite://a.db\"\n[legacy]\nquery_timeout_ms = 500\n").expect("write");
+        std::fs::write(
+            &file,
+            "[store]\ndatabase_url = \"sqlite://a.db\"\n[legacy]\nquery_timeout_ms = 500\n",
+        )
+        .expect("write");
         let (config, explicit) = load_from(
             Some(&file),
-            env(&[("TRICKLE_STORE__DATABASE_URL", "postgres://x/y"), ("TRICKLE_STORE__ARGON2__ITERATIONS", "3"), ("TRICKLE_TEST_POSTGRES_URL", "ignored")]),
+            env(&[
+                ("TRICKLE_STORE__DATABASE_URL", "postgres://x/y"),
+                ("TRICKLE_STORE__ARGON2__ITERATIONS", "3"),
+                ("TRICKLE_TEST_POSTGRES_URL", "ignored"),
+            ]),
         )
         .expect("loads");
         assert_eq!(config.store.database_url, "postgres://x/y");

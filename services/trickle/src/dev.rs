@@ -13,13 +13,28 @@ use trickle_password::{Argon2Config, legacy_formats};
 /// Demo users of the legacy database: (email as the legacy app stored it, password, format).
 pub const DEMO_USERS: &[(&str, &str, &str, &str)] = &[
     ("1001", "Alice@Example.com", "wonderland-1865", "bcrypt"),
-    ("1002", "bob@example.com", "builder-can-we-fix-it", "argon2id"),
-    ("1003", "carol@example.com", "christmas-carol-1843", "django pbkdf2_sha256"),
+    (
+        "1002",
+        "bob@example.com",
+        "builder-can-we-fix-it",
+        "argon2id",
+    ),
+    (
+        "1003",
+        "carol@example.com",
+        "christmas-carol-1843",
+        "django pbkdf2_sha256",
+    ),
 ];
 
 /// Fill in the embedded defaults for every part `explicit` did not set.
-pub fn embedded_config(mut config: Config, explicit: &Explicit, data_dir: &Path) -> anyhow::Result<Config> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+pub fn embedded_config(
+    mut config: Config,
+    explicit: &Explicit,
+    data_dir: &Path,
+) -> anyhow::Result<Config> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let url = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
     if !explicit.has("store", "database_url") {
         config.store.database_url = url("store.db");
@@ -60,7 +75,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }
@@ -82,7 +99,11 @@ pub async fn seed_demo_legacy(data_dir: &Path) -> anyhow::Result<()> {
     )
     .execute(&mut conn)
     .await?;
-    let legacy_argon2 = Argon2Config { memory_kib: 19_456, iterations: 2, parallelism: 1 };
+    let legacy_argon2 = Argon2Config {
+        memory_kib: 19_456,
+        iterations: 2,
+        parallelism: 1,
+    };
     for (id, email, password, format) in DEMO_USERS {
         let hash = match *format {
             "bcrypt" => legacy_formats::bcrypt(password, 10),
@@ -118,10 +139,21 @@ pub async fn run(config: Config, explicit: &Explicit, data_dir: &Path) -> anyhow
     println!();
     println!("Trickle is running (all four services, real gRPC on loopback).");
     println!();
-    println!("  public API (auth-frontend)   {}", cluster.frontend.local_addr);
-    println!("  user-store                   {}", cluster.store.local_addr);
-    println!("  migration-coordinator        {}", cluster.coordinator.local_addr);
-    println!("  legacy-connector             {}", cluster.legacy.local_addr);
+    println!(
+        "  public API (auth-frontend)   {}",
+        cluster.frontend.local_addr
+    );
+    println!(
+        "  user-store                   {}",
+        cluster.store.local_addr
+    );
+    println!(
+        "  migration-coordinator        {}",
+        cluster.coordinator.local_addr
+    );
+    if let Some(legacy) = &cluster.legacy {
+        println!("  legacy-connector             {}", legacy.local_addr);
+    }
     println!("  data directory               {}", data_dir.display());
     if uses_demo {
         println!();

@@ -11,10 +11,15 @@ use trickle_service_kit::rpc;
 /// from the command line, where `ps` and shell history would keep it.
 fn read_password(email: &str) -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
-        Ok(rpassword::prompt_password(format!("Password for {email}: "))?)
+        Ok(rpassword::prompt_password(format!(
+            "Password for {email}: "
+        ))?)
     } else {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
     }
 }
@@ -33,12 +38,24 @@ pub async fn run(address: &str, email: &str) -> anyhow::Result<()> {
     let password = read_password(email)?;
     let mut client = AuthServiceClient::connect(address.to_owned())
         .await
-        .with_context(|| format!("cannot reach the Trickle frontend at {address} (is `trickle dev` running?)"))?;
-    let response = match client.login(LoginRequest { email: email.to_owned(), password }).await {
+        .with_context(|| {
+            format!("cannot reach the Trickle frontend at {address} (is `trickle dev` running?)")
+        })?;
+    let response = match client
+        .login(LoginRequest {
+            email: email.to_owned(),
+            password,
+        })
+        .await
+    {
         Ok(r) => r.into_inner(),
         Err(status) => {
             let reason = rpc::reason_of(&status).unwrap_or_else(|| "-".into());
-            let mut message = format!("login failed: {} ({:?}, reason {reason})", status.message(), status.code());
+            let mut message = format!(
+                "login failed: {} ({:?}, reason {reason})",
+                status.message(),
+                status.code()
+            );
             for v in rpc::field_violations(&status) {
                 message.push_str(&format!("\n  {}: {}", v.field, v.description));
             }
@@ -49,24 +66,62 @@ pub async fn run(address: &str, email: &str) -> anyhow::Result<()> {
     let profile = user.profile.unwrap_or_default();
     println!("Logged in.");
     println!("  user_id         {}", user.user_id);
-    println!("  email           {} (as stored: {})", user.email, user.display_email);
+    println!(
+        "  email           {} (as stored: {})",
+        user.email, user.display_email
+    );
     println!("  email verified  {}", user.email_verified);
-    println!("  legacy id       {}", if user.legacy_id.is_empty() { "-" } else { &user.legacy_id });
-    println!("  name            {}", if profile.name.is_empty() { "-" } else { &profile.name });
+    println!(
+        "  legacy id       {}",
+        if user.legacy_id.is_empty() {
+            "-"
+        } else {
+            &user.legacy_id
+        }
+    );
+    println!(
+        "  name            {}",
+        if profile.name.is_empty() {
+            "-"
+        } else {
+            &profile.name
+        }
+    );
     println!("  source          {}", source_name(user.source));
     println!(
         "  migrated now    {}",
-        if response.migrated { "yes: this login moved the user from the legacy store" } else { "no" }
+        if response.migrated {
+            "yes: this login moved the user from the legacy store"
+        } else {
+            "no"
+        }
     );
     let claims = client
-        .validate_token(ValidateTokenRequest { access_token: response.access_token })
+        .validate_token(ValidateTokenRequest {
+            access_token: response.access_token,
+        })
         .await
         .context("the issued token did not validate")?
         .into_inner()
         .claims
         .unwrap_or_default();
-    println!("Access token (expires in {} s), claims:", response.expires_in);
-    println!("  sub {}  email {}  legacy_id {}", claims.sub, claims.email, if claims.legacy_id.is_empty() { "-" } else { &claims.legacy_id });
-    println!("  iss {}  aud {}  iat {}  exp {}", claims.iss, claims.aud, claims.iat, claims.exp);
+    println!(
+        "Access token (expires in {} s), claims:",
+        response.expires_in
+    );
+    println!(
+        "  sub {}  email {}  legacy_id {}",
+        claims.sub,
+        claims.email,
+        if claims.legacy_id.is_empty() {
+            "-"
+        } else {
+            &claims.legacy_id
+        }
+    );
+    println!(
+        "  iss {}  aud {}  iat {}  exp {}",
+        claims.iss, claims.aud, claims.iat, claims.exp
+    );
     Ok(())
 }

@@ -1,15 +1,11 @@
 //! `trickle`: one binary for every Trickle service, the laptop setup and a login client.
 
-mod config;
-mod dev;
-mod login;
-mod services;
-
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
+use trickle::{config, dev, login, services};
 
 /// Trickle moves the users of a legacy user database into a new user store the first time
 /// each of them logs in, without a password reset.
@@ -58,9 +54,15 @@ fn init_logging(format: &str) {
         "text" => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
-        builder.json().with_current_span(true).with_span_list(false).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.compact().init();
     }

@@ -10,7 +10,8 @@ use trickle_service_kit::server::RunningServer;
 pub struct Cluster {
     pub frontend: RunningServer,
     pub store: RunningServer,
-    pub legacy: RunningServer,
+    /// `None` once stopped on its own with [`Cluster::stop_legacy_connector`].
+    pub legacy: Option<RunningServer>,
     pub coordinator: RunningServer,
 }
 
@@ -18,7 +19,9 @@ impl Cluster {
     /// Start store and legacy connector first (their addresses may be port 0), then the
     /// coordinator and the frontend pointed at them.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let store = trickle_user_store::Application::build(&config.store).await.context("starting the user-store")?;
+        let store = trickle_user_store::Application::build(&config.store)
+            .await
+            .context("starting the user-store")?;
         let store_url = format!("http://{}", store.local_addr()?);
         let legacy = trickle_legacy_connector::Application::build(&config.legacy)
             .await
@@ -41,18 +44,35 @@ impl Cluster {
             .context("starting the auth-frontend")?;
         Ok(Self {
             store: store.spawn()?,
-            legacy: legacy.spawn()?,
+            legacy: Some(legacy.spawn()?),
             coordinator: coordinator.spawn()?,
             frontend: frontend.spawn()?,
         })
     }
 
+    /// Stop only the legacy connector, as operators do after cutover (and tests do to prove
+    /// that migrated users no longer need it).
+    pub async fn stop_legacy_connector(&mut self) -> anyhow::Result<()> {
+        if let Some(legacy) = self.legacy.take() {
+            legacy.stop().await?;
+        }
+        Ok(())
+    }
+
     /// Stop the frontend first so no new work arrives, then the rest.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.frontend.stop().await?;
-        self.coordinator.stop().await?;
-        self.legacy.stop().await?;
-        self.store.stop().await?;
+        let Cluster {
+            frontend,
+            store,
+            legacy,
+            coordinator,
+        } = self;
+        frontend.stop().await?;
+        coordinator.stop().await?;
+        if let Some(legacy) = legacy {
+            legacy.stop().await?;
+        }
+        store.stop().await?;
         Ok(())
     }
 }
@@ -73,20 +93,33 @@ pub enum Service {
 pub async fn serve(service: Service, config: &Config) -> anyhow::Result<()> {
     let shutdown = trickle_service_kit::server::shutdown_signal();
     match service {
-        Service::Frontend => trickle_auth_frontend::Application::build(&config.frontend, &config.tokens)
-            .await?
-            .run_until_stopped(shutdown)
-            .await?,
-        Service::UserStore => trickle_user_store::Application::build(&config.store).await?.run_until_stopped(shutdown).await?,
+        Service::Frontend => {
+            trickle_auth_frontend::Application::build(&config.frontend, &config.tokens)
+                .await?
+                .run_until_stopped(shutdown)
+                .await?
+        }
+        Service::UserStore => {
+            trickle_user_store::Application::build(&config.store)
+                .await?
+                .run_until_stopped(shutdown)
+                .await?
+        }
         Service::LegacyConnector => {
-            trickle_legacy_connector::Application::build(&config.legacy).await?.run_until_stopped(shutdown).await?
+            trickle_legacy_connector::Application::build(&config.legacy)
+                .await?
+                .run_until_stopped(shutdown)
+                .await?
         }
         Service::Coordinator => {
             let mut migration = config.migration.clone();
             if migration.database_url.is_empty() {
                 migration.database_url = config.store.database_url.clone();
             }
-            trickle_migration_coordinator::Application::build(&migration).await?.run_until_stopped(shutdown).await?
+            trickle_migration_coordinator::Application::build(&migration)
+                .await?
+                .run_until_stopped(shutdown)
+                .await?
         }
     }
     Ok(())

@@ -45,12 +45,20 @@ impl From<trickle_password::PoolError> for StoreError {
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::InvalidRequest(violations) => rpc::invalid_argument(reason::INVALID_REQUEST, &violations),
-            StoreError::WeakPassword(violations) => rpc::invalid_argument(reason::WEAK_PASSWORD, &violations),
-            StoreError::EmailExists => {
-                rpc::status(Code::AlreadyExists, reason::EMAIL_EXISTS, "a user with this email already exists")
+            StoreError::InvalidRequest(violations) => {
+                rpc::invalid_argument(reason::INVALID_REQUEST, &violations)
             }
-            StoreError::NotFound => rpc::status(Code::NotFound, reason::USER_NOT_FOUND, "no such user"),
+            StoreError::WeakPassword(violations) => {
+                rpc::invalid_argument(reason::WEAK_PASSWORD, &violations)
+            }
+            StoreError::EmailExists => rpc::status(
+                Code::AlreadyExists,
+                reason::EMAIL_EXISTS,
+                "a user with this email already exists",
+            ),
+            StoreError::NotFound => {
+                rpc::status(Code::NotFound, reason::USER_NOT_FOUND, "no such user")
+            }
             StoreError::Overloaded => rpc::status(
                 Code::ResourceExhausted,
                 reason::OVERLOADED,
@@ -58,15 +66,27 @@ impl From<StoreError> for Status {
             ),
             StoreError::Unavailable(e) => {
                 tracing::warn!(error = %e, "store database unavailable");
-                rpc::status(Code::Unavailable, reason::STORE_UNAVAILABLE, "the user store database is unavailable")
+                rpc::status(
+                    Code::Unavailable,
+                    reason::STORE_UNAVAILABLE,
+                    "the user store database is unavailable",
+                )
             }
             StoreError::Database(e) => {
                 tracing::error!(error = %e, "store database error");
-                rpc::status(Code::Internal, reason::INTERNAL, "user store database error")
+                rpc::status(
+                    Code::Internal,
+                    reason::INTERNAL,
+                    "user store database error",
+                )
             }
             StoreError::Internal(message) => {
                 tracing::error!(%message, "user store internal error");
-                rpc::status(Code::Internal, reason::INTERNAL, "user store internal error")
+                rpc::status(
+                    Code::Internal,
+                    reason::INTERNAL,
+                    "user store internal error",
+                )
             }
         }
     }

@@ -27,8 +27,15 @@ pub(crate) struct UserStoreService {
 
 #[tonic::async_trait]
 impl UserStore for UserStoreService {
-    async fn authenticate(&self, request: Request<AuthenticateRequest>) -> Result<Response<AuthenticateResponse>, Status> {
-        let AuthenticateRequest { email, password, equalize_unknown } = request.into_inner();
+    async fn authenticate(
+        &self,
+        request: Request<AuthenticateRequest>,
+    ) -> Result<Response<AuthenticateResponse>, Status> {
+        let AuthenticateRequest {
+            email,
+            password,
+            equalize_unknown,
+        } = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
         let password = Password::new(password);
@@ -36,18 +43,33 @@ impl UserStore for UserStoreService {
         let Some(email) = email.filter(|_| violations.is_empty()) else {
             return Err(StoreError::InvalidRequest(violations.into_vec()).into());
         };
-        let outcome = self.users.authenticate(&email, password, equalize_unknown).await?;
+        let outcome = self
+            .users
+            .authenticate(&email, password, equalize_unknown)
+            .await?;
         use authenticate_response::Outcome;
         let (outcome, user) = match outcome {
-            AuthenticateOutcome::Authenticated(user) => (Outcome::Authenticated, Some(user_to_proto(user))),
+            AuthenticateOutcome::Authenticated(user) => {
+                (Outcome::Authenticated, Some(user_to_proto(user)))
+            }
             AuthenticateOutcome::WrongPassword => (Outcome::WrongPassword, None),
             AuthenticateOutcome::NotFound => (Outcome::NotFound, None),
         };
-        Ok(Response::new(AuthenticateResponse { outcome: outcome.into(), user }))
+        Ok(Response::new(AuthenticateResponse {
+            outcome: outcome.into(),
+            user,
+        }))
     }
 
-    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<CreateUserResponse>, Status> {
-        let CreateUserRequest { email, password, profile } = request.into_inner();
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<CreateUserResponse>, Status> {
+        let CreateUserRequest {
+            email,
+            password,
+            profile,
+        } = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
         let password = Password::new(password);
@@ -68,11 +90,23 @@ impl UserStore for UserStoreService {
             return Err(StoreError::WeakPassword(violations.into_vec()).into());
         }
         let user = self.users.create_user(email, password, profile).await?;
-        Ok(Response::new(CreateUserResponse { user: Some(user_to_proto(user)) }))
+        Ok(Response::new(CreateUserResponse {
+            user: Some(user_to_proto(user)),
+        }))
     }
 
-    async fn import_user(&self, request: Request<ImportUserRequest>) -> Result<Response<ImportUserResponse>, Status> {
-        let ImportUserRequest { legacy_id, email, email_verified, profile, password, source } = request.into_inner();
+    async fn import_user(
+        &self,
+        request: Request<ImportUserRequest>,
+    ) -> Result<Response<ImportUserResponse>, Status> {
+        let ImportUserRequest {
+            legacy_id,
+            email,
+            email_verified,
+            profile,
+            password,
+            source,
+        } = request.into_inner();
         let mut violations = Violations::default();
         if legacy_id.is_empty() {
             violations.add("legacy_id", "legacy_id is required");
@@ -88,27 +122,47 @@ impl UserStore for UserStoreService {
             Ok(auth::Source::ResetMigration) => Some(Source::ResetMigration),
             Ok(auth::Source::Backfill) => Some(Source::Backfill),
             _ => {
-                violations.add("source", "source must be LOGIN_MIGRATION, RESET_MIGRATION or BACKFILL");
+                violations.add(
+                    "source",
+                    "source must be LOGIN_MIGRATION, RESET_MIGRATION or BACKFILL",
+                );
                 None
             }
         };
         let (Some(email), Some(source), true) = (email, source, violations.is_empty()) else {
             return Err(StoreError::InvalidRequest(violations.into_vec()).into());
         };
-        let import = Import { legacy_id, email, email_verified, profile, password, source };
+        let import = Import {
+            legacy_id,
+            email,
+            email_verified,
+            profile,
+            password,
+            source,
+        };
         use import_user_response::Outcome;
         let (outcome, user) = match self.users.import_user(import).await? {
             ImportOutcome::Created(user) => (Outcome::Created, Some(user_to_proto(user))),
-            ImportOutcome::AlreadyImported(user) => (Outcome::AlreadyImported, Some(user_to_proto(user))),
+            ImportOutcome::AlreadyImported(user) => {
+                (Outcome::AlreadyImported, Some(user_to_proto(user)))
+            }
             ImportOutcome::Conflict => (Outcome::Conflict, None),
         };
-        Ok(Response::new(ImportUserResponse { outcome: outcome.into(), user }))
+        Ok(Response::new(ImportUserResponse {
+            outcome: outcome.into(),
+            user,
+        }))
     }
 
-    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
+    async fn get_user(
+        &self,
+        request: Request<GetUserRequest>,
+    ) -> Result<Response<GetUserResponse>, Status> {
         let GetUserRequest { lookup } = request.into_inner();
         let user = match lookup {
-            Some(Lookup::UserId(user_id)) if !user_id.is_empty() => self.users.get_by_id(&user_id).await?,
+            Some(Lookup::UserId(user_id)) if !user_id.is_empty() => {
+                self.users.get_by_id(&user_id).await?
+            }
             Some(Lookup::Email(email)) => {
                 let mut violations = Violations::default();
                 let Some(email) = violations.check("email", Email::parse(&email)) else {
@@ -122,25 +176,43 @@ impl UserStore for UserStoreService {
                 return Err(StoreError::InvalidRequest(violations.into_vec()).into());
             }
         };
-        Ok(Response::new(GetUserResponse { user: Some(user_to_proto(user)) }))
+        Ok(Response::new(GetUserResponse {
+            user: Some(user_to_proto(user)),
+        }))
     }
 }
 
 fn non_empty(field: &str, value: String, violations: &mut Violations) -> Option<String> {
     if value.len() > MAX_PROFILE_FIELD_BYTES {
-        violations.add(format!("profile.{field}"), format!("must be at most {MAX_PROFILE_FIELD_BYTES} bytes"));
+        violations.add(
+            format!("profile.{field}"),
+            format!("must be at most {MAX_PROFILE_FIELD_BYTES} bytes"),
+        );
         return None;
     }
     (!value.is_empty()).then_some(value)
 }
 
-pub(crate) fn profile_from_proto(profile: Option<auth::Profile>, violations: &mut Violations) -> Profile {
-    let auth::Profile { name, given_name, family_name, nickname, picture, user_metadata, app_metadata } =
-        profile.unwrap_or_default();
+pub(crate) fn profile_from_proto(
+    profile: Option<auth::Profile>,
+    violations: &mut Violations,
+) -> Profile {
+    let auth::Profile {
+        name,
+        given_name,
+        family_name,
+        nickname,
+        picture,
+        user_metadata,
+        app_metadata,
+    } = profile.unwrap_or_default();
     let mut metadata = |field: &str, value: Option<prost_types::Struct>| {
         let map = value.map(struct_to_json).unwrap_or_default();
         if serde_json::to_vec(&map).map_or(true, |v| v.len() > MAX_METADATA_BYTES) {
-            violations.add(format!("profile.{field}"), format!("must encode to at most {MAX_METADATA_BYTES} bytes of JSON"));
+            violations.add(
+                format!("profile.{field}"),
+                format!("must encode to at most {MAX_METADATA_BYTES} bytes of JSON"),
+            );
         }
         map
     };
@@ -158,9 +230,27 @@ pub(crate) fn profile_from_proto(profile: Option<auth::Profile>, violations: &mu
 }
 
 pub(crate) fn user_to_proto(user: User) -> auth::User {
-    let User { user_id, email, display_email, email_verified, legacy_id, profile, source, created_at, updated_at, last_login_at } =
-        user;
-    let Profile { name, given_name, family_name, nickname, picture, user_metadata, app_metadata } = profile;
+    let User {
+        user_id,
+        email,
+        display_email,
+        email_verified,
+        legacy_id,
+        profile,
+        source,
+        created_at,
+        updated_at,
+        last_login_at,
+    } = user;
+    let Profile {
+        name,
+        given_name,
+        family_name,
+        nickname,
+        picture,
+        user_metadata,
+        app_metadata,
+    } = profile;
     let source = match source {
         Source::Signup => auth::Source::Signup,
         Source::LoginMigration => auth::Source::LoginMigration,
@@ -190,26 +280,40 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 fn struct_to_json(s: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
-    s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()
+    s.fields
+        .into_iter()
+        .map(|(k, v)| (k, value_to_json(v)))
+        .collect()
 }
 
 fn value_to_json(v: prost_types::Value) -> serde_json::Value {
     match v.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
         Some(Kind::StringValue(s)) => serde_json::Value::String(s),
         Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
         Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s)),
-        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.into_iter().map(value_to_json).collect()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.into_iter().map(value_to_json).collect())
+        }
     }
 }
 
 fn json_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
-    prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect() }
+    prost_types::Struct {
+        fields: map
+            .into_iter()
+            .map(|(k, v)| (k, json_to_value(v)))
+            .collect(),
+    }
 }
 
 fn json_to_value(v: serde_json::Value) -> prost_types::Value {
@@ -218,9 +322,10 @@ fn json_to_value(v: serde_json::Value) -> prost_types::Value {
         serde_json::Value::Bool(b) => Kind::BoolValue(b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
         serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.into_iter().map(json_to_value).collect() }),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(json_to_value).collect(),
+        }),
         serde_json::Value::Object(o) => Kind::StructValue(json_to_struct(o)),
     };
     prost_types::Value { kind: Some(kind) }
 }
-

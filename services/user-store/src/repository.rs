@@ -66,10 +66,16 @@ macro_rules! user_columns {
 
 const SELECT_BY_ID: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE user_id = $1");
 const SELECT_BY_EMAIL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1");
-const SELECT_CREDENTIALS_BY_EMAIL: &str =
-    concat!("SELECT ", user_columns!(), ", password_hash FROM users WHERE email = $1");
-const SELECT_CREDENTIALS_BY_LEGACY_ID: &str =
-    concat!("SELECT ", user_columns!(), ", password_hash FROM users WHERE legacy_id = $1");
+const SELECT_CREDENTIALS_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    ", password_hash FROM users WHERE email = $1"
+);
+const SELECT_CREDENTIALS_BY_LEGACY_ID: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    ", password_hash FROM users WHERE legacy_id = $1"
+);
 const INSERT_USER: &str = concat!(
     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
      name, given_name, family_name, nickname, picture, user_metadata, app_metadata, source, \
@@ -88,8 +94,9 @@ const RECORD_LOGIN: &str = concat!(
 
 impl UserRow {
     fn into_user(self) -> Result<User, sqlx::Error> {
-        let source = Source::parse(&self.source)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown user source {:?}", self.source).into()))?;
+        let source = Source::parse(&self.source).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown user source {:?}", self.source).into())
+        })?;
         Ok(User {
             user_id: self.user_id,
             email: self.email,
@@ -128,10 +135,15 @@ impl Repository {
         row.map(UserRow::into_user).transpose()
     }
 
-    async fn find_one_with_hash(&self, sql: &'static str, value: &str) -> Result<Option<(User, String)>, sqlx::Error> {
+    async fn find_one_with_hash(
+        &self,
+        sql: &'static str,
+        value: &str,
+    ) -> Result<Option<(User, String)>, sqlx::Error> {
         let row: Option<CredentialsRow> =
             with_db!(&self.db, pool => sqlx::query_as(sql).bind(value).fetch_optional(pool).await)?;
-        row.map(|r| Ok((r.user.into_user()?, r.password_hash))).transpose()
+        row.map(|r| Ok((r.user.into_user()?, r.password_hash)))
+            .transpose()
     }
 
     pub async fn find_by_id(&self, user_id: &str) -> Result<Option<User>, sqlx::Error> {
@@ -144,15 +156,20 @@ impl Repository {
 
     /// The user and their stored hash, for a password check. The hash never leaves the
     /// user-store crate.
-    pub(crate) async fn find_credentials(&self, normalized_email: &str) -> Result<Option<(User, String)>, sqlx::Error> {
-        self.find_one_with_hash(SELECT_CREDENTIALS_BY_EMAIL, normalized_email).await
+    pub(crate) async fn find_credentials(
+        &self,
+        normalized_email: &str,
+    ) -> Result<Option<(User, String)>, sqlx::Error> {
+        self.find_one_with_hash(SELECT_CREDENTIALS_BY_EMAIL, normalized_email)
+            .await
     }
 
     pub(crate) async fn find_credentials_by_legacy_id(
         &self,
         legacy_id: &str,
     ) -> Result<Option<(User, String)>, sqlx::Error> {
-        self.find_one_with_hash(SELECT_CREDENTIALS_BY_LEGACY_ID, legacy_id).await
+        self.find_one_with_hash(SELECT_CREDENTIALS_BY_LEGACY_ID, legacy_id)
+            .await
     }
 
     /// Insert a user unless the email or legacy id is taken; one statement, so concurrent

@@ -46,7 +46,11 @@ impl Application {
             "user-store ready"
         );
         let listener = server::bind(&config.listen).await?;
-        Ok(Self { listener, users: Users::new(Repository::new(db.clone()), hasher), db })
+        Ok(Self {
+            listener,
+            users: Users::new(Repository::new(db.clone()), hasher),
+            db,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -55,20 +59,34 @@ impl Application {
 
     fn routes(users: Users) -> Routes {
         Routes::new(
-            UserStoreServer::new(UserStoreService { users }).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+            UserStoreServer::new(UserStoreService { users })
+                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         )
     }
 
     /// Serve until `shutdown` resolves.
-    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        server::serve(self.listener, Self::routes(self.users), SERVICE_NAMES, shutdown).await?;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        server::serve(
+            self.listener,
+            Self::routes(self.users),
+            SERVICE_NAMES,
+            shutdown,
+        )
+        .await?;
         self.db.close().await;
         Ok(())
     }
 
     /// Serve on a background task.
     pub fn spawn(self) -> Result<RunningServer, StartError> {
-        Ok(RunningServer::spawn(self.listener, Self::routes(self.users), SERVICE_NAMES)?)
+        Ok(RunningServer::spawn(
+            self.listener,
+            Self::routes(self.users),
+            SERVICE_NAMES,
+        )?)
     }
 }
 

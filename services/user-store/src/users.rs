@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use trickle_password::{HashFormat, HashPool, Password, StoredHash};
 use trickle_service_kit::Email;
 
-
 /// How a user came to be in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -109,7 +108,8 @@ impl Users {
         password: Password,
         equalize_unknown: bool,
     ) -> Result<AuthenticateOutcome, StoreError> {
-        let Some((user, stored)) = self.repository.find_credentials(email.normalized()).await? else {
+        let Some((user, stored)) = self.repository.find_credentials(email.normalized()).await?
+        else {
             if equalize_unknown {
                 self.hasher.verify_dummy(password).await?;
             }
@@ -117,7 +117,10 @@ impl Users {
         };
         let parsed = StoredHash::parse(&stored, HashFormat::Auto).map_err(|e| {
             // Only the first characters of the hash: see ParseHashError.
-            StoreError::Internal(format!("stored hash of user {} is unreadable: {e}", user.user_id))
+            StoreError::Internal(format!(
+                "stored hash of user {} is unreadable: {e}",
+                user.user_id
+            ))
         })?;
         let scheme = parsed.scheme();
         let (verification, upgraded) = self.hasher.verify_and_upgrade(password, parsed).await?;
@@ -135,8 +138,18 @@ impl Users {
 
     /// Create a user who signed up.
     #[tracing::instrument(name = "user_store.create_user", skip_all)]
-    pub async fn create_user(&self, email: Email, password: Password, profile: Profile) -> Result<User, StoreError> {
-        if self.repository.find_by_email(email.normalized()).await?.is_some() {
+    pub async fn create_user(
+        &self,
+        email: Email,
+        password: Password,
+        profile: Profile,
+    ) -> Result<User, StoreError> {
+        if self
+            .repository
+            .find_by_email(email.normalized())
+            .await?
+            .is_some()
+        {
             return Err(StoreError::EmailExists);
         }
         let password_hash = self.hasher.hash(password).await?;
@@ -176,19 +189,30 @@ impl Users {
         };
         match self.repository.insert(&new_user).await? {
             InsertOutcome::Inserted(user) => Ok(ImportOutcome::Created(user)),
-            InsertOutcome::Conflict => Ok(self.existing_import(&import).await?.unwrap_or(ImportOutcome::Conflict)),
+            InsertOutcome::Conflict => Ok(self
+                .existing_import(&import)
+                .await?
+                .unwrap_or(ImportOutcome::Conflict)),
         }
     }
 
     async fn existing_import(&self, import: &Import) -> Result<Option<ImportOutcome>, StoreError> {
-        if let Some((user, stored)) = self.repository.find_credentials_by_legacy_id(&import.legacy_id).await? {
+        if let Some((user, stored)) = self
+            .repository
+            .find_credentials_by_legacy_id(&import.legacy_id)
+            .await?
+        {
             if user.email != import.email.normalized() {
                 // The user migrated and then changed their email: the old email must not
                 // lead back into the account (invariant 3).
                 return Ok(Some(ImportOutcome::Conflict));
             }
-            let parsed = StoredHash::parse(&stored, HashFormat::Auto)
-                .map_err(|e| StoreError::Internal(format!("stored hash of user {} is unreadable: {e}", user.user_id)))?;
+            let parsed = StoredHash::parse(&stored, HashFormat::Auto).map_err(|e| {
+                StoreError::Internal(format!(
+                    "stored hash of user {} is unreadable: {e}",
+                    user.user_id
+                ))
+            })?;
             let verification = self.hasher.verify(import.password.clone(), parsed).await?;
             return Ok(Some(if verification.matches {
                 ImportOutcome::AlreadyImported(user)
@@ -197,7 +221,12 @@ impl Users {
                 ImportOutcome::Conflict
             }));
         }
-        if self.repository.find_by_email(import.email.normalized()).await?.is_some() {
+        if self
+            .repository
+            .find_by_email(import.email.normalized())
+            .await?
+            .is_some()
+        {
             // Someone else owns this email in the store (a sign-up, or another legacy id).
             return Ok(Some(ImportOutcome::Conflict));
         }
@@ -205,10 +234,16 @@ impl Users {
     }
 
     pub async fn get_by_id(&self, user_id: &str) -> Result<User, StoreError> {
-        self.repository.find_by_id(user_id).await?.ok_or(StoreError::NotFound)
+        self.repository
+            .find_by_id(user_id)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     pub async fn get_by_email(&self, email: &Email) -> Result<User, StoreError> {
-        self.repository.find_by_email(email.normalized()).await?.ok_or(StoreError::NotFound)
+        self.repository
+            .find_by_email(email.normalized())
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 }

@@ -1,0 +1,8 @@
+//! The `trickle` binary's library: configuration loading, starting services alone or all
+//! together, the `trickle dev` laptop setup and the `trickle login` client. `main.rs` only
+//! parses the command line.
+
+pub mod config;
+pub mod dev;
+pub mod login;
+pub mod services;

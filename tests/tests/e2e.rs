@@ -1,0 +1,653 @@
+//! End-to-end tests of migration on login: the four services over real gRPC on loopback,
+//! on PostgreSQL + MariaDB and on SQLite + SQLite. Each scenario runs on both.
+//!
+//! One test binary for the whole workspace on purpose (link time is real on two cores).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+use tonic::Code;
+use trickle_proto::auth::v1::{
+    GetJwksRequest, GetUserRequest, LoginRequest, LoginResponse, SignUpRequest, Source,
+    ValidateTokenRequest, get_user_request::Lookup,
+};
+use trickle_service_kit::rpc::{self, reason};
+use trickle_tests::{Backend, LegacyRecord, TestTrickle, bcrypt, captured_logs};
+
+/// Generate one test per backend for each scenario.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres_mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(trickle_tests::Backend::PostgresMariaDb).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(trickle_tests::Backend::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    first_login_migrates_then_store_serves_without_legacy,
+    bad_credentials_are_indistinguishable_and_write_nothing,
+    store_is_authoritative_after_migration,
+    concurrent_first_logins_create_one_user,
+    legacy_unreachable_is_unavailable_but_migrated_users_log_in,
+    sign_up_refuses_legacy_emails_and_creates_new_users,
+    tokens_validate_and_reject_tampering,
+    bad_input_is_invalid_argument_with_field_violations,
+    logs_of_a_migration_contain_no_secret,
+    mode_is_shared_through_the_database,
+);
+
+fn login(email: &str, password: &str) -> LoginRequest {
+    LoginRequest {
+        email: email.into(),
+        password: password.into(),
+    }
+}
+
+fn assert_status(status: &tonic::Status, code: Code, expected_reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(
+        rpc::reason_of(status).as_deref(),
+        Some(expected_reason),
+        "{status:?}"
+    );
+}
+
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    rpc::field_violations(status)
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+async fn alice(trickle: &TestTrickle, password: &str) -> LegacyRecord {
+    let mut record = LegacyRecord::new(4242, "Alice@Example.com", bcrypt(password));
+    record.email_verified = true;
+    record.name = Some("Alice Liddell".into());
+    record.given_name = Some("Alice".into());
+    record.family_name = Some("Liddell".into());
+    record.nickname = Some("alice".into());
+    record.picture = Some("https://example.com/alice.png".into());
+    trickle.legacy.insert(&record).await;
+    record
+}
+
+async fn first_login_migrates_then_store_serves_without_legacy(backend: Backend) {
+    let mut trickle = TestTrickle::start(backend).await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let mut client = trickle.client().await;
+
+    // Legacy spells it Alice@Example.com; the user types it in lower case.
+    let first: LoginResponse = client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("first login")
+        .into_inner();
+    assert!(first.migrated, "the first login moves the user");
+    let user = first.user.expect("user");
+    assert_eq!(user.email, "alice@example.com");
+    assert_eq!(
+        user.display_email, "Alice@Example.com",
+        "the legacy spelling is kept"
+    );
+    assert_eq!(user.legacy_id, "4242");
+    assert!(user.email_verified);
+    assert_eq!(user.source, i32::from(Source::LoginMigration));
+    let profile = user.profile.expect("profile");
+    assert_eq!(
+        (
+            profile.name.as_str(),
+            profile.given_name.as_str(),
+            profile.family_name.as_str(),
+            profile.nickname.as_str()
+        ),
+        ("Alice Liddell", "Alice", "Liddell", "alice")
+    );
+    assert_eq!(profile.picture, "https://example.com/alice.png");
+    assert!(!first.access_token.is_empty() && first.expires_in > 0);
+    assert_eq!(trickle.store.user_count().await, 1);
+    assert_eq!(
+        trickle.store.migration_event_count().await,
+        1,
+        "one ledger row per migration"
+    );
+    let stored_hash = trickle.store.password_hash("alice@example.com").await;
+    assert!(
+        stored_hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "re-hashed with argon2id"
+    );
+
+    // With the legacy connector gone, the store alone serves her — in any case spelling.
+    trickle
+        .cluster
+        .stop_legacy_connector()
+        .await
+        .expect("stop legacy connector");
+    for spelling in ["alice@example.com", "ALICE@example.COM"] {
+        let again = client
+            .login(login(spelling, "through-the-looking-glass"))
+            .await
+            .expect("login from the store")
+            .into_inner();
+        assert!(!again.migrated);
+        assert_eq!(again.user.expect("user").user_id, user.user_id);
+    }
+    let fetched = client
+        .get_user(GetUserRequest {
+            lookup: Some(Lookup::Email("Alice@example.com".into())),
+        })
+        .await
+        .expect("get user")
+        .into_inner()
+        .user
+        .expect("user");
+    assert_eq!(fetched.user_id, user.user_id);
+    assert!(fetched.last_login_at.is_some());
+    assert_eq!(trickle.store.user_count().await, 1);
+}
+
+async fn bad_credentials_are_indistinguishable_and_write_nothing(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let mut client = trickle.client().await;
+
+    let wrong_unmigrated = client
+        .login(login("alice@example.com", "wrong password"))
+        .await
+        .expect_err("wrong password");
+    let unknown = client
+        .login(login("nobody@example.com", "through-the-looking-glass"))
+        .await
+        .expect_err("unknown");
+    for status in [&wrong_unmigrated, &unknown] {
+        assert_status(status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    }
+    assert_eq!(
+        wrong_unmigrated.message(),
+        unknown.message(),
+        "same message for both"
+    );
+    assert_eq!(
+        trickle.store.user_count().await,
+        0,
+        "a failed legacy login writes nothing"
+    );
+    assert_eq!(trickle.store.migration_event_count().await, 0);
+
+    client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("migrates");
+    let wrong_migrated = client
+        .login(login("alice@example.com", "wrong password"))
+        .await
+        .expect_err("wrong password");
+    assert_status(
+        &wrong_migrated,
+        Code::Unauthenticated,
+        reason::INVALID_CREDENTIALS,
+    );
+    assert_eq!(wrong_migrated.message(), unknown.message());
+    assert_eq!(trickle.store.user_count().await, 1);
+    assert_eq!(trickle.store.migration_event_count().await, 1);
+}
+
+async fn store_is_authoritative_after_migration(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    let record = alice(&trickle, "old-legacy-password").await;
+    let mut client = trickle.client().await;
+    client
+        .login(login("alice@example.com", "old-legacy-password"))
+        .await
+        .expect("migrates");
+
+    // The legacy app changes her password afterwards: the store does not care.
+    trickle
+        .legacy
+        .set_password_hash(record.id, &bcrypt("new-legacy-password"))
+        .await;
+    let status = client
+        .login(login("alice@example.com", "new-legacy-password"))
+        .await
+        .expect_err("legacy no longer decides");
+    assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    let still = client
+        .login(login("alice@example.com", "old-legacy-password"))
+        .await
+        .expect("store password works")
+        .into_inner();
+    assert!(!still.migrated);
+    assert_eq!(trickle.store.user_count().await, 1);
+}
+
+async fn concurrent_first_logins_create_one_user(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let client = trickle.client().await;
+
+    let logins = (0..50).map(|_| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .login(login("alice@example.com", "through-the-looking-glass"))
+                .await
+        })
+    });
+    let results = futures::future::join_all(logins).await;
+    let mut migrated = 0;
+    let mut user_ids = std::collections::HashSet::new();
+    for result in results {
+        let response = result
+            .expect("task")
+            .expect("every concurrent first login succeeds")
+            .into_inner();
+        migrated += usize::from(response.migrated);
+        user_ids.insert(response.user.expect("user").user_id);
+    }
+    assert_eq!(migrated, 1, "exactly one login reports the migration");
+    assert_eq!(user_ids.len(), 1, "all logins see the same user");
+    assert_eq!(trickle.store.user_count().await, 1);
+    assert_eq!(trickle.store.migration_event_count().await, 1);
+}
+
+/// A TCP server that accepts connections and never answers: a legacy database that hangs.
+async fn black_hole() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr, task)
+}
+
+async fn legacy_unreachable_is_unavailable_but_migrated_users_log_in(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    alice(&trickle, "through-the-looking-glass").await;
+    trickle
+        .legacy
+        .insert(&LegacyRecord::new(
+            7,
+            "bob@example.com",
+            bcrypt("bob-password"),
+        ))
+        .await;
+    trickle
+        .client()
+        .await
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("alice migrates");
+
+    // A second set of services on the same store, whose legacy database cannot be used.
+    let (hole, hole_task) = black_hole().await;
+    let query_timeout_ms = 500;
+    let broken = trickle
+        .second_cluster(|config| {
+            config.legacy.database_url = match backend {
+                // Accepts the connection and never speaks: the deadline must cut it off.
+                Backend::PostgresMariaDb => format!("mysql://root@{hole}/legacy"),
+                // A file that cannot exist.
+                Backend::Sqlite => "sqlite:///nonexistent-directory/legacy.db?mode=ro".into(),
+            };
+            config.legacy.query_timeout_ms = query_timeout_ms;
+            config.migration.legacy_timeout_ms = 2000;
+        })
+        .await;
+    let mut client = trickle_proto::auth::v1::auth_service_client::AuthServiceClient::connect(
+        broken.frontend.url(),
+    )
+    .await
+    .expect("connect");
+
+    let started = Instant::now();
+    let status = client
+        .login(login("bob@example.com", "bob-password"))
+        .await
+        .expect_err("legacy is down");
+    let waited = started.elapsed();
+    assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+    // The legacy deadline is 2 s (coordinator) / 0.5 s (query); a hang would take far longer.
+    assert!(
+        waited < Duration::from_millis(2000 + 1500),
+        "answered after {waited:?}"
+    );
+    assert_eq!(
+        trickle.store.user_count().await,
+        1,
+        "nothing written for bob"
+    );
+
+    for _ in 0..3 {
+        let ok = client
+            .login(login("alice@example.com", "through-the-looking-glass"))
+            .await
+            .expect("migrated users are unaffected");
+        assert!(!ok.into_inner().migrated);
+    }
+    // Signing up cannot rule out a legacy account either: refuse rather than risk a duplicate.
+    let status = client
+        .sign_up(SignUpRequest {
+            email: "new@example.com".into(),
+            password: "a fine new password".into(),
+            profile: None,
+        })
+        .await
+        .expect_err("sign-up needs the legacy check");
+    assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+    broken.stop().await.expect("stop");
+    hole_task.abort();
+}
+
+async fn sign_up_refuses_legacy_emails_and_creates_new_users(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let mut client = trickle.client().await;
+
+    let status = client
+        .sign_up(SignUpRequest {
+            email: "ALICE@example.com".into(),
+            password: "a brand new password".into(),
+            profile: None,
+        })
+        .await
+        .expect_err("alice is a legacy user");
+    assert_status(&status, Code::AlreadyExists, reason::EMAIL_EXISTS);
+    assert_eq!(trickle.store.user_count().await, 0);
+
+    let weak = client
+        .sign_up(SignUpRequest {
+            email: "dora@example.com".into(),
+            password: "short".into(),
+            profile: None,
+        })
+        .await
+        .expect_err("too short");
+    assert_status(&weak, Code::InvalidArgument, reason::WEAK_PASSWORD);
+    assert_eq!(violated_fields(&weak), ["password"]);
+
+    let profile = trickle_proto::auth::v1::Profile {
+        name: "Dora Explorer".into(),
+        ..Default::default()
+    };
+    let created = client
+        .sign_up(SignUpRequest {
+            email: "Dora@Example.com".into(),
+            password: "a brand new password".into(),
+            profile: Some(profile),
+        })
+        .await
+        .expect("new email")
+        .into_inner()
+        .user
+        .expect("user");
+    assert_eq!(created.email, "dora@example.com");
+    assert_eq!(created.source, i32::from(Source::Signup));
+    assert!(created.legacy_id.is_empty());
+    assert_eq!(created.profile.expect("profile").name, "Dora Explorer");
+
+    let logged_in = client
+        .login(login("dora@example.com", "a brand new password"))
+        .await
+        .expect("login")
+        .into_inner();
+    assert!(!logged_in.migrated);
+    assert_eq!(logged_in.user.expect("user").user_id, created.user_id);
+
+    let again = client
+        .sign_up(SignUpRequest {
+            email: "dora@example.com".into(),
+            password: "another password".into(),
+            profile: None,
+        })
+        .await
+        .expect_err("exists in the store");
+    assert_status(&again, Code::AlreadyExists, reason::EMAIL_EXISTS);
+    assert_eq!(trickle.store.user_count().await, 1);
+}
+
+async fn tokens_validate_and_reject_tampering(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let mut client = trickle.client().await;
+    let response = client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("login")
+        .into_inner();
+    let user = response.user.expect("user");
+    let token = response.access_token;
+
+    let claims = client
+        .validate_token(ValidateTokenRequest {
+            access_token: token.clone(),
+        })
+        .await
+        .expect("valid token")
+        .into_inner()
+        .claims
+        .expect("claims");
+    assert_eq!(claims.sub, user.user_id);
+    assert_eq!(
+        (claims.email.as_str(), claims.legacy_id.as_str()),
+        ("alice@example.com", "4242")
+    );
+    assert_eq!(
+        (claims.iss.as_str(), claims.aud.as_str()),
+        ("trickle", "internal")
+    );
+    assert_eq!(claims.exp - claims.iat, 900);
+
+    let jwks = client
+        .get_jwks(GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner();
+    assert_eq!(jwks.keys.len(), 1);
+    assert_eq!(
+        (
+            jwks.keys[0].kty.as_str(),
+            jwks.keys[0].crv.as_str(),
+            jwks.keys[0].alg.as_str()
+        ),
+        ("OKP", "Ed25519", "EdDSA")
+    );
+
+    // Tampered: one character of the payload changed.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let mut payload: Vec<char> = parts[1].chars().collect();
+    payload[5] = if payload[5] == 'A' { 'B' } else { 'A' };
+    parts[1] = payload.into_iter().collect();
+    let tampered = parts.join(".");
+    // Expired: same key, issued two lifetimes ago.
+    let same_key = trickle_auth_frontend::tokens::TokenIssuer::from_pem(
+        &trickle.signing_key_pem,
+        "trickle",
+        "internal",
+        Duration::from_secs(900),
+    )
+    .expect("issuer");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    let expired = same_key.issue(&user.user_id, &user.email, &user.legacy_id, now - 1800);
+    // Wrongly signed: another key, same issuer and audience.
+    let other_pem = trickle_auth_frontend::tokens::generate_signing_key_pem().expect("key");
+    let other_key = trickle_auth_frontend::tokens::TokenIssuer::from_pem(
+        &other_pem,
+        "trickle",
+        "internal",
+        Duration::from_secs(900),
+    )
+    .expect("issuer");
+    let foreign = other_key.issue(&user.user_id, &user.email, &user.legacy_id, now);
+
+    for (token, expected) in [
+        (tampered, reason::INVALID_TOKEN),
+        (expired, reason::TOKEN_EXPIRED),
+        (foreign, reason::INVALID_TOKEN),
+        ("garbage".to_owned(), reason::INVALID_TOKEN),
+    ] {
+        let status = client
+            .validate_token(ValidateTokenRequest {
+                access_token: token,
+            })
+            .await
+            .expect_err("rejected");
+        assert_status(&status, Code::Unauthenticated, expected);
+    }
+}
+
+async fn bad_input_is_invalid_argument_with_field_violations(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let mut client = trickle.client().await;
+    let huge = "p".repeat(1024 * 1024);
+
+    let cases: Vec<(LoginRequest, Vec<&str>)> = vec![
+        (login("", "password"), vec!["email"]),
+        (login("not-an-email", "password"), vec!["email"]),
+        (login("a b@example.com", "password"), vec!["email"]),
+        (login("alice@example.com", ""), vec!["password"]),
+        (login("alice@example.com", &huge), vec!["password"]),
+        (LoginRequest::default(), vec!["email", "password"]),
+    ];
+    for (request, fields) in cases {
+        let status = client.login(request).await.expect_err("invalid");
+        assert_status(&status, Code::InvalidArgument, reason::INVALID_REQUEST);
+        assert_eq!(violated_fields(&status), fields);
+    }
+    let status = client
+        .sign_up(SignUpRequest::default())
+        .await
+        .expect_err("invalid");
+    assert_status(&status, Code::InvalidArgument, reason::INVALID_REQUEST);
+    assert_eq!(violated_fields(&status), ["email", "password"]);
+    let status = client
+        .sign_up(SignUpRequest {
+            email: "x@example.com".into(),
+            password: "p".repeat(2000),
+            profile: None,
+        })
+        .await
+        .expect_err("too long");
+    assert_eq!(violated_fields(&status), ["password"]);
+    let status = client
+        .get_user(GetUserRequest { lookup: None })
+        .await
+        .expect_err("invalid");
+    assert_eq!(violated_fields(&status), ["lookup"]);
+    let status = client
+        .get_user(GetUserRequest {
+            lookup: Some(Lookup::Email("@".into())),
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(violated_fields(&status), ["email"]);
+    let status = client
+        .validate_token(ValidateTokenRequest::default())
+        .await
+        .expect_err("invalid");
+    assert_eq!(violated_fields(&status), ["access_token"]);
+    let status = client
+        .get_user(GetUserRequest {
+            lookup: Some(Lookup::UserId("no-such-user".into())),
+        })
+        .await
+        .expect_err("unknown");
+    assert_status(&status, Code::NotFound, reason::USER_NOT_FOUND);
+
+    // Nothing above hurt the service or wrote anything.
+    assert_eq!(trickle.store.user_count().await, 0);
+    client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("still serving");
+}
+
+async fn logs_of_a_migration_contain_no_secret(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    // A password no other test uses, so any trace of it in the shared log is this test's.
+    let password = format!("secret-{}", uuid::Uuid::now_v7().simple());
+    let record = alice(&trickle, &password).await;
+    let mut client = trickle.client().await;
+    let response = client
+        .login(login("alice@example.com", &password))
+        .await
+        .expect("migrates")
+        .into_inner();
+    assert!(response.migrated);
+    client
+        .login(login("alice@example.com", &password))
+        .await
+        .expect("store login");
+    let _ = client
+        .login(login("alice@example.com", &format!("{password}-wrong")))
+        .await;
+    let _ = client
+        .sign_up(SignUpRequest {
+            email: "eve@example.com".into(),
+            password: format!("{password}-eve"),
+            profile: None,
+        })
+        .await;
+    let store_hash = trickle.store.password_hash("alice@example.com").await;
+    let user_id = response.user.expect("user").user_id;
+
+    let logs = captured_logs();
+    assert!(
+        logs.contains("user migrated on login") && logs.contains(&user_id),
+        "the capture saw this migration"
+    );
+    for (what, secret) in [
+        ("password", password.as_str()),
+        ("legacy hash", record.password_hash.as_str()),
+        ("store hash", store_hash.as_str()),
+        ("access token", response.access_token.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "the {what} appears in the logs");
+    }
+    // Not even the salt+hash part of a hash, which a redaction could leave behind.
+    assert!(!logs.contains(&store_hash[store_hash.len() - 43..]));
+    assert!(!logs.contains(&record.password_hash[29..]));
+}
+
+async fn mode_is_shared_through_the_database(backend: Backend) {
+    // Both coordinators read the mode from the same database; the second one's config says
+    // "authoritative" but the mode stored by the first start wins.
+    let trickle = TestTrickle::start(backend).await;
+    let second = trickle
+        .second_cluster(|config| {
+            config.migration.mode = trickle_migration_coordinator::config::Mode::Authoritative
+        })
+        .await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let mut client = trickle_proto::auth::v1::auth_service_client::AuthServiceClient::connect(
+        second.frontend.url(),
+    )
+    .await
+    .expect("connect");
+    let response = client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("still importing");
+    assert!(response.into_inner().migrated);
+    second.stop().await.expect("stop");
+}
