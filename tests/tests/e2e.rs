@@ -60,41 +60,74 @@ async fn every_service_serves_health_and_reflection() {
     let trickle = TestTrickle::start(Backend::Sqlite).await;
     let legacy = trickle.cluster.legacy.as_ref().expect("running");
     let services = [
-        (trickle.cluster.frontend.url(), "trickle.auth.v1.AuthService"),
-        (trickle.cluster.store.url(), "trickle.userstore.v1.UserStore"),
-        (trickle.cluster.coordinator.url(), "trickle.migration.v1.MigrationCoordinator"),
+        (
+            trickle.cluster.frontend.url(),
+            "trickle.auth.v1.AuthService",
+        ),
+        (
+            trickle.cluster.store.url(),
+            "trickle.userstore.v1.UserStore",
+        ),
+        (
+            trickle.cluster.coordinator.url(),
+            "trickle.migration.v1.MigrationCoordinator",
+        ),
         (legacy.url(), "trickle.legacy.v1.LegacyConnector"),
     ];
     for (url, service) in services {
-        let channel = tonic::transport::Endpoint::from_shared(url.clone()).expect("url").connect().await.expect("connect");
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
         for name in ["", service] {
             let answer = HealthClient::new(channel.clone())
-                .check(HealthCheckRequest { service: name.into() })
+                .check(HealthCheckRequest {
+                    service: name.into(),
+                })
                 .await
                 .expect("health")
                 .into_inner();
-            assert_eq!(answer.status, ServingStatus::Serving as i32, "{url} {name:?}");
+            assert_eq!(
+                answer.status,
+                ServingStatus::Serving as i32,
+                "{url} {name:?}"
+            );
         }
 
         let request = v1alpha::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
         };
-        let mut stream = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .expect("reflection v1alpha")
-            .into_inner();
+        let mut stream =
+            v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone())
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .expect("reflection v1alpha")
+                .into_inner();
         let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-            stream.message().await.expect("answer").expect("one message").message_response
+            stream
+                .message()
+                .await
+                .expect("answer")
+                .expect("one message")
+                .message_response
         else {
             panic!("v1alpha reflection did not list services");
         };
-        assert!(list.service.iter().any(|s| s.name == service), "{service} in {:?}", list.service);
+        assert!(
+            list.service.iter().any(|s| s.name == service),
+            "{service} in {:?}",
+            list.service
+        );
 
         let request = v1::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
         };
         let mut stream = v1::server_reflection_client::ServerReflectionClient::new(channel)
             .server_reflection_info(tokio_stream::iter([request]))
@@ -102,7 +135,12 @@ async fn every_service_serves_health_and_reflection() {
             .expect("reflection v1")
             .into_inner();
         let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-            stream.message().await.expect("answer").expect("one message").message_response
+            stream
+                .message()
+                .await
+                .expect("answer")
+                .expect("one message")
+                .message_response
         else {
             panic!("v1 reflection did not list services");
         };

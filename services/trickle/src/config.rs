@@ -155,3 +155,16 @@ mod tests {
         assert!(load_from(Some(&file), env(&[])).is_err());
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    /// The documented example configuration must stay loadable.
+    #[test]
+    fn the_example_configuration_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/config/trickle.example.toml");
+        let (config, _) = super::load_from(Some(&path), std::iter::empty()).expect("example loads");
+        assert_eq!(config.store.argon2.memory_kib, 19_456);
+        assert!(config.legacy.find_user.contains("email = ?"));
+    }
+}
