@@ -28,6 +28,9 @@ pub enum Backend {
     PostgresMariaDb,
     /// Store, coordinator and legacy database in SQLite files.
     Sqlite,
+    /// Store, coordinator and legacy database all on PostgreSQL (legacy with `$1`
+    /// placeholders, `integer` ids and `boolean` flags).
+    Postgres,
 }
 
 pub fn postgres_admin_url() -> String {
@@ -186,6 +189,14 @@ impl LegacyDb {
                 "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture \
                  FROM users WHERE email = ?",
             ),
+            Backend::Postgres => (
+                TestDatabase::postgres().await,
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL, \
+                 email_verified BOOLEAN NOT NULL DEFAULT FALSE, name TEXT, given_name TEXT, family_name TEXT, \
+                 nickname TEXT, picture TEXT)",
+                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture \
+                 FROM users WHERE lower(email) = $1",
+            ),
             Backend::Sqlite => (
                 TestDatabase::sqlite(dir, "legacy.db"),
                 "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL, \
@@ -210,22 +221,32 @@ impl LegacyDb {
     }
 
     pub async fn insert(&self, record: &LegacyRecord) {
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(record.id)
-        .bind(&record.email)
-        .bind(&record.password_hash)
-        .bind(i32::from(record.email_verified))
-        .bind(record.name.clone())
-        .bind(record.given_name.clone())
-        .bind(record.family_name.clone())
-        .bind(record.nickname.clone())
-        .bind(record.picture.clone())
-        .execute(&self.pool)
-        .await
-        .expect("insert legacy user");
+        let (sql, verified) = if self.database.url.starts_with("postgres") {
+            (
+                "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture) \
+                 VALUES ($1, $2, $3, $4 = 1, $5, $6, $7, $8, $9)",
+                i32::from(record.email_verified),
+            )
+        } else {
+            (
+                "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                i32::from(record.email_verified),
+            )
+        };
+        sqlx::query(sql)
+            .bind(i32::try_from(record.id).expect("small legacy ids"))
+            .bind(&record.email)
+            .bind(&record.password_hash)
+            .bind(verified)
+            .bind(record.name.clone())
+            .bind(record.given_name.clone())
+            .bind(record.family_name.clone())
+            .bind(record.nickname.clone())
+            .bind(record.picture.clone())
+            .execute(&self.pool)
+            .await
+            .expect("insert legacy user");
     }
 
     pub async fn set_password_hash(&self, id: i64, hash: &str) {
@@ -248,7 +269,7 @@ impl StoreDb {
     pub async fn create(backend: Backend, dir: &Arc<tempfile::TempDir>) -> Self {
         sqlx::any::install_default_drivers();
         let database = match backend {
-            Backend::PostgresMariaDb => TestDatabase::postgres().await,
+            Backend::PostgresMariaDb | Backend::Postgres => TestDatabase::postgres().await,
             Backend::Sqlite => TestDatabase::sqlite(dir, "store.db"),
         };
         // Lazy: the tables exist only once the user-store has applied its migrations.

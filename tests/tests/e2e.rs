@@ -148,6 +148,68 @@ async fn every_service_serves_health_and_reflection() {
     }
 }
 
+/// The three hash formats of this release, as their reference implementations wrote them
+/// (Python bcrypt, argon2-cffi, Django 5's make_password), in a PostgreSQL legacy database:
+/// each user migrates with their legacy password and is re-hashed with argon2id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_legacy_hash_format_migrates_from_a_postgres_legacy_database() {
+    let trickle = TestTrickle::start(Backend::Postgres).await;
+    let users = [
+        (
+            1,
+            "Bcrypt@Example.com",
+            "$2b$04$qNfuqQRa6pvV465bs0i8MuQgpfGq/QdX9J.UDjEMrSx5motZzhXQK",
+            "password",
+        ),
+        (
+            2,
+            "argon2@example.com",
+            "$argon2id$v=19$m=1024,t=1,p=1$xqYH3E9892/9d5YtledHrg$afUNDguUbm4dSht18KO5FRbrygHaU0lVx3c/rLlNMCc",
+            "pässwörd",
+        ),
+        (
+            3,
+            "django@example.com",
+            "pbkdf2_sha256$1000000$hjZviU2rfKZb8h3ni18KjQ$cFjf41KwwN9deZy48DGkP87G2+no8aimGEp4snJXhzk=",
+            "correct horse",
+        ),
+    ];
+    for (id, email, hash, _) in users {
+        let mut record = LegacyRecord::new(id, email, hash.into());
+        record.email_verified = id == 1;
+        trickle.legacy.insert(&record).await;
+    }
+    let mut client = trickle.client().await;
+    for (id, email, _, password) in users {
+        let wrong = client
+            .login(login(email, &format!("{password}!")))
+            .await
+            .expect_err("wrong password");
+        assert_status(&wrong, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+        let response = client
+            .login(login(&email.to_lowercase(), password))
+            .await
+            .expect("legacy password works")
+            .into_inner();
+        assert!(response.migrated, "{email}");
+        let user = response.user.expect("user");
+        assert_eq!(user.legacy_id, id.to_string());
+        assert_eq!(user.email_verified, id == 1);
+        let stored = trickle.store.password_hash(&email.to_lowercase()).await;
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{email} is re-hashed"
+        );
+        let again = client
+            .login(login(email, password))
+            .await
+            .expect("store login")
+            .into_inner();
+        assert!(!again.migrated);
+    }
+    assert_eq!(trickle.store.user_count().await, 3);
+}
+
 fn login(email: &str, password: &str) -> LoginRequest {
     LoginRequest {
         email: email.into(),
@@ -402,6 +464,7 @@ async fn legacy_unreachable_is_unavailable_but_migrated_users_log_in(backend: Ba
             config.legacy.database_url = match backend {
                 // Accepts the connection and never speaks: the deadline must cut it off.
                 Backend::PostgresMariaDb => format!("mysql://root@{hole}/legacy"),
+                Backend::Postgres => format!("postgres://postgres@{hole}/legacy"),
                 // A file that cannot exist.
                 Backend::Sqlite => "sqlite:///nonexistent-directory/legacy.db?mode=ro".into(),
             };
