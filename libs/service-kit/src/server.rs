@@ -99,6 +99,46 @@ pub async fn serve(
     Ok(())
 }
 
+/// A service ready to serve: its listener bound (so port 0 has become a real port) and its
+/// routes built. `trickle serve` runs it in the foreground, `trickle dev` and the tests spawn it.
+#[derive(Debug)]
+pub struct BoundServer {
+    listener: TcpListener,
+    routes: Routes,
+    service_names: &'static [&'static str],
+}
+
+impl BoundServer {
+    pub fn new(
+        listener: TcpListener,
+        routes: Routes,
+        service_names: &'static [&'static str],
+    ) -> Self {
+        Self {
+            listener,
+            routes,
+            service_names,
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` resolves, then drain.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        serve(self.listener, self.routes, self.service_names, shutdown).await
+    }
+
+    /// Serve on a background task.
+    pub fn spawn(self) -> std::io::Result<RunningServer> {
+        RunningServer::spawn(self.listener, self.routes, self.service_names)
+    }
+}
+
 /// A server running on a background task, stopped through its handle.
 #[derive(Debug)]
 pub struct RunningServer {

@@ -12,4 +12,4 @@ pub mod tokens;
 
 pub use config::{FrontendConfig, TokenConfig};
 pub use error::FrontendError;
-pub use startup::Application;
+pub use startup::build;

@@ -10,4 +10,4 @@ pub mod startup;
 
 pub use config::LegacyConfig;
 pub use error::LegacyError;
-pub use startup::Application;
+pub use startup::build;

@@ -4,11 +4,10 @@ use crate::config::{Backend, LegacyConfig};
 use crate::error::LegacyError;
 use crate::grpc::LegacyConnectorService;
 use crate::sql::SqlBackend;
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 use trickle_password::{Argon2Config, HashPool};
 use trickle_proto::legacy::v1::legacy_connector_server::LegacyConnectorServer;
-use trickle_service_kit::server::{self, MAX_DECODING_MESSAGE_SIZE, RunningServer};
+use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 
 pub const SERVICE_NAMES: &[&str] = &["trickle.legacy.v1.LegacyConnector"];
 
@@ -24,59 +23,23 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-#[derive(Debug)]
-pub struct Application {
-    listener: TcpListener,
-    backend: SqlBackend,
-}
-
-impl Application {
-    pub async fn build(config: &LegacyConfig) -> Result<Self, StartError> {
-        // The connector only verifies; its pool's argon2 parameters only shape the dummy hash
-        // used before any legacy hash has been seen.
-        let hasher = HashPool::new(
-            Argon2Config::default(),
-            config.hash_workers,
-            config.hash_queue,
-        )?;
-        let backend = match config.backend {
-            Backend::Sql => SqlBackend::new(config, hasher)?,
-        };
-        let listener = server::bind(&config.listen).await?;
-        tracing::info!(backend = "sql", hash_format = ?config.hash_format, "legacy-connector ready");
-        Ok(Self { listener, backend })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    fn routes(backend: SqlBackend) -> Routes {
-        Routes::new(
-            LegacyConnectorServer::new(LegacyConnectorService { backend })
-                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-        )
-    }
-
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
-        server::serve(
-            self.listener,
-            Self::routes(self.backend),
-            SERVICE_NAMES,
-            shutdown,
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub fn spawn(self) -> Result<RunningServer, StartError> {
-        Ok(RunningServer::spawn(
-            self.listener,
-            Self::routes(self.backend),
-            SERVICE_NAMES,
-        )?)
-    }
+/// Check the configuration, prepare the (lazy) legacy pool, bind the listener.
+pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
+    // The connector only verifies; its pool's argon2 parameters only shape the dummy hash
+    // used before any legacy hash has been seen.
+    let hasher = HashPool::new(
+        Argon2Config::default(),
+        config.hash_workers,
+        config.hash_queue,
+    )?;
+    let backend = match config.backend {
+        Backend::Sql => SqlBackend::new(config, hasher)?,
+    };
+    let listener = server::bind(&config.listen).await?;
+    tracing::info!(backend = "sql", hash_format = ?config.hash_format, "legacy-connector ready");
+    let routes = Routes::new(
+        LegacyConnectorServer::new(LegacyConnectorService { backend })
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+    );
+    Ok(BoundServer::new(listener, routes, SERVICE_NAMES))
 }

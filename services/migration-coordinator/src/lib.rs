@@ -12,4 +12,4 @@ pub mod startup;
 
 pub use config::MigrationConfig;
 pub use error::CoordinatorError;
-pub use startup::Application;
+pub use startup::build;

@@ -5,13 +5,12 @@ use crate::grpc::CoordinatorService;
 use crate::ledger::Ledger;
 use crate::migrate_on_login::Coordinator;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
 use trickle_proto::migration::v1::migration_coordinator_server::MigrationCoordinatorServer;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::db::Db;
-use trickle_service_kit::server::{self, MAX_DECODING_MESSAGE_SIZE, RunningServer};
+use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 
 pub const SERVICE_NAMES: &[&str] = &["trickle.migration.v1.MigrationCoordinator"];
 
@@ -31,80 +30,33 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-#[derive(Debug)]
-pub struct Application {
-    listener: TcpListener,
-    coordinator: Coordinator,
-}
-
-impl Application {
-    pub async fn build(config: &MigrationConfig) -> Result<Self, StartError> {
-        if config.database_url.is_empty() {
-            return Err(StartError::NoDatabase);
-        }
-        let db = Db::connect(&config.database_url, config.max_connections).await?;
-        db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
-        let ledger =
-            Ledger::open(db, config.mode, Duration::from_millis(config.mode_cache_ms)).await?;
-        let legacy = LegacyConnectorClient::new(server::channel(
-            &config.legacy_url,
-            Duration::from_millis(config.legacy_timeout_ms),
-        )?)
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-        let store = UserStoreClient::new(server::channel(
-            &config.store_url,
-            Duration::from_millis(config.store_timeout_ms),
-        )?)
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-        let coordinator = Coordinator::new(ledger, legacy, store);
-        let mode = coordinator
-            .mode()
-            .await
-            .map_err(|e| StartError::Mode(sqlx::Error::Protocol(e.to_string())))?;
-        let listener = server::bind(&config.listen).await?;
-        tracing::info!(mode = mode.as_str(), "migration-coordinator ready");
-        Ok(Self {
-            listener,
-            coordinator,
-        })
+/// Connect and migrate the coordinator's database, settle the mode, bind the listener.
+pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> {
+    if config.database_url.is_empty() {
+        return Err(StartError::NoDatabase);
     }
-
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    pub fn coordinator(&self) -> &Coordinator {
-        &self.coordinator
-    }
-
-    fn routes(coordinator: Coordinator) -> Routes {
-        Routes::new(
-            MigrationCoordinatorServer::new(CoordinatorService { coordinator })
-                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-        )
-    }
-
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
-        server::serve(
-            self.listener,
-            Self::routes(self.coordinator),
-            SERVICE_NAMES,
-            shutdown,
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub fn spawn(self) -> Result<RunningServer, StartError> {
-        Ok(RunningServer::spawn(
-            self.listener,
-            Self::routes(self.coordinator),
-            SERVICE_NAMES,
-        )?)
-    }
+    let db = Db::connect(&config.database_url, config.max_connections).await?;
+    db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
+    let ledger = Ledger::open(db, config.mode, Duration::from_millis(config.mode_cache_ms)).await?;
+    let mode = ledger.mode().await?;
+    let legacy = LegacyConnectorClient::new(server::channel(
+        &config.legacy_url,
+        Duration::from_millis(config.legacy_timeout_ms),
+    )?)
+    .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let store = UserStoreClient::new(server::channel(
+        &config.store_url,
+        Duration::from_millis(config.store_timeout_ms),
+    )?)
+    .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let coordinator = Coordinator::new(ledger, legacy, store);
+    let listener = server::bind(&config.listen).await?;
+    tracing::info!(mode = mode.as_str(), "migration-coordinator ready");
+    let routes = Routes::new(
+        MigrationCoordinatorServer::new(CoordinatorService { coordinator })
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+    );
+    Ok(BoundServer::new(listener, routes, SERVICE_NAMES))
 }
 
 pub fn migrator_postgres() -> sqlx::migrate::Migrator {

@@ -19,11 +19,11 @@ impl Cluster {
     /// Start store and legacy connector first (their addresses may be port 0), then the
     /// coordinator and the frontend pointed at them.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let store = trickle_user_store::Application::build(&config.store)
+        let store = trickle_user_store::build(&config.store)
             .await
             .context("starting the user-store")?;
         let store_url = format!("http://{}", store.local_addr()?);
-        let legacy = trickle_legacy_connector::Application::build(&config.legacy)
+        let legacy = trickle_legacy_connector::build(&config.legacy)
             .await
             .context("starting the legacy-connector")?;
         let legacy_url = format!("http://{}", legacy.local_addr()?);
@@ -33,13 +33,13 @@ impl Cluster {
         if migration.database_url.is_empty() {
             migration.database_url = config.store.database_url.clone();
         }
-        let coordinator = trickle_migration_coordinator::Application::build(&migration)
+        let coordinator = trickle_migration_coordinator::build(&migration)
             .await
             .context("starting the migration-coordinator")?;
         let mut frontend_config = config.frontend.clone();
         frontend_config.store_url = store_url;
         frontend_config.coordinator_url = format!("http://{}", coordinator.local_addr()?);
-        let frontend = trickle_auth_frontend::Application::build(&frontend_config, &config.tokens)
+        let frontend = trickle_auth_frontend::build(&frontend_config, &config.tokens)
             .await
             .context("starting the auth-frontend")?;
         Ok(Self {
@@ -94,19 +94,19 @@ pub async fn serve(service: Service, config: &Config) -> anyhow::Result<()> {
     let shutdown = trickle_service_kit::server::shutdown_signal();
     match service {
         Service::Frontend => {
-            trickle_auth_frontend::Application::build(&config.frontend, &config.tokens)
+            trickle_auth_frontend::build(&config.frontend, &config.tokens)
                 .await?
                 .run_until_stopped(shutdown)
                 .await?
         }
         Service::UserStore => {
-            trickle_user_store::Application::build(&config.store)
+            trickle_user_store::build(&config.store)
                 .await?
                 .run_until_stopped(shutdown)
                 .await?
         }
         Service::LegacyConnector => {
-            trickle_legacy_connector::Application::build(&config.legacy)
+            trickle_legacy_connector::build(&config.legacy)
                 .await?
                 .run_until_stopped(shutdown)
                 .await?
@@ -116,7 +116,7 @@ pub async fn serve(service: Service, config: &Config) -> anyhow::Result<()> {
             if migration.database_url.is_empty() {
                 migration.database_url = config.store.database_url.clone();
             }
-            trickle_migration_coordinator::Application::build(&migration)
+            trickle_migration_coordinator::build(&migration)
                 .await?
                 .run_until_stopped(shutdown)
                 .await?

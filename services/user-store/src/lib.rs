@@ -10,4 +10,4 @@ pub mod users;
 
 pub use config::StoreConfig;
 pub use error::StoreError;
-pub use startup::Application;
+pub use startup::build;

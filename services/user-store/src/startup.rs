@@ -4,12 +4,11 @@ use crate::config::StoreConfig;
 use crate::grpc::UserStoreService;
 use crate::repository::Repository;
 use crate::users::Users;
-use tokio::net::TcpListener;
 use tonic::service::Routes;
 use trickle_password::HashPool;
 use trickle_proto::userstore::v1::user_store_server::UserStoreServer;
 use trickle_service_kit::db::Db;
-use trickle_service_kit::server::{self, MAX_DECODING_MESSAGE_SIZE, RunningServer};
+use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 
 pub const SERVICE_NAMES: &[&str] = &["trickle.userstore.v1.UserStore"];
 
@@ -25,69 +24,25 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// A user-store ready to serve: database migrated, listener bound.
-#[derive(Debug)]
-pub struct Application {
-    listener: TcpListener,
-    users: Users,
-    db: Db,
-}
-
-impl Application {
-    pub async fn build(config: &StoreConfig) -> Result<Self, StartError> {
-        let db = Db::connect(&config.database_url, config.max_connections).await?;
-        db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
-        let hasher = HashPool::new(config.argon2, config.hash_workers, config.hash_queue)?;
-        tracing::info!(
-            database = db.kind(),
-            hash_workers = hasher.workers(),
-            argon2_memory_kib = config.argon2.memory_kib,
-            argon2_iterations = config.argon2.iterations,
-            "user-store ready"
-        );
-        let listener = server::bind(&config.listen).await?;
-        Ok(Self {
-            listener,
-            users: Users::new(Repository::new(db.clone()), hasher),
-            db,
-        })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    fn routes(users: Users) -> Routes {
-        Routes::new(
-            UserStoreServer::new(UserStoreService { users })
-                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-        )
-    }
-
-    /// Serve until `shutdown` resolves.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
-        server::serve(
-            self.listener,
-            Self::routes(self.users),
-            SERVICE_NAMES,
-            shutdown,
-        )
-        .await?;
-        self.db.close().await;
-        Ok(())
-    }
-
-    /// Serve on a background task.
-    pub fn spawn(self) -> Result<RunningServer, StartError> {
-        Ok(RunningServer::spawn(
-            self.listener,
-            Self::routes(self.users),
-            SERVICE_NAMES,
-        )?)
-    }
+/// Connect and migrate the database, start the hashing pool, bind the listener.
+pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
+    let db = Db::connect(&config.database_url, config.max_connections).await?;
+    db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
+    let hasher = HashPool::new(config.argon2, config.hash_workers, config.hash_queue)?;
+    tracing::info!(
+        database = db.kind(),
+        hash_workers = hasher.workers(),
+        argon2_memory_kib = config.argon2.memory_kib,
+        argon2_iterations = config.argon2.iterations,
+        "user-store ready"
+    );
+    let listener = server::bind(&config.listen).await?;
+    let users = Users::new(Repository::new(db), hasher);
+    let routes = Routes::new(
+        UserStoreServer::new(UserStoreService { users })
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+    );
+    Ok(BoundServer::new(listener, routes, SERVICE_NAMES))
 }
 
 /// The schema migrations, embedded. Each service keeps its own migrations table so the
