@@ -22,12 +22,39 @@ pub mod reason {
     pub const OVERLOADED: &str = "OVERLOADED";
     pub const LEGACY_CONFIG: &str = "LEGACY_CONFIG";
     pub const INTERNAL: &str = "INTERNAL";
+    pub const TICKET_INVALID: &str = "TICKET_INVALID";
+    pub const TICKET_USED: &str = "TICKET_USED";
+    pub const TICKET_EXPIRED: &str = "TICKET_EXPIRED";
+    pub const LEGACY_DISABLED: &str = "LEGACY_DISABLED";
+    pub const USERS_REMAINING: &str = "USERS_REMAINING";
+    pub const REMAINING_UNKNOWN: &str = "REMAINING_UNKNOWN";
+    pub const COUNT_UNSUPPORTED: &str = "COUNT_UNSUPPORTED";
 }
 
 /// A status carrying an `ErrorInfo` with `reason`.
 pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
     let details = ErrorDetails::with_error_info(reason, DOMAIN, std::collections::HashMap::new());
     Status::with_error_details(code, message, details)
+}
+
+/// A status carrying an `ErrorInfo` with `reason` and machine-readable `metadata`.
+pub fn status_with_metadata(
+    code: Code,
+    reason: &str,
+    metadata: std::collections::HashMap<String, String>,
+    message: impl Into<String>,
+) -> Status {
+    let details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
+    Status::with_error_details(code, message, details)
+}
+
+/// The `ErrorInfo.metadata` of a status.
+pub fn metadata_of(status: &Status) -> std::collections::HashMap<String, String> {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.metadata.clone())
+        .unwrap_or_default()
 }
 
 /// The `ErrorInfo.reason` of a status, if it has one.
@@ -46,15 +73,62 @@ pub struct FieldViolation {
 }
 
 /// Collects every bad field of a request so the caller learns about all of them at once.
+/// A new password that is merely too short is kept apart: it has its own reason,
+/// `WEAK_PASSWORD`, and is reported only when nothing else is wrong.
 #[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    invalid: Vec<FieldViolation>,
+    weak_password: Vec<FieldViolation>,
+}
+
+/// What is wrong with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadRequest {
+    /// Malformed input: reason `INVALID_REQUEST`.
+    Invalid(Vec<FieldViolation>),
+    /// Only a new password under the policy's minimum: reason `WEAK_PASSWORD`.
+    WeakPassword(Vec<FieldViolation>),
+}
 
 impl Violations {
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
+        self.invalid.push(FieldViolation {
             field: field.into(),
             description: description.into(),
         });
+    }
+
+    /// A required opaque identifier (user id, legacy id, ticket): present, at most `max` bytes.
+    pub fn check_id(&mut self, field: &str, value: &str, max: usize) {
+        if value.is_empty() {
+            self.add(field, format!("{field} is required"));
+        } else if value.len() > max {
+            self.add(field, format!("{field} must be at most {max} bytes"));
+        }
+    }
+
+    /// Check a new password (sign-up, reset, change) against the policy.
+    pub fn check_new_password(&mut self, field: &str, password: &trickle_password::Password) {
+        match password.check_new() {
+            Err(e) if e.is_weak() => self.weak_password.push(FieldViolation {
+                field: field.to_owned(),
+                description: e.to_string(),
+            }),
+            other => {
+                self.check(field, other);
+            }
+        }
+    }
+
+    /// `Ok(())` when nothing was recorded; malformed input wins over a weak password.
+    pub fn verdict(self) -> Result<(), BadRequest> {
+        if !self.invalid.is_empty() {
+            Err(BadRequest::Invalid(self.invalid))
+        } else if !self.weak_password.is_empty() {
+            Err(BadRequest::WeakPassword(self.weak_password))
+        } else {
+            Ok(())
+        }
     }
 
     /// Keep `result`'s value, or record its error against `field`.
@@ -73,20 +147,33 @@ impl Violations {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.invalid.is_empty() && self.weak_password.is_empty()
     }
 
+    /// Every violation recorded (for callers that do not check new passwords).
     pub fn into_vec(self) -> Vec<FieldViolation> {
-        self.0
+        let mut all = self.invalid;
+        all.extend(self.weak_password);
+        all
     }
+}
 
-    /// `Ok(())` when nothing was recorded.
-    pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self.0)
+impl From<BadRequest> for Status {
+    fn from(bad: BadRequest) -> Self {
+        match bad {
+            BadRequest::Invalid(v) => invalid_argument(reason::INVALID_REQUEST, &v),
+            BadRequest::WeakPassword(v) => invalid_argument(reason::WEAK_PASSWORD, &v),
         }
+    }
+}
+
+impl Violations {
+    /// The verdict, and the value of a field checked with [`Violations::check`] when there
+    /// is nothing wrong.
+    pub fn verdict_with<T>(self, value: Option<T>) -> Result<T, BadRequest> {
+        self.verdict()?;
+        // `check` recorded a violation whenever it returned None.
+        value.ok_or_else(|| BadRequest::Invalid(Vec::new()))
     }
 }
 

@@ -105,6 +105,9 @@ impl AuthFlows {
             (Ok(Outcome::Authenticated), Some(user)) => StoreAnswer::Authenticated(user),
             (Ok(Outcome::WrongPassword), _) => StoreAnswer::WrongPassword,
             (Ok(Outcome::NotFound), _) => StoreAnswer::NotFound,
+            // A deleted user: refused like a wrong password, and never looked up in the
+            // legacy store (the store already paid the dummy hash).
+            (Ok(Outcome::Tombstoned), _) => StoreAnswer::WrongPassword,
             _ => {
                 return Err(FrontendError::Internal(
                     "user store answered Authenticate without an outcome".into(),
@@ -133,7 +136,7 @@ impl AuthFlows {
         match (Outcome::try_from(answer.outcome), answer.user) {
             (Ok(Outcome::Migrated), Some(user)) => Ok((user, true)),
             (Ok(Outcome::AlreadyMigrated), Some(user)) => Ok((user, false)),
-            (Ok(Outcome::LegacyRejected | Outcome::Conflict), _) => {
+            (Ok(Outcome::LegacyRejected | Outcome::Conflict | Outcome::Tombstoned), _) => {
                 Err(FrontendError::InvalidCredentials)
             }
             // The mode changed to AUTHORITATIVE since we last looked: the store alone decides,
@@ -161,16 +164,8 @@ impl AuthFlows {
         password: Password,
         profile: Option<auth::Profile>,
     ) -> Result<auth::User, FrontendError> {
-        let legacy = self
-            .coordinator
-            .clone()
-            .find_legacy_user(migration::FindLegacyUserRequest {
-                email: email.display().to_owned(),
-            })
-            .await
-            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::LegacyUnavailable))?
-            .into_inner();
-        if legacy.found {
+        // A deleted legacy user's email is free again (the coordinator reports it not found).
+        if self.find_legacy_user(&email).await?.is_some() {
             return Err(FrontendError::EmailExists);
         }
         let request = store::CreateUserRequest {
@@ -190,7 +185,7 @@ impl AuthFlows {
         })
     }
 
-    pub async fn get_user(
+    async fn store_user(
         &self,
         lookup: store::get_user_request::Lookup,
     ) -> Result<auth::User, FrontendError> {
@@ -204,6 +199,249 @@ impl AuthFlows {
             .map_err(|s| FrontendError::from_upstream(&s, FrontendError::StoreUnavailable))?
             .into_inner();
         answer.user.ok_or(FrontendError::UserNotFound)
+    }
+
+    /// What the legacy store knows about an email (nothing in AUTHORITATIVE mode, nothing for
+    /// deleted users), through the coordinator.
+    async fn find_legacy_user(
+        &self,
+        email: &Email,
+    ) -> Result<Option<trickle_proto::legacy::v1::LegacyUser>, FrontendError> {
+        let answer = self
+            .coordinator
+            .clone()
+            .find_legacy_user(migration::FindLegacyUserRequest {
+                email: email.display().to_owned(),
+            })
+            .await
+            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::LegacyUnavailable))?
+            .into_inner();
+        Ok(answer.user.filter(|_| answer.found))
+    }
+
+    /// A store user by id, or by email — falling back, while importing, to the legacy store
+    /// (read-only: nothing is written, and the answer says not migrated).
+    pub async fn get_user(
+        &self,
+        lookup: store::get_user_request::Lookup,
+    ) -> Result<(auth::User, bool), FrontendError> {
+        let email = match &lookup {
+            store::get_user_request::Lookup::Email(email) => Email::parse(email).ok(),
+            store::get_user_request::Lookup::UserId(_) => None,
+        };
+        match self.store_user(lookup).await {
+            Ok(user) => Ok((user, true)),
+            Err(FrontendError::UserNotFound) => {
+                let Some(email) = email.filter(|_| !self.mode.is_authoritative()) else {
+                    return Err(FrontendError::UserNotFound);
+                };
+                let legacy = self
+                    .find_legacy_user(&email)
+                    .await?
+                    .ok_or(FrontendError::UserNotFound)?;
+                Ok((legacy_user_view(legacy), false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[tracing::instrument(name = "auth.change_password", skip_all, fields(trickle.user.id = %user_id))]
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        old: Password,
+        new: Password,
+    ) -> Result<auth::User, FrontendError> {
+        let answer = self
+            .store
+            .clone()
+            .change_password(store::ChangePasswordRequest {
+                user_id: user_id.to_owned(),
+                old_password: old.expose_secret().to_owned(),
+                new_password: new.expose_secret().to_owned(),
+            })
+            .await
+            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::StoreUnavailable))?
+            .into_inner();
+        use store::change_password_response::Outcome;
+        match (Outcome::try_from(answer.outcome), answer.user) {
+            (Ok(Outcome::Changed), Some(user)) => Ok(user),
+            (Ok(Outcome::WrongPassword), _) => Err(FrontendError::InvalidCredentials),
+            _ => Err(FrontendError::Internal(
+                "user store answered ChangePassword without an outcome".into(),
+            )),
+        }
+    }
+
+    /// Change a user's email. While importing, an email the legacy store holds for another
+    /// legacy user is taken: that person will migrate with it.
+    #[tracing::instrument(name = "auth.change_email", skip_all, fields(trickle.user.id = %user_id))]
+    pub async fn change_email(
+        &self,
+        user_id: &str,
+        new_email: Email,
+    ) -> Result<auth::User, FrontendError> {
+        let user = self
+            .store_user(store::get_user_request::Lookup::UserId(user_id.to_owned()))
+            .await?;
+        if user.email != new_email.normalized()
+            && let Some(legacy) = self.find_legacy_user(&new_email).await?
+            && legacy.legacy_id != user.legacy_id
+        {
+            return Err(FrontendError::EmailExists);
+        }
+        let answer = self
+            .store
+            .clone()
+            .change_email(store::ChangeEmailRequest {
+                user_id: user_id.to_owned(),
+                new_email: new_email.display().to_owned(),
+            })
+            .await
+            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::StoreUnavailable))?
+            .into_inner();
+        answer.user.ok_or_else(|| {
+            FrontendError::Internal("user store answered ChangeEmail without a user".into())
+        })
+    }
+
+    /// A reset ticket for a store user, or while importing for a user only the legacy store has.
+    #[tracing::instrument(name = "auth.create_password_reset_ticket", skip_all)]
+    pub async fn create_password_reset_ticket(
+        &self,
+        email: Email,
+    ) -> Result<(String, Option<prost_types::Timestamp>), FrontendError> {
+        let request = |legacy_id: String| store::CreatePasswordResetTicketRequest {
+            email: email.display().to_owned(),
+            legacy_id,
+        };
+        match self
+            .store
+            .clone()
+            .create_password_reset_ticket(request(String::new()))
+            .await
+        {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                return Ok((answer.ticket, answer.expires_at));
+            }
+            Err(status) => {
+                match FrontendError::from_upstream(&status, FrontendError::StoreUnavailable) {
+                    FrontendError::UserNotFound => {}
+                    other => return Err(other),
+                }
+            }
+        }
+        if self.mode.is_authoritative() {
+            return Err(FrontendError::UserNotFound);
+        }
+        let legacy = self
+            .find_legacy_user(&email)
+            .await?
+            .ok_or(FrontendError::UserNotFound)?;
+        let answer = self
+            .store
+            .clone()
+            .create_password_reset_ticket(request(legacy.legacy_id))
+            .await
+            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::StoreUnavailable))?
+            .into_inner();
+        Ok((answer.ticket, answer.expires_at))
+    }
+
+    /// Set a new password with a reset ticket; a legacy-only user is migrated by it.
+    #[tracing::instrument(name = "auth.reset_password", skip_all, fields(migrated))]
+    pub async fn reset_password(
+        &self,
+        ticket: &str,
+        new_password: Password,
+    ) -> Result<(auth::User, bool), FrontendError> {
+        let answer = self
+            .store
+            .clone()
+            .redeem_password_reset(store::RedeemPasswordResetRequest {
+                ticket: ticket.to_owned(),
+                new_password: new_password.expose_secret().to_owned(),
+            })
+            .await
+            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::StoreUnavailable))?
+            .into_inner();
+        use store::redeem_password_reset_response::Outcome;
+        let (user, migrated) = match (Outcome::try_from(answer.outcome), answer.user) {
+            (Ok(Outcome::Reset), Some(user)) => (user, false),
+            (Ok(Outcome::NeedsImport), _) => {
+                let migrated = self
+                    .coordinator
+                    .clone()
+                    .migrate_on_reset(migration::MigrateOnResetRequest {
+                        ticket: ticket.to_owned(),
+                        new_password: new_password.expose_secret().to_owned(),
+                        legacy_id: answer.legacy_id,
+                        email: answer.email,
+                    })
+                    .await
+                    .map_err(|s| {
+                        FrontendError::from_upstream(&s, FrontendError::LegacyUnavailable)
+                    })?
+                    .into_inner();
+                let user = migrated.user.ok_or_else(|| {
+                    FrontendError::Internal(
+                        "coordinator answered MigrateOnReset without a user".into(),
+                    )
+                })?;
+                (user, migrated.migrated)
+            }
+            _ => {
+                return Err(FrontendError::Internal(
+                    "user store answered RedeemPasswordReset without an outcome".into(),
+                ));
+            }
+        };
+        tracing::Span::current().record("migrated", migrated);
+        Ok((user, migrated))
+    }
+
+    pub async fn create_email_verification_ticket(
+        &self,
+        user_id: &str,
+    ) -> Result<(String, Option<prost_types::Timestamp>), FrontendError> {
+        let answer = self
+            .store
+            .clone()
+            .create_email_verification_ticket(store::CreateEmailVerificationTicketRequest {
+                user_id: user_id.to_owned(),
+            })
+            .await
+            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::StoreUnavailable))?
+            .into_inner();
+        Ok((answer.ticket, answer.expires_at))
+    }
+
+    pub async fn verify_email(&self, ticket: &str) -> Result<auth::User, FrontendError> {
+        let answer = self
+            .store
+            .clone()
+            .redeem_email_verification(store::RedeemEmailVerificationRequest {
+                ticket: ticket.to_owned(),
+            })
+            .await
+            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::StoreUnavailable))?
+            .into_inner();
+        answer.user.ok_or_else(|| {
+            FrontendError::Internal("user store answered VerifyEmail without a user".into())
+        })
+    }
+
+    #[tracing::instrument(name = "auth.delete_user", skip_all, fields(trickle.user.id = %user_id))]
+    pub async fn delete_user(&self, user_id: &str) -> Result<(), FrontendError> {
+        self.store
+            .clone()
+            .delete_user(store::DeleteUserRequest {
+                user_id: user_id.to_owned(),
+            })
+            .await
+            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::StoreUnavailable))?;
+        Ok(())
     }
 
     pub fn validate_token(&self, token: &str) -> Result<Claims, FrontendError> {
@@ -222,4 +460,40 @@ enum StoreAnswer {
     Authenticated(auth::User),
     WrongPassword,
     NotFound,
+}
+
+/// A legacy user shown through the public API: no user id (they are not in the store yet).
+fn legacy_user_view(legacy: trickle_proto::legacy::v1::LegacyUser) -> auth::User {
+    let trickle_proto::legacy::v1::LegacyUser {
+        legacy_id,
+        email,
+        email_verified,
+        name,
+        given_name,
+        family_name,
+        nickname,
+        picture,
+    } = legacy;
+    auth::User {
+        user_id: String::new(),
+        email: Email::parse(&email)
+            .map(|e| e.normalized().to_owned())
+            .unwrap_or_else(|_| email.to_lowercase()),
+        display_email: email,
+        email_verified,
+        legacy_id,
+        profile: Some(auth::Profile {
+            name,
+            given_name,
+            family_name,
+            nickname,
+            picture,
+            user_metadata: None,
+            app_metadata: None,
+        }),
+        source: auth::Source::Unspecified.into(),
+        created_at: None,
+        updated_at: None,
+        last_login_at: None,
+    }
 }

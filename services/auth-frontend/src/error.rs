@@ -28,6 +28,15 @@ pub enum FrontendError {
     Overloaded,
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("the ticket is not valid")]
+    TicketInvalid,
+    #[error("the ticket has already been used")]
+    TicketUsed,
+    #[error("the ticket has expired")]
+    TicketExpired,
+    /// AUTHORITATIVE mode and the operation needs the legacy store.
+    #[error("the migration is complete")]
+    LegacyDisabled,
 }
 
 impl FrontendError {
@@ -45,6 +54,14 @@ impl FrontendError {
             (Code::Unavailable, Some(reason::STORE_UNAVAILABLE)) => FrontendError::StoreUnavailable,
             (Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled, _) => {
                 unavailable
+            }
+            (Code::InvalidArgument, Some(reason::TICKET_INVALID)) => FrontendError::TicketInvalid,
+            (Code::FailedPrecondition, Some(reason::TICKET_USED)) => FrontendError::TicketUsed,
+            (Code::FailedPrecondition, Some(reason::TICKET_EXPIRED)) => {
+                FrontendError::TicketExpired
+            }
+            (Code::FailedPrecondition, Some(reason::LEGACY_DISABLED)) => {
+                FrontendError::LegacyDisabled
             }
             (Code::InvalidArgument, _) => {
                 let violations = rpc::field_violations(status);
@@ -107,6 +124,26 @@ impl From<FrontendError> for Status {
                 Code::ResourceExhausted,
                 reason::OVERLOADED,
                 "too many logins in progress; retry shortly",
+            ),
+            FrontendError::TicketInvalid => rpc::status(
+                Code::InvalidArgument,
+                reason::TICKET_INVALID,
+                "the ticket is not valid",
+            ),
+            FrontendError::TicketUsed => rpc::status(
+                Code::FailedPrecondition,
+                reason::TICKET_USED,
+                "the ticket has already been used",
+            ),
+            FrontendError::TicketExpired => rpc::status(
+                Code::FailedPrecondition,
+                reason::TICKET_EXPIRED,
+                "the ticket has expired",
+            ),
+            FrontendError::LegacyDisabled => rpc::status(
+                Code::FailedPrecondition,
+                reason::LEGACY_DISABLED,
+                "the migration is complete: this ticket was for a user who never moved from the legacy store",
             ),
             FrontendError::Internal(message) => {
                 tracing::error!(%message, "auth-frontend internal error");

@@ -7,8 +7,13 @@ use crate::tokens::Claims;
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::auth::v1::{
-    self as pb, GetJwksRequest, GetJwksResponse, GetUserRequest, GetUserResponse, LoginRequest,
-    LoginResponse, SignUpRequest, SignUpResponse, ValidateTokenRequest, ValidateTokenResponse,
+    self as pb, ChangeEmailRequest, ChangeEmailResponse, ChangePasswordRequest,
+    ChangePasswordResponse, CreateEmailVerificationTicketRequest,
+    CreateEmailVerificationTicketResponse, CreatePasswordResetTicketRequest,
+    CreatePasswordResetTicketResponse, DeleteUserRequest, DeleteUserResponse, GetJwksRequest,
+    GetJwksResponse, GetUserRequest, GetUserResponse, LoginRequest, LoginResponse,
+    ResetPasswordRequest, ResetPasswordResponse, SignUpRequest, SignUpResponse,
+    ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest, VerifyEmailResponse,
     auth_service_server::AuthService, get_user_request::Lookup,
 };
 use trickle_proto::userstore::v1::get_user_request::Lookup as StoreLookup;
@@ -64,21 +69,8 @@ impl AuthService for AuthApi {
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
         let password = Password::new(password);
-        let weak = match password.check_new() {
-            Err(e) if e.is_weak() => Some(e),
-            other => {
-                violations.check("password", other);
-                None
-            }
-        };
-        let Some(email) = email.filter(|_| violations.is_empty()) else {
-            return Err(invalid(violations));
-        };
-        if let Some(weak) = weak {
-            let mut violations = Violations::default();
-            violations.add("password", weak.to_string());
-            return Err(FrontendError::WeakPassword(violations.into_vec()).into());
-        }
+        violations.check_new_password("password", &password);
+        let email = violations.verdict_with(email)?;
         // The profile is validated by the store, which owns its limits.
         let user = self.flows.sign_up(email, password, profile).await?;
         Ok(Response::new(SignUpResponse { user: Some(user) }))
@@ -107,8 +99,11 @@ impl AuthService for AuthApi {
                 return Err(invalid(violations));
             }
         };
-        let user = self.flows.get_user(lookup).await?;
-        Ok(Response::new(GetUserResponse { user: Some(user) }))
+        let (user, migrated) = self.flows.get_user(lookup).await?;
+        Ok(Response::new(GetUserResponse {
+            user: Some(user),
+            migrated,
+        }))
     }
 
     async fn validate_token(
@@ -163,5 +158,118 @@ impl AuthService for AuthApi {
             })
             .collect();
         Ok(Response::new(GetJwksResponse { keys }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        let ChangePasswordRequest {
+            user_id,
+            old_password,
+            new_password,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        let old_password = Password::new(old_password);
+        violations.check("old_password", old_password.check_presented());
+        let new_password = Password::new(new_password);
+        violations.check_new_password("new_password", &new_password);
+        violations.verdict()?;
+        let user = self
+            .flows
+            .change_password(&user_id, old_password, new_password)
+            .await?;
+        Ok(Response::new(ChangePasswordResponse { user: Some(user) }))
+    }
+
+    async fn change_email(
+        &self,
+        request: Request<ChangeEmailRequest>,
+    ) -> Result<Response<ChangeEmailResponse>, Status> {
+        let ChangeEmailRequest { user_id, new_email } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        let email = violations.check("new_email", Email::parse(&new_email));
+        let email = violations.verdict_with(email)?;
+        let user = self.flows.change_email(&user_id, email).await?;
+        Ok(Response::new(ChangeEmailResponse { user: Some(user) }))
+    }
+
+    async fn create_password_reset_ticket(
+        &self,
+        request: Request<CreatePasswordResetTicketRequest>,
+    ) -> Result<Response<CreatePasswordResetTicketResponse>, Status> {
+        let CreatePasswordResetTicketRequest { email } = request.into_inner();
+        let mut violations = Violations::default();
+        let email = violations.check("email", Email::parse(&email));
+        let email = violations.verdict_with(email)?;
+        let (ticket, expires_at) = self.flows.create_password_reset_ticket(email).await?;
+        Ok(Response::new(CreatePasswordResetTicketResponse {
+            ticket,
+            expires_at,
+        }))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<ResetPasswordRequest>,
+    ) -> Result<Response<ResetPasswordResponse>, Status> {
+        let ResetPasswordRequest {
+            ticket,
+            new_password,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("ticket", &ticket, 256);
+        let password = Password::new(new_password);
+        violations.check_new_password("new_password", &password);
+        violations.verdict()?;
+        let (user, migrated) = self.flows.reset_password(&ticket, password).await?;
+        Ok(Response::new(ResetPasswordResponse {
+            user: Some(user),
+            migrated,
+        }))
+    }
+
+    async fn create_email_verification_ticket(
+        &self,
+        request: Request<CreateEmailVerificationTicketRequest>,
+    ) -> Result<Response<CreateEmailVerificationTicketResponse>, Status> {
+        let CreateEmailVerificationTicketRequest { user_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        let (ticket, expires_at) = self
+            .flows
+            .create_email_verification_ticket(&user_id)
+            .await?;
+        Ok(Response::new(CreateEmailVerificationTicketResponse {
+            ticket,
+            expires_at,
+        }))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<VerifyEmailRequest>,
+    ) -> Result<Response<VerifyEmailResponse>, Status> {
+        let VerifyEmailRequest { ticket } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("ticket", &ticket, 256);
+        violations.verdict()?;
+        let user = self.flows.verify_email(&ticket).await?;
+        Ok(Response::new(VerifyEmailResponse { user: Some(user) }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        let DeleteUserRequest { user_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        self.flows.delete_user(&user_id).await?;
+        Ok(Response::new(DeleteUserResponse {}))
     }
 }

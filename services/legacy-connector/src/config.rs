@@ -25,6 +25,10 @@ pub struct LegacyConfig {
     /// PostgreSQL. Compare case-insensitively (e.g. `lower(email) = ?`) unless the column's
     /// collation already does.
     pub find_user: String,
+    /// Counts the legacy users (no parameter), e.g. `SELECT COUNT(*) FROM users`. Optional:
+    /// without it the migration status cannot say how many users remain, and switching to
+    /// AUTHORITATIVE needs `force`.
+    pub count_users: String,
     /// `auto` (detect from each hash), `bcrypt`, `argon2` or `django_pbkdf2_sha256`.
     pub hash_format: HashFormat,
     /// Deadline for one legacy query; past it the answer is UNAVAILABLE.
@@ -42,6 +46,7 @@ impl Default for LegacyConfig {
             backend: Backend::Sql,
             database_url: String::new(),
             find_user: "SELECT id, email, password_hash FROM users WHERE lower(email) = ?".into(),
+            count_users: String::new(),
             hash_format: HashFormat::Auto,
             query_timeout_ms: 2000,
             max_connections: 5,

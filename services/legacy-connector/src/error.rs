@@ -15,6 +15,8 @@ pub enum LegacyError {
     /// The configured query or hash format does not fit the legacy data.
     #[error("legacy connector configuration error: {0}")]
     Config(String),
+    #[error("count_users is not configured")]
+    CountUnsupported,
     #[error("the password verification queue is full")]
     Overloaded,
     #[error("internal error: {0}")]
@@ -60,6 +62,11 @@ impl From<LegacyError> for Status {
                     format!("legacy connector configuration error: {message}"),
                 )
             }
+            LegacyError::CountUnsupported => rpc::status(
+                Code::Unimplemented,
+                reason::COUNT_UNSUPPORTED,
+                "this legacy connector cannot count users: set [legacy] count_users",
+            ),
             LegacyError::Overloaded => rpc::status(
                 Code::ResourceExhausted,
                 reason::OVERLOADED,

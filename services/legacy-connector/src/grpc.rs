@@ -5,8 +5,8 @@ use crate::sql::{LegacyUser, LoginOutcome, SqlBackend};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::legacy::v1::{
-    self as pb, GetUserRequest, GetUserResponse, LoginRequest, LoginResponse,
-    legacy_connector_server::LegacyConnector,
+    self as pb, CountUsersRequest, CountUsersResponse, GetUserRequest, GetUserResponse,
+    LoginRequest, LoginResponse, legacy_connector_server::LegacyConnector,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -57,6 +57,15 @@ impl LegacyConnector for LegacyConnectorService {
             found: user.is_some(),
             user: user.map(user_to_proto),
         }))
+    }
+
+    async fn count_users(
+        &self,
+        request: Request<CountUsersRequest>,
+    ) -> Result<Response<CountUsersResponse>, Status> {
+        let CountUsersRequest {} = request.into_inner();
+        let count = self.backend.count_users().await?;
+        Ok(Response::new(CountUsersResponse { count }))
     }
 }
 

@@ -117,6 +117,7 @@ impl LegacyPool {
 pub struct SqlBackend {
     pool: LegacyPool,
     find_user: Arc<str>,
+    count_users: Option<Arc<str>>,
     hash_format: HashFormat,
     query_timeout: Duration,
     hasher: HashPool,
@@ -144,6 +145,8 @@ impl SqlBackend {
         Ok(Self {
             pool,
             find_user: Arc::from(config.find_user.as_str()),
+            count_users: (!config.count_users.trim().is_empty())
+                .then(|| Arc::from(config.count_users.as_str())),
             hash_format: config.hash_format,
             query_timeout,
             hasher,
@@ -180,6 +183,24 @@ impl SqlBackend {
     #[tracing::instrument(name = "legacy.get_user", skip_all)]
     pub async fn get_user(&self, email: &Email) -> Result<Option<LegacyUser>, LegacyError> {
         Ok(self.find(email).await?.into_iter().next().map(|c| c.user))
+    }
+
+    /// The number of legacy users, through the `count_users` query.
+    pub async fn count_users(&self) -> Result<i64, LegacyError> {
+        let Some(count_users) = &self.count_users else {
+            return Err(LegacyError::CountUnsupported);
+        };
+        let sql = sqlx::AssertSqlSafe(count_users.to_string());
+        tokio::time::timeout(self.query_timeout, async {
+            with_legacy_pool!(&self.pool, pool => async {
+                let row = sqlx::query(sql).fetch_one(pool).await.map_err(classify)?;
+                row.try_get::<i64, _>(0)
+                    .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
+                    .map_err(|e| LegacyError::Config(format!("count_users must return one integer: {e}")))
+            }.await)
+        })
+        .await
+        .map_err(|_| LegacyError::Timeout(self.query_timeout.as_millis().try_into().unwrap_or(u64::MAX)))?
     }
 
     async fn verify_dummy(&self, password: Password) -> Result<(), LegacyError> {

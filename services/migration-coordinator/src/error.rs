@@ -14,6 +14,18 @@ pub enum CoordinatorError {
     StoreUnavailable(String),
     #[error("too many requests in progress")]
     Overloaded,
+    /// AUTHORITATIVE mode: the legacy store is not asked any more.
+    #[error("the migration is over: the legacy store is no longer consulted")]
+    LegacyDisabled,
+    #[error("{0} legacy users have not migrated")]
+    UsersRemaining(i64),
+    #[error("cannot tell how many legacy users remain: {0}")]
+    RemainingUnknown(String),
+    #[error("the ticket is not valid")]
+    TicketInvalid,
+    /// A client error from the user-store (ticket used or expired, …), passed on as it is.
+    #[error("user store refused: {}", .0.message())]
+    Refused(Status),
     #[error("coordinator database error")]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -37,6 +49,10 @@ impl CoordinatorError {
     pub fn from_store(status: &Status) -> Self {
         match status.code() {
             Code::ResourceExhausted => CoordinatorError::Overloaded,
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::AlreadyExists => CoordinatorError::Refused(status.clone()),
             Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
                 CoordinatorError::StoreUnavailable(format!(
                     "{:?}: {}",
@@ -80,6 +96,33 @@ impl From<CoordinatorError> for Status {
                 reason::OVERLOADED,
                 "too many password checks in progress; retry shortly",
             ),
+            CoordinatorError::LegacyDisabled => rpc::status(
+                Code::FailedPrecondition,
+                reason::LEGACY_DISABLED,
+                "the migration is complete: users who were only in the legacy store cannot be migrated any more",
+            ),
+            CoordinatorError::UsersRemaining(remaining) => rpc::status_with_metadata(
+                Code::FailedPrecondition,
+                reason::USERS_REMAINING,
+                [("legacy_users_remaining".to_owned(), remaining.to_string())].into(),
+                format!(
+                    "{remaining} legacy users have not migrated and could no longer log in; \
+                     backfill them first, or pass force to leave them behind"
+                ),
+            ),
+            CoordinatorError::RemainingUnknown(why) => rpc::status(
+                Code::FailedPrecondition,
+                reason::REMAINING_UNKNOWN,
+                format!(
+                    "cannot tell how many legacy users remain ({why}); pass force to switch anyway"
+                ),
+            ),
+            CoordinatorError::TicketInvalid => rpc::status(
+                Code::InvalidArgument,
+                reason::TICKET_INVALID,
+                "the ticket is not valid",
+            ),
+            CoordinatorError::Refused(status) => status,
             CoordinatorError::Database(e) => {
                 tracing::error!(error = %e, "coordinator database error");
                 rpc::status(

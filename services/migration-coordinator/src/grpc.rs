@@ -1,13 +1,17 @@
 //! The tonic layer: proto ⇄ domain conversions only.
 
+use crate::admin::{Lookup, Status as MigrationStatus};
 use crate::config::Mode;
 use crate::error::CoordinatorError;
 use crate::migrate_on_login::{Coordinator, MigrationOutcome};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::migration::v1::{
-    self as pb, FindLegacyUserRequest, FindLegacyUserResponse, GetModeRequest, GetModeResponse,
-    MigrateOnLoginRequest, MigrateOnLoginResponse, migrate_on_login_response::Outcome,
+    self as pb, FailureCount, FindLegacyUserRequest, FindLegacyUserResponse, GetModeRequest,
+    GetModeResponse, GetStatusRequest, GetStatusResponse, ListMigrationEventsRequest,
+    ListMigrationEventsResponse, LookupUserRequest, LookupUserResponse, MigrateOnLoginRequest,
+    MigrateOnLoginResponse, MigrateOnResetRequest, MigrateOnResetResponse, SetModeRequest,
+    SetModeResponse, migrate_on_login_response::Outcome, migration_admin_server::MigrationAdmin,
     migration_coordinator_server::MigrationCoordinator,
 };
 use trickle_service_kit::Email;
@@ -45,6 +49,7 @@ impl MigrationCoordinator for CoordinatorService {
             MigrationOutcome::LegacyRejected => (Outcome::LegacyRejected, None),
             MigrationOutcome::Conflict => (Outcome::Conflict, None),
             MigrationOutcome::NotImporting => (Outcome::NotImporting, None),
+            MigrationOutcome::Tombstoned => (Outcome::Tombstoned, None),
         };
         Ok(Response::new(MigrateOnLoginResponse {
             outcome: outcome.into(),
@@ -61,10 +66,12 @@ impl MigrationCoordinator for CoordinatorService {
         let Some(email) = violations.check("email", Email::parse(&email)) else {
             return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
         };
-        let (found, mode) = self.coordinator.find_legacy_user(&email).await?;
+        let lookup = self.coordinator.find_legacy_user(&email).await?;
         Ok(Response::new(FindLegacyUserResponse {
-            found,
-            mode: mode_to_proto(mode).into(),
+            found: lookup.user.is_some(),
+            mode: mode_to_proto(lookup.mode).into(),
+            user: lookup.user,
+            tombstoned: lookup.tombstoned,
         }))
     }
 
@@ -76,6 +83,207 @@ impl MigrationCoordinator for CoordinatorService {
         let mode = self.coordinator.mode().await?;
         Ok(Response::new(GetModeResponse {
             mode: mode_to_proto(mode).into(),
+        }))
+    }
+
+    async fn migrate_on_reset(
+        &self,
+        request: Request<MigrateOnResetRequest>,
+    ) -> Result<Response<MigrateOnResetResponse>, Status> {
+        let MigrateOnResetRequest {
+            ticket,
+            new_password,
+            legacy_id,
+            email,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        if ticket.is_empty() || ticket.len() > 256 {
+            violations.add("ticket", "ticket is required");
+        }
+        let password = Password::new(new_password);
+        violations.check("new_password", password.check_new());
+        if legacy_id.is_empty() || legacy_id.len() > 255 {
+            violations.add("legacy_id", "legacy_id is required");
+        }
+        let email = violations.check("email", Email::parse(&email));
+        let Some(email) = email.filter(|_| violations.is_empty()) else {
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        };
+        let (user, migrated) = self
+            .coordinator
+            .migrate_on_reset(&ticket, password, &legacy_id, &email)
+            .await?;
+        Ok(Response::new(MigrateOnResetResponse {
+            user: Some(user),
+            migrated,
+        }))
+    }
+}
+
+/// `MigrationAdmin`, for operators.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminService {
+    pub coordinator: Coordinator,
+}
+
+const MAX_PAGE_SIZE: i32 = 1000;
+const DEFAULT_PAGE_SIZE: i32 = 50;
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn failure_counts(rows: Vec<(String, i64)>) -> Vec<FailureCount> {
+    rows.into_iter()
+        .map(|(reason, count)| FailureCount { reason, count })
+        .collect()
+}
+
+fn source_to_proto(source: &str) -> trickle_proto::auth::v1::Source {
+    use trickle_proto::auth::v1::Source;
+    match source {
+        "login_migration" => Source::LoginMigration,
+        "reset_migration" => Source::ResetMigration,
+        "backfill" => Source::Backfill,
+        "signup" => Source::Signup,
+        _ => Source::Unspecified,
+    }
+}
+
+#[tonic::async_trait]
+impl MigrationAdmin for AdminService {
+    async fn get_status(
+        &self,
+        request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
+        let GetStatusRequest {} = request.into_inner();
+        let MigrationStatus {
+            mode,
+            counts,
+            legacy_total,
+            legacy_remaining,
+            legacy_count_error,
+            failures_last_hour,
+            failures_last_day,
+            last_migration_at,
+        } = self.coordinator.status().await?;
+        Ok(Response::new(GetStatusResponse {
+            mode: mode_to_proto(mode).into(),
+            migrated_on_login: counts.login_migration_users,
+            migrated_on_reset: counts.reset_migration_users,
+            migrated_by_backfill: counts.backfill_users,
+            signed_up: counts.signup_users,
+            tombstoned_legacy_users: counts.tombstoned_legacy_users,
+            legacy_users_total: legacy_total,
+            legacy_users_remaining: legacy_remaining,
+            legacy_count_error: legacy_count_error.unwrap_or_default(),
+            failures_last_hour: failure_counts(failures_last_hour),
+            failures_last_day: failure_counts(failures_last_day),
+            last_migration_at: last_migration_at.map(timestamp),
+        }))
+    }
+
+    async fn set_mode(
+        &self,
+        request: Request<SetModeRequest>,
+    ) -> Result<Response<SetModeResponse>, Status> {
+        let SetModeRequest { mode, force } = request.into_inner();
+        let mode = match pb::Mode::try_from(mode) {
+            Ok(pb::Mode::Import) => Mode::Import,
+            Ok(pb::Mode::Authoritative) => Mode::Authoritative,
+            _ => {
+                let mut violations = Violations::default();
+                violations.add("mode", "mode must be MODE_IMPORT or MODE_AUTHORITATIVE");
+                return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+            }
+        };
+        let remaining = self.coordinator.set_mode(mode, force).await?;
+        Ok(Response::new(SetModeResponse {
+            mode: mode_to_proto(mode).into(),
+            legacy_users_remaining: remaining,
+        }))
+    }
+
+    async fn list_migration_events(
+        &self,
+        request: Request<ListMigrationEventsRequest>,
+    ) -> Result<Response<ListMigrationEventsResponse>, Status> {
+        let ListMigrationEventsRequest {
+            page_size,
+            page_token,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        if !(0..=MAX_PAGE_SIZE).contains(&page_size) {
+            violations.add(
+                "page_size",
+                format!("page_size must be between 0 and {MAX_PAGE_SIZE}"),
+            );
+        }
+        if !page_token.is_empty() && uuid::Uuid::parse_str(&page_token).is_err() {
+            violations.add("page_token", "page_token must come from a previous page");
+        }
+        if !violations.is_empty() {
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        }
+        let size = if page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            page_size
+        };
+        let before = (!page_token.is_empty()).then_some(page_token.as_str());
+        // One more than asked: whether a next page exists without a second query.
+        let mut events = self.coordinator.events(before, i64::from(size) + 1).await?;
+        let more = events.len() > usize::try_from(size).unwrap_or(usize::MAX);
+        events.truncate(usize::try_from(size).unwrap_or(0));
+        let next_page_token = if more {
+            events
+                .last()
+                .map(|e| e.event_id.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let events = events
+            .into_iter()
+            .map(|e| pb::MigrationEvent {
+                source: source_to_proto(&e.source).into(),
+                event_id: e.event_id,
+                user_id: e.user_id,
+                legacy_id: e.legacy_id,
+                occurred_at: Some(timestamp(e.occurred_at)),
+            })
+            .collect();
+        Ok(Response::new(ListMigrationEventsResponse {
+            events,
+            next_page_token,
+        }))
+    }
+
+    async fn lookup_user(
+        &self,
+        request: Request<LookupUserRequest>,
+    ) -> Result<Response<LookupUserResponse>, Status> {
+        let LookupUserRequest { email } = request.into_inner();
+        let mut violations = Violations::default();
+        let Some(email) = violations.check("email", Email::parse(&email)) else {
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        };
+        let Lookup {
+            store_user,
+            legacy_user,
+            tombstoned,
+            mode,
+            legacy_error,
+        } = self.coordinator.lookup(&email).await?;
+        Ok(Response::new(LookupUserResponse {
+            store_user,
+            legacy_user,
+            tombstoned,
+            mode: mode_to_proto(mode).into(),
+            legacy_error: legacy_error.unwrap_or_default(),
         }))
     }
 }

@@ -1,7 +1,7 @@
 //! The coordinator's tables: the migration mode and the ledger of migration events.
 
 use crate::config::Mode;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use trickle_service_kit::db::Db;
@@ -112,4 +112,93 @@ impl Ledger {
     pub fn db(&self) -> &Db {
         &self.db
     }
+
+    /// Store a new mode; this replica sees it at once, the others within their cache period.
+    pub async fn set_mode(&self, mode: Mode) -> Result<(), sqlx::Error> {
+        let now = Utc::now();
+        with_db!(&self.db, pool => {
+            sqlx::query("UPDATE migration_state SET mode = $1, updated_at = $2 WHERE id = 1")
+                .bind(mode.as_str())
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })?;
+        if let Ok(mut cache) = self.mode_cache.lock() {
+            *cache = Some((mode, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// Count a failed migration attempt under `reason` (a bounded set of words).
+    pub async fn record_failure(&self, reason: &str) -> Result<(), sqlx::Error> {
+        let failure_id = uuid::Uuid::now_v7().to_string();
+        let now = Utc::now();
+        with_db!(&self.db, pool => {
+            sqlx::query("INSERT INTO migration_failures (failure_id, reason, occurred_at) VALUES ($1, $2, $3)")
+                .bind(&failure_id)
+                .bind(reason)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    /// Failures by reason since `since`.
+    pub async fn failures_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT reason, COUNT(*) FROM migration_failures WHERE occurred_at >= $1 GROUP BY reason ORDER BY reason",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await
+        })
+    }
+
+    /// Forget failures older than `before`.
+    pub async fn prune_failures(&self, before: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM migration_failures WHERE occurred_at < $1").bind(before).execute(pool).await.map(|_| ())
+        })
+    }
+
+    pub async fn last_migration_at(&self) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT MAX(occurred_at) FROM migration_events").fetch_one(pool).await
+        })
+    }
+
+    /// Events newest first, `limit` of them, older than the event `before` when given.
+    /// Event ids are UUIDv7, so their order is their time order.
+    pub async fn list_events(
+        &self,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<MigrationEvent>, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT event_id, user_id, legacy_id, source, occurred_at FROM migration_events \
+                 WHERE ($1 IS NULL OR event_id < $1) ORDER BY event_id DESC LIMIT $2",
+            )
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })
+    }
+}
+
+/// One row of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MigrationEvent {
+    pub event_id: String,
+    pub user_id: String,
+    pub legacy_id: String,
+    pub source: String,
+    pub occurred_at: DateTime<Utc>,
 }

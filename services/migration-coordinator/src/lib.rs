@@ -3,6 +3,7 @@
 //! user store before their login answers, and keeps the ledger of migrations. It is the only
 //! caller of the legacy connector.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 mod grpc;

@@ -25,6 +25,8 @@ pub enum MigrationOutcome {
     Conflict,
     /// AUTHORITATIVE mode: the legacy store was not asked.
     NotImporting,
+    /// The legacy user was deleted from the store and must not come back.
+    Tombstoned,
 }
 
 impl MigrationOutcome {
@@ -36,8 +38,31 @@ impl MigrationOutcome {
             MigrationOutcome::LegacyRejected => "legacy_rejected",
             MigrationOutcome::Conflict => "conflict",
             MigrationOutcome::NotImporting => "not_importing",
+            MigrationOutcome::Tombstoned => "tombstoned",
         }
     }
+
+    /// Outcomes operators count as failed migrations.
+    fn failure_reason(&self) -> Option<&'static str> {
+        match self {
+            MigrationOutcome::LegacyRejected
+            | MigrationOutcome::Conflict
+            | MigrationOutcome::Tombstoned => Some(self.as_str()),
+            MigrationOutcome::Migrated(_)
+            | MigrationOutcome::AlreadyMigrated(_)
+            | MigrationOutcome::NotImporting => None,
+        }
+    }
+}
+
+/// What the legacy store knows about an email.
+#[derive(Debug, Clone, Default)]
+pub struct LegacyLookup {
+    /// Set when the legacy store has the email and its user was not deleted from the store.
+    pub user: Option<legacy::LegacyUser>,
+    /// The legacy store has the email, but its user was deleted from the store.
+    pub tombstoned: bool,
+    pub mode: Mode,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +102,16 @@ impl Coordinator {
             Err(_) => "error",
         };
         tracing::Span::current().record("trickle.migration.outcome", label);
+        let failure = match &outcome {
+            Ok(outcome) => outcome.failure_reason(),
+            Err(CoordinatorError::LegacyUnavailable(_)) => Some("legacy_unavailable"),
+            Err(_) => None,
+        };
+        if let Some(reason) = failure
+            && let Err(e) = self.ledger.record_failure(reason).await
+        {
+            tracing::warn!(error = %e, "could not count a failed migration");
+        }
         match &outcome {
             Ok(MigrationOutcome::Migrated(user)) => {
                 tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, outcome = label, "user migrated on login");
@@ -147,6 +182,7 @@ impl Coordinator {
             }),
             password: password.expose_secret().to_owned(),
             source: auth::Source::LoginMigration.into(),
+            reset_ticket: String::new(),
         };
         let imported = self
             .store
@@ -174,17 +210,99 @@ impl Coordinator {
                 Ok(MigrationOutcome::AlreadyMigrated(user))
             }
             (Ok(Outcome::Conflict), _) => Ok(MigrationOutcome::Conflict),
+            (Ok(Outcome::Tombstoned), _) => Ok(MigrationOutcome::Tombstoned),
             _ => Err(CoordinatorError::Internal(
                 "user store answered ImportUser without an outcome".into(),
             )),
         }
     }
 
-    /// Whether the legacy store knows `email`. False without asking in AUTHORITATIVE mode.
-    pub async fn find_legacy_user(&self, email: &Email) -> Result<(bool, Mode), CoordinatorError> {
+    /// Finish a password reset for a user only the legacy store has: read the profile from
+    /// the legacy store (Auth0's Get User) and import the user with the new password,
+    /// consuming the ticket in the same transaction.
+    #[tracing::instrument(name = "migration.migrate_on_reset", skip_all, fields(trickle.migration.source = "reset", trickle.legacy.id = %legacy_id))]
+    pub async fn migrate_on_reset(
+        &self,
+        ticket: &str,
+        new_password: Password,
+        legacy_id: &str,
+        email: &Email,
+    ) -> Result<(auth::User, bool), CoordinatorError> {
+        if self.mode().await? == Mode::Authoritative {
+            return Err(CoordinatorError::LegacyDisabled);
+        }
+        let lookup = self.find_legacy_user(email).await?;
+        // The legacy record must still be the one the ticket was issued for.
+        let Some(legacy_user) = lookup.user.filter(|u| u.legacy_id == legacy_id) else {
+            return Err(CoordinatorError::TicketInvalid);
+        };
+        let legacy::LegacyUser {
+            legacy_id,
+            email: legacy_email,
+            email_verified,
+            name,
+            given_name,
+            family_name,
+            nickname,
+            picture,
+        } = legacy_user;
+        let import = store::ImportUserRequest {
+            legacy_id,
+            email: legacy_email,
+            email_verified,
+            profile: Some(auth::Profile {
+                name,
+                given_name,
+                family_name,
+                nickname,
+                picture,
+                user_metadata: None,
+                app_metadata: None,
+            }),
+            password: new_password.expose_secret().to_owned(),
+            source: auth::Source::ResetMigration.into(),
+            reset_ticket: ticket.to_owned(),
+        };
+        let imported = self
+            .store
+            .clone()
+            .import_user(import)
+            .await
+            .map_err(|status| CoordinatorError::from_store(&status))?
+            .into_inner();
+        use store::import_user_response::Outcome;
+        match (Outcome::try_from(imported.outcome), imported.user) {
+            (Ok(Outcome::Created), Some(user)) => {
+                if let Err(e) = self
+                    .ledger
+                    .record_migration(&user.user_id, &user.legacy_id, "reset_migration")
+                    .await
+                {
+                    tracing::error!(error = %e, trickle.user.id = %user.user_id, "could not record the migration in the ledger");
+                }
+                tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, "user migrated on password reset");
+                Ok((user, true))
+            }
+            (Ok(Outcome::AlreadyImported), Some(user)) => Ok((user, false)),
+            (Ok(Outcome::Conflict | Outcome::Tombstoned), _) => {
+                Err(CoordinatorError::TicketInvalid)
+            }
+            _ => Err(CoordinatorError::Internal(
+                "user store answered ImportUser without an outcome".into(),
+            )),
+        }
+    }
+
+    /// What the legacy store knows about `email`. Nothing, without asking, in AUTHORITATIVE
+    /// mode; a user deleted from the store is reported as tombstoned, not found.
+    pub async fn find_legacy_user(&self, email: &Email) -> Result<LegacyLookup, CoordinatorError> {
         let mode = self.mode().await?;
         if mode == Mode::Authoritative {
-            return Ok((false, mode));
+            return Ok(LegacyLookup {
+                user: None,
+                tombstoned: false,
+                mode,
+            });
         }
         let answer = self
             .legacy
@@ -195,6 +313,43 @@ impl Coordinator {
             .await
             .map_err(|status| CoordinatorError::from_legacy(&status))?
             .into_inner();
-        Ok((answer.found, mode))
+        let Some(user) = answer.user.filter(|_| answer.found) else {
+            return Ok(LegacyLookup {
+                user: None,
+                tombstoned: false,
+                mode,
+            });
+        };
+        let tombstoned = self
+            .store
+            .clone()
+            .check_tombstone(store::CheckTombstoneRequest {
+                legacy_id: user.legacy_id.clone(),
+            })
+            .await
+            .map_err(|status| CoordinatorError::from_store(&status))?
+            .into_inner()
+            .tombstoned;
+        Ok(if tombstoned {
+            LegacyLookup {
+                user: None,
+                tombstoned: true,
+                mode,
+            }
+        } else {
+            LegacyLookup {
+                user: Some(user),
+                tombstoned: false,
+                mode,
+            }
+        })
+    }
+
+    pub(crate) fn legacy_client(&self) -> LegacyConnectorClient<Channel> {
+        self.legacy.clone()
+    }
+
+    pub(crate) fn store_client(&self) -> UserStoreClient<Channel> {
+        self.store.clone()
     }
 }

@@ -1,18 +1,22 @@
 //! Building and running the migration-coordinator.
 
 use crate::config::MigrationConfig;
-use crate::grpc::CoordinatorService;
+use crate::grpc::{AdminService, CoordinatorService};
 use crate::ledger::Ledger;
 use crate::migrate_on_login::Coordinator;
 use std::time::Duration;
 use tonic::service::Routes;
 use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
+use trickle_proto::migration::v1::migration_admin_server::MigrationAdminServer;
 use trickle_proto::migration::v1::migration_coordinator_server::MigrationCoordinatorServer;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::db::Db;
 use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 
-pub const SERVICE_NAMES: &[&str] = &["trickle.migration.v1.MigrationCoordinator"];
+pub const SERVICE_NAMES: &[&str] = &[
+    "trickle.migration.v1.MigrationCoordinator",
+    "trickle.migration.v1.MigrationAdmin",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -53,7 +57,13 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
     let listener = server::bind(&config.listen).await?;
     tracing::info!(mode = mode.as_str(), "migration-coordinator ready");
     let routes = Routes::new(
-        MigrationCoordinatorServer::new(CoordinatorService { coordinator })
+        MigrationCoordinatorServer::new(CoordinatorService {
+            coordinator: coordinator.clone(),
+        })
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+    )
+    .add_service(
+        MigrationAdminServer::new(AdminService { coordinator })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
     Ok(BoundServer::new(listener, routes, SERVICE_NAMES))

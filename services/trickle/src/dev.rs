@@ -42,11 +42,11 @@ pub fn embedded_config(
     if !explicit.has("migration", "database_url") && !explicit.has("store", "database_url") {
         config.migration.database_url = url("coordinator.db");
     }
-    // The other services are internal: any free port on loopback.
+    // The store and the connector are internal: any free port on loopback. The coordinator
+    // keeps its default address, where `trickle admin` looks for it.
     for (section, key, value) in [
         ("store", "listen", &mut config.store.listen),
         ("legacy", "listen", &mut config.legacy.listen),
-        ("migration", "listen", &mut config.migration.listen),
     ] {
         if !explicit.has(section, key) {
             *value = "127.0.0.1:0".into();
@@ -57,6 +57,7 @@ pub fn embedded_config(
         config.legacy.find_user = "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname \
              FROM users WHERE lower(email) = ?"
             .into();
+        config.legacy.count_users = "SELECT COUNT(*) FROM users".into();
     }
     if config.tokens.signing_key.is_empty() && config.tokens.signing_key_file.is_empty() {
         let key_file = data_dir.join("signing-key.pem");

@@ -2,6 +2,7 @@
 //! together, the `trickle dev` laptop setup and the `trickle login` client. `main.rs` only
 //! parses the command line.
 
+pub mod admin;
 pub mod config;
 pub mod dev;
 pub mod login;

@@ -5,7 +5,7 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
-use trickle::{config, dev, login, services};
+use trickle::{admin, config, dev, login, services};
 
 /// Trickle moves the users of a legacy user database into a new user store the first time
 /// each of them logs in, without a password reset.
@@ -38,6 +38,21 @@ enum Command {
     },
     /// Log in through the public API and show the user, whether this login migrated them,
     /// and the token's claims. The password is read from a prompt or standard input.
+    /// Operate the migration: status, mode switch (cutover), the ledger, one user.
+    Admin {
+        /// The migration coordinator's address.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:50054",
+            env = "TRICKLE_ADMIN_ADDR"
+        )]
+        addr: String,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     Login {
         email: String,
         /// The auth-frontend's address.
@@ -73,6 +88,13 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Login { email, addr } => login::run(&addr, &email).await,
+        Command::Admin {
+            addr,
+            json,
+            command,
+        } => admin::run(&addr, command, json)
+            .await
+            .map(|out| print!("{out}")),
         Command::Serve { service } => {
             init_logging(&cli.log_format);
             match config::load(cli.config.as_deref()) {

@@ -17,6 +17,10 @@ pub struct StoreConfig {
     pub hash_workers: usize,
     /// Hashing jobs admitted beyond those running before logins are refused as overloaded.
     pub hash_queue: usize,
+    /// How long a password reset ticket stays valid.
+    pub reset_ticket_ttl_seconds: u64,
+    /// How long an email verification ticket stays valid.
+    pub verification_ticket_ttl_seconds: u64,
 }
 
 impl Default for StoreConfig {
@@ -28,6 +32,8 @@ impl Default for StoreConfig {
             argon2: Argon2Config::default(),
             hash_workers: 0,
             hash_queue: 256,
+            reset_ticket_ttl_seconds: 3600,
+            verification_ticket_ttl_seconds: 86_400,
         }
     }
 }

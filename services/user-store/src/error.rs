@@ -1,7 +1,7 @@
 //! Everything that can go wrong in the user-store, and its one mapping to gRPC.
 
 use tonic::{Code, Status};
-use trickle_service_kit::rpc::{self, FieldViolation, reason};
+use trickle_service_kit::rpc::{self, BadRequest, FieldViolation, reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -13,6 +13,12 @@ pub enum StoreError {
     EmailExists,
     #[error("user not found")]
     NotFound,
+    #[error("the ticket is not valid")]
+    TicketInvalid,
+    #[error("the ticket has already been used")]
+    TicketUsed,
+    #[error("the ticket has expired")]
+    TicketExpired,
     #[error("the password hashing queue is full")]
     Overloaded,
     #[error("the store database is unavailable")]
@@ -21,6 +27,15 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<BadRequest> for StoreError {
+    fn from(bad: BadRequest) -> Self {
+        match bad {
+            BadRequest::Invalid(violations) => StoreError::InvalidRequest(violations),
+            BadRequest::WeakPassword(violations) => StoreError::WeakPassword(violations),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -59,6 +74,21 @@ impl From<StoreError> for Status {
             StoreError::NotFound => {
                 rpc::status(Code::NotFound, reason::USER_NOT_FOUND, "no such user")
             }
+            StoreError::TicketInvalid => rpc::status(
+                Code::InvalidArgument,
+                reason::TICKET_INVALID,
+                "the ticket is not valid",
+            ),
+            StoreError::TicketUsed => rpc::status(
+                Code::FailedPrecondition,
+                reason::TICKET_USED,
+                "the ticket has already been used",
+            ),
+            StoreError::TicketExpired => rpc::status(
+                Code::FailedPrecondition,
+                reason::TICKET_EXPIRED,
+                "the ticket has expired",
+            ),
             StoreError::Overloaded => rpc::status(
                 Code::ResourceExhausted,
                 reason::OVERLOADED,

@@ -2,15 +2,25 @@
 //! destructured so that a new field cannot be forgotten silently.
 
 use crate::error::StoreError;
-use crate::users::{AuthenticateOutcome, Import, ImportOutcome, Profile, Source, User, Users};
+use crate::users::{
+    AuthenticateOutcome, ChangePasswordOutcome, Import, ImportOutcome, Profile, RedeemResetOutcome,
+    Source, User, Users,
+};
 use prost_types::value::Kind;
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::userstore::v1::{
-    AuthenticateRequest, AuthenticateResponse, CreateUserRequest, CreateUserResponse,
-    GetUserRequest, GetUserResponse, ImportUserRequest, ImportUserResponse, authenticate_response,
-    get_user_request::Lookup, import_user_response, user_store_server::UserStore,
+    AuthenticateRequest, AuthenticateResponse, ChangeEmailRequest, ChangeEmailResponse,
+    ChangePasswordRequest, ChangePasswordResponse, CheckTombstoneRequest, CheckTombstoneResponse,
+    CreateEmailVerificationTicketRequest, CreateEmailVerificationTicketResponse,
+    CreatePasswordResetTicketRequest, CreatePasswordResetTicketResponse, CreateUserRequest,
+    CreateUserResponse, DeleteUserRequest, DeleteUserResponse, GetMigrationCountsRequest,
+    GetMigrationCountsResponse, GetUserRequest, GetUserResponse, ImportUserRequest,
+    ImportUserResponse, RedeemEmailVerificationRequest, RedeemEmailVerificationResponse,
+    RedeemPasswordResetRequest, RedeemPasswordResetResponse, authenticate_response,
+    change_password_response, get_user_request::Lookup, import_user_response,
+    redeem_password_reset_response, user_store_server::UserStore,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -54,6 +64,7 @@ impl UserStore for UserStoreService {
             }
             AuthenticateOutcome::WrongPassword => (Outcome::WrongPassword, None),
             AuthenticateOutcome::NotFound => (Outcome::NotFound, None),
+            AuthenticateOutcome::Tombstoned => (Outcome::Tombstoned, None),
         };
         Ok(Response::new(AuthenticateResponse {
             outcome: outcome.into(),
@@ -73,22 +84,9 @@ impl UserStore for UserStoreService {
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
         let password = Password::new(password);
-        let weak = match password.check_new() {
-            Err(e) if e.is_weak() => Some(e),
-            other => {
-                violations.check("password", other);
-                None
-            }
-        };
+        violations.check_new_password("password", &password);
         let profile = profile_from_proto(profile, &mut violations);
-        let Some(email) = email.filter(|_| violations.is_empty()) else {
-            return Err(StoreError::InvalidRequest(violations.into_vec()).into());
-        };
-        if let Some(weak) = weak {
-            let mut violations = Violations::default();
-            violations.add("password", weak.to_string());
-            return Err(StoreError::WeakPassword(violations.into_vec()).into());
-        }
+        let email = violations.verdict_with(email)?;
         let user = self.users.create_user(email, password, profile).await?;
         Ok(Response::new(CreateUserResponse {
             user: Some(user_to_proto(user)),
@@ -106,6 +104,7 @@ impl UserStore for UserStoreService {
             profile,
             password,
             source,
+            reset_ticket,
         } = request.into_inner();
         let mut violations = Violations::default();
         if legacy_id.is_empty() {
@@ -140,13 +139,19 @@ impl UserStore for UserStoreService {
             password,
             source,
         };
+        let outcome = if reset_ticket.is_empty() {
+            self.users.import_user(import).await?
+        } else {
+            self.users.import_on_reset(import, &reset_ticket).await?
+        };
         use import_user_response::Outcome;
-        let (outcome, user) = match self.users.import_user(import).await? {
+        let (outcome, user) = match outcome {
             ImportOutcome::Created(user) => (Outcome::Created, Some(user_to_proto(user))),
             ImportOutcome::AlreadyImported(user) => {
                 (Outcome::AlreadyImported, Some(user_to_proto(user)))
             }
             ImportOutcome::Conflict => (Outcome::Conflict, None),
+            ImportOutcome::Tombstoned => (Outcome::Tombstoned, None),
         };
         Ok(Response::new(ImportUserResponse {
             outcome: outcome.into(),
@@ -178,6 +183,179 @@ impl UserStore for UserStoreService {
         };
         Ok(Response::new(GetUserResponse {
             user: Some(user_to_proto(user)),
+        }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        let ChangePasswordRequest {
+            user_id,
+            old_password,
+            new_password,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        let old_password = Password::new(old_password);
+        violations.check("old_password", old_password.check_presented());
+        let new_password = Password::new(new_password);
+        violations.check_new_password("new_password", &new_password);
+        violations.verdict()?;
+        use change_password_response::Outcome;
+        let (outcome, user) = match self
+            .users
+            .change_password(&user_id, old_password, new_password)
+            .await?
+        {
+            ChangePasswordOutcome::Changed(user) => (Outcome::Changed, Some(user_to_proto(user))),
+            ChangePasswordOutcome::WrongPassword => (Outcome::WrongPassword, None),
+        };
+        Ok(Response::new(ChangePasswordResponse {
+            outcome: outcome.into(),
+            user,
+        }))
+    }
+
+    async fn change_email(
+        &self,
+        request: Request<ChangeEmailRequest>,
+    ) -> Result<Response<ChangeEmailResponse>, Status> {
+        let ChangeEmailRequest { user_id, new_email } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        let email = violations.check("new_email", Email::parse(&new_email));
+        let Some(email) = email.filter(|_| violations.is_empty()) else {
+            return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+        };
+        let user = self.users.change_email(&user_id, &email).await?;
+        Ok(Response::new(ChangeEmailResponse {
+            user: Some(user_to_proto(user)),
+        }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        let DeleteUserRequest { user_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        self.users.delete_user(&user_id).await?;
+        Ok(Response::new(DeleteUserResponse {}))
+    }
+
+    async fn check_tombstone(
+        &self,
+        request: Request<CheckTombstoneRequest>,
+    ) -> Result<Response<CheckTombstoneResponse>, Status> {
+        let CheckTombstoneRequest { legacy_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("legacy_id", &legacy_id, 255);
+        violations.verdict()?;
+        let tombstoned = self.users.is_legacy_id_tombstoned(&legacy_id).await?;
+        Ok(Response::new(CheckTombstoneResponse { tombstoned }))
+    }
+
+    async fn create_password_reset_ticket(
+        &self,
+        request: Request<CreatePasswordResetTicketRequest>,
+    ) -> Result<Response<CreatePasswordResetTicketResponse>, Status> {
+        let CreatePasswordResetTicketRequest { email, legacy_id } = request.into_inner();
+        let mut violations = Violations::default();
+        let email = violations.check("email", Email::parse(&email));
+        if !legacy_id.is_empty() {
+            violations.check_id("legacy_id", &legacy_id, 255);
+        }
+        let Some(email) = email.filter(|_| violations.is_empty()) else {
+            return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+        };
+        let legacy_id = (!legacy_id.is_empty()).then_some(legacy_id.as_str());
+        let (ticket, expires_at) = self
+            .users
+            .create_password_reset_ticket(&email, legacy_id)
+            .await?;
+        Ok(Response::new(CreatePasswordResetTicketResponse {
+            ticket: ticket.into_string(),
+            expires_at: Some(timestamp(expires_at)),
+        }))
+    }
+
+    async fn redeem_password_reset(
+        &self,
+        request: Request<RedeemPasswordResetRequest>,
+    ) -> Result<Response<RedeemPasswordResetResponse>, Status> {
+        let RedeemPasswordResetRequest {
+            ticket,
+            new_password,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("ticket", &ticket, 256);
+        let password = Password::new(new_password);
+        violations.check_new_password("new_password", &password);
+        violations.verdict()?;
+        use redeem_password_reset_response::Outcome;
+        let response = match self.users.redeem_password_reset(&ticket, password).await? {
+            RedeemResetOutcome::Reset(user) => RedeemPasswordResetResponse {
+                outcome: Outcome::Reset.into(),
+                user: Some(user_to_proto(user)),
+                ..Default::default()
+            },
+            RedeemResetOutcome::NeedsImport { legacy_id, email } => RedeemPasswordResetResponse {
+                outcome: Outcome::NeedsImport.into(),
+                user: None,
+                legacy_id,
+                email,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn create_email_verification_ticket(
+        &self,
+        request: Request<CreateEmailVerificationTicketRequest>,
+    ) -> Result<Response<CreateEmailVerificationTicketResponse>, Status> {
+        let CreateEmailVerificationTicketRequest { user_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        let (ticket, expires_at) = self
+            .users
+            .create_email_verification_ticket(&user_id)
+            .await?;
+        Ok(Response::new(CreateEmailVerificationTicketResponse {
+            ticket: ticket.into_string(),
+            expires_at: Some(timestamp(expires_at)),
+        }))
+    }
+
+    async fn redeem_email_verification(
+        &self,
+        request: Request<RedeemEmailVerificationRequest>,
+    ) -> Result<Response<RedeemEmailVerificationResponse>, Status> {
+        let RedeemEmailVerificationRequest { ticket } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("ticket", &ticket, 256);
+        violations.verdict()?;
+        let user = self.users.redeem_email_verification(&ticket).await?;
+        Ok(Response::new(RedeemEmailVerificationResponse {
+            user: Some(user_to_proto(user)),
+        }))
+    }
+
+    async fn get_migration_counts(
+        &self,
+        request: Request<GetMigrationCountsRequest>,
+    ) -> Result<Response<GetMigrationCountsResponse>, Status> {
+        let GetMigrationCountsRequest {} = request.into_inner();
+        let counts = self.users.migration_counts().await?;
+        Ok(Response::new(GetMigrationCountsResponse {
+            signup_users: counts.signup,
+            login_migration_users: counts.login_migration,
+            reset_migration_users: counts.reset_migration,
+            backfill_users: counts.backfill,
+            tombstoned_legacy_users: counts.tombstoned_legacy,
         }))
     }
 }

@@ -6,6 +6,7 @@ pub mod error;
 mod grpc;
 pub mod repository;
 pub mod startup;
+pub mod tickets;
 pub mod users;
 
 pub use config::StoreConfig;

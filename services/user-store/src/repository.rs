@@ -48,6 +48,27 @@ struct UserRow {
     last_login_at: Option<DateTime<Utc>>,
 }
 
+/// A ticket as stored (its hash is the key; the ticket itself is never stored).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct TicketRow {
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub legacy_id: Option<String>,
+    pub email: String,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// Counts for the migration status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationCounts {
+    pub signup: i64,
+    pub login_migration: i64,
+    pub reset_migration: i64,
+    pub backfill: i64,
+    pub tombstoned_legacy: i64,
+}
+
 #[derive(sqlx::FromRow)]
 struct CredentialsRow {
     #[sqlx(flatten)]
@@ -66,6 +87,35 @@ macro_rules! user_columns {
 
 const SELECT_BY_ID: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE user_id = $1");
 const SELECT_BY_EMAIL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1");
+const SELECT_BY_LEGACY_ID: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE legacy_id = $1"
+);
+const SELECT_CREDENTIALS_BY_ID: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    ", password_hash FROM users WHERE user_id = $1"
+);
+const SET_PASSWORD: &str = concat!(
+    "UPDATE users SET password_hash = $2, updated_at = $3 WHERE user_id = $1 RETURNING ",
+    user_columns!()
+);
+const SET_PASSWORD_BY_LEGACY_ID: &str = concat!(
+    "UPDATE users SET password_hash = $3, updated_at = $4 WHERE legacy_id = $1 AND email = $2 RETURNING ",
+    user_columns!()
+);
+const SET_EMAIL: &str = concat!(
+    "UPDATE users SET email = $2, display_email = $3, email_verified = FALSE, updated_at = $4 \
+     WHERE user_id = $1 RETURNING ",
+    user_columns!()
+);
+const SET_EMAIL_VERIFIED: &str = concat!(
+    "UPDATE users SET email_verified = TRUE, updated_at = $3 WHERE user_id = $1 AND email = $2 RETURNING ",
+    user_columns!()
+);
+const CONSUME_TICKET: &str = "UPDATE tickets SET used_at = $2 \
+     WHERE ticket_hash = $1 AND used_at IS NULL AND expires_at > $2";
 const SELECT_CREDENTIALS_BY_EMAIL: &str = concat!(
     "SELECT ",
     user_columns!(),
@@ -154,6 +204,18 @@ impl Repository {
         self.find_one(SELECT_BY_EMAIL, normalized_email).await
     }
 
+    pub async fn find_by_legacy_id(&self, legacy_id: &str) -> Result<Option<User>, sqlx::Error> {
+        self.find_one(SELECT_BY_LEGACY_ID, legacy_id).await
+    }
+
+    pub(crate) async fn find_credentials_by_id(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<(User, String)>, sqlx::Error> {
+        self.find_one_with_hash(SELECT_CREDENTIALS_BY_ID, user_id)
+            .await
+    }
+
     /// The user and their stored hash, for a password check. The hash never leaves the
     /// user-store crate.
     pub(crate) async fn find_credentials(
@@ -223,5 +285,249 @@ impl Repository {
                 .await
         })?;
         row.map(UserRow::into_user).transpose()
+    }
+
+    /// Replace a user's password hash.
+    pub(crate) async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let row: Option<UserRow> = with_db!(&self.db, pool => {
+            sqlx::query_as(SET_PASSWORD).bind(user_id).bind(password_hash).bind(Utc::now()).fetch_optional(pool).await
+        })?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    /// Change the email (unverified again). `Err` with a unique violation when it is taken.
+    pub(crate) async fn set_email(
+        &self,
+        user_id: &str,
+        email: &Email,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let row: Option<UserRow> = with_db!(&self.db, pool => {
+            sqlx::query_as(SET_EMAIL)
+                .bind(user_id)
+                .bind(email.normalized())
+                .bind(email.display())
+                .bind(Utc::now())
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    /// Delete a user and leave their tombstone, in one transaction.
+    pub(crate) async fn delete_with_tombstone(&self, user_id: &str) -> Result<bool, sqlx::Error> {
+        let now = Utc::now();
+        let tombstone_id = uuid::Uuid::now_v7().to_string();
+        with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO tombstones (tombstone_id, user_id, legacy_id, email, deleted_at) \
+                 SELECT $1, user_id, legacy_id, email, $2 FROM users WHERE user_id = $3",
+            )
+            .bind(&tombstone_id)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("DELETE FROM users WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(inserted == 1)
+        }.await)
+    }
+
+    pub(crate) async fn is_legacy_id_tombstoned(
+        &self,
+        legacy_id: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let found: Option<i32> = with_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT 1 FROM tombstones WHERE legacy_id = $1").bind(legacy_id).fetch_optional(pool).await
+        })?;
+        Ok(found.is_some())
+    }
+
+    pub(crate) async fn is_email_tombstoned(
+        &self,
+        normalized_email: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let found: Option<i32> = with_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT 1 FROM tombstones WHERE email = $1 LIMIT 1")
+                .bind(normalized_email)
+                .fetch_optional(pool)
+                .await
+        })?;
+        Ok(found.is_some())
+    }
+
+    pub(crate) async fn insert_ticket(
+        &self,
+        ticket_hash: &str,
+        kind: &str,
+        user_id: Option<&str>,
+        legacy_id: Option<&str>,
+        email: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO tickets (ticket_hash, kind, user_id, legacy_id, email, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(ticket_hash)
+            .bind(kind)
+            .bind(user_id)
+            .bind(legacy_id)
+            .bind(email)
+            .bind(Utc::now())
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+    }
+
+    pub(crate) async fn find_ticket(
+        &self,
+        ticket_hash: &str,
+    ) -> Result<Option<TicketRow>, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query_as("SELECT kind, user_id, legacy_id, email, expires_at, used_at FROM tickets WHERE ticket_hash = $1")
+                .bind(ticket_hash)
+                .fetch_optional(pool)
+                .await
+        })
+    }
+
+    /// Consume a reset ticket and set the password of the store user it names, in one
+    /// transaction. `None`: the ticket was consumed concurrently or expired (nothing changed),
+    /// or the user is gone.
+    pub(crate) async fn reset_password_with_ticket(
+        &self,
+        ticket_hash: &str,
+        user_id: &str,
+        password_hash: &str,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let now = Utc::now();
+        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let consumed = sqlx::query(CONSUME_TICKET).bind(ticket_hash).bind(now).execute(&mut *tx).await?.rows_affected();
+            if consumed != 1 {
+                return Ok(None);
+            }
+            let row: Option<UserRow> =
+                sqlx::query_as(SET_PASSWORD).bind(user_id).bind(password_hash).bind(now).fetch_optional(&mut *tx).await?;
+            if row.is_some() {
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }.await)?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    /// Consume a verification ticket and mark the email verified, if it is still the user's.
+    pub(crate) async fn verify_email_with_ticket(
+        &self,
+        ticket_hash: &str,
+        user_id: &str,
+        email: &str,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let now = Utc::now();
+        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let consumed = sqlx::query(CONSUME_TICKET).bind(ticket_hash).bind(now).execute(&mut *tx).await?.rows_affected();
+            if consumed != 1 {
+                return Ok(None);
+            }
+            let row: Option<UserRow> =
+                sqlx::query_as(SET_EMAIL_VERIFIED).bind(user_id).bind(email).bind(now).fetch_optional(&mut *tx).await?;
+            if row.is_some() {
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }.await)?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    /// Import a legacy user with the password set by a reset ticket, consuming the ticket in
+    /// the same transaction. If the legacy user was imported meanwhile (same legacy id and
+    /// email), their password is replaced instead.
+    pub(crate) async fn import_with_ticket(
+        &self,
+        ticket_hash: &str,
+        new: &NewUser<'_>,
+    ) -> Result<Option<(User, bool)>, sqlx::Error> {
+        let now = Utc::now();
+        let user_id = uuid::Uuid::now_v7().to_string();
+        let p = new.profile;
+        let legacy_id = new.legacy_id.unwrap_or_default();
+        let result: Option<(UserRow, bool)> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let consumed = sqlx::query(CONSUME_TICKET).bind(ticket_hash).bind(now).execute(&mut *tx).await?.rows_affected();
+            if consumed != 1 {
+                return Ok(None);
+            }
+            let created: Option<UserRow> = sqlx::query_as(INSERT_USER)
+                .bind(&user_id)
+                .bind(new.email.normalized())
+                .bind(new.email.display())
+                .bind(new.email_verified)
+                .bind(new.legacy_id)
+                .bind(new.password_hash)
+                .bind(p.name.as_deref())
+                .bind(p.given_name.as_deref())
+                .bind(p.family_name.as_deref())
+                .bind(p.nickname.as_deref())
+                .bind(p.picture.as_deref())
+                .bind(Json(&p.user_metadata))
+                .bind(Json(&p.app_metadata))
+                .bind(new.source.as_str())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let outcome = match created {
+                Some(row) => Some((row, true)),
+                None => sqlx::query_as::<_, UserRow>(SET_PASSWORD_BY_LEGACY_ID)
+                    .bind(legacy_id)
+                    .bind(new.email.normalized())
+                    .bind(new.password_hash)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| (row, false)),
+            };
+            if outcome.is_some() {
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(outcome)
+        }.await)?;
+        result
+            .map(|(row, created)| Ok((row.into_user()?, created)))
+            .transpose()
+    }
+
+    pub async fn migration_counts(&self) -> Result<MigrationCounts, sqlx::Error> {
+        let by_source: Vec<(String, i64)> = with_db!(&self.db, pool => {
+            sqlx::query_as("SELECT source, COUNT(*) FROM users GROUP BY source").fetch_all(pool).await
+        })?;
+        let tombstoned_legacy: i64 = with_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM tombstones WHERE legacy_id IS NOT NULL").fetch_one(pool).await
+        })?;
+        let mut counts = MigrationCounts {
+            tombstoned_legacy,
+            ..MigrationCounts::default()
+        };
+        for (source, n) in by_source {
+            match Source::parse(&source) {
+                Some(Source::Signup) => counts.signup = n,
+                Some(Source::LoginMigration) => counts.login_migration = n,
+                Some(Source::ResetMigration) => counts.reset_migration = n,
+                Some(Source::Backfill) => counts.backfill = n,
+                None => {}
+            }
+        }
+        Ok(counts)
     }
 }

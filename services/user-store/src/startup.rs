@@ -3,7 +3,8 @@
 use crate::config::StoreConfig;
 use crate::grpc::UserStoreService;
 use crate::repository::Repository;
-use crate::users::Users;
+use crate::users::{TicketLifetimes, Users};
+use std::time::Duration;
 use tonic::service::Routes;
 use trickle_password::HashPool;
 use trickle_proto::userstore::v1::user_store_server::UserStoreServer;
@@ -37,7 +38,11 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         "user-store ready"
     );
     let listener = server::bind(&config.listen).await?;
-    let users = Users::new(Repository::new(db), hasher);
+    let lifetimes = TicketLifetimes {
+        password_reset: Duration::from_secs(config.reset_ticket_ttl_seconds.max(1)),
+        email_verification: Duration::from_secs(config.verification_ticket_ttl_seconds.max(1)),
+    };
+    let users = Users::new(Repository::new(db), hasher, lifetimes);
     let routes = Routes::new(
         UserStoreServer::new(UserStoreService { users })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),

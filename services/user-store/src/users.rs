@@ -2,8 +2,10 @@
 //! creating and importing them.
 
 use crate::error::StoreError;
-use crate::repository::{InsertOutcome, NewUser, Repository};
+use crate::repository::{InsertOutcome, MigrationCounts, NewUser, Repository, TicketRow};
+use crate::tickets::{self, Ticket};
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 use trickle_password::{HashFormat, HashPool, Password, StoredHash};
 use trickle_service_kit::Email;
 
@@ -68,6 +70,8 @@ pub enum AuthenticateOutcome {
     Authenticated(User),
     WrongPassword,
     NotFound,
+    /// No user, and the email belongs to a deleted one.
+    Tombstoned,
 }
 
 #[derive(Debug)]
@@ -75,6 +79,31 @@ pub enum ImportOutcome {
     Created(User),
     AlreadyImported(User),
     Conflict,
+    /// The legacy id belongs to a deleted user.
+    Tombstoned,
+}
+
+#[derive(Debug)]
+pub enum ChangePasswordOutcome {
+    Changed(User),
+    WrongPassword,
+}
+
+#[derive(Debug)]
+pub enum RedeemResetOutcome {
+    Reset(User),
+    /// A legacy-only identity: the coordinator must import it with the ticket.
+    NeedsImport {
+        legacy_id: String,
+        email: String,
+    },
+}
+
+/// How long tickets stay valid.
+#[derive(Debug, Clone, Copy)]
+pub struct TicketLifetimes {
+    pub password_reset: Duration,
+    pub email_verification: Duration,
 }
 
 /// A request to import a legacy user, already validated.
@@ -92,11 +121,21 @@ pub struct Import {
 pub struct Users {
     repository: Repository,
     hasher: HashPool,
+    lifetimes: TicketLifetimes,
+}
+
+fn unreadable_hash(user_id: &str, e: &trickle_password::ParseHashError) -> StoreError {
+    // Only the first characters of the hash: see ParseHashError.
+    StoreError::Internal(format!("stored hash of user {user_id} is unreadable: {e}"))
 }
 
 impl Users {
-    pub fn new(repository: Repository, hasher: HashPool) -> Self {
-        Self { repository, hasher }
+    pub fn new(repository: Repository, hasher: HashPool, lifetimes: TicketLifetimes) -> Self {
+        Self {
+            repository,
+            hasher,
+            lifetimes,
+        }
     }
 
     /// Check a password against the store. An unknown user costs a dummy verification when
@@ -110,18 +149,22 @@ impl Users {
     ) -> Result<AuthenticateOutcome, StoreError> {
         let Some((user, stored)) = self.repository.find_credentials(email.normalized()).await?
         else {
-            if equalize_unknown {
+            // A deleted user's email ends here: the legacy store must not be asked about it.
+            let tombstoned = self
+                .repository
+                .is_email_tombstoned(email.normalized())
+                .await?;
+            if equalize_unknown || tombstoned {
                 self.hasher.verify_dummy(password).await?;
             }
-            return Ok(AuthenticateOutcome::NotFound);
+            return Ok(if tombstoned {
+                AuthenticateOutcome::Tombstoned
+            } else {
+                AuthenticateOutcome::NotFound
+            });
         };
-        let parsed = StoredHash::parse(&stored, HashFormat::Auto).map_err(|e| {
-            // Only the first characters of the hash: see ParseHashError.
-            StoreError::Internal(format!(
-                "stored hash of user {} is unreadable: {e}",
-                user.user_id
-            ))
-        })?;
+        let parsed = StoredHash::parse(&stored, HashFormat::Auto)
+            .map_err(|e| unreadable_hash(&user.user_id, &e))?;
         let scheme = parsed.scheme();
         let (verification, upgraded) = self.hasher.verify_and_upgrade(password, parsed).await?;
         if !verification.matches {
@@ -174,6 +217,13 @@ impl Users {
     /// legacy user under the same email and the password still matches the stored hash.
     #[tracing::instrument(name = "user_store.import_user", skip_all, fields(trickle.legacy.id = %import.legacy_id))]
     pub async fn import_user(&self, import: Import) -> Result<ImportOutcome, StoreError> {
+        if self
+            .repository
+            .is_legacy_id_tombstoned(&import.legacy_id)
+            .await?
+        {
+            return Ok(ImportOutcome::Tombstoned);
+        }
         // Checking first saves an argon2 hash for the common "already there" case.
         if let Some(outcome) = self.existing_import(&import).await? {
             return Ok(outcome);
@@ -207,12 +257,8 @@ impl Users {
                 // lead back into the account (invariant 3).
                 return Ok(Some(ImportOutcome::Conflict));
             }
-            let parsed = StoredHash::parse(&stored, HashFormat::Auto).map_err(|e| {
-                StoreError::Internal(format!(
-                    "stored hash of user {} is unreadable: {e}",
-                    user.user_id
-                ))
-            })?;
+            let parsed = StoredHash::parse(&stored, HashFormat::Auto)
+                .map_err(|e| unreadable_hash(&user.user_id, &e))?;
             let verification = self.hasher.verify(import.password.clone(), parsed).await?;
             return Ok(Some(if verification.matches {
                 ImportOutcome::AlreadyImported(user)
@@ -231,6 +277,282 @@ impl Users {
             return Ok(Some(ImportOutcome::Conflict));
         }
         Ok(None)
+    }
+
+    /// Import a legacy-only user whose password is being reset: the new password, the ticket
+    /// consumed in the same transaction. A user who migrated since gets the new password.
+    #[tracing::instrument(name = "user_store.import_on_reset", skip_all, fields(trickle.legacy.id = %import.legacy_id))]
+    pub async fn import_on_reset(
+        &self,
+        import: Import,
+        ticket: &str,
+    ) -> Result<ImportOutcome, StoreError> {
+        let hash = tickets::ticket_hash(ticket);
+        let row = self
+            .valid_ticket(ticket, &hash, tickets::KIND_PASSWORD_RESET)
+            .await?;
+        if row.user_id.is_some()
+            || row.legacy_id.as_deref() != Some(import.legacy_id.as_str())
+            || row.email != import.email.normalized()
+        {
+            return Err(StoreError::TicketInvalid);
+        }
+        if self
+            .repository
+            .is_legacy_id_tombstoned(&import.legacy_id)
+            .await?
+        {
+            return Ok(ImportOutcome::Tombstoned);
+        }
+        let password_hash = self.hasher.hash(import.password.clone()).await?;
+        let new_user = NewUser {
+            email: &import.email,
+            email_verified: import.email_verified,
+            legacy_id: Some(&import.legacy_id),
+            password_hash: &password_hash,
+            profile: &import.profile,
+            source: import.source,
+        };
+        match self.repository.import_with_ticket(&hash, &new_user).await? {
+            Some((user, true)) => Ok(ImportOutcome::Created(user)),
+            Some((user, false)) => Ok(ImportOutcome::AlreadyImported(user)),
+            // Consumed or expired concurrently, or the legacy id now belongs to a user under
+            // another email: say which, nothing was written.
+            None => match self
+                .valid_ticket(ticket, &hash, tickets::KIND_PASSWORD_RESET)
+                .await
+            {
+                Ok(_) => Ok(ImportOutcome::Conflict),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// A ticket that exists, is of `kind`, unused and unexpired.
+    async fn valid_ticket(
+        &self,
+        ticket: &str,
+        hash: &str,
+        kind: &str,
+    ) -> Result<TicketRow, StoreError> {
+        if !tickets::is_well_formed(ticket) {
+            return Err(StoreError::TicketInvalid);
+        }
+        let row = self
+            .repository
+            .find_ticket(hash)
+            .await?
+            .ok_or(StoreError::TicketInvalid)?;
+        if row.kind != kind {
+            return Err(StoreError::TicketInvalid);
+        }
+        if row.used_at.is_some() {
+            return Err(StoreError::TicketUsed);
+        }
+        if row.expires_at <= Utc::now() {
+            return Err(StoreError::TicketExpired);
+        }
+        Ok(row)
+    }
+
+    async fn issue_ticket(
+        &self,
+        kind: &str,
+        user_id: Option<&str>,
+        legacy_id: Option<&str>,
+        email: &str,
+        lifetime: Duration,
+    ) -> Result<(Ticket, DateTime<Utc>), StoreError> {
+        let ticket = Ticket::generate()
+            .map_err(|e| StoreError::Internal(format!("no randomness for a ticket: {e}")))?;
+        let expires_at =
+            Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(1));
+        self.repository
+            .insert_ticket(
+                &tickets::ticket_hash(ticket.expose()),
+                kind,
+                user_id,
+                legacy_id,
+                email,
+                expires_at,
+            )
+            .await?;
+        Ok((ticket, expires_at))
+    }
+
+    /// A reset ticket for the store user with `email`, or — `legacy_id` set — for a user only
+    /// the legacy store has.
+    #[tracing::instrument(name = "user_store.create_password_reset_ticket", skip_all)]
+    pub async fn create_password_reset_ticket(
+        &self,
+        email: &Email,
+        legacy_id: Option<&str>,
+    ) -> Result<(Ticket, DateTime<Utc>), StoreError> {
+        let lifetime = self.lifetimes.password_reset;
+        if let Some(user) = self.repository.find_by_email(email.normalized()).await? {
+            return self
+                .issue_ticket(
+                    tickets::KIND_PASSWORD_RESET,
+                    Some(&user.user_id),
+                    None,
+                    &user.email,
+                    lifetime,
+                )
+                .await;
+        }
+        let Some(legacy_id) = legacy_id else {
+            return Err(StoreError::NotFound);
+        };
+        // Deleted, or migrated under another email since: the legacy email no longer leads
+        // to an account.
+        if self.repository.is_legacy_id_tombstoned(legacy_id).await?
+            || self
+                .repository
+                .find_by_legacy_id(legacy_id)
+                .await?
+                .is_some()
+        {
+            return Err(StoreError::NotFound);
+        }
+        self.issue_ticket(
+            tickets::KIND_PASSWORD_RESET,
+            None,
+            Some(legacy_id),
+            email.normalized(),
+            lifetime,
+        )
+        .await
+    }
+
+    /// Set a new password with a reset ticket.
+    #[tracing::instrument(name = "user_store.redeem_password_reset", skip_all)]
+    pub async fn redeem_password_reset(
+        &self,
+        ticket: &str,
+        password: Password,
+    ) -> Result<RedeemResetOutcome, StoreError> {
+        let hash = tickets::ticket_hash(ticket);
+        let row = self
+            .valid_ticket(ticket, &hash, tickets::KIND_PASSWORD_RESET)
+            .await?;
+        let user_id = match (&row.user_id, &row.legacy_id) {
+            (Some(user_id), _) => user_id.clone(),
+            (None, Some(legacy_id)) => match self.repository.find_by_legacy_id(legacy_id).await? {
+                // Migrated between ticket and reset: the same account, if still under the
+                // email the ticket was issued for.
+                Some(user) if user.email == row.email => user.user_id,
+                Some(_) => return Err(StoreError::TicketInvalid),
+                None => {
+                    return Ok(RedeemResetOutcome::NeedsImport {
+                        legacy_id: legacy_id.clone(),
+                        email: row.email,
+                    });
+                }
+            },
+            (None, None) => return Err(StoreError::TicketInvalid),
+        };
+        let password_hash = self.hasher.hash(password).await?;
+        match self
+            .repository
+            .reset_password_with_ticket(&hash, &user_id, &password_hash)
+            .await?
+        {
+            Some(user) => Ok(RedeemResetOutcome::Reset(user)),
+            None => self
+                .valid_ticket(ticket, &hash, tickets::KIND_PASSWORD_RESET)
+                .await
+                .and(Err(StoreError::TicketInvalid)),
+        }
+    }
+
+    pub async fn create_email_verification_ticket(
+        &self,
+        user_id: &str,
+    ) -> Result<(Ticket, DateTime<Utc>), StoreError> {
+        let user = self.get_by_id(user_id).await?;
+        self.issue_ticket(
+            tickets::KIND_EMAIL_VERIFICATION,
+            Some(&user.user_id),
+            None,
+            &user.email,
+            self.lifetimes.email_verification,
+        )
+        .await
+    }
+
+    /// Mark the email verified, if the ticket was issued for the user's current email.
+    pub async fn redeem_email_verification(&self, ticket: &str) -> Result<User, StoreError> {
+        let hash = tickets::ticket_hash(ticket);
+        let row = self
+            .valid_ticket(ticket, &hash, tickets::KIND_EMAIL_VERIFICATION)
+            .await?;
+        let user_id = row.user_id.ok_or(StoreError::TicketInvalid)?;
+        match self
+            .repository
+            .verify_email_with_ticket(&hash, &user_id, &row.email)
+            .await?
+        {
+            Some(user) => Ok(user),
+            // The email changed since the ticket was issued, or the ticket was used meanwhile.
+            None => self
+                .valid_ticket(ticket, &hash, tickets::KIND_EMAIL_VERIFICATION)
+                .await
+                .and(Err(StoreError::TicketInvalid)),
+        }
+    }
+
+    #[tracing::instrument(name = "user_store.change_password", skip_all)]
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        old_password: Password,
+        new_password: Password,
+    ) -> Result<ChangePasswordOutcome, StoreError> {
+        let (user, stored) = self
+            .repository
+            .find_credentials_by_id(user_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let parsed = StoredHash::parse(&stored, HashFormat::Auto)
+            .map_err(|e| unreadable_hash(&user.user_id, &e))?;
+        if !self.hasher.verify(old_password, parsed).await?.matches {
+            return Ok(ChangePasswordOutcome::WrongPassword);
+        }
+        let password_hash = self.hasher.hash(new_password).await?;
+        let user = self
+            .repository
+            .set_password(&user.user_id, &password_hash)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(ChangePasswordOutcome::Changed(user))
+    }
+
+    pub async fn change_email(&self, user_id: &str, email: &Email) -> Result<User, StoreError> {
+        match self.repository.set_email(user_id, email).await {
+            Ok(Some(user)) => Ok(user),
+            Ok(None) => Err(StoreError::NotFound),
+            Err(e) if trickle_service_kit::db::is_unique_violation(&e) => {
+                Err(StoreError::EmailExists)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    #[tracing::instrument(name = "user_store.delete_user", skip_all, fields(trickle.user.id = %user_id))]
+    pub async fn delete_user(&self, user_id: &str) -> Result<(), StoreError> {
+        if self.repository.delete_with_tombstone(user_id).await? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    pub async fn is_legacy_id_tombstoned(&self, legacy_id: &str) -> Result<bool, StoreError> {
+        Ok(self.repository.is_legacy_id_tombstoned(legacy_id).await?)
+    }
+
+    pub async fn migration_counts(&self) -> Result<MigrationCounts, StoreError> {
+        Ok(self.repository.migration_counts().await?)
     }
 
     pub async fn get_by_id(&self, user_id: &str) -> Result<User, StoreError> {

@@ -1,0 +1,174 @@
+//! The operator's view of the migration (`MigrationAdmin`): how far it is, the switch that
+//! ends it, the ledger, and what Trickle knows about one email.
+
+use crate::config::Mode;
+use crate::error::CoordinatorError;
+use crate::ledger::MigrationEvent;
+use crate::migrate_on_login::Coordinator;
+use chrono::{DateTime, Utc};
+use tonic::Code;
+use trickle_proto::auth::v1 as auth;
+use trickle_proto::legacy::v1 as legacy;
+use trickle_proto::userstore::v1 as store;
+use trickle_service_kit::Email;
+
+/// Where the migration stands.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub mode: Mode,
+    pub counts: store::GetMigrationCountsResponse,
+    pub legacy_total: Option<i64>,
+    pub legacy_remaining: Option<i64>,
+    pub legacy_count_error: Option<String>,
+    pub failures_last_hour: Vec<(String, i64)>,
+    pub failures_last_day: Vec<(String, i64)>,
+    pub last_migration_at: Option<DateTime<Utc>>,
+}
+
+/// Everything known about one email.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    pub store_user: Option<auth::User>,
+    pub legacy_user: Option<legacy::LegacyUser>,
+    pub tombstoned: bool,
+    pub mode: Mode,
+    pub legacy_error: Option<String>,
+}
+
+/// Legacy users accounted for: in the store with a legacy id, or deleted.
+fn accounted(counts: &store::GetMigrationCountsResponse) -> i64 {
+    counts.login_migration_users
+        + counts.reset_migration_users
+        + counts.backfill_users
+        + counts.tombstoned_legacy_users
+}
+
+impl Coordinator {
+    async fn migration_counts(
+        &self,
+    ) -> Result<store::GetMigrationCountsResponse, CoordinatorError> {
+        Ok(self
+            .store_client()
+            .get_migration_counts(store::GetMigrationCountsRequest {})
+            .await
+            .map_err(|s| CoordinatorError::from_store(&s))?
+            .into_inner())
+    }
+
+    /// The legacy store's user count, or why it cannot be had.
+    async fn legacy_count(&self) -> Result<i64, String> {
+        match self
+            .legacy_client()
+            .count_users(legacy::CountUsersRequest {})
+            .await
+        {
+            Ok(answer) => Ok(answer.into_inner().count),
+            Err(status) if status.code() == Code::Unimplemented => {
+                Err("the legacy connector cannot count users (set [legacy] count_users)".into())
+            }
+            Err(status) => Err(format!(
+                "the legacy connector answered {:?}: {}",
+                status.code(),
+                status.message()
+            )),
+        }
+    }
+
+    pub async fn status(&self) -> Result<Status, CoordinatorError> {
+        let mode = self.mode().await?;
+        let counts = self.migration_counts().await?;
+        let (legacy_total, legacy_count_error) = if mode == Mode::Authoritative {
+            // After cutover the connector may be gone: never dial it.
+            (
+                None,
+                Some("not asked: the mode is authoritative".to_owned()),
+            )
+        } else {
+            match self.legacy_count().await {
+                Ok(total) => (Some(total), None),
+                Err(why) => (None, Some(why)),
+            }
+        };
+        let now = Utc::now();
+        let day_ago = now - chrono::Duration::days(1);
+        self.ledger.prune_failures(day_ago).await?;
+        Ok(Status {
+            mode,
+            legacy_remaining: legacy_total.map(|total| (total - accounted(&counts)).max(0)),
+            legacy_total,
+            legacy_count_error,
+            failures_last_hour: self
+                .ledger
+                .failures_since(now - chrono::Duration::hours(1))
+                .await?,
+            failures_last_day: self.ledger.failures_since(day_ago).await?,
+            last_migration_at: self.ledger.last_migration_at().await?,
+            counts,
+        })
+    }
+
+    /// Switch the mode. To AUTHORITATIVE only when no legacy user would be left behind, or
+    /// with `force`. Returns the users left behind, when known.
+    #[tracing::instrument(name = "migration.set_mode", skip(self))]
+    pub async fn set_mode(&self, mode: Mode, force: bool) -> Result<Option<i64>, CoordinatorError> {
+        let mut remaining = None;
+        if mode == Mode::Authoritative && self.mode().await? == Mode::Import {
+            let counts = self.migration_counts().await?;
+            match self.legacy_count().await {
+                Ok(total) => {
+                    let left = (total - accounted(&counts)).max(0);
+                    remaining = Some(left);
+                    if left > 0 && !force {
+                        return Err(CoordinatorError::UsersRemaining(left));
+                    }
+                }
+                Err(why) if !force => return Err(CoordinatorError::RemainingUnknown(why)),
+                Err(_) => {}
+            }
+        }
+        self.ledger.set_mode(mode).await?;
+        tracing::warn!(mode = mode.as_str(), force, left_behind = ?remaining, "migration mode changed");
+        Ok(remaining)
+    }
+
+    pub async fn events(
+        &self,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<MigrationEvent>, CoordinatorError> {
+        Ok(self.ledger.list_events(before, limit).await?)
+    }
+
+    pub async fn lookup(&self, email: &Email) -> Result<Lookup, CoordinatorError> {
+        let store_user = match self
+            .store_client()
+            .get_user(store::GetUserRequest {
+                lookup: Some(store::get_user_request::Lookup::Email(
+                    email.normalized().to_owned(),
+                )),
+            })
+            .await
+        {
+            Ok(answer) => answer.into_inner().user,
+            Err(status) if status.code() == Code::NotFound => None,
+            Err(status) => return Err(CoordinatorError::from_store(&status)),
+        };
+        let mut lookup = Lookup {
+            store_user,
+            ..Lookup::default()
+        };
+        match self.find_legacy_user(email).await {
+            Ok(legacy) => {
+                lookup.mode = legacy.mode;
+                lookup.legacy_user = legacy.user;
+                lookup.tombstoned = legacy.tombstoned;
+            }
+            Err(CoordinatorError::LegacyUnavailable(why)) => {
+                lookup.mode = self.mode().await?;
+                lookup.legacy_error = Some(why);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(lookup)
+    }
+}

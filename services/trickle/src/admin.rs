@@ -1,0 +1,312 @@
+//! `trickle admin`: the operator's CLI over `trickle.migration.v1.MigrationAdmin` on the
+//! coordinator. Human-readable tables by default, `--json` for scripts; every failure is a
+//! clear message and a non-zero exit.
+
+use anyhow::Context as _;
+use serde_json::json;
+use std::fmt::Write as _;
+use tonic::transport::Channel;
+use trickle_proto::auth::v1 as auth;
+use trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient;
+use trickle_proto::migration::v1::{
+    FailureCount, GetStatusRequest, ListMigrationEventsRequest, LookupUserRequest, Mode,
+    SetModeRequest,
+};
+use trickle_service_kit::rpc;
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Where the migration stands: mode, users migrated by source, legacy users remaining,
+    /// failures in the last hour and day.
+    Status,
+    /// Switch the migration mode. `authoritative` ends the migration: the legacy store is no
+    /// longer asked, and is refused while legacy users remain unless --force.
+    SetMode {
+        #[arg(value_parser = ["import", "authoritative"])]
+        mode: String,
+        /// Switch to authoritative even though legacy users would be left behind.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The ledger of migrations, newest first.
+    Events {
+        /// How many events (at most 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+        /// Continue from the token the previous page printed.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Everything Trickle knows about one email: in the store, in the legacy store, deleted.
+    User { email: String },
+}
+
+fn mode_name(mode: i32) -> &'static str {
+    match Mode::try_from(mode) {
+        Ok(Mode::Import) => "import",
+        Ok(Mode::Authoritative) => "authoritative",
+        _ => "unknown",
+    }
+}
+
+fn source_name(source: i32) -> &'static str {
+    match auth::Source::try_from(source) {
+        Ok(auth::Source::Signup) => "signup",
+        Ok(auth::Source::LoginMigration) => "login",
+        Ok(auth::Source::ResetMigration) => "reset",
+        Ok(auth::Source::Backfill) => "backfill",
+        _ => "unknown",
+    }
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A gRPC failure as an operator should read it.
+fn explain(status: tonic::Status) -> anyhow::Error {
+    let reason = rpc::reason_of(&status).unwrap_or_else(|| "-".into());
+    let mut message = format!(
+        "{} ({:?}, reason {reason})",
+        status.message(),
+        status.code()
+    );
+    for v in rpc::field_violations(&status) {
+        let _ = write!(message, "\n  {}: {}", v.field, v.description);
+    }
+    anyhow::anyhow!(message)
+}
+
+/// Run one admin command against the coordinator at `address`; returns what to print.
+pub async fn run(address: &str, command: AdminCommand, as_json: bool) -> anyhow::Result<String> {
+    let channel = Channel::from_shared(address.to_owned())
+        .with_context(|| format!("{address} is not a valid address"))?
+        .connect()
+        .await
+        .with_context(|| {
+            format!("cannot reach the migration coordinator at {address} (use --addr)")
+        })?;
+    let mut client = MigrationAdminClient::new(channel);
+    match command {
+        AdminCommand::Status => {
+            let s = client
+                .get_status(GetStatusRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let failures = |rows: &[FailureCount]| -> serde_json::Value {
+                rows.iter()
+                    .map(|f| (f.reason.clone(), json!(f.count)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            };
+            if as_json {
+                return Ok(json!({
+                    "mode": mode_name(s.mode),
+                    "migrated": {"login": s.migrated_on_login, "reset": s.migrated_on_reset, "backfill": s.migrated_by_backfill},
+                    "signed_up": s.signed_up,
+                    "tombstoned_legacy_users": s.tombstoned_legacy_users,
+                    "legacy_users_total": s.legacy_users_total,
+                    "legacy_users_remaining": s.legacy_users_remaining,
+                    "legacy_count_error": (!s.legacy_count_error.is_empty()).then_some(&s.legacy_count_error),
+                    "failures_last_hour": failures(&s.failures_last_hour),
+                    "failures_last_day": failures(&s.failures_last_day),
+                    "last_migration_at": s.last_migration_at.as_ref().map(|t| time(Some(t))),
+                })
+                .to_string());
+            }
+            let count = |n: Option<i64>| n.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+            let mut out = String::new();
+            let _ = writeln!(out, "{:<28}{}", "mode", mode_name(s.mode));
+            let _ = writeln!(out, "{:<28}{}", "migrated on login", s.migrated_on_login);
+            let _ = writeln!(
+                out,
+                "{:<28}{}",
+                "migrated on password reset", s.migrated_on_reset
+            );
+            let _ = writeln!(
+                out,
+                "{:<28}{}",
+                "migrated by backfill", s.migrated_by_backfill
+            );
+            let _ = writeln!(out, "{:<28}{}", "signed up in Trickle", s.signed_up);
+            let _ = writeln!(
+                out,
+                "{:<28}{}",
+                "deleted (legacy users)", s.tombstoned_legacy_users
+            );
+            let _ = writeln!(out, "{:<28}{}", "legacy users", count(s.legacy_users_total));
+            let _ = writeln!(
+                out,
+                "{:<28}{}",
+                "legacy users remaining",
+                count(s.legacy_users_remaining)
+            );
+            if !s.legacy_count_error.is_empty() {
+                let _ = writeln!(out, "{:<28}({})", "", s.legacy_count_error);
+            }
+            let _ = writeln!(
+                out,
+                "{:<28}{}",
+                "last migration",
+                time(s.last_migration_at.as_ref())
+            );
+            let _ = writeln!(out, "failed migrations            last hour   last day");
+            if s.failures_last_day.is_empty() {
+                let _ = writeln!(out, "  none");
+            }
+            for day in &s.failures_last_day {
+                let hour = s
+                    .failures_last_hour
+                    .iter()
+                    .find(|h| h.reason == day.reason)
+                    .map_or(0, |h| h.count);
+                let _ = writeln!(out, "  {:<26}{:>9}   {:>8}", day.reason, hour, day.count);
+            }
+            Ok(out)
+        }
+        AdminCommand::SetMode { mode, force } => {
+            let wanted = if mode == "authoritative" {
+                Mode::Authoritative
+            } else {
+                Mode::Import
+            };
+            let answer = client
+                .set_mode(SetModeRequest {
+                    mode: wanted.into(),
+                    force,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if as_json {
+                return Ok(json!({"mode": mode_name(answer.mode), "legacy_users_remaining": answer.legacy_users_remaining}).to_string());
+            }
+            let mut out = format!("mode is now {}\n", mode_name(answer.mode));
+            if let Some(left) = answer.legacy_users_remaining.filter(|n| *n > 0) {
+                let _ = writeln!(
+                    out,
+                    "{left} legacy users were left behind and can no longer log in"
+                );
+            }
+            Ok(out)
+        }
+        AdminCommand::Events { limit, page_token } => {
+            let page = client
+                .list_migration_events(ListMigrationEventsRequest {
+                    page_size: limit,
+                    page_token,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if as_json {
+                let events: Vec<_> = page
+                    .events
+                    .iter()
+                    .map(|e| {
+                        json!({"event_id": e.event_id, "user_id": e.user_id, "legacy_id": e.legacy_id,
+                               "source": source_name(e.source), "occurred_at": time(e.occurred_at.as_ref())})
+                    })
+                    .collect();
+                return Ok(
+                    json!({"events": events, "next_page_token": page.next_page_token}).to_string(),
+                );
+            }
+            let mut out = format!(
+                "{:<22}{:<10}{:<38}{}\n",
+                "time", "source", "user_id", "legacy_id"
+            );
+            for e in &page.events {
+                let _ = writeln!(
+                    out,
+                    "{:<22}{:<10}{:<38}{}",
+                    time(e.occurred_at.as_ref()),
+                    source_name(e.source),
+                    e.user_id,
+                    e.legacy_id
+                );
+            }
+            if page.events.is_empty() {
+                out.push_str("no migrations yet\n");
+            }
+            if !page.next_page_token.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "more: trickle admin events --page-token {}",
+                    page.next_page_token
+                );
+            }
+            Ok(out)
+        }
+        AdminCommand::User { email } => {
+            let found = client
+                .lookup_user(LookupUserRequest { email })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if as_json {
+                let store = found.store_user.as_ref().map(|u| {
+                    json!({"user_id": u.user_id, "email": u.email, "legacy_id": u.legacy_id,
+                           "source": source_name(u.source), "email_verified": u.email_verified,
+                           "created_at": time(u.created_at.as_ref()), "last_login_at": time(u.last_login_at.as_ref())})
+                });
+                let legacy = found
+                    .legacy_user
+                    .as_ref()
+                    .map(|u| json!({"legacy_id": u.legacy_id, "email": u.email}));
+                return Ok(json!({"mode": mode_name(found.mode), "store": store, "legacy": legacy,
+                                 "tombstoned": found.tombstoned,
+                                 "legacy_error": (!found.legacy_error.is_empty()).then_some(&found.legacy_error)})
+                .to_string());
+            }
+            let mut out = String::new();
+            match &found.store_user {
+                Some(u) => {
+                    let _ = writeln!(out, "in the store        yes");
+                    let _ = writeln!(out, "  user_id           {}", u.user_id);
+                    let _ = writeln!(
+                        out,
+                        "  email             {}{}",
+                        u.email,
+                        if u.email_verified { " (verified)" } else { "" }
+                    );
+                    let _ = writeln!(
+                        out,
+                        "  legacy_id         {}",
+                        if u.legacy_id.is_empty() {
+                            "-"
+                        } else {
+                            &u.legacy_id
+                        }
+                    );
+                    let _ = writeln!(out, "  source            {}", source_name(u.source));
+                    let _ = writeln!(out, "  created           {}", time(u.created_at.as_ref()));
+                    let _ = writeln!(
+                        out,
+                        "  last login        {}",
+                        time(u.last_login_at.as_ref())
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "in the store        no");
+                }
+            }
+            let legacy = match (&found.legacy_user, found.tombstoned) {
+                (Some(u), _) => format!("yes (legacy_id {})", u.legacy_id),
+                (None, true) => "yes, but the user was deleted from the store (tombstone)".into(),
+                (None, false) if !found.legacy_error.is_empty() => {
+                    format!("unknown: {}", found.legacy_error)
+                }
+                (None, false) if found.mode == i32::from(Mode::Authoritative) => {
+                    "not asked (mode is authoritative)".into()
+                }
+                (None, false) => "no".into(),
+            };
+            let _ = writeln!(out, "in the legacy store {legacy}");
+            Ok(out)
+        }
+    }
+}
