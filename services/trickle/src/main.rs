@@ -94,7 +94,7 @@ async fn main() -> ExitCode {
             command,
         } => admin::run(&addr, command, json)
             .await
-            .map(|out| print!("{out}")),
+            .map(|out| println!("{}", out.trim_end())),
         Command::Serve { service } => {
             init_logging(&cli.log_format);
             match config::load(cli.config.as_deref()) {

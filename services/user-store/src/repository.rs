@@ -129,8 +129,8 @@ const SELECT_CREDENTIALS_BY_LEGACY_ID: &str = concat!(
 const INSERT_USER: &str = concat!(
     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
      name, given_name, family_name, nickname, picture, user_metadata, app_metadata, source, \
-     created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+     created_at, updated_at, last_login_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16) \
      ON CONFLICT DO NOTHING RETURNING ",
     user_columns!()
 );
@@ -257,6 +257,8 @@ impl Repository {
                 .bind(Json(&p.app_metadata))
                 .bind(new.source.as_str())
                 .bind(now)
+                // The login that migrates a user is their first login in the store.
+                .bind((new.source == Source::LoginMigration).then_some(now))
                 .fetch_optional(pool)
                 .await
         })?;
@@ -485,6 +487,8 @@ impl Repository {
                 .bind(Json(&p.app_metadata))
                 .bind(new.source.as_str())
                 .bind(now)
+                // The login that migrates a user is their first login in the store.
+                .bind((new.source == Source::LoginMigration).then_some(now))
                 .fetch_optional(&mut *tx)
                 .await?;
             let outcome = match created {
