@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use trickle::config::Config;
 use trickle::services::Cluster;
 use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
+use trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient;
 
 /// Which databases a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,6 +328,10 @@ pub fn base_config(store: &StoreDb, legacy: &LegacyDb, signing_key_pem: &str) ->
     config.migration.database_url = store.database.url.clone();
     config.legacy.database_url = legacy.database.url.clone();
     config.legacy.find_user = legacy.find_user.clone();
+    config.legacy.count_users = "SELECT COUNT(*) FROM users".into();
+    // Tests switch modes and watch other replicas follow: keep the caches short.
+    config.migration.mode_cache_ms = 200;
+    config.frontend.mode_refresh_ms = 200;
     config.legacy.query_timeout_ms = 1500;
     config.migration.legacy_timeout_ms = 2500;
     config.tokens.signing_key = signing_key_pem.to_owned();
@@ -365,6 +370,12 @@ impl TestTrickle {
         AuthServiceClient::connect(self.cluster.frontend.url())
             .await
             .expect("connect to the frontend")
+    }
+
+    pub async fn admin(&self) -> MigrationAdminClient<Channel> {
+        MigrationAdminClient::connect(self.cluster.coordinator.url())
+            .await
+            .expect("connect to the coordinator")
     }
 
     /// Start a second set of services on the same store database, with `adjust` applied

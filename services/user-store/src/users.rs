@@ -247,11 +247,30 @@ impl Users {
     }
 
     async fn existing_import(&self, import: &Import) -> Result<Option<ImportOutcome>, StoreError> {
-        if let Some((user, stored)) = self
+        let by_legacy_id = self
             .repository
             .find_credentials_by_legacy_id(&import.legacy_id)
-            .await?
-        {
+            .await?;
+        let existing = match by_legacy_id {
+            Some(found) => Some(found),
+            // A concurrent import may commit between the two reads: an email row carrying
+            // this legacy id is the same user, not a conflict.
+            None => match self
+                .repository
+                .find_credentials(import.email.normalized())
+                .await?
+            {
+                Some((user, stored))
+                    if user.legacy_id.as_deref() == Some(import.legacy_id.as_str()) =>
+                {
+                    Some((user, stored))
+                }
+                // Someone else owns this email in the store (a sign-up, or another legacy id).
+                Some(_) => return Ok(Some(ImportOutcome::Conflict)),
+                None => None,
+            },
+        };
+        if let Some((user, stored)) = existing {
             if user.email != import.email.normalized() {
                 // The user migrated and then changed their email: the old email must not
                 // lead back into the account (invariant 3).
@@ -266,15 +285,6 @@ impl Users {
                 // The store's password changed since: the store is authoritative.
                 ImportOutcome::Conflict
             }));
-        }
-        if self
-            .repository
-            .find_by_email(import.email.normalized())
-            .await?
-            .is_some()
-        {
-            // Someone else owns this email in the store (a sign-up, or another legacy id).
-            return Ok(Some(ImportOutcome::Conflict));
         }
         Ok(None)
     }

@@ -36,6 +36,8 @@ macro_rules! on_both_backends {
     };
 }
 
+mod lifecycle;
+
 on_both_backends!(
     first_login_migrates_then_store_serves_without_legacy,
     bad_credentials_are_indistinguishable_and_write_nothing,
@@ -210,14 +212,14 @@ async fn every_legacy_hash_format_migrates_from_a_postgres_legacy_database() {
     assert_eq!(trickle.store.user_count().await, 3);
 }
 
-fn login(email: &str, password: &str) -> LoginRequest {
+pub(crate) fn login(email: &str, password: &str) -> LoginRequest {
     LoginRequest {
         email: email.into(),
         password: password.into(),
     }
 }
 
-fn assert_status(status: &tonic::Status, code: Code, expected_reason: &str) {
+pub(crate) fn assert_status(status: &tonic::Status, code: Code, expected_reason: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     assert_eq!(
         rpc::reason_of(status).as_deref(),
@@ -226,14 +228,14 @@ fn assert_status(status: &tonic::Status, code: Code, expected_reason: &str) {
     );
 }
 
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
+pub(crate) fn violated_fields(status: &tonic::Status) -> Vec<String> {
     rpc::field_violations(status)
         .into_iter()
         .map(|v| v.field)
         .collect()
 }
 
-async fn alice(trickle: &TestTrickle, password: &str) -> LegacyRecord {
+pub(crate) async fn alice(trickle: &TestTrickle, password: &str) -> LegacyRecord {
     let mut record = LegacyRecord::new(4242, "Alice@Example.com", bcrypt(password));
     record.email_verified = true;
     record.name = Some("Alice Liddell".into());
