@@ -14,7 +14,6 @@
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection as _, Executor as _};
-use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 use tonic::transport::Channel;
 use trickle::config::Config;
@@ -324,6 +323,10 @@ pub fn base_config(store: &StoreDb, legacy: &LegacyDb, signing_key_pem: &str) ->
     config.store.listen = "127.0.0.1:0".into();
     config.legacy.listen = "127.0.0.1:0".into();
     config.migration.listen = "127.0.0.1:0".into();
+    config.frontend.metrics_listen = "127.0.0.1:0".into();
+    config.store.metrics_listen = "127.0.0.1:0".into();
+    config.legacy.metrics_listen = "127.0.0.1:0".into();
+    config.migration.metrics_listen = "127.0.0.1:0".into();
     config.store.database_url = store.database.url.clone();
     config.migration.database_url = store.database.url.clone();
     config.legacy.database_url = legacy.database.url.clone();
@@ -414,37 +417,111 @@ impl std::io::Write for SharedBuffer {
     }
 }
 
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+/// What the services of every test in this binary logged and exported.
+struct Captured {
+    logs: Arc<Mutex<Vec<u8>>>,
+    spans: Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>>>,
+    guard: trickle_telemetry::TelemetryGuard,
+}
 
-/// Set `TRICKLE_TEST_LOG_STDERR=1` to see them on stderr too (with `--nocapture`).
+static CAPTURED: OnceLock<Captured> = OnceLock::new();
+
+/// An OTLP/gRPC trace receiver, like a collector's, keeping what it receives.
+struct OtlpReceiver {
+    spans: Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for OtlpReceiver
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let resource_spans = request.into_inner().resource_spans;
+        if let Ok(mut spans) = self.spans.lock() {
+            spans.extend(resource_spans);
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// Start the receiver on a thread and runtime of its own: it must outlive every test's runtime.
+fn start_otlp_receiver(
+    spans: Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>>>,
+) -> String {
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("otlp-receiver".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the OTLP receiver");
+                address_tx.send(listener.local_addr().expect("addr")).expect("send address");
+                let service =
+                    opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(OtlpReceiver { spans });
+                let _ = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await;
+            });
+        })
+        .expect("start the OTLP receiver");
+    format!("http://{}", address_rx.recv().expect("receiver address"))
+}
+
+/// Set `TRICKLE_TEST_LOG_STDERR=1` to see the logs on stderr too (with `--nocapture`).
 ///
-/// Install, once per test binary, a subscriber that records every log line and span field
-/// of every service at DEBUG (Trickle's own crates at TRACE) in memory.
+/// Install, once per test binary, Trickle's own telemetry (the same code the services run
+/// with) writing JSON log lines at DEBUG (Trickle's crates at TRACE) to memory and exporting
+/// spans over OTLP/gRPC to a receiver in this process.
 pub fn capture_logs() {
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = SharedBuffer(Arc::clone(&buffer));
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
+    CAPTURED.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let endpoint = start_otlp_receiver(Arc::clone(&spans));
+        let writer = SharedBuffer(Arc::clone(&logs));
+        let guard = trickle_telemetry::logs::init_with_writer(
+            "trickle-tests",
+            trickle_telemetry::LogFormat::Json,
+            move || writer.clone(),
+            Some(&endpoint),
+            Some(
                 "debug,trickle_user_store=trace,trickle_legacy_connector=trace,trickle_migration_coordinator=trace,\
-                 trickle_auth_frontend=trace,trickle_password=trace,trickle_service_kit=trace",
-            ))
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        buffer
+                 trickle_auth_frontend=trace,trickle_password=trace,trickle_service_kit=trace,trickle_telemetry=trace,\
+                 opentelemetry=warn,opentelemetry_sdk=warn",
+            ),
+        )
+        .expect("install telemetry");
+        Captured { logs, spans, guard }
     });
 }
 
 /// Everything logged so far by every test in this binary.
 pub fn captured_logs() -> String {
-    let buffer = LOGS.get().expect("capture_logs was called");
-    let bytes = buffer.lock().expect("log buffer").clone();
+    let captured = CAPTURED.get().expect("capture_logs was called");
+    let bytes = captured.logs.lock().expect("log buffer").clone();
     let mut out = String::from_utf8_lossy(&bytes).into_owned();
     out.push('\n');
-    let _ = std::io::stdout().flush();
     out
+}
+
+/// Every span exported so far, after flushing the exporter.
+pub fn exported_spans() -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+    let captured = CAPTURED.get().expect("capture_logs was called");
+    captured.guard.force_flush();
+    let resource_spans = captured.spans.lock().expect("spans").clone();
+    resource_spans
+        .into_iter()
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect()
 }

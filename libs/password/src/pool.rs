@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, oneshot};
+use trickle_telemetry::metrics::metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -47,6 +48,8 @@ struct Inner {
     config: Argon2Config,
     workers: usize,
     queued: AtomicUsize,
+    /// The `pool` label of this pool's metrics.
+    name: &'static str,
     /// A real argon2id hash of a random password, verified for unknown users so that "no such
     /// user" costs what "wrong password" costs.
     dummy: StoredHash,
@@ -56,6 +59,7 @@ impl HashPool {
     /// Start `workers` hashing threads (0 = one per core) admitting at most `queue_capacity`
     /// jobs beyond those running.
     pub fn new(
+        name: &'static str,
         config: Argon2Config,
         workers: usize,
         queue_capacity: usize,
@@ -84,6 +88,11 @@ impl HashPool {
             .map_err(|e| PoolError::Hashing(e.to_string()))?;
         let dummy = StoredHash::parse(&dummy_phc, crate::HashFormat::Argon2)
             .map_err(|e| PoolError::Hashing(e.to_string()))?;
+        let capacity = i64::try_from(workers + queue_capacity).unwrap_or(i64::MAX);
+        metrics()
+            .hash_queue_capacity
+            .with_label_values(&[name])
+            .set(capacity);
         Ok(Self {
             inner: Arc::new(Inner {
                 sender,
@@ -91,6 +100,7 @@ impl HashPool {
                 config,
                 workers,
                 queued: AtomicUsize::new(0),
+                name,
                 dummy,
             }),
         })
@@ -113,8 +123,10 @@ impl HashPool {
     pub async fn hash(&self, password: Password) -> Result<String, PoolError> {
         let config = self.inner.config;
         self.run(move |scratch| {
-            argon2id::hash(&config, scratch, password.expose_secret().as_bytes())
-                .map_err(|e| PoolError::Hashing(e.to_string()))
+            timed("argon2id", "hash", || {
+                argon2id::hash(&config, scratch, password.expose_secret().as_bytes())
+            })
+            .map_err(|e| PoolError::Hashing(e.to_string()))
         })
         .await?
     }
@@ -128,7 +140,9 @@ impl HashPool {
         let config = self.inner.config;
         let keep = keep_blocks(&config);
         self.run(move |scratch| {
-            let matches = stored.verify(scratch, keep, password.expose_secret().as_bytes());
+            let matches = timed(stored.scheme().as_str(), "verify", || {
+                stored.verify(scratch, keep, password.expose_secret().as_bytes())
+            });
             Verification {
                 matches,
                 needs_upgrade: matches && stored.needs_upgrade(&config),
@@ -156,12 +170,16 @@ impl HashPool {
         let keep = keep_blocks(&config);
         self.run(move |scratch| {
             let secret = password.expose_secret().as_bytes();
-            let matches = stored.verify(scratch, keep, secret);
+            let matches = timed(stored.scheme().as_str(), "verify", || {
+                stored.verify(scratch, keep, secret)
+            });
             let needs_upgrade = matches && stored.needs_upgrade(&config);
             let upgraded = if needs_upgrade {
                 Some(
-                    argon2id::hash(&config, scratch, secret)
-                        .map_err(|e| PoolError::Hashing(e.to_string()))?,
+                    timed("argon2id", "hash", || {
+                        argon2id::hash(&config, scratch, secret)
+                    })
+                    .map_err(|e| PoolError::Hashing(e.to_string()))?,
                 )
             } else {
                 None
@@ -189,21 +207,49 @@ impl HashPool {
         let (reply, answer) = oneshot::channel();
         let span = tracing::Span::current();
         let inner = Arc::clone(&self.inner);
-        inner.queued.fetch_add(1, Ordering::Relaxed);
+        inner.track(1);
         let boxed: Job = Box::new(move |scratch| {
             let result = span.in_scope(|| job(scratch));
-            inner.queued.fetch_sub(1, Ordering::Relaxed);
+            inner.track(-1);
             drop(permit);
             let _ = reply.send(result);
         });
         // The channel holds workers + queue_capacity jobs, the same as the semaphore admits,
         // so a send after admission never blocks the async thread.
         self.inner.sender.try_send(boxed).map_err(|_| {
-            self.inner.queued.fetch_sub(1, Ordering::Relaxed);
+            self.inner.track(-1);
             PoolError::Stopped
         })?;
         answer.await.map_err(|_| PoolError::Stopped)
     }
+}
+
+impl Inner {
+    /// Count a job in (+1) or out (-1), and publish the depth.
+    fn track(&self, delta: isize) {
+        let depth = if delta > 0 {
+            self.queued.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.queued
+                .fetch_sub(1, Ordering::Relaxed)
+                .saturating_sub(1)
+        };
+        metrics()
+            .hash_queue_depth
+            .with_label_values(&[self.name])
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+}
+
+/// Run one hash or verification and record how long it took, by scheme.
+fn timed<T>(scheme: &str, operation: &str, work: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let result = work();
+    metrics()
+        .hash_duration
+        .with_label_values(&[scheme, operation])
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
 fn keep_blocks(config: &Argon2Config) -> usize {
@@ -239,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn hash_then_verify() {
-        let pool = HashPool::new(small(), 2, 4).expect("pool");
+        let pool = HashPool::new("test", small(), 2, 4).expect("pool");
         let phc = pool
             .hash(Password::new("correct horse"))
             .await
@@ -266,7 +312,7 @@ mod tests {
 
     #[tokio::test]
     async fn saturation_is_refused_not_queued() {
-        let pool = HashPool::new(Argon2Config::default(), 1, 1).expect("pool");
+        let pool = HashPool::new("test", Argon2Config::default(), 1, 1).expect("pool");
         let jobs: Vec<_> = (0..8).map(|_| pool.hash(Password::new("p"))).collect();
         let results = futures_join_all(jobs).await;
         assert!(

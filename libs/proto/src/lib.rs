@@ -29,3 +29,26 @@ pub mod migration {
         tonic::include_proto!("trickle.migration.v1");
     }
 }
+
+/// Every RPC of every Trickle contract as its HTTP/2 path (`/trickle.auth.v1.AuthService/Login`),
+/// for metric labels that cannot be made up by a caller.
+pub fn method_paths() -> std::collections::HashSet<String> {
+    use prost::Message as _;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET) else {
+        return std::collections::HashSet::new();
+    };
+    let mut paths = std::collections::HashSet::new();
+    for file in &set.file {
+        for service in &file.service {
+            for method in &service.method {
+                paths.insert(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    paths
+}

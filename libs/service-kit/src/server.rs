@@ -1,21 +1,30 @@
 //! Serving a Trickle gRPC service: health (`grpc.health.v1`), reflection (v1 and v1alpha,
-//! since grpcurl still speaks only v1alpha), and a graceful stop that reports NOT_SERVING
-//! before draining in-flight calls.
+//! since grpcurl still speaks only v1alpha), a span per call continuing the caller's trace,
+//! `/metrics` on a port of its own, and a graceful stop: NOT_SERVING first, then in-flight
+//! calls finish within a grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Endpoint, Server};
 use tonic_health::ServingStatus;
+use trickle_telemetry::propagation::{ClientTrace, ClientTraceLayer, ServerTraceLayer};
 
 /// The largest request any Trickle server decodes. Passwords are capped far below this by
 /// validation; the limit keeps a hostile caller from making us buffer more.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// How long in-flight calls may take to finish after a stop is requested. Kubernetes waits
+/// 30 s (terminationGracePeriodSeconds) before SIGKILL; finish well inside that.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// A channel to another Trickle service, carrying the trace context of each call.
+pub type Channel = ClientTrace<tonic::transport::Channel>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -40,12 +49,104 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
         })
 }
 
-/// Serve `routes` on `listener` until `shutdown` resolves, then report NOT_SERVING and drain.
-/// `service_names` are the fully qualified gRPC service names reported as SERVING.
-pub async fn serve(
+/// Bind the `/metrics` listener when an address is configured (empty: no metrics port).
+pub async fn bind_metrics(addr: &str) -> Result<Option<TcpListener>, ServeError> {
+    if addr.trim().is_empty() {
+        return Ok(None);
+    }
+    bind(addr).await.map(Some)
+}
+
+/// A service ready to serve: its listeners bound (so port 0 has become a real port) and its
+/// routes built. `trickle serve` runs it in the foreground, `trickle dev` and the tests spawn it.
+#[derive(Debug)]
+pub struct BoundServer {
     listener: TcpListener,
     routes: Routes,
-    service_names: &[&'static str],
+    service_names: &'static [&'static str],
+    metrics: Option<TcpListener>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl BoundServer {
+    pub fn new(
+        listener: TcpListener,
+        routes: Routes,
+        service_names: &'static [&'static str],
+    ) -> Self {
+        Self {
+            listener,
+            routes,
+            service_names,
+            metrics: None,
+            background: Vec::new(),
+        }
+    }
+
+    /// Also serve `/metrics` on `listener`.
+    #[must_use]
+    pub fn with_metrics(mut self, listener: Option<TcpListener>) -> Self {
+        self.metrics = listener;
+        self
+    }
+
+    /// A background task that lives as long as the server.
+    #[must_use]
+    pub fn with_background(mut self, task: JoinHandle<()>) -> Self {
+        self.background.push(task);
+        self
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serve until `shutdown` resolves, then report NOT_SERVING and drain.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let BoundServer {
+            listener,
+            routes,
+            service_names,
+            metrics,
+            background,
+        } = self;
+        let result = serve(listener, routes, service_names, metrics, shutdown).await;
+        for task in background {
+            task.abort();
+        }
+        result
+    }
+
+    /// Serve on a background task.
+    pub fn spawn(self) -> std::io::Result<RunningServer> {
+        let local_addr = self.local_addr()?;
+        let metrics_addr = self.metrics_addr();
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(self.run_until_stopped(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
+        Ok(RunningServer {
+            local_addr,
+            metrics_addr,
+            stop,
+            task: Some(task),
+        })
+    }
+}
+
+/// Serve `routes` on `listener` (and `/metrics` on `metrics`) until `shutdown` resolves.
+async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    service_names: &'static [&'static str],
+    metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -75,108 +176,92 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let names: Vec<&'static str> = service_names.to_vec();
-    let drain = async move {
+    // One stop signal, three listeners: the health reporter, the gRPC server, /metrics.
+    let (stopping, stop_signal) = watch::channel(false);
+    tokio::spawn(async move {
         shutdown.await;
-        for name in names {
+        for name in service_names {
             health_reporter
-                .set_service_status(name, ServingStatus::NotServing)
+                .set_service_status(*name, ServingStatus::NotServing)
                 .await;
         }
         health_reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;
         tracing::info!("shutting down: reporting NOT_SERVING and draining in-flight calls");
+        let _ = stopping.send(true);
+    });
+    let wait_for_stop = |mut signal: watch::Receiver<bool>| async move {
+        let _ = signal.wait_for(|stop| *stop).await;
     };
+    if let Some(metrics) = metrics {
+        tokio::spawn(trickle_telemetry::metrics::serve(
+            metrics,
+            wait_for_stop(stop_signal.clone()),
+        ));
+    }
 
-    Server::builder()
+    let server = Server::builder()
+        .layer(ServerTraceLayer::new(trickle_proto::method_paths()))
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
-        .await?;
-    Ok(())
-}
-
-/// A service ready to serve: its listener bound (so port 0 has become a real port) and its
-/// routes built. `trickle serve` runs it in the foreground, `trickle dev` and the tests spawn it.
-#[derive(Debug)]
-pub struct BoundServer {
-    listener: TcpListener,
-    routes: Routes,
-    service_names: &'static [&'static str],
-}
-
-impl BoundServer {
-    pub fn new(
-        listener: TcpListener,
-        routes: Routes,
-        service_names: &'static [&'static str],
-    ) -> Self {
-        Self {
-            listener,
-            routes,
-            service_names,
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            wait_for_stop(stop_signal.clone()),
+        );
+    let grace = {
+        let stopped = wait_for_stop(stop_signal);
+        async move {
+            stopped.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
         }
+    };
+    tokio::select! {
+        result = server => result?,
+        () = grace => tracing::warn!(grace_seconds = SHUTDOWN_GRACE.as_secs(), "in-flight calls did not finish within the grace period; stopping anyway"),
     }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serve until `shutdown` resolves, then drain.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
-        serve(self.listener, self.routes, self.service_names, shutdown).await
-    }
-
-    /// Serve on a background task.
-    pub fn spawn(self) -> std::io::Result<RunningServer> {
-        RunningServer::spawn(self.listener, self.routes, self.service_names)
-    }
+    Ok(())
 }
 
 /// A server running on a background task, stopped through its handle.
 #[derive(Debug)]
 pub struct RunningServer {
     pub local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
 }
 
 impl RunningServer {
-    /// Serve `routes` on `listener` in a background task.
-    pub fn spawn(
-        listener: TcpListener,
-        routes: Routes,
-        service_names: &'static [&'static str],
-    ) -> std::io::Result<Self> {
-        let local_addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, routes, service_names, async move {
-            let _ = stopped.await;
-        }));
-        Ok(Self {
-            local_addr,
-            stop: Some(stop),
-            task,
-        })
-    }
-
     /// `http://ADDR`, for clients.
     pub fn url(&self) -> String {
         format!("http://{}", self.local_addr)
     }
 
+    /// Ask the server to stop without waiting: it reports NOT_SERVING and drains.
+    pub fn request_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Stop accepting calls, let in-flight ones finish, and wait for the server to end.
     pub async fn stop(mut self) -> Result<(), ServeError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match (&mut self.task).await {
+        self.request_stop();
+        self.wait_inner().await
+    }
+
+    /// Wait until the server ends (after a stop request, or on its own with an error).
+    pub async fn wait(mut self) -> Result<(), ServeError> {
+        self.wait_inner().await
+    }
+
+    async fn wait_inner(&mut self) -> Result<(), ServeError> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match task.await {
             Ok(result) => result,
             Err(join) => {
                 tracing::error!(error = %join, "server task ended abnormally");
@@ -184,24 +269,17 @@ impl RunningServer {
             }
         }
     }
-
-    /// Wait until the server ends on its own (an error) without stopping it.
-    pub async fn wait(mut self) -> Result<(), ServeError> {
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(_) => Ok(()),
-        }
-    }
 }
 
 /// A channel to another Trickle service. Lazy, so services may start in any order and a
 /// dependency that restarts is reconnected to without restarting the caller.
 pub fn channel(url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+    let inner = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
         .tcp_nodelay(true)
-        .connect_lazy())
+        .connect_lazy();
+    Ok(tower::Layer::layer(&ClientTraceLayer, inner))
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.

@@ -4,7 +4,6 @@
 use crate::error::FrontendError;
 use crate::mode::ModeWatch;
 use crate::tokens::{Claims, PublicJwk, TokenError, TokenIssuer};
-use tonic::transport::Channel;
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::migration::v1 as migration;
@@ -12,6 +11,7 @@ use trickle_proto::migration::v1::migration_coordinator_client::MigrationCoordin
 use trickle_proto::userstore::v1 as store;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
+use trickle_service_kit::server::Channel;
 
 /// A successful login.
 #[derive(Debug)]
@@ -29,6 +29,24 @@ pub struct AuthFlows {
     coordinator: MigrationCoordinatorClient<Channel>,
     tokens: TokenIssuer,
     mode: ModeWatch,
+    /// Operators may opt in to a keyed hash of the email on login spans.
+    email_hash_key: Option<Vec<u8>>,
+}
+
+/// HMAC-SHA256 of the normalized email, first 16 bytes in hex: lets an operator find one
+/// user's logins without the email itself ever reaching telemetry.
+fn email_hash(key: &[u8], email: &Email) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(email.normalized().as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn now() -> i64 {
@@ -41,17 +59,46 @@ impl AuthFlows {
         coordinator: MigrationCoordinatorClient<Channel>,
         tokens: TokenIssuer,
         mode: ModeWatch,
+        email_hash_key: Option<Vec<u8>>,
     ) -> Self {
         Self {
             store,
             coordinator,
             tokens,
             mode,
+            email_hash_key,
         }
     }
 
-    #[tracing::instrument(name = "auth.login", skip_all, fields(trickle.user.id, migrated))]
+    #[tracing::instrument(name = "auth.login", skip_all, fields(trickle.user.id, migrated, trickle.user.email_hash))]
     pub async fn login(
+        &self,
+        email: Email,
+        password: Password,
+    ) -> Result<LoginSuccess, FrontendError> {
+        if let Some(key) = &self.email_hash_key {
+            tracing::Span::current()
+                .record("trickle.user.email_hash", email_hash(key, &email).as_str());
+        }
+        let result = self.login_flow(email, password).await;
+        let label = match &result {
+            Ok(success) if success.migrated => "migrated",
+            Ok(_) => "success",
+            Err(FrontendError::InvalidCredentials) => "invalid_credentials",
+            Err(FrontendError::LegacyUnavailable) => "legacy_unavailable",
+            Err(FrontendError::StoreUnavailable) => "store_unavailable",
+            Err(FrontendError::Overloaded) => "overloaded",
+            Err(FrontendError::InvalidRequest(_)) => "invalid_request",
+            Err(_) => "error",
+        };
+        trickle_telemetry::metrics::metrics()
+            .logins
+            .with_label_values(&[label])
+            .inc();
+        result
+    }
+
+    async fn login_flow(
         &self,
         email: Email,
         password: Password,

@@ -16,6 +16,11 @@ pub struct FrontendConfig {
     pub upstream_timeout_ms: u64,
     /// How often the frontend re-reads the migration mode from the coordinator.
     pub mode_refresh_ms: u64,
+    /// Where `/metrics` is served for Prometheus; empty: nowhere.
+    pub metrics_listen: String,
+    /// Opt-in: with a key, the login span carries `trickle.user.email_hash`, an HMAC-SHA256
+    /// of the normalized email under this key. Empty (default): emails never reach telemetry.
+    pub telemetry_email_hash_key: String,
 }
 
 impl Default for FrontendConfig {
@@ -26,6 +31,8 @@ impl Default for FrontendConfig {
             coordinator_url: "http://127.0.0.1:50054".into(),
             upstream_timeout_ms: 10_000,
             mode_refresh_ms: 2000,
+            metrics_listen: "127.0.0.1:9101".into(),
+            telemetry_email_hash_key: String::new(),
         }
     }
 }

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
-use tonic::transport::Channel;
 use trickle_proto::migration::v1::migration_coordinator_client::MigrationCoordinatorClient;
 use trickle_proto::migration::v1::{GetModeRequest, Mode};
+use trickle_service_kit::server::Channel;
 
 const UNKNOWN: u8 = 0;
 const IMPORT: u8 = 1;

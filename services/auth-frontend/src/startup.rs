@@ -44,10 +44,13 @@ pub async fn build(
     );
     let listener = server::bind(&config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "auth-frontend ready");
-    let flows = AuthFlows::new(store, coordinator, tokens, mode);
+    let email_hash_key = (!config.telemetry_email_hash_key.is_empty())
+        .then(|| config.telemetry_email_hash_key.as_bytes().to_vec());
+    let flows = AuthFlows::new(store, coordinator, tokens, mode, email_hash_key);
     let routes = Routes::new(
         AuthServiceServer::new(AuthApi { flows })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
-    Ok(BoundServer::new(listener, routes, SERVICE_NAMES))
+    let metrics = server::bind_metrics(&config.metrics_listen).await?;
+    Ok(BoundServer::new(listener, routes, SERVICE_NAMES).with_metrics(metrics))
 }

@@ -17,6 +17,8 @@ pub struct LegacyConfig {
     /// Where the legacy-connector's gRPC server listens.
     pub listen: String,
     pub backend: Backend,
+    /// Where `/metrics` is served for Prometheus; empty: nowhere.
+    pub metrics_listen: String,
     /// `postgres://…`, `mysql://…` or `sqlite://…`.
     pub database_url: String,
     /// Looks a user up by email. One parameter: the email, lower-cased. Returns `id`, `email`,
@@ -44,6 +46,7 @@ impl Default for LegacyConfig {
         Self {
             listen: "127.0.0.1:50053".into(),
             backend: Backend::Sql,
+            metrics_listen: "127.0.0.1:9103".into(),
             database_url: String::new(),
             find_user: "SELECT id, email, password_hash FROM users WHERE lower(email) = ?".into(),
             count_users: String::new(),

@@ -154,7 +154,7 @@ impl SqlBackend {
         })
     }
 
-    #[tracing::instrument(name = "legacy.login", skip_all)]
+    #[tracing::instrument(name = "legacy.login", skip_all, fields(trickle.legacy.id, trickle.hash.scheme))]
     pub async fn login(
         &self,
         email: &Email,
@@ -173,7 +173,9 @@ impl SqlBackend {
                 .await?;
             self.remember_dummy(candidate.hash);
             if verification.matches {
-                tracing::debug!(trickle.legacy.id = %candidate.user.legacy_id, scheme = scheme.as_str(), "legacy password verified");
+                let span = tracing::Span::current();
+                span.record("trickle.legacy.id", candidate.user.legacy_id.as_str());
+                span.record("trickle.hash.scheme", scheme.as_str());
                 return Ok(LoginOutcome::Authenticated(candidate.user));
             }
         }
@@ -191,7 +193,7 @@ impl SqlBackend {
             return Err(LegacyError::CountUnsupported);
         };
         let sql = sqlx::AssertSqlSafe(count_users.to_string());
-        tokio::time::timeout(self.query_timeout, async {
+        self.measured("count_users", async {
             with_legacy_pool!(&self.pool, pool => async {
                 let row = sqlx::query(sql).fetch_one(pool).await.map_err(classify)?;
                 row.try_get::<i64, _>(0)
@@ -200,7 +202,40 @@ impl SqlBackend {
             }.await)
         })
         .await
-        .map_err(|_| LegacyError::Timeout(self.query_timeout.as_millis().try_into().unwrap_or(u64::MAX)))?
+    }
+
+    /// One query to the legacy store: cut off at the deadline, timed and counted.
+    async fn measured<T>(
+        &self,
+        operation: &'static str,
+        work: impl std::future::Future<Output = Result<T, LegacyError>>,
+    ) -> Result<T, LegacyError> {
+        let metrics = trickle_telemetry::metrics::metrics();
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.query_timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LegacyError::Timeout(
+                    self.query_timeout
+                        .as_millis()
+                        .try_into()
+                        .unwrap_or(u64::MAX),
+                ))
+            });
+        metrics
+            .legacy_request_duration
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            let reason = match e {
+                LegacyError::Timeout(_) => "timeout",
+                LegacyError::Database(_) => "unavailable",
+                LegacyError::Config(_) => "config",
+                _ => "other",
+            };
+            metrics.legacy_errors.with_label_values(&[reason]).inc();
+        }
+        result
     }
 
     async fn verify_dummy(&self, password: Password) -> Result<(), LegacyError> {
@@ -222,9 +257,8 @@ impl SqlBackend {
         // The operator's query, verbatim; the email is only ever a bound parameter.
         let sql = sqlx::AssertSqlSafe(self.find_user.to_string());
         let email_param = email.normalized().to_owned();
-        let fetched = tokio::time::timeout(
-            self.query_timeout,
-            async {
+        let fetched = self
+            .measured("find_user", async {
                 with_legacy_pool!(&self.pool, pool => async {
                 let rows = sqlx::query(sql).bind(email_param).fetch_all(pool).await.map_err(classify)?;
                 if rows.len() > MAX_ROWS_PER_EMAIL {
@@ -235,10 +269,8 @@ impl SqlBackend {
                 }
                 rows.iter().map(|row| self.candidate(row)).collect::<Result<Vec<_>, _>>()
             }.await)
-            },
-        )
-        .await
-        .map_err(|_| LegacyError::Timeout(self.query_timeout.as_millis().try_into().unwrap_or(u64::MAX)))??;
+            })
+            .await?;
         let mut candidates = Vec::with_capacity(fetched.len());
         for candidate in fetched {
             // A query that ignores its parameter or matches loosely must not log anyone in

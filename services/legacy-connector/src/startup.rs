@@ -28,6 +28,7 @@ pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
     // The connector only verifies; its pool's argon2 parameters only shape the dummy hash
     // used before any legacy hash has been seen.
     let hasher = HashPool::new(
+        "legacy-connector",
         Argon2Config::default(),
         config.hash_workers,
         config.hash_queue,
@@ -41,5 +42,6 @@ pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
         LegacyConnectorServer::new(LegacyConnectorService { backend })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
-    Ok(BoundServer::new(listener, routes, SERVICE_NAMES))
+    let metrics = server::bind_metrics(&config.metrics_listen).await?;
+    Ok(BoundServer::new(listener, routes, SERVICE_NAMES).with_metrics(metrics))
 }

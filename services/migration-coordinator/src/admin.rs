@@ -74,6 +74,38 @@ impl Coordinator {
         }
     }
 
+    /// Publish the users-migrated and legacy-users-remaining gauges.
+    pub fn publish_gauges(status: &Status) {
+        let metrics = trickle_telemetry::metrics::metrics();
+        let c = &status.counts;
+        for (source, n) in [
+            ("login_migration", c.login_migration_users),
+            ("reset_migration", c.reset_migration_users),
+            ("backfill", c.backfill_users),
+            ("signup", c.signup_users),
+        ] {
+            metrics.users_migrated.with_label_values(&[source]).set(n);
+        }
+        metrics
+            .legacy_users_remaining
+            .set(status.legacy_remaining.unwrap_or(-1));
+    }
+
+    /// Refresh the gauges every `every`, for as long as the task lives.
+    pub fn spawn_gauge_refresh(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let coordinator = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if let Err(e) = coordinator.status().await {
+                    tracing::debug!(error = %e, "cannot refresh the migration gauges");
+                }
+            }
+        })
+    }
+
     pub async fn status(&self) -> Result<Status, CoordinatorError> {
         let mode = self.mode().await?;
         let counts = self.migration_counts().await?;
@@ -92,7 +124,7 @@ impl Coordinator {
         let now = Utc::now();
         let day_ago = now - chrono::Duration::days(1);
         self.ledger.prune_failures(day_ago).await?;
-        Ok(Status {
+        let status = Status {
             mode,
             legacy_remaining: legacy_total.map(|total| (total - accounted(&counts)).max(0)),
             legacy_total,
@@ -104,7 +136,9 @@ impl Coordinator {
             failures_last_day: self.ledger.failures_since(day_ago).await?,
             last_migration_at: self.ledger.last_migration_at().await?,
             counts,
-        })
+        };
+        Self::publish_gauges(&status);
+        Ok(status)
     }
 
     /// Switch the mode. To AUTHORITATIVE only when no legacy user would be left behind, or

@@ -34,6 +34,11 @@ impl Mode {
 pub struct MigrationConfig {
     /// Where the coordinator's gRPC server listens.
     pub listen: String,
+    /// Where `/metrics` is served for Prometheus; empty: nowhere.
+    pub metrics_listen: String,
+    /// How often the coordinator refreshes the users-migrated and legacy-users-remaining
+    /// gauges (it counts in the store and asks the legacy connector).
+    pub status_refresh_seconds: u64,
     /// The mode on first start. Afterwards the mode lives in the coordinator's database.
     pub mode: Mode,
     /// The coordinator's own tables (mode, ledger). Empty: the store's database.
@@ -55,6 +60,8 @@ impl Default for MigrationConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50054".into(),
+            metrics_listen: "127.0.0.1:9104".into(),
+            status_refresh_seconds: 30,
             mode: Mode::Import,
             database_url: String::new(),
             max_connections: 5,

@@ -4,7 +4,6 @@
 use crate::config::Mode;
 use crate::error::CoordinatorError;
 use crate::ledger::Ledger;
-use tonic::transport::Channel;
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::legacy::v1 as legacy;
@@ -12,6 +11,7 @@ use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
 use trickle_proto::userstore::v1 as store;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
+use trickle_service_kit::server::Channel;
 
 #[derive(Debug)]
 pub enum MigrationOutcome {
@@ -89,7 +89,11 @@ impl Coordinator {
         Ok(self.ledger.mode().await?)
     }
 
-    #[tracing::instrument(name = "migration.migrate_on_login", skip_all, fields(trickle.migration.outcome, trickle.migration.source = "login"))]
+    #[tracing::instrument(
+        name = "migration.migrate_on_login",
+        skip_all,
+        fields(trickle.migration.outcome, trickle.migration.source = "login", trickle.user.id, trickle.legacy.id)
+    )]
     pub async fn migrate_on_login(
         &self,
         email: &Email,
@@ -101,7 +105,18 @@ impl Coordinator {
             Err(CoordinatorError::LegacyUnavailable(_)) => "legacy_unavailable",
             Err(_) => "error",
         };
-        tracing::Span::current().record("trickle.migration.outcome", label);
+        let span = tracing::Span::current();
+        span.record("trickle.migration.outcome", label);
+        if let Ok(MigrationOutcome::Migrated(user) | MigrationOutcome::AlreadyMigrated(user)) =
+            &outcome
+        {
+            span.record("trickle.user.id", user.user_id.as_str());
+            span.record("trickle.legacy.id", user.legacy_id.as_str());
+        }
+        trickle_telemetry::metrics::metrics()
+            .migrations
+            .with_label_values(&[label, "login"])
+            .inc();
         let failure = match &outcome {
             Ok(outcome) => outcome.failure_reason(),
             Err(CoordinatorError::LegacyUnavailable(_)) => Some("legacy_unavailable"),
@@ -281,9 +296,19 @@ impl Coordinator {
                     tracing::error!(error = %e, trickle.user.id = %user.user_id, "could not record the migration in the ledger");
                 }
                 tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, "user migrated on password reset");
+                trickle_telemetry::metrics::metrics()
+                    .migrations
+                    .with_label_values(&["migrated", "reset"])
+                    .inc();
                 Ok((user, true))
             }
-            (Ok(Outcome::AlreadyImported), Some(user)) => Ok((user, false)),
+            (Ok(Outcome::AlreadyImported), Some(user)) => {
+                trickle_telemetry::metrics::metrics()
+                    .migrations
+                    .with_label_values(&["already_migrated", "reset"])
+                    .inc();
+                Ok((user, false))
+            }
             (Ok(Outcome::Conflict | Outcome::Tombstoned), _) => {
                 Err(CoordinatorError::TicketInvalid)
             }

@@ -54,6 +54,8 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
     )?)
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     let coordinator = Coordinator::new(ledger, legacy, store);
+    let gauges =
+        coordinator.spawn_gauge_refresh(Duration::from_secs(config.status_refresh_seconds));
     let listener = server::bind(&config.listen).await?;
     tracing::info!(mode = mode.as_str(), "migration-coordinator ready");
     let routes = Routes::new(
@@ -66,7 +68,10 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
         MigrationAdminServer::new(AdminService { coordinator })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
-    Ok(BoundServer::new(listener, routes, SERVICE_NAMES))
+    let metrics = server::bind_metrics(&config.metrics_listen).await?;
+    Ok(BoundServer::new(listener, routes, SERVICE_NAMES)
+        .with_metrics(metrics)
+        .with_background(gauges))
 }
 
 pub fn migrator_postgres() -> sqlx::migrate::Migrator {

@@ -52,6 +52,21 @@ pub fn embedded_config(
             *value = "127.0.0.1:0".into();
         }
     }
+    // One process, one metrics registry: serve it once, next to the public API.
+    for (section, value) in [
+        ("frontend", &mut config.frontend.metrics_listen),
+        ("store", &mut config.store.metrics_listen),
+        ("legacy", &mut config.legacy.metrics_listen),
+        ("migration", &mut config.migration.metrics_listen),
+    ] {
+        if !explicit.has(section, "metrics_listen") {
+            *value = if section == "frontend" {
+                "127.0.0.1:9100".into()
+            } else {
+                String::new()
+            };
+        }
+    }
     if !explicit.has("legacy", "database_url") {
         config.legacy.database_url = url("legacy-demo.db");
         config.legacy.find_user = "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname \
@@ -154,6 +169,9 @@ pub async fn run(config: Config, explicit: &Explicit, data_dir: &Path) -> anyhow
     );
     if let Some(legacy) = &cluster.legacy {
         println!("  legacy-connector             {}", legacy.local_addr);
+    }
+    if let Some(metrics) = cluster.frontend.metrics_addr {
+        println!("  metrics (Prometheus)         http://{metrics}/metrics");
     }
     println!("  data directory               {}", data_dir.display());
     if uses_demo {

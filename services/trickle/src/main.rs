@@ -1,11 +1,10 @@
 //! `trickle`: one binary for every Trickle service, the laptop setup and a login client.
 
 use clap::{Parser, Subcommand};
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 use trickle::{admin, config, dev, login, services};
+use trickle_telemetry::LogFormat;
 
 /// Trickle moves the users of a legacy user database into a new user store the first time
 /// each of them logs in, without a password reset.
@@ -61,26 +60,17 @@ enum Command {
     },
 }
 
-fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,sqlx=warn"));
-    let json = match format {
-        "json" => true,
-        "text" => false,
-        _ => !std::io::stderr().is_terminal(),
+/// Logs and traces for a running service. The guard flushes traces when dropped.
+fn init_telemetry(
+    service_name: &str,
+    format: &str,
+) -> anyhow::Result<trickle_telemetry::TelemetryGuard> {
+    let format = match format {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        _ => LogFormat::Auto,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    } else {
-        builder.compact().init();
-    }
+    trickle_telemetry::init(service_name, format).map_err(anyhow::Error::msg)
 }
 
 #[tokio::main]
@@ -96,19 +86,21 @@ async fn main() -> ExitCode {
             .await
             .map(|out| println!("{}", out.trim_end())),
         Command::Serve { service } => {
-            init_logging(&cli.log_format);
-            match config::load(cli.config.as_deref()) {
-                Ok((config, _)) => services::serve(service, &config).await,
+            match init_telemetry(service.telemetry_name(), &cli.log_format) {
+                Ok(_guard) => match config::load(cli.config.as_deref()) {
+                    Ok((config, _)) => services::serve(service, &config).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             }
         }
-        Command::Dev { data_dir } => {
-            init_logging(&cli.log_format);
-            match config::load(cli.config.as_deref()) {
+        Command::Dev { data_dir } => match init_telemetry("trickle-dev", &cli.log_format) {
+            Ok(_guard) => match config::load(cli.config.as_deref()) {
                 Ok((config, explicit)) => dev::run(config, &explicit, &data_dir).await,
                 Err(e) => Err(e),
-            }
-        }
+            },
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,6 +89,18 @@ pub enum Service {
     Coordinator,
 }
 
+impl Service {
+    /// The default `service.name` of its telemetry (`OTEL_SERVICE_NAME` overrides it).
+    pub fn telemetry_name(self) -> &'static str {
+        match self {
+            Service::Frontend => "trickle-auth-frontend",
+            Service::UserStore => "trickle-user-store",
+            Service::LegacyConnector => "trickle-legacy-connector",
+            Service::Coordinator => "trickle-migration-coordinator",
+        }
+    }
+}
+
 /// Run one service until SIGTERM or Ctrl-C.
 pub async fn serve(service: Service, config: &Config) -> anyhow::Result<()> {
     let shutdown = trickle_service_kit::server::shutdown_signal();

@@ -17,6 +17,8 @@ pub struct StoreConfig {
     pub hash_workers: usize,
     /// Hashing jobs admitted beyond those running before logins are refused as overloaded.
     pub hash_queue: usize,
+    /// Where `/metrics` is served for Prometheus; empty: nowhere.
+    pub metrics_listen: String,
     /// How long a password reset ticket stays valid.
     pub reset_ticket_ttl_seconds: u64,
     /// How long an email verification ticket stays valid.
@@ -32,6 +34,7 @@ impl Default for StoreConfig {
             argon2: Argon2Config::default(),
             hash_workers: 0,
             hash_queue: 256,
+            metrics_listen: "127.0.0.1:9102".into(),
             reset_ticket_ttl_seconds: 3600,
             verification_ticket_ttl_seconds: 86_400,
         }

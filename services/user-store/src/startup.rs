@@ -29,7 +29,12 @@ pub enum StartError {
 pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
     let db = Db::connect(&config.database_url, config.max_connections).await?;
     db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
-    let hasher = HashPool::new(config.argon2, config.hash_workers, config.hash_queue)?;
+    let hasher = HashPool::new(
+        "user-store",
+        config.argon2,
+        config.hash_workers,
+        config.hash_queue,
+    )?;
     tracing::info!(
         database = db.kind(),
         hash_workers = hasher.workers(),
@@ -47,7 +52,8 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         UserStoreServer::new(UserStoreService { users })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
-    Ok(BoundServer::new(listener, routes, SERVICE_NAMES))
+    let metrics = server::bind_metrics(&config.metrics_listen).await?;
+    Ok(BoundServer::new(listener, routes, SERVICE_NAMES).with_metrics(metrics))
 }
 
 /// The schema migrations, embedded. Each service keeps its own migrations table so the

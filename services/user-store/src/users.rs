@@ -140,7 +140,11 @@ impl Users {
 
     /// Check a password against the store. An unknown user costs a dummy verification when
     /// `equalize_unknown` is set, so the caller cannot tell "no such user" by the time taken.
-    #[tracing::instrument(name = "user_store.authenticate", skip_all)]
+    #[tracing::instrument(
+        name = "user_store.authenticate",
+        skip_all,
+        fields(trickle.user.id, trickle.hash.scheme, trickle.hash.upgraded)
+    )]
     pub async fn authenticate(
         &self,
         email: &Email,
@@ -170,7 +174,10 @@ impl Users {
         if !verification.matches {
             return Ok(AuthenticateOutcome::WrongPassword);
         }
-        tracing::debug!(user_id = %user.user_id, scheme = scheme.as_str(), upgraded = upgraded.is_some(), "password verified");
+        let span = tracing::Span::current();
+        span.record("trickle.user.id", user.user_id.as_str());
+        span.record("trickle.hash.scheme", scheme.as_str());
+        span.record("trickle.hash.upgraded", upgraded.is_some());
         let user = self
             .repository
             .record_login(&user.user_id, &stored, upgraded.as_deref())

@@ -1,0 +1,210 @@
+//! The Prometheus metrics of every Trickle service, in one registry per process, and the
+//! small HTTP server that exposes them on `/metrics`.
+//!
+//! Names follow Prometheus conventions (`trickle_` prefix, `_total` counters, `_seconds`
+//! histograms); every label has a bounded set of values — never a user id or an email.
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Every metric Trickle exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Logins by result: `success`, `migrated`, `invalid_credentials`, `legacy_unavailable`,
+    /// `store_unavailable`, `overloaded`, `invalid_request`, `error`.
+    pub logins: IntCounterVec,
+    /// Migration attempts by outcome and source (`login`, `reset`, `backfill`).
+    pub migrations: IntCounterVec,
+    /// Queries to the legacy store, by operation (`find_user`, `count_users`).
+    pub legacy_request_duration: HistogramVec,
+    /// Failed legacy queries by reason (`timeout`, `unavailable`, `config`).
+    pub legacy_errors: IntCounterVec,
+    /// Password hashing by scheme (`argon2id`, `bcrypt`, …) and operation (`hash`, `verify`).
+    pub hash_duration: HistogramVec,
+    /// Hashing jobs admitted and not finished (running or queued), per pool.
+    pub hash_queue_depth: IntGaugeVec,
+    /// Hashing jobs a pool admits before refusing (`workers + queue`), per pool.
+    pub hash_queue_capacity: IntGaugeVec,
+    /// Users in the store by source, as the coordinator last counted them.
+    pub users_migrated: IntGaugeVec,
+    /// Legacy users not yet migrated or deleted, as the coordinator last counted them
+    /// (-1 when the legacy connector cannot count).
+    pub legacy_users_remaining: IntGauge,
+    /// gRPC calls served, by service, method and status code.
+    pub grpc_request_duration: HistogramVec,
+}
+
+/// Buckets from a fast lookup to a slow legacy store or a saturated hash pool.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let counter =
+        |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+    let histogram =
+        |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+    let gauge_vec =
+        |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+    let metrics = Metrics {
+        logins: counter(
+            "trickle_logins_total",
+            "Logins answered by the auth-frontend, by result.",
+            &["result"],
+        )?,
+        migrations: counter(
+            "trickle_migrations_total",
+            "Attempts to move a user from the legacy store into the store, by outcome and source.",
+            &["outcome", "source"],
+        )?,
+        legacy_request_duration: histogram(
+            "trickle_legacy_request_duration_seconds",
+            "Time the legacy store took to answer one query.",
+            &["operation"],
+        )?,
+        legacy_errors: counter(
+            "trickle_legacy_errors_total",
+            "Legacy store queries that failed, by reason.",
+            &["reason"],
+        )?,
+        hash_duration: histogram(
+            "trickle_password_hash_duration_seconds",
+            "Time to hash or verify one password, by scheme and operation.",
+            &["scheme", "operation"],
+        )?,
+        hash_queue_depth: gauge_vec(
+            "trickle_hash_pool_queue_depth",
+            "Password hashing jobs admitted and not finished, running or waiting.",
+            &["pool"],
+        )?,
+        hash_queue_capacity: gauge_vec(
+            "trickle_hash_pool_capacity",
+            "Password hashing jobs a pool admits before refusing new ones.",
+            &["pool"],
+        )?,
+        users_migrated: gauge_vec(
+            "trickle_users",
+            "Users in the store by how they got there.",
+            &["source"],
+        )?,
+        legacy_users_remaining: {
+            let g = IntGauge::new(
+                "trickle_legacy_users_remaining",
+                "Legacy users neither migrated nor deleted (-1: the legacy connector cannot count).",
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
+        grpc_request_duration: histogram(
+            "trickle_grpc_server_request_duration_seconds",
+            "gRPC calls served, by service, method and status code.",
+            &["service", "method", "code"],
+        )?,
+        registry,
+    };
+    Ok(metrics)
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    // The names and labels above are constants: registration cannot fail at run time, and
+    // a test (`every_metric_registers`) proves it.
+    METRICS
+        .get_or_init(|| build().unwrap_or_else(|e| panic!("metric definitions are invalid: {e}")))
+}
+
+pub(crate) fn grpc_request(service: &str, method: &str, code: i32, elapsed: Duration) {
+    let code = code.to_string();
+    metrics()
+        .grpc_request_duration
+        .with_label_values(&[service, method, code.as_str()])
+        .observe(elapsed.as_secs_f64());
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&metrics().registry.gather(), &mut out) {
+        tracing::warn!(error = %e, "cannot encode metrics");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Serve `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                |request: hyper::Request<hyper::body::Incoming>| async move {
+                    let response = if request.uri().path() == "/metrics"
+                        && request.method() == hyper::Method::GET
+                    {
+                        hyper::Response::builder()
+                            .header("content-type", prometheus::TEXT_FORMAT)
+                            .body(Full::new(Bytes::from(render())))
+                    } else {
+                        hyper::Response::builder()
+                            .status(404)
+                            .body(Full::new(Bytes::from_static(b"only /metrics here\n")))
+                    };
+                    response
+                },
+            );
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_and_renders() {
+        metrics().logins.with_label_values(&["success"]).inc();
+        let text = render();
+        assert!(
+            text.contains("trickle_logins_total{result=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE trickle_grpc_server_request_duration_seconds histogram"));
+    }
+}
