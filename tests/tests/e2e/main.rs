@@ -37,6 +37,7 @@ macro_rules! on_both_backends {
 }
 
 mod lifecycle;
+mod telemetry;
 
 on_both_backends!(
     first_login_migrates_then_store_serves_without_legacy,
