@@ -28,6 +28,9 @@ enum Command {
         #[arg(value_enum)]
         service: services::Service,
     },
+    /// Apply the schema migrations of the user-store and the coordinator, then exit (a
+    /// Kubernetes Job before a rollout; the services also migrate when they start).
+    Migrate,
     /// Run all four services on this machine with an embedded SQLite store and a demo legacy
     /// database (sections set in --config replace the embedded defaults).
     Dev {
@@ -35,8 +38,6 @@ enum Command {
         #[arg(long, default_value = "./trickle-data", value_name = "DIR")]
         data_dir: PathBuf,
     },
-    /// Log in through the public API and show the user, whether this login migrated them,
-    /// and the token's claims. The password is read from a prompt or standard input.
     /// Operate the migration: status, mode switch (cutover), the ledger, one user.
     Admin {
         /// The migration coordinator's address.
@@ -52,6 +53,8 @@ enum Command {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
+    /// Log in through the public API and show the user, whether this login migrated them,
+    /// and the token's claims. The password is read from a prompt or standard input.
     Login {
         email: String,
         /// The auth-frontend's address.
@@ -94,6 +97,13 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::Migrate => match init_telemetry("trickle-migrate", &cli.log_format) {
+            Ok(_guard) => match config::load(cli.config.as_deref()) {
+                Ok((config, _)) => services::migrate(&config).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
         Command::Dev { data_dir } => match init_telemetry("trickle-dev", &cli.log_format) {
             Ok(_guard) => match config::load(cli.config.as_deref()) {
                 Ok((config, explicit)) => dev::run(config, &explicit, &data_dir).await,
