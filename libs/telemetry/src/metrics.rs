@@ -171,8 +171,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(
                 |request: hyper::Request<hyper::body::Incoming>| async move {
-                    let response = if request.uri().path() == "/metrics"
-                        && request.method() == hyper::Method::GET
+                    if request.uri().path() == "/metrics" && request.method() == hyper::Method::GET
                     {
                         hyper::Response::builder()
                             .header("content-type", prometheus::TEXT_FORMAT)
@@ -181,8 +180,7 @@ pub async fn serve(
                         hyper::Response::builder()
                             .status(404)
                             .body(Full::new(Bytes::from_static(b"only /metrics here\n")))
-                    };
-                    response
+                    }
                 },
             );
             let io = hyper_util::rt::TokioIo::new(stream);

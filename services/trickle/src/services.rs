@@ -140,9 +140,14 @@ pub async fn serve(service: Service, config: &Config) -> anyhow::Result<()> {
 /// Apply the store's and the coordinator's schema migrations (idempotent).
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     use trickle_service_kit::db::Db;
-    let store = Db::connect(&config.store.database_url, 1).await.context("connecting to the store database")?;
+    let store = Db::connect(&config.store.database_url, 1)
+        .await
+        .context("connecting to the store database")?;
     store
-        .migrate(&trickle_user_store::startup::migrator_postgres(), &trickle_user_store::startup::migrator_sqlite())
+        .migrate(
+            &trickle_user_store::startup::migrator_postgres(),
+            &trickle_user_store::startup::migrator_sqlite(),
+        )
         .await?;
     println!("user-store schema is up to date ({})", store.kind());
     let coordinator_url = if config.migration.database_url.is_empty() {
@@ -150,13 +155,18 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     } else {
         &config.migration.database_url
     };
-    let coordinator = Db::connect(coordinator_url, 1).await.context("connecting to the coordinator database")?;
+    let coordinator = Db::connect(coordinator_url, 1)
+        .await
+        .context("connecting to the coordinator database")?;
     coordinator
         .migrate(
             &trickle_migration_coordinator::startup::migrator_postgres(),
             &trickle_migration_coordinator::startup::migrator_sqlite(),
         )
         .await?;
-    println!("migration-coordinator schema is up to date ({})", coordinator.kind());
+    println!(
+        "migration-coordinator schema is up to date ({})",
+        coordinator.kind()
+    );
     Ok(())
 }
