@@ -198,11 +198,23 @@ mod tests {
     #[test]
     fn every_metric_registers_and_renders() {
         metrics().logins.with_label_values(&["success"]).inc();
+        grpc_request(
+            "trickle.auth.v1.AuthService",
+            "Login",
+            0,
+            Duration::from_millis(3),
+        );
         let text = render();
         assert!(
             text.contains("trickle_logins_total{result=\"success\"} 1"),
             "{text}"
         );
-        assert!(text.contains("# TYPE trickle_grpc_server_request_duration_seconds histogram"));
+        assert!(
+            text.contains("# TYPE trickle_grpc_server_request_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "trickle_grpc_server_request_duration_seconds_count{code=\"0\",method=\"Login\",service=\"trickle.auth.v1.AuthService\"} 1"
+        ), "{text}");
     }
 }
