@@ -3,7 +3,8 @@
 //! - [`Password`] carries a plaintext password; its `Debug` prints nothing and it is wiped on
 //!   drop.
 //! - [`StoredHash`] is a stored hash string parsed once into a typed value (argon2 PHC,
-//!   bcrypt, Django PBKDF2), verified in constant time.
+//!   bcrypt, scrypt, PBKDF2 in its PHC/Django/ASP.NET forms, phpass, crypt(3), LDAP, salted
+//!   digests, …), verified in constant time.
 //! - [`HashPool`] runs hashing and verifying on a bounded set of dedicated threads, off the
 //!   async executor, each with its own reused argon2 memory.
 
@@ -13,7 +14,10 @@ mod stored;
 
 pub use argon2id::Argon2Config;
 pub use pool::{HashPool, PoolError, Verification};
-pub use stored::{HashFormat, HashScheme, ParseHashError, StoredHash};
+pub use stored::{
+    DigestAlgorithm, DigestEncoding, DigestTemplate, HashFormat, HashScheme, ParseHashError,
+    SaltPosition, StoredHash,
+};
 
 use zeroize::Zeroizing;
 

@@ -1,7 +1,7 @@
 //! The `[legacy]` section of the configuration.
 
 use serde::Deserialize;
-use trickle_password::HashFormat;
+use trickle_password::{DigestTemplate, HashFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,7 +31,13 @@ pub struct LegacyConfig {
     /// without it the migration status cannot say how many users remain, and switching to
     /// AUTHORITATIVE needs `force`.
     pub count_users: String,
-    /// `auto` (detect from each hash), `bcrypt`, `argon2` or `django_pbkdf2_sha256`.
+    /// For `hash_format = "salted_digest"`: how the legacy app built its digests.
+    pub salted_digest: Option<DigestTemplate>,
+    /// `auto` (detect each hash's format from its prefix) or a named format: `bcrypt`,
+    /// `argon2`, `scrypt`, `pbkdf2`, `django_pbkdf2_sha256`, `django_pbkdf2_sha1`,
+    /// `django_bcrypt_sha256`, `django_argon2`, `aspnet_identity`, `phpass`, `drupal7`,
+    /// `wordpress_bcrypt`, `crypt`, `ldap`, `aspnet_membership_sha1` (salt from a
+    /// `password_salt` column), `salted_digest` (with `[legacy.salted_digest]`).
     pub hash_format: HashFormat,
     /// Deadline for one legacy query; past it the answer is UNAVAILABLE.
     pub query_timeout_ms: u64,
@@ -50,6 +56,7 @@ impl Default for LegacyConfig {
             database_url: String::new(),
             find_user: "SELECT id, email, password_hash FROM users WHERE lower(email) = ?".into(),
             count_users: String::new(),
+            salted_digest: None,
             hash_format: HashFormat::Auto,
             query_timeout_ms: 2000,
             max_connections: 5,

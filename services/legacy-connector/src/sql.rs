@@ -9,7 +9,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use trickle_password::{HashFormat, HashPool, Password, StoredHash};
+use trickle_password::{DigestTemplate, HashFormat, HashPool, Password, StoredHash};
 use trickle_service_kit::Email;
 
 /// A user as the legacy store knows them, without the hash.
@@ -119,6 +119,7 @@ pub struct SqlBackend {
     find_user: Arc<str>,
     count_users: Option<Arc<str>>,
     hash_format: HashFormat,
+    salted_digest: Option<DigestTemplate>,
     query_timeout: Duration,
     hasher: HashPool,
     /// The last real hash seen, verified for unknown emails so that they cost what a wrong
@@ -148,6 +149,7 @@ impl SqlBackend {
             count_users: (!config.count_users.trim().is_empty())
                 .then(|| Arc::from(config.count_users.as_str())),
             hash_format: config.hash_format,
+            salted_digest: config.salted_digest.clone(),
             query_timeout,
             hasher,
             dummy: Arc::new(RwLock::new(None)),
@@ -296,8 +298,14 @@ impl SqlBackend {
         let hash = row.text("password_hash")?.ok_or_else(|| {
             LegacyError::Config(format!("legacy user {legacy_id} has no password_hash"))
         })?;
-        let hash = StoredHash::parse(hash.trim(), self.hash_format)
-            .map_err(|e| LegacyError::Config(format!("legacy user {legacy_id}: {e}")))?;
+        let salt = row.optional_text("password_salt")?;
+        let hash = StoredHash::parse_with(
+            hash.trim(),
+            salt.as_deref(),
+            self.hash_format,
+            self.salted_digest.as_ref(),
+        )
+        .map_err(|e| LegacyError::Config(format!("legacy user {legacy_id}: {e}")))?;
         let user = LegacyUser {
             legacy_id,
             email,
