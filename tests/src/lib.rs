@@ -174,6 +174,7 @@ pub struct LegacyDb {
     pub database: TestDatabase,
     pub pool: AnyPool,
     pub find_user: String,
+    pub list_users: String,
 }
 
 impl LegacyDb {
@@ -213,10 +214,18 @@ impl LegacyDb {
         pool.execute(ddl)
             .await
             .expect("create the legacy users table");
+        let columns = "id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture";
+        let list_users = match backend {
+            Backend::Postgres => {
+                format!("SELECT {columns} FROM users WHERE id > $1 ORDER BY id LIMIT $2")
+            }
+            _ => format!("SELECT {columns} FROM users WHERE id > ? ORDER BY id LIMIT ?"),
+        };
         Self {
             database,
             pool,
             find_user: find_user.into(),
+            list_users,
         }
     }
 
@@ -247,6 +256,28 @@ impl LegacyDb {
             .execute(&self.pool)
             .await
             .expect("insert legacy user");
+    }
+
+    /// Many users at once (multi-row inserts): `(id, email, hash)`. Test data only — the
+    /// values are written into the SQL, so they must not contain quotes.
+    pub async fn insert_many(&self, users: &[(i64, String, String)]) {
+        for chunk in users.chunks(250) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|(id, email, hash)| {
+                    assert!(!email.contains('\'') && !hash.contains('\''));
+                    format!("({id}, '{email}', '{hash}')")
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO users (id, email, password_hash) VALUES {}",
+                values.join(", ")
+            );
+            self.pool
+                .execute(sqlx::AssertSqlSafe(sql))
+                .await
+                .expect("insert legacy users");
+        }
     }
 
     pub async fn set_password_hash(&self, id: i64, hash: &str) {
@@ -332,6 +363,8 @@ pub fn base_config(store: &StoreDb, legacy: &LegacyDb, signing_key_pem: &str) ->
     config.legacy.database_url = legacy.database.url.clone();
     config.legacy.find_user = legacy.find_user.clone();
     config.legacy.count_users = "SELECT COUNT(*) FROM users".into();
+    config.legacy.list_users = legacy.list_users.clone();
+    config.migration.backfill_lease_seconds = 1;
     // Tests switch modes and watch other replicas follow: keep the caches short.
     config.migration.mode_cache_ms = 200;
     config.frontend.mode_refresh_ms = 200;

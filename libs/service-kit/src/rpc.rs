@@ -29,6 +29,8 @@ pub mod reason {
     pub const USERS_REMAINING: &str = "USERS_REMAINING";
     pub const REMAINING_UNKNOWN: &str = "REMAINING_UNKNOWN";
     pub const COUNT_UNSUPPORTED: &str = "COUNT_UNSUPPORTED";
+    pub const LIST_UNSUPPORTED: &str = "LIST_UNSUPPORTED";
+    pub const BACKFILL_NOT_FOUND: &str = "BACKFILL_NOT_FOUND";
 }
 
 /// A status carrying an `ErrorInfo` with `reason`.

@@ -11,6 +11,17 @@ pub enum Backend {
     Sql,
 }
 
+/// The type of the legacy id, for the backfill's keyset pagination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorKind {
+    /// Integer ids: the cursor is bound as a 64-bit integer.
+    #[default]
+    Integer,
+    /// Text ids (UUIDs, …): the cursor is bound as text.
+    Text,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LegacyConfig {
@@ -31,6 +42,13 @@ pub struct LegacyConfig {
     /// without it the migration status cannot say how many users remain, and switching to
     /// AUTHORITATIVE needs `force`.
     pub count_users: String,
+    /// Lists every user for the backfill, ordered by id, with the same columns as
+    /// find_user. Two parameters: the last id of the previous page, and the page size, e.g.
+    /// `SELECT id, email, password_hash FROM users WHERE id > ? ORDER BY id LIMIT ?`
+    /// (`$1`, `$2` on PostgreSQL). Optional: without it there is no backfill.
+    pub list_users: String,
+    /// The type of the id column, for `list_users`' first parameter.
+    pub list_users_cursor: CursorKind,
     /// For `hash_format = "salted_digest"`: how the legacy app built its digests.
     pub salted_digest: Option<DigestTemplate>,
     /// `auto` (detect each hash's format from its prefix) or a named format: `bcrypt`,
@@ -57,6 +75,8 @@ impl Default for LegacyConfig {
             find_user: "SELECT id, email, password_hash FROM users WHERE lower(email) = ?".into(),
             count_users: String::new(),
             salted_digest: None,
+            list_users: String::new(),
+            list_users_cursor: CursorKind::Integer,
             hash_format: HashFormat::Auto,
             query_timeout_ms: 2000,
             max_connections: 5,

@@ -17,6 +17,8 @@ pub enum LegacyError {
     Config(String),
     #[error("count_users is not configured")]
     CountUnsupported,
+    #[error("list_users is not configured")]
+    ListUnsupported,
     #[error("the password verification queue is full")]
     Overloaded,
     #[error("internal error: {0}")]
@@ -66,6 +68,11 @@ impl From<LegacyError> for Status {
                 Code::Unimplemented,
                 reason::COUNT_UNSUPPORTED,
                 "this legacy connector cannot count users: set [legacy] count_users",
+            ),
+            LegacyError::ListUnsupported => rpc::status(
+                Code::Unimplemented,
+                reason::LIST_UNSUPPORTED,
+                "this legacy connector cannot list users for a backfill: set [legacy] list_users",
             ),
             LegacyError::Overloaded => rpc::status(
                 Code::ResourceExhausted,

@@ -1,12 +1,13 @@
 //! The tonic layer: proto ⇄ domain conversions only.
 
 use crate::error::LegacyError;
-use crate::sql::{LegacyUser, LoginOutcome, SqlBackend};
+use crate::sql::{LegacyUser, ListedUser, LoginOutcome, SqlBackend};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::legacy::v1::{
     self as pb, CountUsersRequest, CountUsersResponse, GetUserRequest, GetUserResponse,
-    LoginRequest, LoginResponse, legacy_connector_server::LegacyConnector,
+    ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse,
+    legacy_connector_server::LegacyConnector,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -66,6 +67,91 @@ impl LegacyConnector for LegacyConnectorService {
         let CountUsersRequest {} = request.into_inner();
         let count = self.backend.count_users().await?;
         Ok(Response::new(CountUsersResponse { count }))
+    }
+
+    type ListUsersStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<ListUsersResponse, Status>> + Send>,
+    >;
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<Self::ListUsersStream>, Status> {
+        let ListUsersRequest {
+            after_legacy_id,
+            batch_size,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        let batch_size = match batch_size {
+            0 => DEFAULT_LIST_BATCH,
+            n if (1..=MAX_LIST_BATCH).contains(&n) => n,
+            _ => {
+                violations.add(
+                    "batch_size",
+                    format!("batch_size must be between 1 and {MAX_LIST_BATCH}"),
+                );
+                0
+            }
+        };
+        if after_legacy_id.len() > 255 {
+            violations.add(
+                "after_legacy_id",
+                "after_legacy_id must be at most 255 bytes",
+            );
+        }
+        violations.verdict()?;
+        let limit = usize::try_from(batch_size).unwrap_or(1000);
+        // Fail fast (UNIMPLEMENTED, bad cursor) before the stream starts.
+        let backend = self.backend.clone();
+        let first = backend
+            .list_page(
+                (!after_legacy_id.is_empty()).then_some(after_legacy_id.as_str()),
+                limit,
+            )
+            .await?;
+        // Two pages in flight at most: the reader stays just ahead of the backfill.
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut page = first;
+            loop {
+                let last = page.last().map(|u| u.user.legacy_id.clone());
+                let full = page.len() == limit;
+                let users = page.into_iter().map(record_to_proto).collect();
+                if sender.send(Ok(ListUsersResponse { users })).await.is_err() {
+                    return; // the caller went away
+                }
+                let (Some(last), true) = (last, full) else {
+                    return;
+                };
+                page = match backend.list_page(Some(&last), limit).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = sender.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+}
+
+const DEFAULT_LIST_BATCH: i32 = 1000;
+const MAX_LIST_BATCH: i32 = 10_000;
+
+fn record_to_proto(listed: ListedUser) -> pb::LegacyUserRecord {
+    let ListedUser { user, hash } = listed;
+    let (password_hash, hash_scheme, unsupported_reason) = match hash {
+        Ok((hash, scheme)) => (hash, scheme.to_owned(), String::new()),
+        Err(reason) => (String::new(), String::new(), reason),
+    };
+    pb::LegacyUserRecord {
+        user: Some(user_to_proto(user)),
+        password_hash,
+        hash_scheme,
+        unsupported_reason,
     }
 }
 

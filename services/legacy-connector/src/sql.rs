@@ -1,7 +1,7 @@
 //! The SQL backend: a legacy PostgreSQL, MySQL/MariaDB or SQLite database read through the
 //! operator's `find_user` query, always with the email bound as a parameter.
 
-use crate::config::LegacyConfig;
+use crate::config::{CursorKind, LegacyConfig};
 use crate::error::LegacyError;
 use sqlx::Row;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
@@ -29,6 +29,14 @@ pub struct LegacyUser {
 struct Candidate {
     user: LegacyUser,
     hash: StoredHash,
+}
+
+/// A legacy user listed for the backfill: their hash in a form the store can verify
+/// (with its scheme), or why it cannot be carried over.
+#[derive(Debug)]
+pub struct ListedUser {
+    pub user: LegacyUser,
+    pub hash: Result<(String, &'static str), String>,
 }
 
 /// A legacy login's answer. Unknown email and wrong password are one variant on purpose.
@@ -117,6 +125,8 @@ impl LegacyPool {
 pub struct SqlBackend {
     pool: LegacyPool,
     find_user: Arc<str>,
+    list_users: Option<Arc<str>>,
+    list_users_cursor: CursorKind,
     count_users: Option<Arc<str>>,
     hash_format: HashFormat,
     salted_digest: Option<DigestTemplate>,
@@ -146,6 +156,9 @@ impl SqlBackend {
         Ok(Self {
             pool,
             find_user: Arc::from(config.find_user.as_str()),
+            list_users: (!config.list_users.trim().is_empty())
+                .then(|| Arc::from(config.list_users.as_str())),
+            list_users_cursor: config.list_users_cursor,
             count_users: (!config.count_users.trim().is_empty())
                 .then(|| Arc::from(config.count_users.as_str())),
             hash_format: config.hash_format,
@@ -289,23 +302,36 @@ impl SqlBackend {
     }
 
     fn candidate(&self, row: &impl LegacyRow) -> Result<Candidate, LegacyError> {
+        let (user, hash) = self.record(row)?;
+        let hash =
+            hash.map_err(|e| LegacyError::Config(format!("legacy user {}: {e}", user.legacy_id)))?;
+        Ok(Candidate { user, hash })
+    }
+
+    /// A legacy row: the user, and their hash or why it cannot be read.
+    fn record(
+        &self,
+        row: &impl LegacyRow,
+    ) -> Result<(LegacyUser, Result<StoredHash, String>), LegacyError> {
         let legacy_id = row
             .text_or_integer("id")?
-            .ok_or_else(|| LegacyError::Config("find_user returned a NULL id".into()))?;
+            .ok_or_else(|| LegacyError::Config("the query returned a NULL id".into()))?;
         let email = row
             .text("email")?
-            .ok_or_else(|| LegacyError::Config("find_user returned a NULL email".into()))?;
-        let hash = row.text("password_hash")?.ok_or_else(|| {
-            LegacyError::Config(format!("legacy user {legacy_id} has no password_hash"))
-        })?;
-        let salt = row.optional_text("password_salt")?;
-        let hash = StoredHash::parse_with(
-            hash.trim(),
-            salt.as_deref(),
-            self.hash_format,
-            self.salted_digest.as_ref(),
-        )
-        .map_err(|e| LegacyError::Config(format!("legacy user {legacy_id}: {e}")))?;
+            .ok_or_else(|| LegacyError::Config("the query returned a NULL email".into()))?;
+        let hash = match row.text("password_hash")? {
+            None => Err("no password_hash".to_owned()),
+            Some(hash) => {
+                let salt = row.optional_text("password_salt")?;
+                StoredHash::parse_with(
+                    hash.trim(),
+                    salt.as_deref(),
+                    self.hash_format,
+                    self.salted_digest.as_ref(),
+                )
+                .map_err(|e| e.to_string())
+            }
+        };
         let user = LegacyUser {
             legacy_id,
             email,
@@ -316,7 +342,55 @@ impl SqlBackend {
             nickname: row.optional_text("nickname")?,
             picture: row.optional_text("picture")?,
         };
-        Ok(Candidate { user, hash })
+        Ok((user, hash))
+    }
+
+    /// One page of every legacy user, after `after` in legacy-id order, through the
+    /// `list_users` query (parameters: the cursor, then the page size).
+    pub async fn list_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedUser>, LegacyError> {
+        let Some(list_users) = &self.list_users else {
+            return Err(LegacyError::ListUnsupported);
+        };
+        let sql = sqlx::AssertSqlSafe(list_users.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let cursor_kind = self.list_users_cursor;
+        let integer_cursor = match (cursor_kind, after) {
+            (CursorKind::Integer, Some(after)) => Some(after.parse::<i64>().map_err(|_| {
+                LegacyError::Config(format!(
+                    "legacy id {after:?} is not an integer (list_users_cursor)"
+                ))
+            })?),
+            (CursorKind::Integer, None) => Some(i64::MIN),
+            (CursorKind::Text, _) => None,
+        };
+        let text_cursor = after.unwrap_or_default().to_owned();
+        self.measured("list_users", async {
+            with_legacy_pool!(&self.pool, pool => async {
+                let query = sqlx::query(sql);
+                let query = match integer_cursor {
+                    Some(cursor) => query.bind(cursor),
+                    None => query.bind(text_cursor),
+                };
+                let rows = query.bind(limit).fetch_all(pool).await.map_err(classify)?;
+                let mut page = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let (user, hash) = self.record(row)?;
+                    let hash = hash.and_then(|h| {
+                        let scheme = h.scheme().as_str();
+                        h.portable().map(|p| (p.to_owned(), scheme)).ok_or_else(|| {
+                            format!("{scheme} with a key only the connector holds")
+                        })
+                    });
+                    page.push(ListedUser { user, hash });
+                }
+                Ok(page)
+            }.await)
+        })
+        .await
     }
 }
 

@@ -54,6 +54,9 @@ pub struct MigrationConfig {
     pub store_timeout_ms: u64,
     /// How long a replica trusts the mode it last read before reading it again.
     pub mode_cache_ms: u64,
+    /// A running backfill whose coordinator sent no heartbeat for this long is taken over
+    /// by another replica (or by this one after a restart).
+    pub backfill_lease_seconds: u64,
 }
 
 impl Default for MigrationConfig {
@@ -70,6 +73,7 @@ impl Default for MigrationConfig {
             legacy_timeout_ms: 3000,
             store_timeout_ms: 10_000,
             mode_cache_ms: 2000,
+            backfill_lease_seconds: 30,
         }
     }
 }

@@ -23,6 +23,8 @@ pub enum CoordinatorError {
     RemainingUnknown(String),
     #[error("the ticket is not valid")]
     TicketInvalid,
+    #[error("no such backfill")]
+    BackfillNotFound,
     /// A client error from the user-store (ticket used or expired, …), passed on as it is.
     #[error("user store refused: {}", .0.message())]
     Refused(Status),
@@ -123,6 +125,11 @@ impl From<CoordinatorError> for Status {
                 "the ticket is not valid",
             ),
             CoordinatorError::Refused(status) => status,
+            CoordinatorError::BackfillNotFound => rpc::status(
+                Code::NotFound,
+                reason::BACKFILL_NOT_FOUND,
+                "no such backfill",
+            ),
             CoordinatorError::Database(e) => {
                 tracing::error!(error = %e, "coordinator database error");
                 rpc::status(

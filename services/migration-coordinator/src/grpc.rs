@@ -1,17 +1,20 @@
 //! The tonic layer: proto ⇄ domain conversions only.
 
 use crate::admin::{Lookup, Status as MigrationStatus};
+use crate::backfill::{Backfiller, DEFAULT_BATCH_SIZE, Job, MAX_BATCH_SIZE};
 use crate::config::Mode;
 use crate::error::CoordinatorError;
 use crate::migrate_on_login::{Coordinator, MigrationOutcome};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::migration::v1::{
-    self as pb, FailureCount, FindLegacyUserRequest, FindLegacyUserResponse, GetModeRequest,
+    self as pb, CancelBackfillRequest, CancelBackfillResponse, FailureCount, FindLegacyUserRequest,
+    FindLegacyUserResponse, GetBackfillRequest, GetBackfillResponse, GetModeRequest,
     GetModeResponse, GetStatusRequest, GetStatusResponse, ListMigrationEventsRequest,
     ListMigrationEventsResponse, LookupUserRequest, LookupUserResponse, MigrateOnLoginRequest,
     MigrateOnLoginResponse, MigrateOnResetRequest, MigrateOnResetResponse, SetModeRequest,
-    SetModeResponse, migrate_on_login_response::Outcome, migration_admin_server::MigrationAdmin,
+    SetModeResponse, StartBackfillRequest, StartBackfillResponse,
+    migrate_on_login_response::Outcome, migration_admin_server::MigrationAdmin,
     migration_coordinator_server::MigrationCoordinator,
 };
 use trickle_service_kit::Email;
@@ -124,6 +127,76 @@ impl MigrationCoordinator for CoordinatorService {
 #[derive(Debug, Clone)]
 pub(crate) struct AdminService {
     pub coordinator: Coordinator,
+    pub backfiller: std::sync::Arc<Backfiller>,
+}
+
+fn backfill_to_proto(job: Job, unsupported: Vec<(String, String)>) -> pb::Backfill {
+    let Job {
+        job_id,
+        state,
+        batch_size,
+        cursor: _,
+        processed,
+        imported,
+        skipped_existing,
+        skipped_tombstoned,
+        unsupported: unsupported_count,
+        legacy_users_total,
+        started_at,
+        updated_at,
+        finished_at,
+        error,
+    } = job;
+    let state = match state.as_str() {
+        "running" => pb::BackfillState::Running,
+        "completed" => pb::BackfillState::Completed,
+        "cancelled" => pb::BackfillState::Cancelled,
+        "failed" => pb::BackfillState::Failed,
+        _ => pb::BackfillState::Unspecified,
+    };
+    let elapsed = (finished_at.unwrap_or(updated_at) - started_at)
+        .num_milliseconds()
+        .max(1) as f64
+        / 1000.0;
+    pb::Backfill {
+        job_id,
+        state: state.into(),
+        batch_size,
+        processed,
+        imported,
+        skipped_existing,
+        skipped_tombstoned,
+        unsupported: unsupported_count,
+        unsupported_users: unsupported
+            .into_iter()
+            .map(|(legacy_id, reason)| pb::UnsupportedUser { legacy_id, reason })
+            .collect(),
+        legacy_users_total,
+        started_at: Some(timestamp(started_at)),
+        updated_at: Some(timestamp(updated_at)),
+        finished_at: finished_at.map(timestamp),
+        error: error.unwrap_or_default(),
+        users_per_second: imported as f64 / elapsed,
+    }
+}
+
+impl AdminService {
+    async fn backfill_view(&self, job: Job) -> Result<pb::Backfill, CoordinatorError> {
+        let unsupported = self.backfiller.unsupported(&job.job_id).await?;
+        Ok(backfill_to_proto(job, unsupported))
+    }
+}
+
+fn check_job_id(job_id: &str) -> Result<Option<&str>, CoordinatorError> {
+    if job_id.is_empty() {
+        return Ok(None);
+    }
+    if uuid::Uuid::parse_str(job_id).is_err() {
+        let mut violations = Violations::default();
+        violations.add("job_id", "job_id must be a backfill id from StartBackfill");
+        return Err(CoordinatorError::InvalidRequest(violations.into_vec()));
+    }
+    Ok(Some(job_id))
 }
 
 const MAX_PAGE_SIZE: i32 = 1000;
@@ -284,6 +357,60 @@ impl MigrationAdmin for AdminService {
             tombstoned,
             mode: mode_to_proto(mode).into(),
             legacy_error: legacy_error.unwrap_or_default(),
+        }))
+    }
+
+    async fn start_backfill(
+        &self,
+        request: Request<StartBackfillRequest>,
+    ) -> Result<Response<StartBackfillResponse>, Status> {
+        let StartBackfillRequest { batch_size } = request.into_inner();
+        let batch_size = match batch_size {
+            0 => DEFAULT_BATCH_SIZE,
+            n if (1..=MAX_BATCH_SIZE).contains(&n) => n,
+            _ => {
+                let mut violations = Violations::default();
+                violations.add(
+                    "batch_size",
+                    format!("batch_size must be between 1 and {MAX_BATCH_SIZE}"),
+                );
+                return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+            }
+        };
+        let mode = self.coordinator.mode().await?;
+        let job = self.backfiller.start(batch_size, mode).await?;
+        Ok(Response::new(StartBackfillResponse {
+            backfill: Some(self.backfill_view(job).await?),
+        }))
+    }
+
+    async fn get_backfill(
+        &self,
+        request: Request<GetBackfillRequest>,
+    ) -> Result<Response<GetBackfillResponse>, Status> {
+        let GetBackfillRequest { job_id } = request.into_inner();
+        let job = self
+            .backfiller
+            .job(check_job_id(&job_id)?)
+            .await?
+            .ok_or(CoordinatorError::BackfillNotFound)?;
+        Ok(Response::new(GetBackfillResponse {
+            backfill: Some(self.backfill_view(job).await?),
+        }))
+    }
+
+    async fn cancel_backfill(
+        &self,
+        request: Request<CancelBackfillRequest>,
+    ) -> Result<Response<CancelBackfillResponse>, Status> {
+        let CancelBackfillRequest { job_id } = request.into_inner();
+        let job = self
+            .backfiller
+            .cancel(check_job_id(&job_id)?)
+            .await?
+            .ok_or(CoordinatorError::BackfillNotFound)?;
+        Ok(Response::new(CancelBackfillResponse {
+            backfill: Some(self.backfill_view(job).await?),
         }))
     }
 }

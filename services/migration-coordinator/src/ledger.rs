@@ -90,7 +90,8 @@ impl Ledger {
         let now = Utc::now();
         with_db!(&self.db, pool => {
             sqlx::query(
-                "INSERT INTO migration_events (event_id, user_id, legacy_id, source, occurred_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO migration_events (event_id, user_id, legacy_id, source, occurred_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT DO NOTHING",
             )
             .bind(&event_id)
             .bind(user_id)
@@ -101,6 +102,56 @@ impl Ledger {
             .await
             .map(|_| ())
         })?;
+        Ok(())
+    }
+
+    /// Append one event per migrated user of a batch, in one statement.
+    pub async fn record_migrations(
+        &self,
+        users: &[(String, String)],
+        source: &str,
+    ) -> Result<(), sqlx::Error> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let event_ids: Vec<String> = users
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO migration_events (event_id, user_id, legacy_id, source, occurred_at) \
+                     SELECT e, u, l, $4, $5 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS v(e, u, l) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&event_ids)
+                .bind(users.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
+                .bind(users.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>())
+                .bind(source)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            }
+            Db::Sqlite(pool) => {
+                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO migration_events (event_id, user_id, legacy_id, source, occurred_at) ",
+                );
+                insert.push_values(
+                    users.iter().zip(&event_ids),
+                    |mut row, ((user_id, legacy_id), event_id)| {
+                        row.push_bind(event_id.as_str())
+                            .push_bind(user_id.as_str())
+                            .push_bind(legacy_id.as_str())
+                            .push_bind(source)
+                            .push_bind(now);
+                    },
+                );
+                insert.push(" ON CONFLICT DO NOTHING");
+                insert.build().execute(pool).await?;
+            }
+        }
         Ok(())
     }
 

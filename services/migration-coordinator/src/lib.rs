@@ -4,6 +4,7 @@
 //! caller of the legacy connector.
 
 pub mod admin;
+pub mod backfill;
 pub mod config;
 pub mod error;
 mod grpc;

@@ -1,5 +1,6 @@
 //! Building and running the migration-coordinator.
 
+use crate::backfill::Backfiller;
 use crate::config::MigrationConfig;
 use crate::grpc::{AdminService, CoordinatorService};
 use crate::ledger::Ledger;
@@ -12,6 +13,9 @@ use trickle_proto::migration::v1::migration_coordinator_server::MigrationCoordin
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::db::Db;
 use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
+
+/// Deadline of one backfill call (a page insert, or the start of the legacy stream).
+const BACKFILL_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub const SERVICE_NAMES: &[&str] = &[
     "trickle.migration.v1.MigrationCoordinator",
@@ -53,6 +57,17 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
         Duration::from_millis(config.store_timeout_ms),
     )?)
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    // The backfill streams for minutes: channels of its own, without the login deadlines.
+    let backfiller = Backfiller::new(
+        ledger.db().clone(),
+        ledger.clone(),
+        LegacyConnectorClient::new(server::channel(&config.legacy_url, BACKFILL_CALL_TIMEOUT)?)
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        UserStoreClient::new(server::channel(&config.store_url, BACKFILL_CALL_TIMEOUT)?)
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        Duration::from_secs(config.backfill_lease_seconds.max(1)),
+    );
+    let supervisor = backfiller.spawn_supervisor();
     let coordinator = Coordinator::new(ledger, legacy, store);
     let gauges =
         coordinator.spawn_gauge_refresh(Duration::from_secs(config.status_refresh_seconds));
@@ -65,13 +80,17 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     )
     .add_service(
-        MigrationAdminServer::new(AdminService { coordinator })
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        MigrationAdminServer::new(AdminService {
+            coordinator,
+            backfiller,
+        })
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
     Ok(BoundServer::new(listener, routes, SERVICE_NAMES)
         .with_metrics(metrics)
-        .with_background(gauges))
+        .with_background(gauges)
+        .with_background(supervisor))
 }
 
 pub fn migrator_postgres() -> sqlx::migrate::Migrator {

@@ -5,12 +5,14 @@
 use anyhow::Context as _;
 use serde_json::json;
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use tonic::transport::Channel;
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient;
 use trickle_proto::migration::v1::{
-    FailureCount, GetStatusRequest, ListMigrationEventsRequest, LookupUserRequest, Mode,
-    SetModeRequest,
+    Backfill, BackfillState, CancelBackfillRequest, FailureCount, GetBackfillRequest,
+    GetStatusRequest, ListMigrationEventsRequest, LookupUserRequest, Mode, SetModeRequest,
+    StartBackfillRequest,
 };
 use trickle_service_kit::rpc;
 
@@ -39,6 +41,151 @@ pub enum AdminCommand {
     },
     /// Everything Trickle knows about one email: in the store, in the legacy store, deleted.
     User { email: String },
+    /// Import every legacy user who never logged in, with their legacy hashes.
+    Backfill {
+        #[command(subcommand)]
+        action: BackfillAction,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BackfillAction {
+    /// Start a backfill (or resume the last one that did not complete) and follow it with a
+    /// progress bar until it ends.
+    Start {
+        /// Users per batch (one bulk insert each).
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i32,
+        /// Return at once instead of following the progress.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// A backfill's progress (the latest by default).
+    Status {
+        #[arg(long, default_value = "")]
+        job_id: String,
+    },
+    /// Stop the running backfill after its current batch (start resumes it).
+    Cancel {
+        #[arg(long, default_value = "")]
+        job_id: String,
+    },
+}
+
+fn backfill_state(state: i32) -> &'static str {
+    match BackfillState::try_from(state) {
+        Ok(BackfillState::Running) => "running",
+        Ok(BackfillState::Completed) => "completed",
+        Ok(BackfillState::Cancelled) => "cancelled",
+        Ok(BackfillState::Failed) => "failed",
+        _ => "unknown",
+    }
+}
+
+fn backfill_json(b: &Backfill) -> serde_json::Value {
+    json!({
+        "job_id": b.job_id, "state": backfill_state(b.state), "batch_size": b.batch_size,
+        "processed": b.processed, "imported": b.imported, "skipped_existing": b.skipped_existing,
+        "skipped_tombstoned": b.skipped_tombstoned, "unsupported": b.unsupported,
+        "unsupported_users": b.unsupported_users.iter().map(|u| json!({"legacy_id": u.legacy_id, "reason": u.reason})).collect::<Vec<_>>(),
+        "legacy_users_total": b.legacy_users_total, "users_per_second": b.users_per_second,
+        "started_at": time(b.started_at.as_ref()), "finished_at": b.finished_at.as_ref().map(|t| time(Some(t))),
+        "error": (!b.error.is_empty()).then_some(&b.error),
+    })
+}
+
+fn backfill_table(b: &Backfill) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<22}{}", "backfill", b.job_id);
+    let _ = writeln!(out, "{:<22}{}", "state", backfill_state(b.state));
+    let total = b
+        .legacy_users_total
+        .map_or_else(|| "?".to_owned(), |t| t.to_string());
+    let _ = writeln!(
+        out,
+        "{:<22}{} of {}",
+        "legacy users read", b.processed, total
+    );
+    let _ = writeln!(out, "{:<22}{}", "imported", b.imported);
+    let _ = writeln!(out, "{:<22}{}", "already in the store", b.skipped_existing);
+    let _ = writeln!(out, "{:<22}{}", "deleted (skipped)", b.skipped_tombstoned);
+    let _ = writeln!(out, "{:<22}{}", "unsupported hashes", b.unsupported);
+    for u in b.unsupported_users.iter().take(10) {
+        let _ = writeln!(out, "  legacy id {:<12} {}", u.legacy_id, u.reason);
+    }
+    if b.unsupported > 10 {
+        let _ = writeln!(out, "  … (--json lists up to 1000)");
+    }
+    let _ = writeln!(out, "{:<22}{:.0} users/s", "rate", b.users_per_second);
+    let _ = writeln!(out, "{:<22}{}", "started", time(b.started_at.as_ref()));
+    if let Some(finished) = &b.finished_at {
+        let _ = writeln!(out, "{:<22}{}", "finished", time(Some(finished)));
+    }
+    if !b.error.is_empty() {
+        let _ = writeln!(out, "{:<22}{}", "error", b.error);
+    }
+    out
+}
+
+/// Follow a running backfill: a progress bar with rate and ETA on a terminal, a plain line
+/// every few seconds otherwise (logs, CI).
+async fn follow(
+    client: &mut MigrationAdminClient<Channel>,
+    job_id: &str,
+) -> anyhow::Result<Backfill> {
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = std::time::Instant::now();
+    loop {
+        let b = client
+            .get_backfill(GetBackfillRequest {
+                job_id: job_id.to_owned(),
+            })
+            .await
+            .map_err(explain)?
+            .into_inner()
+            .backfill
+            .unwrap_or_default();
+        let done = backfill_state(b.state) != "running";
+        let total = b.legacy_users_total.filter(|t| *t > 0);
+        let eta = match (total, b.users_per_second) {
+            (Some(total), rate) if rate > 0.0 => {
+                format!("ETA {:.0}s", ((total - b.processed).max(0) as f64) / rate)
+            }
+            _ => "ETA ?".into(),
+        };
+        if terminal {
+            let fraction = total.map_or(0.0, |t| (b.processed as f64 / t as f64).min(1.0));
+            let filled = (fraction * 30.0) as usize;
+            eprint!(
+                "\r[{}{}] {:>3.0}% {}/{} · {:.0} users/s · {}   ",
+                "#".repeat(filled),
+                " ".repeat(30 - filled),
+                fraction * 100.0,
+                b.processed,
+                total.map_or_else(|| "?".to_owned(), |t| t.to_string()),
+                b.users_per_second,
+                eta
+            );
+            if done {
+                eprintln!();
+            }
+        } else if done || last_line.elapsed() >= std::time::Duration::from_secs(5) {
+            eprintln!(
+                "backfill {}: {} · {} read · {} imported · {:.0} users/s · {}",
+                b.job_id,
+                backfill_state(b.state),
+                b.processed,
+                b.imported,
+                b.users_per_second,
+                eta
+            );
+            last_line = std::time::Instant::now();
+        }
+        if done {
+            return Ok(b);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 fn mode_name(mode: i32) -> &'static str {
@@ -240,6 +387,42 @@ pub async fn run(address: &str, command: AdminCommand, as_json: bool) -> anyhow:
                 );
             }
             Ok(out)
+        }
+        AdminCommand::Backfill { action } => {
+            let b = match action {
+                BackfillAction::Start { batch_size, detach } => {
+                    let started = client
+                        .start_backfill(StartBackfillRequest { batch_size })
+                        .await
+                        .map_err(explain)?
+                        .into_inner()
+                        .backfill
+                        .unwrap_or_default();
+                    if detach {
+                        started
+                    } else {
+                        follow(&mut client, &started.job_id).await?
+                    }
+                }
+                BackfillAction::Status { job_id } => client
+                    .get_backfill(GetBackfillRequest { job_id })
+                    .await
+                    .map_err(explain)?
+                    .into_inner()
+                    .backfill
+                    .unwrap_or_default(),
+                BackfillAction::Cancel { job_id } => client
+                    .cancel_backfill(CancelBackfillRequest { job_id })
+                    .await
+                    .map_err(explain)?
+                    .into_inner()
+                    .backfill
+                    .unwrap_or_default(),
+            };
+            if as_json {
+                return Ok(backfill_json(&b).to_string());
+            }
+            Ok(backfill_table(&b))
         }
         AdminCommand::User { email } => {
             let found = client

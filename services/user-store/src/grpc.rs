@@ -3,15 +3,16 @@
 
 use crate::error::StoreError;
 use crate::users::{
-    AuthenticateOutcome, ChangePasswordOutcome, Import, ImportOutcome, Profile, RedeemResetOutcome,
-    Source, User, Users,
+    self, AuthenticateOutcome, ChangePasswordOutcome, Import, ImportOutcome, Profile,
+    RedeemResetOutcome, Source, User, Users,
 };
 use prost_types::value::Kind;
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::userstore::v1::{
-    AuthenticateRequest, AuthenticateResponse, ChangeEmailRequest, ChangeEmailResponse,
+    AuthenticateRequest, AuthenticateResponse, BackfillUser, BackfillUsersRequest,
+    BackfillUsersResponse, BackfilledUser, ChangeEmailRequest, ChangeEmailResponse,
     ChangePasswordRequest, ChangePasswordResponse, CheckTombstoneRequest, CheckTombstoneResponse,
     CreateEmailVerificationTicketRequest, CreateEmailVerificationTicketResponse,
     CreatePasswordResetTicketRequest, CreatePasswordResetTicketResponse, CreateUserRequest,
@@ -24,6 +25,10 @@ use trickle_proto::userstore::v1::{
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
+
+/// Users per BackfillUsers call: one statement each, so keep it within SQLite's parameter
+/// limit (12 per user) and PostgreSQL's comfortable array sizes.
+const MAX_BACKFILL_BATCH: usize = 2500;
 
 /// Encoded JSON size cap for each metadata object.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -356,6 +361,72 @@ impl UserStore for UserStoreService {
             reset_migration_users: counts.reset_migration,
             backfill_users: counts.backfill,
             tombstoned_legacy_users: counts.tombstoned_legacy,
+        }))
+    }
+
+    async fn backfill_users(
+        &self,
+        request: Request<BackfillUsersRequest>,
+    ) -> Result<Response<BackfillUsersResponse>, Status> {
+        let BackfillUsersRequest { users } = request.into_inner();
+        if users.len() > MAX_BACKFILL_BATCH {
+            let mut violations = Violations::default();
+            violations.add(
+                "users",
+                format!("at most {MAX_BACKFILL_BATCH} users per call"),
+            );
+            violations.verdict()?;
+        }
+        // A bad record is reported by legacy id and left out; it never fails the batch.
+        let mut valid = Vec::with_capacity(users.len());
+        let mut invalid_legacy_ids = Vec::new();
+        for user in users {
+            let BackfillUser {
+                legacy_id,
+                email,
+                email_verified,
+                profile,
+                password_hash,
+            } = user;
+            let mut violations = Violations::default();
+            let email = violations.check("email", Email::parse(&email));
+            let profile = profile_from_proto(profile, &mut violations);
+            let readable = trickle_password::StoredHash::parse(
+                &password_hash,
+                trickle_password::HashFormat::Auto,
+            )
+            .is_ok();
+            match (
+                email,
+                readable,
+                violations.is_empty(),
+                !legacy_id.is_empty() && legacy_id.len() <= 255,
+            ) {
+                (Some(email), true, true, true) => valid.push(users::BackfillUser {
+                    legacy_id,
+                    email,
+                    email_verified,
+                    profile,
+                    password_hash,
+                }),
+                _ => invalid_legacy_ids.push(legacy_id.chars().take(255).collect()),
+            }
+        }
+        let outcome = self.users.backfill(&valid).await?;
+        Ok(Response::new(BackfillUsersResponse {
+            inserted: outcome
+                .inserted
+                .into_iter()
+                .map(|(user_id, legacy_id)| BackfilledUser { user_id, legacy_id })
+                .collect(),
+            skipped_existing: outcome.skipped_existing,
+            skipped_tombstoned: outcome.skipped_tombstoned,
+            invalid_legacy_ids,
+            backfilled: outcome
+                .backfilled
+                .into_iter()
+                .map(|(user_id, legacy_id)| BackfilledUser { user_id, legacy_id })
+                .collect(),
         }))
     }
 }

@@ -2,7 +2,9 @@
 //! creating and importing them.
 
 use crate::error::StoreError;
-use crate::repository::{InsertOutcome, MigrationCounts, NewUser, Repository, TicketRow};
+use crate::repository::{
+    BackfillRow, InsertOutcome, MigrationCounts, NewUser, Repository, TicketRow,
+};
 use crate::tickets::{self, Ticket};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -97,6 +99,27 @@ pub enum RedeemResetOutcome {
         legacy_id: String,
         email: String,
     },
+}
+
+/// A legacy user for the backfill, validated.
+#[derive(Debug)]
+pub struct BackfillUser {
+    pub legacy_id: String,
+    pub email: Email,
+    pub email_verified: bool,
+    pub profile: Profile,
+    /// A legacy hash the store can verify (checked by parsing it).
+    pub password_hash: String,
+}
+
+#[derive(Debug, Default)]
+pub struct BackfillOutcome {
+    /// (user_id, legacy_id) of the users inserted.
+    pub inserted: Vec<(String, String)>,
+    pub skipped_existing: i64,
+    pub skipped_tombstoned: i64,
+    /// Every user of the batch held with source backfill (inserted now or earlier).
+    pub backfilled: Vec<(String, String)>,
 }
 
 /// How long tickets stay valid.
@@ -570,6 +593,32 @@ impl Users {
 
     pub async fn migration_counts(&self) -> Result<MigrationCounts, StoreError> {
         Ok(self.repository.migration_counts().await?)
+    }
+
+    /// Insert a batch of legacy users with their legacy hashes (source backfill), in one
+    /// statement. The hashes were parsed by the caller's validation; the store verifies them
+    /// natively at the users' next login and upgrades them to argon2id then.
+    #[tracing::instrument(name = "user_store.backfill", skip_all, fields(batch = users.len()))]
+    pub async fn backfill(&self, users: &[BackfillUser]) -> Result<BackfillOutcome, StoreError> {
+        let rows: Vec<BackfillRow<'_>> = users
+            .iter()
+            .map(|u| BackfillRow {
+                legacy_id: &u.legacy_id,
+                email: &u.email,
+                email_verified: u.email_verified,
+                profile: &u.profile,
+                password_hash: &u.password_hash,
+            })
+            .collect();
+        let result = self.repository.backfill(&rows).await?;
+        let inserted = i64::try_from(result.inserted.len()).unwrap_or(i64::MAX);
+        let total = i64::try_from(users.len()).unwrap_or(i64::MAX);
+        Ok(BackfillOutcome {
+            skipped_existing: (total - inserted - result.tombstoned).max(0),
+            skipped_tombstoned: result.tombstoned,
+            inserted: result.inserted,
+            backfilled: result.backfilled,
+        })
     }
 
     pub async fn get_by_id(&self, user_id: &str) -> Result<User, StoreError> {

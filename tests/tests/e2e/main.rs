@@ -36,6 +36,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod backfill;
 mod lifecycle;
 mod telemetry;
 

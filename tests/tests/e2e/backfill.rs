@@ -1,0 +1,340 @@
+//! Backfill: everyone who never logs in is imported with their legacy hash — exactly once,
+//! resumably, alongside logins — on both backends.
+
+use super::{assert_status, login};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tonic::Code;
+use trickle_proto::auth::v1::{
+    DeleteUserRequest, GetUserRequest, Source, get_user_request::Lookup,
+};
+use trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient;
+use trickle_proto::migration::v1::{
+    Backfill, BackfillState, GetBackfillRequest, GetStatusRequest, Mode, SetModeRequest,
+    StartBackfillRequest,
+};
+use trickle_service_kit::rpc::reason;
+use trickle_tests::{Backend, TestTrickle};
+
+on_both_backends!(
+    backfill_imports_everyone_once_with_their_legacy_hashes,
+    a_killed_backfill_resumes_without_duplicates_or_gaps,
+    backfill_racing_first_logins_leaves_one_row_per_user,
+);
+
+/// Legacy users `1..=n`, password `pw-{id}`, in two legacy formats (cheap parameters: the
+/// backfill moves hashes, it does not compute them).
+async fn seed(trickle: &TestTrickle, n: i64) {
+    let bcrypt = trickle_password::legacy_formats::bcrypt("pw-1", 4).expect("bcrypt");
+    let users: Vec<(i64, String, String)> = (1..=n)
+        .map(|id| {
+            let hash = if id == 1 {
+                bcrypt.clone()
+            } else if id % 2 == 0 {
+                trickle_password::legacy_formats::bcrypt(&format!("pw-{id}"), 4).expect("bcrypt")
+            } else {
+                trickle_password::legacy_formats::django_pbkdf2_sha256(&format!("pw-{id}"), 1000)
+                    .expect("pbkdf2")
+            };
+            (id, format!("user{id}@example.com"), hash)
+        })
+        .collect();
+    trickle.legacy.insert_many(&users).await;
+}
+
+async fn wait_for_end(
+    admin: &mut MigrationAdminClient<tonic::transport::Channel>,
+    job_id: &str,
+) -> Backfill {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = admin
+            .get_backfill(GetBackfillRequest {
+                job_id: job_id.to_owned(),
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .backfill
+            .expect("backfill");
+        if b.state != i32::from(BackfillState::Running) {
+            return b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backfill did not finish: {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn legacy_ids_in_store(trickle: &TestTrickle) -> (i64, BTreeSet<String>) {
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT legacy_id FROM users WHERE legacy_id IS NOT NULL")
+            .fetch_all(&trickle.store.pool)
+            .await
+            .expect("legacy ids");
+    let n = i64::try_from(rows.len()).expect("count");
+    (n, rows.into_iter().collect())
+}
+
+async fn backfill_imports_everyone_once_with_their_legacy_hashes(backend: Backend) {
+    let mut trickle = TestTrickle::start(backend).await;
+    seed(&trickle, 120).await;
+    // One hash no format can read: counted and listed, never imported, never lost.
+    trickle
+        .legacy
+        .insert_many(&[(
+            121,
+            "odd@example.com".into(),
+            "5f4dcc3b5aa765d61d8327deb882cf99".into(),
+        )])
+        .await;
+    let mut client = trickle.client().await;
+    client
+        .login(login("user5@example.com", "pw-5"))
+        .await
+        .expect("user 5 migrates on login");
+    let six = client
+        .login(login("user6@example.com", "pw-6"))
+        .await
+        .expect("user 6 migrates")
+        .into_inner()
+        .user
+        .expect("user");
+    client
+        .delete_user(DeleteUserRequest {
+            user_id: six.user_id,
+        })
+        .await
+        .expect("user 6 is deleted");
+
+    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
+        .await
+        .expect("admin");
+    let started = admin
+        .start_backfill(StartBackfillRequest { batch_size: 25 })
+        .await
+        .expect("start")
+        .into_inner()
+        .backfill
+        .expect("job");
+    assert_eq!(started.legacy_users_total, Some(121));
+    let done = wait_for_end(&mut admin, &started.job_id).await;
+    assert_eq!(done.state, i32::from(BackfillState::Completed), "{done:?}");
+    assert_eq!(done.processed, 121);
+    assert_eq!(
+        done.imported, 118,
+        "120 users, less 5 (migrated on login) and 6 (deleted)"
+    );
+    assert_eq!(done.skipped_existing, 1);
+    assert_eq!(done.skipped_tombstoned, 1);
+    assert_eq!(done.unsupported, 1);
+    assert_eq!(
+        done.unsupported_users
+            .iter()
+            .map(|u| u.legacy_id.as_str())
+            .collect::<Vec<_>>(),
+        ["121"]
+    );
+    assert!(
+        !done.unsupported_users[0]
+            .reason
+            .contains("5f4dcc3b5aa765d6"),
+        "never the hash itself"
+    );
+
+    let (count, ids) = legacy_ids_in_store(&trickle).await;
+    assert_eq!(count, 119);
+    let expected: BTreeSet<String> = (1..=120)
+        .filter(|id| *id != 6)
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        trickle
+            .store
+            .count("SELECT COUNT(*) FROM migration_events WHERE source = 'backfill'")
+            .await,
+        118
+    );
+
+    // A second start after completion begins anew and finds nothing to do.
+    let again = admin
+        .start_backfill(StartBackfillRequest { batch_size: 50 })
+        .await
+        .expect("start")
+        .into_inner()
+        .backfill
+        .expect("job");
+    let again = wait_for_end(&mut admin, &again.job_id).await;
+    assert_eq!((again.imported, again.skipped_existing), (0, 119));
+
+    // Backfilled users log in with their legacy password, verified by the store alone, and
+    // are re-hashed with argon2id by that login.
+    trickle
+        .cluster
+        .stop_legacy_connector()
+        .await
+        .expect("stop the connector");
+    for id in [7_i64, 8] {
+        let email = format!("user{id}@example.com");
+        let before = trickle.store.password_hash(&email).await;
+        assert!(
+            !before.starts_with("$argon2id$"),
+            "a legacy hash after the backfill"
+        );
+        let response = client
+            .login(login(&email, &format!("pw-{id}")))
+            .await
+            .expect("login")
+            .into_inner();
+        assert!(!response.migrated, "already in the store");
+        assert_eq!(
+            response.user.expect("user").source,
+            i32::from(Source::Backfill)
+        );
+        let after = trickle.store.password_hash(&email).await;
+        assert!(
+            after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "upgraded on login"
+        );
+        let wrong = client
+            .login(login(&email, "pw-0"))
+            .await
+            .expect_err("wrong password");
+        assert_status(&wrong, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    }
+    let status = admin
+        .get_status(GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.migrated_by_backfill, 118);
+}
+
+async fn a_killed_backfill_resumes_without_duplicates_or_gaps(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    seed(&trickle, 1000).await;
+    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
+        .await
+        .expect("admin");
+    let job = admin
+        .start_backfill(StartBackfillRequest { batch_size: 10 })
+        .await
+        .expect("start")
+        .into_inner()
+        .backfill
+        .expect("job");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = admin
+            .get_backfill(GetBackfillRequest {
+                job_id: job.job_id.clone(),
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        if b.backfill.expect("job").processed >= 100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backfill never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Kill the coordinator half-way: stopping it aborts its backfill mid-page, as a crash
+    // would, and its heartbeats stop.
+    trickle.cluster.coordinator.request_stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin
+        .get_backfill(GetBackfillRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "the coordinator did not stop");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let partial = legacy_ids_in_store(&trickle).await.0;
+    assert!(partial < 1000, "killed before the end ({partial} imported)");
+
+    // Another replica takes the job over once the heartbeat is stale, from its checkpoint.
+    let replica = trickle.second_cluster(|_| {}).await;
+    let mut admin = MigrationAdminClient::connect(replica.coordinator.url())
+        .await
+        .expect("admin");
+    let done = wait_for_end(&mut admin, &job.job_id).await;
+    assert_eq!(done.state, i32::from(BackfillState::Completed), "{done:?}");
+    let (count, ids) = legacy_ids_in_store(&trickle).await;
+    assert_eq!(count, 1000, "no duplicates");
+    assert_eq!(
+        ids,
+        (1..=1000).map(|id| id.to_string()).collect::<BTreeSet<_>>(),
+        "no gaps"
+    );
+    assert_eq!(
+        trickle
+            .store
+            .count("SELECT COUNT(*) FROM migration_events WHERE source = 'backfill'")
+            .await,
+        1000
+    );
+    replica.stop().await.expect("stop");
+}
+
+async fn backfill_racing_first_logins_leaves_one_row_per_user(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    seed(&trickle, 300).await;
+    let client = trickle.client().await;
+    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
+        .await
+        .expect("admin");
+    let job = admin
+        .start_backfill(StartBackfillRequest { batch_size: 10 })
+        .await
+        .expect("start")
+        .into_inner()
+        .backfill
+        .expect("job");
+    let logins: Vec<_> = (1..=50_i64)
+        .map(|id| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .login(login(&format!("user{id}@example.com"), &format!("pw-{id}")))
+                    .await
+            })
+        })
+        .collect();
+    for login in logins {
+        login
+            .await
+            .expect("task")
+            .expect("every first login succeeds, backfilled or not");
+    }
+    let done = wait_for_end(&mut admin, &job.job_id).await;
+    assert_eq!(done.state, i32::from(BackfillState::Completed));
+    let (count, ids) = legacy_ids_in_store(&trickle).await;
+    assert_eq!(count, 300, "one row per legacy user");
+    assert_eq!(ids.len(), 300);
+    let user = trickle
+        .client()
+        .await
+        .get_user(GetUserRequest {
+            lookup: Some(Lookup::Email("user42@example.com".into())),
+        })
+        .await
+        .expect("user")
+        .into_inner();
+    assert!(user.migrated);
+
+    // Everyone is in the store: the cutover needs no force.
+    let switched = admin
+        .set_mode(SetModeRequest {
+            mode: Mode::Authoritative.into(),
+            force: false,
+        })
+        .await;
+    assert!(switched.is_ok(), "{switched:?}");
+}
