@@ -258,6 +258,41 @@ impl LegacyDb {
             .expect("insert legacy user");
     }
 
+    /// An empty legacy database of `backend`'s legacy kind, for an app's own schema
+    /// (`ddl`: statements separated by `;`).
+    pub async fn with_schema(backend: Backend, dir: &Arc<tempfile::TempDir>, ddl: &str) -> Self {
+        sqlx::any::install_default_drivers();
+        let database = match backend {
+            Backend::PostgresMariaDb => TestDatabase::mariadb().await,
+            Backend::Postgres => TestDatabase::postgres().await,
+            Backend::Sqlite => TestDatabase::sqlite(dir, "legacy.db"),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&database.url)
+            .await
+            .expect("connect to the legacy database");
+        for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            pool.execute(sqlx::AssertSqlSafe(statement.to_owned()))
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        Self {
+            database,
+            pool,
+            find_user: String::new(),
+            list_users: String::new(),
+        }
+    }
+
+    /// Run one statement of test data.
+    pub async fn execute(&self, sql: String) {
+        self.pool
+            .execute(sqlx::AssertSqlSafe(sql.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Many users at once (multi-row inserts): `(id, email, hash)`. Test data only — the
     /// values are written into the SQL, so they must not contain quotes.
     pub async fn insert_many(&self, users: &[(i64, String, String)]) {
@@ -381,10 +416,20 @@ impl TestTrickle {
     }
 
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
-        capture_logs();
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let store = StoreDb::create(backend, &dir).await;
         let legacy = LegacyDb::create(backend, &dir).await;
+        Self::start_with_legacy(backend, dir, legacy, adjust).await
+    }
+
+    /// Start on a legacy database the test built itself (an app's real schema).
+    pub async fn start_with_legacy(
+        backend: Backend,
+        dir: Arc<tempfile::TempDir>,
+        legacy: LegacyDb,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        capture_logs();
+        let store = StoreDb::create(backend, &dir).await;
         let signing_key_pem =
             trickle_auth_frontend::tokens::generate_signing_key_pem().expect("signing key");
         let mut config = base_config(&store, &legacy, &signing_key_pem);

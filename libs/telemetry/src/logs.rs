@@ -135,6 +135,7 @@ where
     let fmt_layer = if json {
         tracing_subscriber::fmt::layer()
             .event_format(JsonWithTraceIds)
+            .with_ansi(false)
             .with_writer(writer)
             .boxed()
     } else {

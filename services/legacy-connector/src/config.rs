@@ -28,6 +28,12 @@ pub struct LegacyConfig {
     /// Where the legacy-connector's gRPC server listens.
     pub listen: String,
     pub backend: Backend,
+    /// A legacy app whose schema Trickle knows (`wordpress`, `django`, `laravel`,
+    /// `aspnet-identity`, `aspnet-membership`): it fills in the queries and the hash format
+    /// you leave empty.
+    pub preset: Option<crate::presets::Preset>,
+    /// The app's table prefix (WordPress: `wp_` unless set).
+    pub table_prefix: Option<String>,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
     pub metrics_listen: String,
     /// `postgres://…`, `mysql://…` or `sqlite://…`.
@@ -70,9 +76,13 @@ impl Default for LegacyConfig {
         Self {
             listen: "127.0.0.1:50053".into(),
             backend: Backend::Sql,
+            preset: None,
+            table_prefix: None,
             metrics_listen: "127.0.0.1:9103".into(),
             database_url: String::new(),
-            find_user: "SELECT id, email, password_hash FROM users WHERE lower(email) = ?".into(),
+            // Empty: the preset's, or `SELECT id, email, password_hash FROM users WHERE
+            // lower(email) = ?` without one.
+            find_user: String::new(),
             count_users: String::new(),
             salted_digest: None,
             list_users: String::new(),

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod error;
 mod grpc;
+pub mod presets;
 pub mod sql;
 pub mod startup;
 

@@ -451,6 +451,11 @@ trait LegacyRow {
 
 macro_rules! impl_legacy_row {
     ($row:ty) => {
+        impl_legacy_row!($row, |_row: &$row,
+                                _column: &str|
+         -> Option<Option<String>> { None });
+    };
+    ($row:ty, $unsigned:expr) => {
         impl LegacyRow for $row {
             fn has_column(&self, column: &str) -> bool {
                 self.try_column(column).is_ok()
@@ -476,6 +481,9 @@ macro_rules! impl_legacy_row {
                 }
                 if let Ok(v) = self.try_get::<Option<i16>, _>(column) {
                     return Ok(v.map(|v| v.to_string()));
+                }
+                if let Some(v) = ($unsigned)(self, column) {
+                    return Ok(v);
                 }
                 self.text(column)
             }
@@ -508,5 +516,12 @@ macro_rules! impl_legacy_row {
 }
 
 impl_legacy_row!(PgRow);
-impl_legacy_row!(MySqlRow);
+// MySQL has unsigned integers (WordPress' `ID bigint unsigned`); the others do not.
+impl_legacy_row!(MySqlRow, |row: &MySqlRow,
+                            column: &str|
+ -> Option<Option<String>> {
+    row.try_get::<Option<u64>, _>(column)
+        .ok()
+        .map(|v| v.map(|v| v.to_string()))
+});
 impl_legacy_row!(SqliteRow);

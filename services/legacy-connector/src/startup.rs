@@ -34,7 +34,7 @@ pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
         config.hash_queue,
     )?;
     let backend = match config.backend {
-        Backend::Sql => SqlBackend::new(config, hasher)?,
+        Backend::Sql => SqlBackend::new(&crate::presets::resolve(config)?, hasher)?,
     };
     let listener = server::bind(&config.listen).await?;
     tracing::info!(backend = "sql", hash_format = ?config.hash_format, "legacy-connector ready");

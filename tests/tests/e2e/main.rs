@@ -38,6 +38,7 @@ macro_rules! on_both_backends {
 
 mod backfill;
 mod lifecycle;
+mod presets;
 mod telemetry;
 
 on_both_backends!(

@@ -1,0 +1,255 @@
+//! Presets for the legacy apps Trickle migrates most: their real schemas, turned into the
+//! `find_user`, `count_users` and `list_users` queries and the hash format, for the
+//! database kind the `database_url` names (placeholders and quoting differ).
+
+use crate::config::{CursorKind, LegacyConfig};
+use crate::error::LegacyError;
+use serde::Deserialize;
+use trickle_password::HashFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// `wp_users` (phpass `$P$`, WordPress 6.8 `$wp$`, bcrypt); `table_prefix` default `wp_`.
+    Wordpress,
+    /// `auth_user` (pbkdf2_sha256, bcrypt_sha256, argon2, …); only active users.
+    Django,
+    /// `users` with `email_verified_at` (bcrypt `$2y$`).
+    Laravel,
+    /// `AspNetUsers` with `NormalizedEmail` and `EmailConfirmed` (Identity v2/v3 hashes).
+    AspnetIdentity,
+    /// `aspnet_Membership` joined to `aspnet_Users` (SHA-1 with `PasswordSalt`,
+    /// `PasswordFormat = 1`).
+    AspnetMembership,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+fn kind(url: &str) -> Result<Kind, LegacyError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Kind::Postgres)
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Ok(Kind::MySql)
+    } else if url.starts_with("sqlite:") {
+        Ok(Kind::Sqlite)
+    } else {
+        Err(LegacyError::Config(
+            "[legacy] database_url must be postgres://, mysql:// or sqlite:// for a preset".into(),
+        ))
+    }
+}
+
+/// The generic query when neither a preset nor `find_user` is given.
+const DEFAULT_FIND_USER: &str = "SELECT id, email, password_hash FROM users WHERE lower(email) = ?";
+
+/// Fill in what the preset defines and the operator left empty.
+pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
+    let mut resolved = config.clone();
+    let Some(preset) = config.preset else {
+        if resolved.find_user.trim().is_empty() {
+            resolved.find_user = DEFAULT_FIND_USER.into();
+        }
+        return Ok(resolved);
+    };
+    let kind = kind(&config.database_url)?;
+    // Placeholders: `?` for MySQL and SQLite, `$n` for PostgreSQL.
+    let (p1, p2) = if kind == Kind::Postgres {
+        ("$1", "$2")
+    } else {
+        ("?", "?")
+    };
+    // Identifiers with capitals need quotes on PostgreSQL (Npgsql creates them quoted).
+    let q = |ident: &str| {
+        if kind == Kind::Postgres {
+            format!("\"{ident}\"")
+        } else {
+            ident.to_owned()
+        }
+    };
+    let prefix = config.table_prefix.clone().unwrap_or_else(|| {
+        if preset == Preset::Wordpress {
+            "wp_".into()
+        } else {
+            String::new()
+        }
+    });
+    let table = |name: &str| q(&format!("{prefix}{name}"));
+    let (select, from, by_email, key, cursor, format) = match preset {
+        Preset::Wordpress => (
+            "SELECT ID AS id, user_email AS email, user_pass AS password_hash, display_name AS name, \
+             user_nicename AS nickname"
+                .to_owned(),
+            table("users"),
+            format!("lower(user_email) = {p1}"),
+            "ID".to_owned(),
+            CursorKind::Integer,
+            HashFormat::Auto,
+        ),
+        Preset::Django => (
+            "SELECT id, email, password AS password_hash, first_name AS given_name, last_name AS family_name, \
+             username AS nickname"
+                .to_owned(),
+            format!("{} WHERE is_active = TRUE AND", table("auth_user")),
+            format!("lower(email) = {p1}"),
+            "id".to_owned(),
+            CursorKind::Integer,
+            HashFormat::Auto,
+        ),
+        Preset::Laravel => (
+            "SELECT id, email, password AS password_hash, name, (email_verified_at IS NOT NULL) AS email_verified"
+                .to_owned(),
+            table("users"),
+            format!("lower(email) = {p1}"),
+            "id".to_owned(),
+            CursorKind::Integer,
+            HashFormat::Auto,
+        ),
+        Preset::AspnetIdentity => (
+            format!(
+                "SELECT {} AS id, {} AS email, {} AS password_hash, {} AS email_verified, {} AS nickname",
+                q("Id"),
+                q("Email"),
+                q("PasswordHash"),
+                q("EmailConfirmed"),
+                q("UserName")
+            ),
+            table("AspNetUsers"),
+            // Identity keeps the email upper-cased in NormalizedEmail, indexed.
+            format!("{} = UPPER({p1})", q("NormalizedEmail")),
+            q("Id"),
+            CursorKind::Text,
+            HashFormat::AspnetIdentity,
+        ),
+        Preset::AspnetMembership => (
+            format!(
+                "SELECT u.{} AS id, m.{} AS email, m.{} AS password_hash, m.{} AS password_salt, u.{} AS nickname",
+                q("UserId"),
+                q("Email"),
+                q("Password"),
+                q("PasswordSalt"),
+                q("UserName")
+            ),
+            format!(
+                "{} m JOIN {} u ON u.{} = m.{} WHERE m.{} = 1 AND",
+                table("aspnet_Membership"),
+                table("aspnet_Users"),
+                q("UserId"),
+                q("UserId"),
+                q("PasswordFormat")
+            ),
+            format!("m.{} = {p1}", q("LoweredEmail")),
+            format!("u.{}", q("UserId")),
+            CursorKind::Text,
+            HashFormat::AspnetMembershipSha1,
+        ),
+    };
+    // `from` either ends in a table (then WHERE follows) or in "… AND" (a filter of its own).
+    let (find_where, list_where) = if from.ends_with(" AND") {
+        (format!("{from} {by_email}"), format!("{from} {key} > {p1}"))
+    } else {
+        (
+            format!("{from} WHERE {by_email}"),
+            format!("{from} WHERE {key} > {p1}"),
+        )
+    };
+    let count_from = from
+        .trim_end_matches(" AND")
+        .trim_end_matches(" WHERE")
+        .to_owned();
+    let set = |current: &mut String, value: String| {
+        if current.trim().is_empty() {
+            *current = value;
+        }
+    };
+    set(
+        &mut resolved.find_user,
+        format!("{select} FROM {find_where}"),
+    );
+    set(
+        &mut resolved.count_users,
+        format!("SELECT COUNT(*) FROM {count_from}"),
+    );
+    set(
+        &mut resolved.list_users,
+        format!("{select} FROM {list_where} ORDER BY {key} LIMIT {p2}"),
+    );
+    if config.hash_format == HashFormat::Auto {
+        resolved.hash_format = format;
+    }
+    resolved.list_users_cursor = cursor;
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(preset: Preset, url: &str) -> LegacyConfig {
+        let config = LegacyConfig {
+            preset: Some(preset),
+            database_url: url.into(),
+            find_user: String::new(),
+            ..LegacyConfig::default()
+        };
+        resolve(&config).expect("resolves")
+    }
+
+    #[test]
+    fn presets_follow_the_database_kind() {
+        let wp = with(Preset::Wordpress, "mysql://x/wp");
+        assert!(
+            wp.find_user
+                .contains("FROM wp_users WHERE lower(user_email) = ?"),
+            "{}",
+            wp.find_user
+        );
+        assert!(
+            wp.list_users.ends_with("WHERE ID > ? ORDER BY ID LIMIT ?"),
+            "{}",
+            wp.list_users
+        );
+        let identity = with(Preset::AspnetIdentity, "postgres://x/app");
+        assert!(
+            identity
+                .find_user
+                .contains("FROM \"AspNetUsers\" WHERE \"NormalizedEmail\" = UPPER($1)"),
+            "{}",
+            identity.find_user
+        );
+        assert_eq!(identity.list_users_cursor, CursorKind::Text);
+        let membership = with(Preset::AspnetMembership, "sqlite://m.db");
+        assert!(
+            membership
+                .count_users
+                .contains("WHERE m.PasswordFormat = 1"),
+            "{}",
+            membership.count_users
+        );
+        assert!(
+            !membership.count_users.ends_with("AND"),
+            "{}",
+            membership.count_users
+        );
+        let django = with(Preset::Django, "postgres://x/app");
+        assert!(
+            django
+                .list_users
+                .contains("is_active = TRUE AND id > $1 ORDER BY id LIMIT $2"),
+            "{}",
+            django.list_users
+        );
+        // An explicit query wins over the preset's.
+        let custom = LegacyConfig {
+            preset: Some(Preset::Laravel),
+            database_url: "mysql://x".into(),
+            find_user: "SELECT 1".into(),
+            ..LegacyConfig::default()
+        };
+        assert_eq!(resolve(&custom).expect("resolves").find_user, "SELECT 1");
+    }
+}

@@ -1,0 +1,279 @@
+//! Each preset against a database created with that app's real schema
+//! (tests/fixtures/legacy-apps) and filled with hashes from the reference implementations
+//! (tests/vectors): a login migrates, the backfill imports the rest, and the store then
+//! verifies them on its own.
+
+use super::{assert_status, login};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::Code;
+use trickle_legacy_connector::presets::Preset;
+use trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient;
+use trickle_proto::migration::v1::{BackfillState, GetBackfillRequest, StartBackfillRequest};
+use trickle_service_kit::rpc::reason;
+use trickle_tests::{Backend, LegacyDb, TestTrickle};
+
+#[derive(Deserialize)]
+struct Vectors {
+    vectors: Vec<Vector>,
+}
+
+#[derive(Deserialize, Clone)]
+struct Vector {
+    format: String,
+    hash: String,
+    password: String,
+    valid: bool,
+    #[serde(default)]
+    corrupted: bool,
+    salt: Option<String>,
+}
+
+/// Right-password vectors of these formats, five at most.
+fn vectors(formats: &[&str]) -> Vec<Vector> {
+    let all: Vectors =
+        serde_json::from_str(include_str!("../../vectors/password-hashes.json")).expect("vectors");
+    all.vectors
+        .into_iter()
+        .filter(|v| v.valid && !v.corrupted && formats.contains(&v.format.as_str()))
+        .take(5)
+        .collect()
+}
+
+struct App {
+    preset: Preset,
+    backend: Backend,
+    ddl: &'static str,
+    /// (email as the app stores it, password) of each user inserted.
+    users: Vec<(String, String)>,
+    inserts: Vec<String>,
+}
+
+async fn check(app: App) {
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let legacy = LegacyDb::with_schema(app.backend, &dir, app.ddl).await;
+    for insert in &app.inserts {
+        legacy.execute(insert.clone()).await;
+    }
+    let preset = app.preset;
+    let mut trickle = TestTrickle::start_with_legacy(app.backend, dir, legacy, |config| {
+        config.legacy.preset = Some(preset);
+        config.legacy.find_user = String::new();
+        config.legacy.count_users = String::new();
+        config.legacy.list_users = String::new();
+    })
+    .await;
+    let mut client = trickle.client().await;
+
+    // The first user migrates on login, typed in lower case.
+    let (email, password) = &app.users[0];
+    let wrong = client
+        .login(login(&email.to_lowercase(), &format!("{password}?")))
+        .await
+        .expect_err("wrong password");
+    assert_status(&wrong, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    let first = client
+        .login(login(&email.to_lowercase(), password))
+        .await
+        .unwrap_or_else(|e| panic!("{preset:?} login: {e:?}"))
+        .into_inner();
+    assert!(first.migrated, "{preset:?}");
+
+    // The backfill takes the others, with their legacy hashes.
+    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
+        .await
+        .expect("admin");
+    let job = admin
+        .start_backfill(StartBackfillRequest { batch_size: 2 })
+        .await
+        .expect("start")
+        .into_inner()
+        .backfill
+        .expect("job");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let b = admin
+            .get_backfill(GetBackfillRequest {
+                job_id: job.job_id.clone(),
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .backfill
+            .expect("job");
+        if b.state != i32::from(BackfillState::Running) {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{preset:?}: backfill did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        done.state,
+        i32::from(BackfillState::Completed),
+        "{preset:?}: {done:?}"
+    );
+    let others = i64::try_from(app.users.len() - 1).expect("count");
+    assert_eq!(
+        (done.imported, done.skipped_existing, done.unsupported),
+        (others, 1, 0),
+        "{preset:?}: {done:?}"
+    );
+    assert_eq!(
+        done.legacy_users_total,
+        Some(others + 1),
+        "{preset:?}: count_users"
+    );
+
+    // Without the legacy store, every backfilled user logs in with the legacy password.
+    trickle.cluster.stop_legacy_connector().await.expect("stop");
+    for (email, password) in &app.users[1..] {
+        client
+            .login(login(email, password))
+            .await
+            .unwrap_or_else(|e| panic!("{preset:?} {email}: {e:?}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wordpress_on_mariadb() {
+    let v = vectors(&["phpass", "wordpress_bcrypt", "bcrypt"]);
+    let mut users = Vec::new();
+    let mut inserts = Vec::new();
+    for (i, v) in v.iter().enumerate() {
+        let email = format!("WPUser{i}@Example.com");
+        inserts.push(format!(
+            "INSERT INTO wp_users (user_login, user_pass, user_nicename, user_email, display_name) \
+             VALUES ('wpuser{i}', '{}', 'wpuser{i}', '{email}', 'WP User {i}')",
+            v.hash
+        ));
+        users.push((email, v.password.clone()));
+    }
+    check(App {
+        preset: Preset::Wordpress,
+        backend: Backend::PostgresMariaDb,
+        ddl: include_str!("../../fixtures/legacy-apps/wordpress.mysql.sql"),
+        users,
+        inserts,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_on_postgresql() {
+    let v = vectors(&[
+        "django_pbkdf2_sha256",
+        "django_pbkdf2_sha1",
+        "django_bcrypt_sha256",
+        "django_argon2",
+    ]);
+    let mut users = Vec::new();
+    let mut inserts = Vec::new();
+    for (i, v) in v.iter().enumerate() {
+        let email = format!("django{i}@Example.com");
+        inserts.push(format!(
+            "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined) \
+             VALUES ('{}', false, 'django{i}', 'Django', 'User {i}', '{email}', false, true, now())",
+            v.hash
+        ));
+        users.push((email, v.password.clone()));
+    }
+    check(App {
+        preset: Preset::Django,
+        backend: Backend::Postgres,
+        ddl: include_str!("../../fixtures/legacy-apps/django.postgres.sql"),
+        users,
+        inserts,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laravel_on_mariadb() {
+    let v = vectors(&["bcrypt"]);
+    let mut users = Vec::new();
+    let mut inserts = Vec::new();
+    for (i, v) in v.iter().enumerate() {
+        let email = format!("laravel{i}@example.com");
+        let verified = if i % 2 == 0 { "NOW()" } else { "NULL" };
+        inserts.push(format!(
+            "INSERT INTO users (name, email, email_verified_at, password) VALUES ('Laravel {i}', '{email}', {verified}, '{}')",
+            v.hash
+        ));
+        users.push((email, v.password.clone()));
+    }
+    check(App {
+        preset: Preset::Laravel,
+        backend: Backend::PostgresMariaDb,
+        ddl: include_str!("../../fixtures/legacy-apps/laravel.mysql.sql"),
+        users,
+        inserts,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aspnet_identity_on_postgresql() {
+    let v = vectors(&["aspnet_identity"]);
+    let mut users = Vec::new();
+    let mut inserts = Vec::new();
+    for (i, v) in v.iter().enumerate() {
+        let email = format!("Identity{i}@Example.com");
+        inserts.push(format!(
+            "INSERT INTO \"AspNetUsers\" (\"Id\", \"UserName\", \"NormalizedUserName\", \"Email\", \"NormalizedEmail\", \
+             \"EmailConfirmed\", \"PasswordHash\", \"PhoneNumberConfirmed\", \"TwoFactorEnabled\", \"LockoutEnabled\", \"AccessFailedCount\") \
+             VALUES ('{}', 'identity{i}', 'IDENTITY{i}', '{email}', '{}', {}, '{}', false, false, true, 0)",
+            uuid::Uuid::now_v7(),
+            email.to_uppercase(),
+            i % 2 == 0,
+            v.hash
+        ));
+        users.push((email, v.password.clone()));
+    }
+    check(App {
+        preset: Preset::AspnetIdentity,
+        backend: Backend::Postgres,
+        ddl: include_str!("../../fixtures/legacy-apps/aspnet-identity.postgres.sql"),
+        users,
+        inserts,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aspnet_membership_on_mariadb() {
+    let v = vectors(&["aspnet_membership_sha1"]);
+    let mut users = Vec::new();
+    let mut inserts = Vec::new();
+    let app = uuid::Uuid::now_v7();
+    for (i, v) in v.iter().enumerate() {
+        let id = uuid::Uuid::now_v7();
+        let email = format!("Member{i}@Example.com");
+        inserts.push(format!(
+            "INSERT INTO aspnet_Users (ApplicationId, UserId, UserName, LoweredUserName, LastActivityDate) \
+             VALUES ('{app}', '{id}', 'member{i}', 'member{i}', NOW())"
+        ));
+        inserts.push(format!(
+            "INSERT INTO aspnet_Membership (ApplicationId, UserId, Password, PasswordFormat, PasswordSalt, Email, LoweredEmail, \
+             IsApproved, IsLockedOut, CreateDate, LastLoginDate, LastPasswordChangedDate, LastLockoutDate, \
+             FailedPasswordAttemptCount, FailedPasswordAttemptWindowStart, FailedPasswordAnswerAttemptCount, \
+             FailedPasswordAnswerAttemptWindowStart) \
+             VALUES ('{app}', '{id}', '{}', 1, '{}', '{email}', '{}', 1, 0, NOW(), NOW(), NOW(), NOW(), 0, NOW(), 0, NOW())",
+            v.hash,
+            v.salt.as_deref().expect("membership vectors carry a salt"),
+            email.to_lowercase()
+        ));
+        users.push((email, v.password.clone()));
+    }
+    check(App {
+        preset: Preset::AspnetMembership,
+        backend: Backend::PostgresMariaDb,
+        ddl: include_str!("../../fixtures/legacy-apps/aspnet-membership.mysql.sql"),
+        users,
+        inserts,
+    })
+    .await;
+}
