@@ -9,6 +9,8 @@ pub enum Backend {
     /// A PostgreSQL, MySQL/MariaDB or SQLite database read with configured queries.
     #[default]
     Sql,
+    /// A web service with Basic Auth (`[legacy.http]`).
+    Http,
 }
 
 /// The type of the legacy id, for the backfill's keyset pagination.
@@ -34,6 +36,8 @@ pub struct LegacyConfig {
     pub preset: Option<crate::presets::Preset>,
     /// The app's table prefix (WordPress: `wp_` unless set).
     pub table_prefix: Option<String>,
+    /// For `backend = "http"`.
+    pub http: crate::http::HttpConfig,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
     pub metrics_listen: String,
     /// `postgres://…`, `mysql://…` or `sqlite://…`.
@@ -78,6 +82,7 @@ impl Default for LegacyConfig {
             backend: Backend::Sql,
             preset: None,
             table_prefix: None,
+            http: crate::http::HttpConfig::default(),
             metrics_listen: "127.0.0.1:9103".into(),
             database_url: String::new(),
             // Empty: the preset's, or `SELECT id, email, password_hash FROM users WHERE

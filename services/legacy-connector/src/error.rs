@@ -21,6 +21,9 @@ pub enum LegacyError {
     ListUnsupported,
     #[error("the password verification queue is full")]
     Overloaded,
+    /// The legacy web service failed or answered something other than yes or no.
+    #[error("legacy web service: {0}")]
+    Http(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -40,6 +43,11 @@ impl From<LegacyError> for Status {
             LegacyError::InvalidRequest(violations) => {
                 rpc::invalid_argument(reason::INVALID_REQUEST, &violations)
             }
+            LegacyError::Timeout(0) => rpc::status(
+                Code::Unavailable,
+                reason::LEGACY_UNAVAILABLE,
+                "the legacy web service did not answer in time",
+            ),
             LegacyError::Timeout(ms) => {
                 tracing::warn!(timeout_ms = ms, "legacy database query timed out");
                 rpc::status(
@@ -74,6 +82,14 @@ impl From<LegacyError> for Status {
                 reason::LIST_UNSUPPORTED,
                 "this legacy connector cannot list users for a backfill: set [legacy] list_users",
             ),
+            LegacyError::Http(detail) => {
+                tracing::warn!(%detail, "legacy web service error");
+                rpc::status(
+                    Code::Unavailable,
+                    reason::LEGACY_UNAVAILABLE,
+                    format!("the legacy web service failed: {detail}"),
+                )
+            }
             LegacyError::Overloaded => rpc::status(
                 Code::ResourceExhausted,
                 reason::OVERLOADED,

@@ -1,7 +1,8 @@
 //! The tonic layer: proto ⇄ domain conversions only.
 
+use crate::backend::LegacyBackend;
 use crate::error::LegacyError;
-use crate::sql::{LegacyUser, ListedUser, LoginOutcome, SqlBackend};
+use crate::sql::{LegacyUser, ListedUser, LoginOutcome};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::legacy::v1::{
@@ -14,7 +15,7 @@ use trickle_service_kit::rpc::Violations;
 
 #[derive(Debug, Clone)]
 pub(crate) struct LegacyConnectorService {
-    pub backend: SqlBackend,
+    pub backend: LegacyBackend,
 }
 
 #[tonic::async_trait]

@@ -2,9 +2,11 @@
 //! store — the equivalent of Auth0's Login and Get User scripts. Only the migration
 //! coordinator calls it; password hashes read from the legacy store never leave it.
 
+pub mod backend;
 pub mod config;
 pub mod error;
 mod grpc;
+pub mod http;
 pub mod presets;
 pub mod sql;
 pub mod startup;

@@ -1,8 +1,10 @@
 //! Building and running the legacy-connector.
 
+use crate::backend::LegacyBackend;
 use crate::config::{Backend, LegacyConfig};
 use crate::error::LegacyError;
 use crate::grpc::LegacyConnectorService;
+use crate::http::HttpBackend;
 use crate::sql::SqlBackend;
 use tonic::service::Routes;
 use trickle_password::{Argon2Config, HashPool};
@@ -34,10 +36,16 @@ pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
         config.hash_queue,
     )?;
     let backend = match config.backend {
-        Backend::Sql => SqlBackend::new(&crate::presets::resolve(config)?, hasher)?,
+        Backend::Sql => {
+            LegacyBackend::Sql(SqlBackend::new(&crate::presets::resolve(config)?, hasher)?)
+        }
+        Backend::Http => LegacyBackend::Http(HttpBackend::new(
+            &config.http,
+            std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
+        )?),
     };
     let listener = server::bind(&config.listen).await?;
-    tracing::info!(backend = "sql", hash_format = ?config.hash_format, "legacy-connector ready");
+    tracing::info!(backend = ?config.backend, hash_format = ?config.hash_format, "legacy-connector ready");
     let routes = Routes::new(
         LegacyConnectorServer::new(LegacyConnectorService { backend })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),

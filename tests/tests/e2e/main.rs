@@ -37,6 +37,7 @@ macro_rules! on_both_backends {
 }
 
 mod backfill;
+mod http_backend;
 mod lifecycle;
 mod presets;
 mod telemetry;

@@ -1,0 +1,245 @@
+//! The web-service backend: Auth0's "web service accessed by Basic Auth" template. The legacy
+//! app answers two endpoints and keeps its hashes to itself:
+//!
+//! - `POST {base_url}/login` with `{"email", "password"}` → 200 and the user's profile JSON,
+//!   401 or 404 for bad credentials;
+//! - `GET {base_url}/users?email=…` → 200 and the profile, or 404.
+//!
+//! Anything else — another status, a malformed body, a timeout, a TLS failure — is
+//! UNAVAILABLE with a reason, never a silent "wrong password".
+
+use crate::error::LegacyError;
+use crate::sql::{LegacyUser, LoginOutcome};
+use serde::Deserialize;
+use std::time::Duration;
+use trickle_password::Password;
+use trickle_service_kit::Email;
+
+/// `[legacy.http]`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `https://legacy.example.com/api/trickle` (the endpoints are appended).
+    pub base_url: String,
+    /// Basic Auth user; empty: no Authorization header.
+    pub username: String,
+    /// Basic Auth password; better from `TRICKLE_LEGACY__HTTP__PASSWORD`.
+    pub password: String,
+    /// A PEM CA certificate to trust (a private CA) in addition to the system roots.
+    pub ca_file: String,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("base_url", &self.base_url)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// The profile the web service answers with. `id` (or Auth0's `user_id`) and `email` are
+/// required; the rest is optional.
+#[derive(Debug, Deserialize)]
+struct Profile {
+    #[serde(alias = "user_id")]
+    id: serde_json::Value,
+    email: String,
+    #[serde(default)]
+    email_verified: bool,
+    name: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    nickname: Option<String>,
+    picture: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpBackend {
+    client: reqwest::Client,
+    login_url: String,
+    users_url: String,
+    username: String,
+    password: Option<String>,
+}
+
+impl HttpBackend {
+    pub fn new(config: &HttpConfig, timeout: Duration) -> Result<Self, LegacyError> {
+        if config.base_url.trim().is_empty() {
+            return Err(LegacyError::Config(
+                "[legacy.http] base_url is not set".into(),
+            ));
+        }
+        // rustls with ring, installed once per process (reqwest leaves the choice to us).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent("trickle-legacy-connector");
+        if !config.ca_file.is_empty() {
+            let pem = std::fs::read(&config.ca_file).map_err(|e| {
+                LegacyError::Config(format!(
+                    "cannot read [legacy.http] ca_file {}: {e}",
+                    config.ca_file
+                ))
+            })?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                LegacyError::Config(format!(
+                    "[legacy.http] ca_file is not a PEM certificate: {e}"
+                ))
+            })?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| LegacyError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let base = config.base_url.trim_end_matches('/');
+        Ok(Self {
+            client,
+            login_url: format!("{base}/login"),
+            users_url: format!("{base}/users"),
+            username: config.username.clone(),
+            password: (!config.password.is_empty()).then(|| config.password.clone()),
+        })
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.username.is_empty() {
+            request
+        } else {
+            request.basic_auth(&self.username, self.password.as_deref())
+        }
+    }
+
+    async fn send(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Option<LegacyUser>, LegacyError> {
+        let metrics = trickle_telemetry::metrics::metrics();
+        let started = std::time::Instant::now();
+        let result = self.exchange(request).await;
+        metrics
+            .legacy_request_duration
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            let reason = if matches!(e, LegacyError::Timeout(_)) {
+                "timeout"
+            } else {
+                "unavailable"
+            };
+            metrics.legacy_errors.with_label_values(&[reason]).inc();
+        }
+        result
+    }
+
+    /// `Ok(None)`: the service said no (401/404).
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Option<LegacyUser>, LegacyError> {
+        let response = self.authorize(request).send().await.map_err(|e| {
+            if e.is_timeout() {
+                LegacyError::Timeout(0)
+            } else {
+                LegacyError::Http(format!("request failed: {}", without_url(&e)))
+            }
+        })?;
+        match response.status().as_u16() {
+            200 => {}
+            401 | 404 => return Ok(None),
+            status => {
+                return Err(LegacyError::Http(format!(
+                    "the legacy web service answered HTTP {status}"
+                )));
+            }
+        }
+        let body = response.bytes().await.map_err(|e| {
+            LegacyError::Http(format!("cannot read the answer: {}", without_url(&e)))
+        })?;
+        let profile: Profile = serde_json::from_slice(&body).map_err(|e| {
+            LegacyError::Http(format!(
+                "the legacy web service answered malformed JSON: {e}"
+            ))
+        })?;
+        let legacy_id = match profile.id {
+            serde_json::Value::String(s) if !s.is_empty() => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => {
+                return Err(LegacyError::Http(
+                    "the legacy web service's profile has no usable id".into(),
+                ));
+            }
+        };
+        Ok(Some(LegacyUser {
+            legacy_id,
+            email: profile.email,
+            email_verified: profile.email_verified,
+            name: profile.name,
+            given_name: profile.given_name,
+            family_name: profile.family_name,
+            nickname: profile.nickname,
+            picture: profile.picture,
+        }))
+    }
+
+    #[tracing::instrument(name = "legacy.login", skip_all)]
+    pub async fn login(
+        &self,
+        email: &Email,
+        password: Password,
+    ) -> Result<LoginOutcome, LegacyError> {
+        let body = serde_json::json!({ "email": email.normalized(), "password": password.expose_secret() });
+        let request = self.client.post(&self.login_url).json(&body);
+        Ok(match self.send("login", request).await? {
+            // The service must answer for the email it was asked about.
+            Some(user) if user.email.trim().to_lowercase() == email.normalized() => {
+                LoginOutcome::Authenticated(user)
+            }
+            Some(_) => {
+                tracing::warn!(
+                    "the legacy web service answered with another user's email; refusing"
+                );
+                LoginOutcome::Rejected
+            }
+            None => LoginOutcome::Rejected,
+        })
+    }
+
+    #[tracing::instrument(name = "legacy.get_user", skip_all)]
+    pub async fn get_user(&self, email: &Email) -> Result<Option<LegacyUser>, LegacyError> {
+        let request = self
+            .client
+            .get(&self.users_url)
+            .query(&[("email", email.normalized())]);
+        Ok(self
+            .send("get_user", request)
+            .await?
+            .filter(|u| u.email.trim().to_lowercase() == email.normalized()))
+    }
+}
+
+/// reqwest's errors print the URL, whose query holds an email: keep only the cause.
+fn without_url(error: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut detail = String::new();
+    while let Some(e) = source {
+        detail = e.to_string();
+        source = e.source();
+    }
+    if detail.is_empty() {
+        "connection failed".into()
+    } else {
+        detail
+    }
+}

@@ -1,0 +1,346 @@
+//! The web-service legacy backend (Basic Auth, JSON, optional TLS with a private CA) against a
+//! real HTTP server started by the test, including every way it can fail.
+
+use super::{assert_status, login};
+use base64::Engine as _;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::Code;
+use trickle_legacy_connector::config::Backend as LegacyBackend;
+use trickle_proto::auth::v1::{GetUserRequest, SignUpRequest, get_user_request::Lookup};
+use trickle_service_kit::rpc::reason;
+use trickle_tests::{Backend, TestTrickle};
+
+const BASIC: &str = "trickle:s3cret";
+
+fn profile(id: &str, email: &str) -> String {
+    format!(
+        r#"{{"user_id": "{id}", "email": "{email}", "email_verified": true, "name": "Web User", "nickname": "web"}}"#
+    )
+}
+
+/// The legacy app's endpoints, as Auth0's Basic Auth template expects them.
+async fn legacy_app(
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let reply = |status: u16, body: String| {
+        Ok(hyper::Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from(body)))
+            .expect("response"))
+    };
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(BASIC)
+    );
+    if request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        != Some(expected.as_str())
+    {
+        // Wrong service credentials: a configuration problem, not a wrong password.
+        return reply(403, "forbidden".into());
+    }
+    match (request.method().as_str(), request.uri().path()) {
+        ("POST", "/api/login") => {
+            let body = request
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            let credentials: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            let (email, password) = (
+                credentials["email"].as_str().unwrap_or_default(),
+                credentials["password"].as_str().unwrap_or_default(),
+            );
+            match email {
+                "web@example.com" if password == "web-password" => {
+                    reply(200, profile("w-1", "Web@Example.com"))
+                }
+                "broken@example.com" => reply(500, "internal error".into()),
+                "teapot@example.com" => reply(418, "short and stout".into()),
+                "garbage@example.com" => reply(200, "this is not json".into()),
+                "noid@example.com" => reply(200, r#"{"email": "noid@example.com"}"#.into()),
+                "slow@example.com" => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    reply(200, profile("w-9", "slow@example.com"))
+                }
+                _ => reply(401, "wrong email or password".into()),
+            }
+        }
+        ("GET", "/api/users") => {
+            let query = request.uri().query().unwrap_or_default();
+            if query == "email=web2%40example.com" {
+                reply(200, profile("w-2", "web2@example.com"))
+            } else {
+                reply(404, "no such user".into())
+            }
+        }
+        _ => reply(404, "not here".into()),
+    }
+}
+
+/// Serve the legacy app on loopback, over TLS when given a server certificate and key.
+async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let scheme = if tls.is_some() {
+        "https://localhost"
+    } else {
+        "http://127.0.0.1"
+    };
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(legacy_app);
+                let builder = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    format!("{scheme}:{port}/api")
+}
+
+async fn start(base_url: &str, basic: &str, ca_file: &str) -> TestTrickle {
+    let (username, password) = basic.split_once(':').expect("user:password");
+    let (base_url, username, password, ca_file) = (
+        base_url.to_owned(),
+        username.to_owned(),
+        password.to_owned(),
+        ca_file.to_owned(),
+    );
+    TestTrickle::start_with(Backend::Sqlite, move |config| {
+        config.legacy.backend = LegacyBackend::Http;
+        config.legacy.http.base_url = base_url;
+        config.legacy.http.username = username;
+        config.legacy.http.password = password;
+        config.legacy.http.ca_file = ca_file;
+        config.legacy.query_timeout_ms = 500;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_backend_migrates_and_fails_loudly() {
+    let base_url = serve(None).await;
+    let trickle = start(&base_url, BASIC, "").await;
+    let mut client = trickle.client().await;
+
+    let migrated = client
+        .login(login("WEB@example.com", "web-password"))
+        .await
+        .expect("login")
+        .into_inner();
+    assert!(migrated.migrated);
+    let user = migrated.user.expect("user");
+    assert_eq!(
+        (user.legacy_id.as_str(), user.display_email.as_str()),
+        ("w-1", "Web@Example.com")
+    );
+    assert!(user.email_verified);
+
+    for (email, password) in [
+        ("web@example.com", "wrong"),
+        ("nobody@example.com", "whatever"),
+    ] {
+        // web@ is in the store now; nobody@ is rejected by the web service (401).
+        let status = client
+            .login(login(email, password))
+            .await
+            .expect_err("rejected");
+        assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    }
+    for email in [
+        "broken@example.com",
+        "teapot@example.com",
+        "garbage@example.com",
+        "noid@example.com",
+    ] {
+        let status = client
+            .login(login(email, "whatever"))
+            .await
+            .expect_err("the web service failed");
+        assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+    }
+    let started = Instant::now();
+    let status = client
+        .login(login("slow@example.com", "whatever"))
+        .await
+        .expect_err("too slow");
+    assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "cut off at the deadline, not after {:?}",
+        started.elapsed()
+    );
+
+    // Get User: the lookup falls back to the web service; sign-up respects it.
+    let found = client
+        .get_user(GetUserRequest {
+            lookup: Some(Lookup::Email("web2@example.com".into())),
+        })
+        .await
+        .expect("found")
+        .into_inner();
+    assert!(!found.migrated);
+    assert_eq!(found.user.expect("user").legacy_id, "w-2");
+    let status = client
+        .sign_up(SignUpRequest {
+            email: "web2@example.com".into(),
+            password: "a long password".into(),
+            profile: None,
+        })
+        .await
+        .expect_err("a legacy user");
+    assert_status(&status, Code::AlreadyExists, reason::EMAIL_EXISTS);
+    assert_eq!(trickle.store.user_count().await, 1);
+
+    // Wrong Basic Auth credentials are a configuration problem, never "wrong password".
+    let misconfigured = start(&base_url, "trickle:wrong", "").await;
+    let status = misconfigured
+        .client()
+        .await
+        .login(login("web2@example.com", "x"))
+        .await
+        .expect_err("403");
+    assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_backend_over_tls_trusts_the_configured_ca() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    // A private CA and a server certificate for localhost, made for this test.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        dir.path(),
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Trickle Test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir.path(),
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.path().join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(
+        dir.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.path().join("server.pem"))
+            .expect("certs")
+            .collect::<Result<_, _>>()
+            .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(dir.path().join("server.key")).expect("key");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("tls config");
+    let base_url = serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+
+    let ca_file = dir.path().join("ca.pem").display().to_string();
+    let trusting = start(&base_url, BASIC, &ca_file).await;
+    let migrated = trusting
+        .client()
+        .await
+        .login(login("web@example.com", "web-password"))
+        .await
+        .expect("login over TLS")
+        .into_inner();
+    assert!(migrated.migrated);
+
+    // Without the CA the certificate is not trusted: unavailable, never a wrong password.
+    let distrusting = start(&base_url, BASIC, "").await;
+    let status = distrusting
+        .client()
+        .await
+        .login(login("web@example.com", "web-password"))
+        .await
+        .expect_err("untrusted");
+    assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+}
