@@ -73,6 +73,9 @@ pub fn embedded_config(
              FROM users WHERE lower(email) = ?"
             .into();
         config.legacy.count_users = "SELECT COUNT(*) FROM users".into();
+        config.legacy.list_users = "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname \
+             FROM users WHERE id > ? ORDER BY id LIMIT ?"
+            .into();
     }
     if config.tokens.signing_key.is_empty() && config.tokens.signing_key_file.is_empty() {
         let key_file = data_dir.join("signing-key.pem");
