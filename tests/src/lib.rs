@@ -382,6 +382,15 @@ pub struct TestTrickle {
     pub dir: Arc<tempfile::TempDir>,
 }
 
+/// For tests that load the hashing pools on purpose: deadlines that a busy two-core machine
+/// cannot miss (the deadline tests keep the short ones).
+pub fn generous_deadlines(config: &mut Config) {
+    config.legacy.query_timeout_ms = 20_000;
+    config.migration.legacy_timeout_ms = 30_000;
+    config.migration.store_timeout_ms = 30_000;
+    config.frontend.upstream_timeout_ms = 40_000;
+}
+
 /// Settings a test may change before the services start.
 pub fn base_config(store: &StoreDb, legacy: &LegacyDb, signing_key_pem: &str) -> Config {
     let mut config = Config::default();

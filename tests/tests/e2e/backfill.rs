@@ -284,7 +284,7 @@ async fn a_killed_backfill_resumes_without_duplicates_or_gaps(backend: Backend) 
 }
 
 async fn backfill_racing_first_logins_leaves_one_row_per_user(backend: Backend) {
-    let trickle = TestTrickle::start(backend).await;
+    let trickle = TestTrickle::start_with(backend, trickle_tests::generous_deadlines).await;
     seed(&trickle, 300).await;
     let client = trickle.client().await;
     let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
