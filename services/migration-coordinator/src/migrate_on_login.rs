@@ -55,6 +55,15 @@ impl MigrationOutcome {
     }
 }
 
+/// What the store did with an import.
+enum Imported {
+    Created(auth::User),
+    /// Already there (a concurrent import, or a migration between reset ticket and reset).
+    Existing(auth::User),
+    Conflict,
+    Tombstoned,
+}
+
 /// What the legacy store knows about an email.
 #[derive(Debug, Clone, Default)]
 pub struct LegacyLookup {
@@ -158,19 +167,9 @@ impl Coordinator {
         let (true, Some(legacy_user)) = (answer.authenticated, answer.user) else {
             return Ok(MigrationOutcome::LegacyRejected);
         };
-        let legacy::LegacyUser {
-            legacy_id,
-            email: legacy_email,
-            email_verified,
-            name,
-            given_name,
-            family_name,
-            nickname,
-            picture,
-        } = legacy_user;
         // The connector only returns rows whose email matches, but the import must never
         // depend on a connector someone else wrote getting that right.
-        if Email::parse(&legacy_email)
+        if Email::parse(&legacy_user.email)
             .ok()
             .as_ref()
             .map(Email::normalized)
@@ -181,10 +180,47 @@ impl Coordinator {
             );
             return Ok(MigrationOutcome::Conflict);
         }
+        Ok(
+            match self
+                .import(
+                    legacy_user,
+                    &password,
+                    auth::Source::LoginMigration,
+                    String::new(),
+                )
+                .await?
+            {
+                Imported::Created(user) => MigrationOutcome::Migrated(user),
+                Imported::Existing(user) => MigrationOutcome::AlreadyMigrated(user),
+                Imported::Conflict => MigrationOutcome::Conflict,
+                Imported::Tombstoned => MigrationOutcome::Tombstoned,
+            },
+        )
+    }
+
+    /// Import a legacy user into the store (profile from the legacy store, `password`
+    /// re-hashed there) and, when this call created them, record the migration.
+    async fn import(
+        &self,
+        legacy_user: legacy::LegacyUser,
+        password: &Password,
+        source: auth::Source,
+        reset_ticket: String,
+    ) -> Result<Imported, CoordinatorError> {
+        let legacy::LegacyUser {
+            legacy_id,
+            email,
+            email_verified,
+            name,
+            given_name,
+            family_name,
+            nickname,
+            picture,
+        } = legacy_user;
         let import = store::ImportUserRequest {
             legacy_id,
             // The legacy store's own spelling is kept for display (invariant 7).
-            email: legacy_email,
+            email,
             email_verified,
             profile: Some(auth::Profile {
                 name,
@@ -196,8 +232,8 @@ impl Coordinator {
                 app_metadata: None,
             }),
             password: password.expose_secret().to_owned(),
-            source: auth::Source::LoginMigration.into(),
-            reset_ticket: String::new(),
+            source: source.into(),
+            reset_ticket,
         };
         let imported = self
             .store
@@ -210,22 +246,25 @@ impl Coordinator {
         match (Outcome::try_from(imported.outcome), imported.user) {
             (Ok(Outcome::Created), Some(user)) => {
                 // The user is committed in the store; the ledger is the audit trail of it.
-                // Failing the login now would not undo the import, so a ledger failure is
+                // Failing the call now would not undo the import, so a ledger failure is
                 // logged loudly instead.
+                let label = if source == auth::Source::ResetMigration {
+                    "reset_migration"
+                } else {
+                    "login_migration"
+                };
                 if let Err(e) = self
                     .ledger
-                    .record_migration(&user.user_id, &user.legacy_id, "login_migration")
+                    .record_migration(&user.user_id, &user.legacy_id, label)
                     .await
                 {
                     tracing::error!(error = %e, trickle.user.id = %user.user_id, "could not record the migration in the ledger");
                 }
-                Ok(MigrationOutcome::Migrated(user))
+                Ok(Imported::Created(user))
             }
-            (Ok(Outcome::AlreadyImported), Some(user)) => {
-                Ok(MigrationOutcome::AlreadyMigrated(user))
-            }
-            (Ok(Outcome::Conflict), _) => Ok(MigrationOutcome::Conflict),
-            (Ok(Outcome::Tombstoned), _) => Ok(MigrationOutcome::Tombstoned),
+            (Ok(Outcome::AlreadyImported), Some(user)) => Ok(Imported::Existing(user)),
+            (Ok(Outcome::Conflict), _) => Ok(Imported::Conflict),
+            (Ok(Outcome::Tombstoned), _) => Ok(Imported::Tombstoned),
             _ => Err(CoordinatorError::Internal(
                 "user store answered ImportUser without an outcome".into(),
             )),
@@ -251,70 +290,32 @@ impl Coordinator {
         let Some(legacy_user) = lookup.user.filter(|u| u.legacy_id == legacy_id) else {
             return Err(CoordinatorError::TicketInvalid);
         };
-        let legacy::LegacyUser {
-            legacy_id,
-            email: legacy_email,
-            email_verified,
-            name,
-            given_name,
-            family_name,
-            nickname,
-            picture,
-        } = legacy_user;
-        let import = store::ImportUserRequest {
-            legacy_id,
-            email: legacy_email,
-            email_verified,
-            profile: Some(auth::Profile {
-                name,
-                given_name,
-                family_name,
-                nickname,
-                picture,
-                user_metadata: None,
-                app_metadata: None,
-            }),
-            password: new_password.expose_secret().to_owned(),
-            source: auth::Source::ResetMigration.into(),
-            reset_ticket: ticket.to_owned(),
-        };
-        let imported = self
-            .store
-            .clone()
-            .import_user(import)
-            .await
-            .map_err(|status| CoordinatorError::from_store(&status))?
-            .into_inner();
-        use store::import_user_response::Outcome;
-        match (Outcome::try_from(imported.outcome), imported.user) {
-            (Ok(Outcome::Created), Some(user)) => {
-                if let Err(e) = self
-                    .ledger
-                    .record_migration(&user.user_id, &user.legacy_id, "reset_migration")
-                    .await
-                {
-                    tracing::error!(error = %e, trickle.user.id = %user.user_id, "could not record the migration in the ledger");
-                }
+        let metrics = trickle_telemetry::metrics::metrics();
+        match self
+            .import(
+                legacy_user,
+                &new_password,
+                auth::Source::ResetMigration,
+                ticket.to_owned(),
+            )
+            .await?
+        {
+            Imported::Created(user) => {
                 tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, "user migrated on password reset");
-                trickle_telemetry::metrics::metrics()
+                metrics
                     .migrations
                     .with_label_values(&["migrated", "reset"])
                     .inc();
                 Ok((user, true))
             }
-            (Ok(Outcome::AlreadyImported), Some(user)) => {
-                trickle_telemetry::metrics::metrics()
+            Imported::Existing(user) => {
+                metrics
                     .migrations
                     .with_label_values(&["already_migrated", "reset"])
                     .inc();
                 Ok((user, false))
             }
-            (Ok(Outcome::Conflict | Outcome::Tombstoned), _) => {
-                Err(CoordinatorError::TicketInvalid)
-            }
-            _ => Err(CoordinatorError::Internal(
-                "user store answered ImportUser without an outcome".into(),
-            )),
+            Imported::Conflict | Imported::Tombstoned => Err(CoordinatorError::TicketInvalid),
         }
     }
 
