@@ -27,6 +27,8 @@ pub const DEFAULT_BATCH_SIZE: i32 = 1000;
 pub const MAX_BATCH_SIZE: i32 = 2500;
 /// Unsupported users listed in a job's status (all are counted).
 const MAX_LISTED_UNSUPPORTED: i64 = 1000;
+/// Pages in flight between the legacy stream and the checkpoint.
+const PIPELINE_DEPTH: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Job {
@@ -383,115 +385,133 @@ impl Backfiller {
         Ok(())
     }
 
+    /// Insert one page into the store and record it in the ledger; the caller checkpoints.
+    async fn process_page(
+        &self,
+        job_id: &str,
+        page: legacy::ListUsersResponse,
+    ) -> Result<Option<(String, PageCounts)>, CoordinatorError> {
+        let metrics = trickle_telemetry::metrics::metrics();
+        let Some(last) = page
+            .users
+            .last()
+            .and_then(|u| u.user.as_ref())
+            .map(|u| u.legacy_id.clone())
+        else {
+            return Ok(None);
+        };
+        let mut batch = Vec::with_capacity(page.users.len());
+        let mut unsupported = Vec::new();
+        for record in page.users {
+            let legacy::LegacyUserRecord {
+                user,
+                password_hash,
+                hash_scheme: _,
+                unsupported_reason,
+            } = record;
+            let Some(user) = user else { continue };
+            if password_hash.is_empty() {
+                unsupported.push((user.legacy_id, unsupported_reason));
+                continue;
+            }
+            let legacy::LegacyUser {
+                legacy_id,
+                email,
+                email_verified,
+                name,
+                given_name,
+                family_name,
+                nickname,
+                picture,
+            } = user;
+            batch.push(store::BackfillUser {
+                legacy_id,
+                email,
+                email_verified,
+                profile: Some(auth::Profile {
+                    name,
+                    given_name,
+                    family_name,
+                    nickname,
+                    picture,
+                    user_metadata: None,
+                    app_metadata: None,
+                }),
+                password_hash,
+            });
+        }
+        let processed = count(batch.len() + unsupported.len());
+        let answer = self
+            .store
+            .clone()
+            .backfill_users(store::BackfillUsersRequest { users: batch })
+            .await
+            .map_err(|status| CoordinatorError::from_store(&status))?
+            .into_inner();
+        // Users the store refused (malformed email, …) are not lost either: listed.
+        unsupported.extend(
+            answer
+                .invalid_legacy_ids
+                .into_iter()
+                .map(|id| (id, "refused by the user store".to_owned())),
+        );
+        let inserted = answer.inserted.len();
+        // Every backfilled user of the page, so that a page replayed after a crash
+        // (inserted then, skipped now) still gets its ledger rows; the ledger keeps one
+        // row per user.
+        let backfilled: Vec<(String, String)> = answer
+            .backfilled
+            .into_iter()
+            .map(|u| (u.user_id, u.legacy_id))
+            .collect();
+        if let Err(e) = self.ledger.record_migrations(&backfilled, "backfill").await {
+            tracing::error!(error = %e, "could not record backfilled users in the ledger");
+        }
+        self.record_unsupported(job_id, &unsupported).await?;
+        metrics
+            .migrations
+            .with_label_values(&["migrated", "backfill"])
+            .inc_by(inserted as u64);
+        let counts = PageCounts {
+            processed,
+            imported: count(inserted),
+            skipped_existing: answer.skipped_existing,
+            skipped_tombstoned: answer.skipped_tombstoned,
+            unsupported: count(unsupported.len()),
+        };
+        Ok(Some((last, counts)))
+    }
+
     #[tracing::instrument(name = "backfill.run", skip(self))]
     async fn run(&self, job_id: &str) -> Result<(), CoordinatorError> {
         let job = self
             .job(Some(job_id))
             .await?
             .ok_or_else(|| CoordinatorError::Internal("backfill vanished".into()))?;
-        let metrics = trickle_telemetry::metrics::metrics();
         let request = legacy::ListUsersRequest {
             after_legacy_id: job.cursor.clone().unwrap_or_default(),
             batch_size: job.batch_size,
         };
-        let mut pages = self
+        let pages = self
             .legacy
             .clone()
             .list_users(request)
             .await
             .map_err(|status| CoordinatorError::from_legacy(&status))?
             .into_inner();
-        while let Some(page) = pages
-            .message()
-            .await
-            .map_err(|status| CoordinatorError::from_legacy(&status))?
-        {
-            let Some(last) = page
-                .users
-                .last()
-                .and_then(|u| u.user.as_ref())
-                .map(|u| u.legacy_id.clone())
-            else {
+        // Pages are inserted a few at a time (the store and the connector work while the
+        // previous page is recorded), but checkpointed strictly in order: the cursor never
+        // passes a page that is not in the store.
+        let mut pages = futures::StreamExt::buffered(
+            futures::StreamExt::map(pages, |page| async move {
+                let page = page.map_err(|status| CoordinatorError::from_legacy(&status))?;
+                self.process_page(job_id, page).await
+            }),
+            PIPELINE_DEPTH,
+        );
+        while let Some(done) = futures::StreamExt::next(&mut pages).await {
+            let Some((last, counts)) = done? else {
                 continue;
-            };
-            let mut batch = Vec::with_capacity(page.users.len());
-            let mut unsupported = Vec::new();
-            for record in page.users {
-                let legacy::LegacyUserRecord {
-                    user,
-                    password_hash,
-                    hash_scheme: _,
-                    unsupported_reason,
-                } = record;
-                let Some(user) = user else { continue };
-                if password_hash.is_empty() {
-                    unsupported.push((user.legacy_id, unsupported_reason));
-                    continue;
-                }
-                let legacy::LegacyUser {
-                    legacy_id,
-                    email,
-                    email_verified,
-                    name,
-                    given_name,
-                    family_name,
-                    nickname,
-                    picture,
-                } = user;
-                batch.push(store::BackfillUser {
-                    legacy_id,
-                    email,
-                    email_verified,
-                    profile: Some(auth::Profile {
-                        name,
-                        given_name,
-                        family_name,
-                        nickname,
-                        picture,
-                        user_metadata: None,
-                        app_metadata: None,
-                    }),
-                    password_hash,
-                });
-            }
-            let processed = count(batch.len() + unsupported.len());
-            let answer = self
-                .store
-                .clone()
-                .backfill_users(store::BackfillUsersRequest { users: batch })
-                .await
-                .map_err(|status| CoordinatorError::from_store(&status))?
-                .into_inner();
-            // Users the store refused (malformed email, …) are not lost either: listed.
-            unsupported.extend(
-                answer
-                    .invalid_legacy_ids
-                    .into_iter()
-                    .map(|id| (id, "refused by the user store".to_owned())),
-            );
-            let inserted = answer.inserted.len();
-            // Every backfilled user of the page, so that a page replayed after a crash
-            // (inserted then, skipped now) still gets its ledger rows; the ledger keeps one
-            // row per user.
-            let backfilled: Vec<(String, String)> = answer
-                .backfilled
-                .into_iter()
-                .map(|u| (u.user_id, u.legacy_id))
-                .collect();
-            if let Err(e) = self.ledger.record_migrations(&backfilled, "backfill").await {
-                tracing::error!(error = %e, "could not record backfilled users in the ledger");
-            }
-            self.record_unsupported(job_id, &unsupported).await?;
-            metrics
-                .migrations
-                .with_label_values(&["migrated", "backfill"])
-                .inc_by(inserted as u64);
-            let counts = PageCounts {
-                processed,
-                imported: count(inserted),
-                skipped_existing: answer.skipped_existing,
-                skipped_tombstoned: answer.skipped_tombstoned,
-                unsupported: count(unsupported.len()),
             };
             if !self.checkpoint(job_id, &last, counts).await? {
                 tracing::info!(%job_id, "backfill cancelled or taken over; stopping");

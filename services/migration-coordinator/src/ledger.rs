@@ -86,14 +86,12 @@ impl Ledger {
         legacy_id: &str,
         source: &str,
     ) -> Result<(), sqlx::Error> {
-        let event_id = uuid::Uuid::now_v7().to_string();
         let now = Utc::now();
         with_db!(&self.db, pool => {
             sqlx::query(
-                "INSERT INTO migration_events (event_id, user_id, legacy_id, source, occurred_at) VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO migration_events (user_id, legacy_id, source, occurred_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
             )
-            .bind(&event_id)
             .bind(user_id)
             .bind(legacy_id)
             .bind(source)
@@ -115,18 +113,13 @@ impl Ledger {
             return Ok(());
         }
         let now = Utc::now();
-        let event_ids: Vec<String> = users
-            .iter()
-            .map(|_| uuid::Uuid::now_v7().to_string())
-            .collect();
         match &self.db {
             Db::Postgres(pool) => {
                 sqlx::query(
-                    "INSERT INTO migration_events (event_id, user_id, legacy_id, source, occurred_at) \
-                     SELECT e, u, l, $4, $5 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS v(e, u, l) \
+                    "INSERT INTO migration_events (user_id, legacy_id, source, occurred_at) \
+                     SELECT u, l, $3, $4 FROM UNNEST($1::text[], $2::text[]) AS v(u, l) \
                      ON CONFLICT DO NOTHING",
                 )
-                .bind(&event_ids)
                 .bind(users.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
                 .bind(users.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>())
                 .bind(source)
@@ -136,18 +129,14 @@ impl Ledger {
             }
             Db::Sqlite(pool) => {
                 let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO migration_events (event_id, user_id, legacy_id, source, occurred_at) ",
+                    "INSERT INTO migration_events (user_id, legacy_id, source, occurred_at) ",
                 );
-                insert.push_values(
-                    users.iter().zip(&event_ids),
-                    |mut row, ((user_id, legacy_id), event_id)| {
-                        row.push_bind(event_id.as_str())
-                            .push_bind(user_id.as_str())
-                            .push_bind(legacy_id.as_str())
-                            .push_bind(source)
-                            .push_bind(now);
-                    },
-                );
+                insert.push_values(users, |mut row, (user_id, legacy_id)| {
+                    row.push_bind(user_id.as_str())
+                        .push_bind(legacy_id.as_str())
+                        .push_bind(source)
+                        .push_bind(now);
+                });
                 insert.push(" ON CONFLICT DO NOTHING");
                 insert.build().execute(pool).await?;
             }
@@ -220,7 +209,10 @@ impl Ledger {
 
     pub async fn last_migration_at(&self) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
         with_db!(&self.db, pool => {
-            sqlx::query_scalar("SELECT MAX(occurred_at) FROM migration_events").fetch_one(pool).await
+            // User ids are UUIDv7: the greatest is the latest migration (no time index needed).
+            sqlx::query_scalar("SELECT occurred_at FROM migration_events ORDER BY user_id DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await
         })
     }
 
@@ -233,8 +225,8 @@ impl Ledger {
     ) -> Result<Vec<MigrationEvent>, sqlx::Error> {
         with_db!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT event_id, user_id, legacy_id, source, occurred_at FROM migration_events \
-                 WHERE ($1 IS NULL OR event_id < $1) ORDER BY event_id DESC LIMIT $2",
+                "SELECT user_id AS event_id, user_id, legacy_id, source, occurred_at FROM migration_events \
+                 WHERE ($1 IS NULL OR user_id < $1) ORDER BY user_id DESC LIMIT $2",
             )
             .bind(before)
             .bind(limit)

@@ -551,18 +551,12 @@ impl Repository {
             .iter()
             .map(|_| uuid::Uuid::now_v7().to_string())
             .collect();
-        type Pairs = Vec<(String, String)>;
-        let (tombstoned, inserted, backfilled): (i64, Pairs, Pairs) = match &self.db {
+        let inserted: Vec<(String, String)> = match &self.db {
             Db::Postgres(pool) => {
-                let tombstoned: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM tombstones WHERE legacy_id = ANY($1)")
-                        .bind(&legacy_ids)
-                        .fetch_one(pool)
-                        .await?;
                 let col = |f: fn(&BackfillRow<'_>) -> Option<String>| -> Vec<Option<String>> {
                     users.iter().map(f).collect()
                 };
-                let inserted = sqlx::query_as(
+                sqlx::query_as(
                     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
                        name, given_name, family_name, nickname, picture, source, created_at, updated_at) \
                      SELECT v.user_id, v.email, v.display_email, v.email_verified, v.legacy_id, v.password_hash, \
@@ -587,23 +581,9 @@ impl Repository {
                 .bind(col(|u| u.profile.picture.clone()))
                 .bind(now)
                 .fetch_all(pool)
-                .await?;
-                let backfilled = sqlx::query_as("SELECT user_id, legacy_id FROM users WHERE legacy_id = ANY($1) AND source = 'backfill'")
-                    .bind(&legacy_ids)
-                    .fetch_all(pool)
-                    .await?;
-                (tombstoned, inserted, backfilled)
+                .await?
             }
             Db::Sqlite(pool) => {
-                let mut count = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "SELECT COUNT(*) FROM tombstones WHERE legacy_id IN (",
-                );
-                let mut separated = count.separated(", ");
-                for id in &legacy_ids {
-                    separated.push_bind(*id);
-                }
-                count.push(")");
-                let tombstoned: i64 = count.build_query_scalar().fetch_one(pool).await?;
                 let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
                        name, given_name, family_name, nickname, picture, source, created_at, updated_at) \
@@ -629,24 +609,67 @@ impl Repository {
                     ") WHERE column5 NOT IN (SELECT legacy_id FROM tombstones WHERE legacy_id IS NOT NULL) \
                      ON CONFLICT DO NOTHING RETURNING user_id, legacy_id",
                 );
-                let inserted = insert.build_query_as().fetch_all(pool).await?;
-                let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "SELECT user_id, legacy_id FROM users WHERE source = 'backfill' AND legacy_id IN (",
-                );
-                let mut separated = select.separated(", ");
-                for id in &legacy_ids {
-                    separated.push_bind(*id);
-                }
-                select.push(")");
-                let backfilled = select.build_query_as().fetch_all(pool).await?;
-                (tombstoned, inserted, backfilled)
+                insert.build_query_as().fetch_all(pool).await?
             }
+        };
+        // The usual page inserts everyone; only a page with skipped users (already migrated,
+        // deleted, or replayed after a crash) needs to know which and why.
+        let (tombstoned, backfilled) = if inserted.len() == users.len() {
+            (0, inserted.clone())
+        } else {
+            self.backfill_skips(&legacy_ids).await?
         };
         Ok(BackfillResult {
             inserted,
             tombstoned,
             backfilled,
         })
+    }
+}
+
+impl Repository {
+    /// Of a page's legacy ids: how many are tombstoned, and which are in the store with
+    /// source backfill (inserted now or by an earlier attempt).
+    async fn backfill_skips(
+        &self,
+        legacy_ids: &[&str],
+    ) -> Result<(i64, Vec<(String, String)>), sqlx::Error> {
+        match &self.db {
+            Db::Postgres(pool) => {
+                let tombstoned: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM tombstones WHERE legacy_id = ANY($1)")
+                        .bind(legacy_ids)
+                        .fetch_one(pool)
+                        .await?;
+                let backfilled =
+                    sqlx::query_as("SELECT user_id, legacy_id FROM users WHERE legacy_id = ANY($1) AND source = 'backfill'")
+                        .bind(legacy_ids)
+                        .fetch_all(pool)
+                        .await?;
+                Ok((tombstoned, backfilled))
+            }
+            Db::Sqlite(pool) => {
+                let mut count = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "SELECT COUNT(*) FROM tombstones WHERE legacy_id IN (",
+                );
+                let mut separated = count.separated(", ");
+                for id in legacy_ids {
+                    separated.push_bind(*id);
+                }
+                count.push(")");
+                let tombstoned: i64 = count.build_query_scalar().fetch_one(pool).await?;
+                let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "SELECT user_id, legacy_id FROM users WHERE source = 'backfill' AND legacy_id IN (",
+                );
+                let mut separated = select.separated(", ");
+                for id in legacy_ids {
+                    separated.push_bind(*id);
+                }
+                select.push(")");
+                let backfilled = select.build_query_as().fetch_all(pool).await?;
+                Ok((tombstoned, backfilled))
+            }
+        }
     }
 }
 
