@@ -28,7 +28,7 @@ pub enum CoordinatorError {
     /// A client error from the user-store (ticket used or expired, …), passed on as it is.
     #[error("user store refused: {}", .0.message())]
     Refused(Status),
-    #[error("coordinator database error")]
+    #[error("coordinator database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
     Internal(String),
