@@ -156,6 +156,14 @@ for i, pw in enumerate(PASSWORDS[:5]):
         template = {"algorithm": algorithm, "salt_position": position, "encoding": encoding, "hmac_key": key}
         add("salted_digest", "hashlib/hmac template", stored, pw, salt=dsalt, template=template)
 
+# bcrypt reads only the first 72 bytes of the password, as PHP and the C library did: a
+# longer password that shares them verifies too.
+long_password = "ü" * 40  # 80 bytes of UTF-8
+long_hash = php(f"echo password_hash(base64_decode('{base64.b64encode(long_password.encode()).decode()}'), PASSWORD_BCRYPT, ['cost' => 4]);")
+for password, valid in [(long_password, True), ("ü" * 36 + "different tail", True), ("ü" * 35 + "u" + "ü" * 4, False)]:
+    vectors.append({"format": "bcrypt", "source": "php password_hash (80-byte password; first 72 bytes decide)",
+                    "hash": long_hash, "password": password, "valid": valid})
+
 # Hashes that must not parse: truncated, bad cost, bad encoding.
 for fmt, corrupted in [
     ("bcrypt", "$2b$04$tooshort"), ("bcrypt", "$2b$99$" + "a" * 53), ("argon2", "$argon2id$v=19$m=1024,t=1,p=1$!!$!!"),

@@ -959,6 +959,39 @@ async fn trickle_admin_prints_tables_and_json() {
         error.is_ok(),
         "switching to the current mode is harmless: {error:?}"
     );
+    // Backfill, followed to the end (plain progress lines: stderr is not a terminal here).
+    use trickle::admin::BackfillAction;
+    let backfill = run(
+        &address,
+        AdminCommand::Backfill {
+            action: BackfillAction::Start {
+                batch_size: 10,
+                detach: false,
+            },
+        },
+        false,
+    )
+    .await
+    .expect("backfill");
+    assert!(
+        backfill.contains("state                 completed"),
+        "{backfill}"
+    );
+    let status = run(
+        &address,
+        AdminCommand::Backfill {
+            action: BackfillAction::Status {
+                job_id: String::new(),
+            },
+        },
+        true,
+    )
+    .await
+    .expect("status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(status["state"], "completed");
+    assert_eq!(status["skipped_existing"], 1, "alice was already migrated");
+
     let unreachable = run("http://127.0.0.1:1", AdminCommand::Status, false)
         .await
         .expect_err("nothing there");
