@@ -412,21 +412,8 @@ impl Repository {
         user_id: &str,
         password_hash: &str,
     ) -> Result<Option<User>, sqlx::Error> {
-        let now = Utc::now();
-        let row: Option<UserRow> = with_db!(&self.db, pool => async {
-            let mut tx = pool.begin().await?;
-            let consumed = sqlx::query(CONSUME_TICKET).bind(ticket_hash).bind(now).execute(&mut *tx).await?.rows_affected();
-            if consumed != 1 {
-                return Ok(None);
-            }
-            let row: Option<UserRow> =
-                sqlx::query_as(SET_PASSWORD).bind(user_id).bind(password_hash).bind(now).fetch_optional(&mut *tx).await?;
-            if row.is_some() {
-                tx.commit().await?;
-            }
-            Ok::<_, sqlx::Error>(row)
-        }.await)?;
-        row.map(UserRow::into_user).transpose()
+        self.consume_ticket_and_update(ticket_hash, SET_PASSWORD, user_id, password_hash)
+            .await
     }
 
     /// Consume a verification ticket and mark the email verified, if it is still the user's.
@@ -436,6 +423,19 @@ impl Repository {
         user_id: &str,
         email: &str,
     ) -> Result<Option<User>, sqlx::Error> {
+        self.consume_ticket_and_update(ticket_hash, SET_EMAIL_VERIFIED, user_id, email)
+            .await
+    }
+
+    /// Consume a ticket and run `update` (parameters: user id, `value`, now) in one
+    /// transaction, committed only if both happened: a ticket is never used up for nothing.
+    async fn consume_ticket_and_update(
+        &self,
+        ticket_hash: &str,
+        update: &'static str,
+        user_id: &str,
+        value: &str,
+    ) -> Result<Option<User>, sqlx::Error> {
         let now = Utc::now();
         let row: Option<UserRow> = with_db!(&self.db, pool => async {
             let mut tx = pool.begin().await?;
@@ -444,7 +444,7 @@ impl Repository {
                 return Ok(None);
             }
             let row: Option<UserRow> =
-                sqlx::query_as(SET_EMAIL_VERIFIED).bind(user_id).bind(email).bind(now).fetch_optional(&mut *tx).await?;
+                sqlx::query_as(update).bind(user_id).bind(value).bind(now).fetch_optional(&mut *tx).await?;
             if row.is_some() {
                 tx.commit().await?;
             }

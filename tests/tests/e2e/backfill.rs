@@ -71,7 +71,13 @@ async fn a_cancelled_backfill_resumes_when_started_again(backend: Backend) {
     // job finds them already in the store. Nobody is lost or doubled either way.
     assert_eq!(done.imported + done.skipped_existing, 300, "{done:?}");
     assert_eq!(legacy_ids_in_store(&trickle).await.0, 300);
-    assert_eq!(trickle.store.count("SELECT COUNT(*) FROM migration_events WHERE source = 'backfill'").await, 300);
+    assert_eq!(
+        trickle
+            .store
+            .count("SELECT COUNT(*) FROM migration_events WHERE source = 'backfill'")
+            .await,
+        300
+    );
     let unknown = admin
         .get_backfill(GetBackfillRequest {
             job_id: uuid::Uuid::now_v7().to_string(),
