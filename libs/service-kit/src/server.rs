@@ -19,6 +19,12 @@ use trickle_telemetry::propagation::{ClientTrace, ClientTraceLayer, ServerTraceL
 /// validation; the limit keeps a hostile caller from making us buffer more.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
+/// The longest any call may run on a server (a backfill page, a migration on login).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The most request metadata (HTTP/2 headers) a server accepts.
+pub const MAX_METADATA_BYTES: u32 = 64 * 1024;
+
 /// How long in-flight calls may take to finish after a stop is requested. Kubernetes waits
 /// 30 s (terminationGracePeriodSeconds) before SIGKILL; finish well inside that.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -202,6 +208,10 @@ async fn serve(
     }
 
     let server = Server::builder()
+        // Every call ends: a caller's shorter grpc-timeout wins, this bounds the rest.
+        .timeout(REQUEST_DEADLINE)
+        // Metadata is for trace context and auth, not payloads.
+        .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
         .layer(ServerTraceLayer::new(trickle_proto::method_paths()))
         .add_routes(routes)
         .add_service(health_service)

@@ -154,6 +154,71 @@ async fn every_service_serves_health_and_reflection() {
     }
 }
 
+/// Hostile sizes get a clean error and leave the service serving: a 4 MiB password (past the
+/// decoding limit), a 10,000-entry metadata map in a profile, 10,000 request headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sizes_get_clean_errors() {
+    let trickle = TestTrickle::start(Backend::Sqlite).await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let mut client = trickle.client().await;
+
+    let huge = "p".repeat(4 * 1024 * 1024);
+    let status = client
+        .login(login("alice@example.com", &huge))
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(
+            status.code(),
+            Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument
+        ),
+        "{status:?}"
+    );
+
+    let mut fields = std::collections::BTreeMap::new();
+    for i in 0..10_000 {
+        fields.insert(
+            format!("key{i}"),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue("v".into())),
+            },
+        );
+    }
+    let profile = trickle_proto::auth::v1::Profile {
+        user_metadata: Some(prost_types::Struct { fields }),
+        ..Default::default()
+    };
+    let status = client
+        .sign_up(SignUpRequest {
+            email: "big@example.com".into(),
+            password: "a long password".into(),
+            profile: Some(profile),
+        })
+        .await
+        .expect_err("metadata too large");
+    assert_status(&status, Code::InvalidArgument, reason::INVALID_REQUEST);
+    assert_eq!(violated_fields(&status), ["profile.user_metadata"]);
+
+    let mut request = tonic::Request::new(login("alice@example.com", "through-the-looking-glass"));
+    for i in 0..10_000 {
+        request.metadata_mut().insert(
+            tonic::metadata::MetadataKey::from_bytes(format!("x-junk-{i}").as_bytes())
+                .expect("key"),
+            "v".parse().expect("value"),
+        );
+    }
+    let refused = client.login(request).await;
+    assert!(refused.is_err(), "10,000 headers are refused");
+
+    // Nothing above hurt the services.
+    let mut client = trickle.client().await;
+    client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("still serving");
+    assert_eq!(trickle.store.user_count().await, 1);
+}
+
 /// The three hash formats of this release, as their reference implementations wrote them
 /// (Python bcrypt, argon2-cffi, Django 5's make_password), in a PostgreSQL legacy database:
 /// each user migrates with their legacy password and is re-hashed with argon2id.
