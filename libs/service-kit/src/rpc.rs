@@ -22,6 +22,7 @@ pub mod reason {
     pub const OVERLOADED: &str = "OVERLOADED";
     pub const LEGACY_CONFIG: &str = "LEGACY_CONFIG";
     pub const INTERNAL: &str = "INTERNAL";
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
     pub const TICKET_INVALID: &str = "TICKET_INVALID";
     pub const TICKET_USED: &str = "TICKET_USED";
     pub const TICKET_EXPIRED: &str = "TICKET_EXPIRED";
@@ -37,6 +38,17 @@ pub mod reason {
 pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
     let details = ErrorDetails::with_error_info(reason, DOMAIN, std::collections::HashMap::new());
     Status::with_error_details(code, message, details)
+}
+
+/// `RESOURCE_EXHAUSTED`, reason `RATE_LIMITED`, with a `google.rpc.RetryInfo` delay.
+pub fn rate_limited(retry_after: std::time::Duration, message: impl Into<String>) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        reason::RATE_LIMITED,
+        DOMAIN,
+        std::collections::HashMap::new(),
+    );
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
 }
 
 /// A status carrying an `ErrorInfo` with `reason` and machine-readable `metadata`.

@@ -88,6 +88,7 @@ impl AuthFlows {
             Err(FrontendError::LegacyUnavailable) => "legacy_unavailable",
             Err(FrontendError::StoreUnavailable) => "store_unavailable",
             Err(FrontendError::Overloaded) => "overloaded",
+            Err(FrontendError::RateLimited(_)) => "rate_limited",
             Err(FrontendError::InvalidRequest(_)) => "invalid_request",
             Err(_) => "error",
         };
@@ -108,8 +109,11 @@ impl AuthFlows {
         // a wrong password costs; in AUTHORITATIVE mode the store pays a dummy hash instead.
         let (user, migrated) = match self.authenticate(&email, &password, authoritative).await? {
             StoreAnswer::Authenticated(user) => (user, false),
+            // The store counted this failure toward the email's throttle itself.
             StoreAnswer::WrongPassword => return Err(FrontendError::InvalidCredentials),
+            StoreAnswer::Throttled(seconds) => return Err(FrontendError::RateLimited(seconds)),
             StoreAnswer::NotFound if authoritative => {
+                self.record_login_failure(&email).await;
                 return Err(FrontendError::InvalidCredentials);
             }
             StoreAnswer::NotFound => self.migrate_on_login(&email, password).await?,
@@ -155,12 +159,26 @@ impl AuthFlows {
             // A deleted user: refused like a wrong password, and never looked up in the
             // legacy store (the store already paid the dummy hash).
             (Ok(Outcome::Tombstoned), _) => StoreAnswer::WrongPassword,
+            (Ok(Outcome::Throttled), _) => {
+                StoreAnswer::Throttled(u64::try_from(answer.retry_after_seconds).unwrap_or(1))
+            }
             _ => {
                 return Err(FrontendError::Internal(
                     "user store answered Authenticate without an outcome".into(),
                 ));
             }
         })
+    }
+
+    /// Count a failed login the store did not decide (unknown email, legacy refusal). Best
+    /// effort: the answer to the caller is the same either way.
+    async fn record_login_failure(&self, email: &Email) {
+        let request = store::RecordLoginFailureRequest {
+            email: email.display().to_owned(),
+        };
+        if let Err(status) = self.store.clone().record_login_failure(request).await {
+            tracing::warn!(code = ?status.code(), "could not count a failed login");
+        }
     }
 
     async fn migrate_on_login(
@@ -184,6 +202,8 @@ impl AuthFlows {
             (Ok(Outcome::Migrated), Some(user)) => Ok((user, true)),
             (Ok(Outcome::AlreadyMigrated), Some(user)) => Ok((user, false)),
             (Ok(Outcome::LegacyRejected | Outcome::Conflict | Outcome::Tombstoned), _) => {
+                // Failures the legacy store decided count toward the same throttle.
+                self.record_login_failure(email).await;
                 Err(FrontendError::InvalidCredentials)
             }
             // The mode changed to AUTHORITATIVE since we last looked: the store alone decides,
@@ -191,7 +211,9 @@ impl AuthFlows {
             (Ok(Outcome::NotImporting), _) => {
                 match self.authenticate(email, &password, true).await? {
                     StoreAnswer::Authenticated(user) => Ok((user, false)),
+                    StoreAnswer::Throttled(seconds) => Err(FrontendError::RateLimited(seconds)),
                     StoreAnswer::WrongPassword | StoreAnswer::NotFound => {
+                        self.record_login_failure(email).await;
                         Err(FrontendError::InvalidCredentials)
                     }
                 }
@@ -507,6 +529,8 @@ enum StoreAnswer {
     Authenticated(auth::User),
     WrongPassword,
     NotFound,
+    /// Too many failures for the email: seconds to wait.
+    Throttled(u64),
 }
 
 /// A legacy user shown through the public API: no user id (they are not in the store yet).

@@ -30,6 +30,8 @@ pub enum FrontendError {
     Internal(String),
     #[error("the ticket is not valid")]
     TicketInvalid,
+    #[error("too many failed logins; retry later")]
+    RateLimited(u64),
     #[error("the ticket has already been used")]
     TicketUsed,
     #[error("the ticket has expired")]
@@ -124,6 +126,10 @@ impl From<FrontendError> for Status {
                 Code::ResourceExhausted,
                 reason::OVERLOADED,
                 "too many logins in progress; retry shortly",
+            ),
+            FrontendError::RateLimited(seconds) => rpc::rate_limited(
+                std::time::Duration::from_secs(seconds),
+                "too many failed logins for this email; retry after the delay in RetryInfo",
             ),
             FrontendError::TicketInvalid => rpc::status(
                 Code::InvalidArgument,

@@ -19,6 +19,11 @@ pub struct StoreConfig {
     pub hash_queue: usize,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
     pub metrics_listen: String,
+    /// Failed logins per email within `login_throttle_window_seconds` before the email is
+    /// locked for `login_throttle_lockout_seconds` (0: no throttling).
+    pub login_throttle_failures: u32,
+    pub login_throttle_window_seconds: u64,
+    pub login_throttle_lockout_seconds: u64,
     /// How long a password reset ticket stays valid.
     pub reset_ticket_ttl_seconds: u64,
     /// How long an email verification ticket stays valid.
@@ -35,6 +40,9 @@ impl Default for StoreConfig {
             hash_workers: 0,
             hash_queue: 256,
             metrics_listen: "127.0.0.1:9102".into(),
+            login_throttle_failures: 10,
+            login_throttle_window_seconds: 900,
+            login_throttle_lockout_seconds: 900,
             reset_ticket_ttl_seconds: 3600,
             verification_ticket_ttl_seconds: 86_400,
         }

@@ -18,10 +18,11 @@ use trickle_proto::userstore::v1::{
     CreatePasswordResetTicketRequest, CreatePasswordResetTicketResponse, CreateUserRequest,
     CreateUserResponse, DeleteUserRequest, DeleteUserResponse, GetMigrationCountsRequest,
     GetMigrationCountsResponse, GetUserRequest, GetUserResponse, ImportUserRequest,
-    ImportUserResponse, RedeemEmailVerificationRequest, RedeemEmailVerificationResponse,
-    RedeemPasswordResetRequest, RedeemPasswordResetResponse, authenticate_response,
-    change_password_response, get_user_request::Lookup, import_user_response,
-    redeem_password_reset_response, user_store_server::UserStore,
+    ImportUserResponse, RecordLoginFailureRequest, RecordLoginFailureResponse,
+    RedeemEmailVerificationRequest, RedeemEmailVerificationResponse, RedeemPasswordResetRequest,
+    RedeemPasswordResetResponse, authenticate_response, change_password_response,
+    get_user_request::Lookup, import_user_response, redeem_password_reset_response,
+    user_store_server::UserStore,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -70,10 +71,19 @@ impl UserStore for UserStoreService {
             AuthenticateOutcome::WrongPassword => (Outcome::WrongPassword, None),
             AuthenticateOutcome::NotFound => (Outcome::NotFound, None),
             AuthenticateOutcome::Tombstoned => (Outcome::Tombstoned, None),
+            AuthenticateOutcome::Throttled { retry_after } => {
+                return Ok(Response::new(AuthenticateResponse {
+                    outcome: Outcome::Throttled.into(),
+                    user: None,
+                    retry_after_seconds: i64::try_from(retry_after.as_secs().max(1))
+                        .unwrap_or(i64::MAX),
+                }));
+            }
         };
         Ok(Response::new(AuthenticateResponse {
             outcome: outcome.into(),
             user,
+            retry_after_seconds: 0,
         }))
     }
 
@@ -427,6 +437,21 @@ impl UserStore for UserStoreService {
                 .into_iter()
                 .map(|(user_id, legacy_id)| BackfilledUser { user_id, legacy_id })
                 .collect(),
+        }))
+    }
+
+    async fn record_login_failure(
+        &self,
+        request: Request<RecordLoginFailureRequest>,
+    ) -> Result<Response<RecordLoginFailureResponse>, Status> {
+        let RecordLoginFailureRequest { email } = request.into_inner();
+        let mut violations = Violations::default();
+        let email = violations.check("email", Email::parse(&email));
+        let email = violations.verdict_with(email)?;
+        let locked = self.users.record_login_failure(&email).await?;
+        Ok(Response::new(RecordLoginFailureResponse {
+            retry_after_seconds: locked
+                .map_or(0, |d| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX)),
         }))
     }
 }

@@ -628,6 +628,60 @@ impl Repository {
 }
 
 impl Repository {
+    /// The failures counted for an email, and until when it is locked.
+    pub(crate) async fn throttle(
+        &self,
+        email: &str,
+    ) -> Result<Option<(i64, Option<DateTime<Utc>>)>, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query_as("SELECT CAST(failures AS BIGINT), locked_until FROM login_throttle WHERE email = $1")
+                .bind(email)
+                .fetch_optional(pool)
+                .await
+        })
+    }
+
+    /// Count one failure (a new window when the last one is over); lock the email when the
+    /// count reaches `max`. One statement, so concurrent failures on any replica all count.
+    pub(crate) async fn record_failure(
+        &self,
+        email: &str,
+        max: i64,
+        window: chrono::Duration,
+        lockout: chrono::Duration,
+    ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        let now = Utc::now();
+        let window_start = now - window;
+        let locked_until = now + lockout;
+        with_db!(&self.db, pool => {
+            sqlx::query_scalar(
+                "INSERT INTO login_throttle (email, failures, window_started_at, locked_until) \
+                 VALUES ($1, 1, $2, CASE WHEN 1 >= $5 THEN $4 ELSE NULL END) \
+                 ON CONFLICT (email) DO UPDATE SET \
+                   failures = CASE WHEN login_throttle.window_started_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
+                   window_started_at = CASE WHEN login_throttle.window_started_at < $3 THEN $2 ELSE login_throttle.window_started_at END, \
+                   locked_until = CASE \
+                     WHEN (CASE WHEN login_throttle.window_started_at < $3 THEN 1 ELSE login_throttle.failures + 1 END) >= $5 THEN $4 \
+                     ELSE login_throttle.locked_until END \
+                 RETURNING locked_until",
+            )
+            .bind(email)
+            .bind(now)
+            .bind(window_start)
+            .bind(locked_until)
+            .bind(max)
+            .fetch_one(pool)
+            .await
+        })
+    }
+
+    /// Forget an email's failures (after a successful login).
+    pub(crate) async fn clear_failures(&self, email: &str) -> Result<(), sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM login_throttle WHERE email = $1").bind(email).execute(pool).await.map(|_| ())
+        })
+    }
+
     /// Of a page's legacy ids: how many are tombstoned, and which are in the store with
     /// source backfill (inserted now or by an earlier attempt).
     async fn backfill_skips(

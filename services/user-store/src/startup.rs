@@ -3,7 +3,7 @@
 use crate::config::StoreConfig;
 use crate::grpc::UserStoreService;
 use crate::repository::Repository;
-use crate::users::{TicketLifetimes, Users};
+use crate::users::{Throttle, TicketLifetimes, Users};
 use std::time::Duration;
 use tonic::service::Routes;
 use trickle_password::HashPool;
@@ -47,7 +47,12 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         password_reset: Duration::from_secs(config.reset_ticket_ttl_seconds.max(1)),
         email_verification: Duration::from_secs(config.verification_ticket_ttl_seconds.max(1)),
     };
-    let users = Users::new(Repository::new(db), hasher, lifetimes);
+    let throttle = Throttle {
+        failures: config.login_throttle_failures,
+        window: Duration::from_secs(config.login_throttle_window_seconds.max(1)),
+        lockout: Duration::from_secs(config.login_throttle_lockout_seconds.max(1)),
+    };
+    let users = Users::new(Repository::new(db), hasher, lifetimes, throttle);
     let routes = Routes::new(
         UserStoreServer::new(UserStoreService { users })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),

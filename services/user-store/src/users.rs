@@ -74,6 +74,25 @@ pub enum AuthenticateOutcome {
     NotFound,
     /// No user, and the email belongs to a deleted one.
     Tombstoned,
+    /// Too many failed logins for the email: try again after `retry_after`.
+    Throttled {
+        retry_after: Duration,
+    },
+}
+
+/// Failed-login throttling per email.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttle {
+    /// Failures within `window` that lock the email; 0 disables throttling.
+    pub failures: u32,
+    pub window: Duration,
+    pub lockout: Duration,
+}
+
+impl Throttle {
+    fn enabled(&self) -> bool {
+        self.failures > 0
+    }
 }
 
 #[derive(Debug)]
@@ -145,6 +164,7 @@ pub struct Users {
     repository: Repository,
     hasher: HashPool,
     lifetimes: TicketLifetimes,
+    throttle: Throttle,
 }
 
 fn unreadable_hash(user_id: &str, e: &trickle_password::ParseHashError) -> StoreError {
@@ -153,11 +173,17 @@ fn unreadable_hash(user_id: &str, e: &trickle_password::ParseHashError) -> Store
 }
 
 impl Users {
-    pub fn new(repository: Repository, hasher: HashPool, lifetimes: TicketLifetimes) -> Self {
+    pub fn new(
+        repository: Repository,
+        hasher: HashPool,
+        lifetimes: TicketLifetimes,
+        throttle: Throttle,
+    ) -> Self {
         Self {
             repository,
             hasher,
             lifetimes,
+            throttle,
         }
     }
 
@@ -174,6 +200,22 @@ impl Users {
         password: Password,
         equalize_unknown: bool,
     ) -> Result<AuthenticateOutcome, StoreError> {
+        // A locked email is not checked at all (the dummy hash keeps the timing): guessing
+        // stops here, for every replica, whether or not the account exists.
+        let throttle = if self.throttle.enabled() {
+            self.repository.throttle(email.normalized()).await?
+        } else {
+            None
+        };
+        if let Some((_, Some(locked_until))) = throttle {
+            let left = locked_until - Utc::now();
+            if left > chrono::Duration::zero() {
+                self.hasher.verify_dummy(password).await?;
+                return Ok(AuthenticateOutcome::Throttled {
+                    retry_after: left.to_std().unwrap_or_default(),
+                });
+            }
+        }
         let Some((user, stored)) = self.repository.find_credentials(email.normalized()).await?
         else {
             // A deleted user's email ends here: the legacy store must not be asked about it.
@@ -195,7 +237,11 @@ impl Users {
         let scheme = parsed.scheme();
         let (verification, upgraded) = self.hasher.verify_and_upgrade(password, parsed).await?;
         if !verification.matches {
+            self.record_login_failure(email).await?;
             return Ok(AuthenticateOutcome::WrongPassword);
+        }
+        if throttle.is_some() {
+            self.repository.clear_failures(email.normalized()).await?;
         }
         let span = tracing::Span::current();
         span.record("trickle.user.id", user.user_id.as_str());
@@ -207,6 +253,34 @@ impl Users {
             .await?
             .unwrap_or(user);
         Ok(AuthenticateOutcome::Authenticated(user))
+    }
+
+    /// Count a failed login for `email`; `Some(wait)` when this failure locked it.
+    pub async fn record_login_failure(
+        &self,
+        email: &Email,
+    ) -> Result<Option<Duration>, StoreError> {
+        if !self.throttle.enabled() {
+            return Ok(None);
+        }
+        let locked_until = self
+            .repository
+            .record_failure(
+                email.normalized(),
+                i64::from(self.throttle.failures),
+                chrono::Duration::from_std(self.throttle.window)
+                    .unwrap_or(chrono::Duration::minutes(15)),
+                chrono::Duration::from_std(self.throttle.lockout)
+                    .unwrap_or(chrono::Duration::minutes(15)),
+            )
+            .await?;
+        let left = locked_until
+            .map(|until| until - Utc::now())
+            .filter(|left| *left > chrono::Duration::zero());
+        if left.is_some() {
+            tracing::warn!("too many failed logins for one email: locked for a while");
+        }
+        Ok(left.and_then(|l| l.to_std().ok()))
     }
 
     /// Create a user who signed up.

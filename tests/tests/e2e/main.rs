@@ -43,6 +43,7 @@ mod presets;
 mod telemetry;
 
 on_both_backends!(
+    failed_logins_lock_the_email_on_every_replica,
     first_login_migrates_then_store_serves_without_legacy,
     bad_credentials_are_indistinguishable_and_write_nothing,
     store_is_authoritative_after_migration,
@@ -279,6 +280,86 @@ async fn every_legacy_hash_format_migrates_from_a_postgres_legacy_database() {
         assert!(!again.migrated);
     }
     assert_eq!(trickle.store.user_count().await, 3);
+}
+
+async fn failed_logins_lock_the_email_on_every_replica(backend: Backend) {
+    let trickle = TestTrickle::start_with(backend, |config| {
+        config.store.login_throttle_failures = 3;
+        config.store.login_throttle_window_seconds = 60;
+        config.store.login_throttle_lockout_seconds = 2;
+    })
+    .await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let mut client = trickle.client().await;
+    client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("migrates");
+
+    for _ in 0..3 {
+        let status = client
+            .login(login("alice@example.com", "guess"))
+            .await
+            .expect_err("wrong");
+        assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    }
+    // Locked: even the right password is not checked, on this replica or another.
+    let locked = client
+        .login(login("ALICE@example.com", "through-the-looking-glass"))
+        .await
+        .expect_err("locked");
+    assert_status(&locked, Code::ResourceExhausted, reason::RATE_LIMITED);
+    let retry = tonic_types::StatusExt::get_error_details(&locked)
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("retry delay");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(2),
+        "{retry:?}"
+    );
+    let replica = trickle.second_cluster(|_| {}).await;
+    let mut other = trickle_proto::auth::v1::auth_service_client::AuthServiceClient::connect(
+        replica.frontend.url(),
+    )
+    .await
+    .expect("connect");
+    let status = other
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect_err("locked there too");
+    assert_status(&status, Code::ResourceExhausted, reason::RATE_LIMITED);
+
+    // The lock ends; a success clears the count.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("unlocked");
+    for _ in 0..2 {
+        client
+            .login(login("alice@example.com", "guess"))
+            .await
+            .expect_err("wrong");
+    }
+    client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("two failures do not lock");
+
+    // Failures the legacy store decides count too, for emails no one has.
+    for _ in 0..3 {
+        let status = client
+            .login(login("nobody@example.com", "guess"))
+            .await
+            .expect_err("unknown");
+        assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    }
+    let status = client
+        .login(login("nobody@example.com", "guess"))
+        .await
+        .expect_err("locked");
+    assert_status(&status, Code::ResourceExhausted, reason::RATE_LIMITED);
+    replica.stop().await.expect("stop");
 }
 
 pub(crate) fn login(email: &str, password: &str) -> LoginRequest {
