@@ -112,8 +112,8 @@ impl AuthFlows {
             // The store counted this failure toward the email's throttle itself.
             StoreAnswer::WrongPassword => return Err(FrontendError::InvalidCredentials),
             StoreAnswer::Throttled(seconds) => return Err(FrontendError::RateLimited(seconds)),
+            // The store paid the dummy hash and counted the failure, as for a wrong password.
             StoreAnswer::NotFound if authoritative => {
-                self.record_login_failure(&email).await;
                 return Err(FrontendError::InvalidCredentials);
             }
             StoreAnswer::NotFound => self.migrate_on_login(&email, password).await?,
@@ -212,8 +212,8 @@ impl AuthFlows {
                 match self.authenticate(email, &password, true).await? {
                     StoreAnswer::Authenticated(user) => Ok((user, false)),
                     StoreAnswer::Throttled(seconds) => Err(FrontendError::RateLimited(seconds)),
+                    // Counted by the store, like any failure it decides.
                     StoreAnswer::WrongPassword | StoreAnswer::NotFound => {
-                        self.record_login_failure(email).await;
                         Err(FrontendError::InvalidCredentials)
                     }
                 }

@@ -216,15 +216,19 @@ impl Users {
                 });
             }
         }
-        let Some((user, stored)) = self.repository.find_credentials(email.normalized()).await?
-        else {
+        // The tombstone is looked up for every login, side by side with the user, so that an
+        // unknown email costs the same queries as a known one (timing must not tell them apart).
+        let (found, tombstoned) = tokio::try_join!(
+            self.repository.find_credentials(email.normalized()),
+            self.repository.is_email_tombstoned(email.normalized()),
+        )?;
+        let Some((user, stored)) = found else {
             // A deleted user's email ends here: the legacy store must not be asked about it.
-            let tombstoned = self
-                .repository
-                .is_email_tombstoned(email.normalized())
-                .await?;
+            // When the store decides, an unknown email pays what a wrong password pays: the
+            // hash and the throttle's count.
             if equalize_unknown || tombstoned {
                 self.hasher.verify_dummy(password).await?;
+                self.record_login_failure(email).await?;
             }
             return Ok(if tombstoned {
                 AuthenticateOutcome::Tombstoned

@@ -41,6 +41,7 @@ mod http_backend;
 mod lifecycle;
 mod presets;
 mod telemetry;
+mod timing;
 
 on_both_backends!(
     failed_logins_lock_the_email_on_every_replica,
