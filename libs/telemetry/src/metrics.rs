@@ -38,6 +38,9 @@ pub struct Metrics {
     /// Legacy users not yet migrated or deleted, as the coordinator last counted them
     /// (-1 when the legacy connector cannot count).
     pub legacy_users_remaining: IntGauge,
+    /// 1 while the coordinator's circuit breaker keeps logins away from a failing legacy
+    /// connector, 0 otherwise.
+    pub legacy_circuit_open: IntGauge,
     /// gRPC calls served, by service, method and status code.
     pub grpc_request_duration: HistogramVec,
 }
@@ -115,6 +118,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
             let g = IntGauge::new(
                 "trickle_legacy_users_remaining",
                 "Legacy users neither migrated nor deleted (-1: the legacy connector cannot count).",
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
+        legacy_circuit_open: {
+            let g = IntGauge::new(
+                "trickle_legacy_circuit_open",
+                "1 while the coordinator stops calling a failing legacy connector (circuit open).",
             )?;
             registry.register(Box::new(g.clone()))?;
             g

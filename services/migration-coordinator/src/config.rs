@@ -50,6 +50,11 @@ pub struct MigrationConfig {
     pub legacy_url: String,
     /// Deadline for one call to the legacy connector; past it the login is UNAVAILABLE.
     pub legacy_timeout_ms: u64,
+    /// Consecutive failed calls to the legacy connector (unreachable, or past the deadline)
+    /// after which first logins answer UNAVAILABLE at once instead of asking it (0: never).
+    pub legacy_breaker_failures: u32,
+    /// How long the circuit stays open before one call probes the legacy store again.
+    pub legacy_breaker_open_ms: u64,
     /// Deadline for one call to the user-store.
     pub store_timeout_ms: u64,
     /// How long a replica trusts the mode it last read before reading it again.
@@ -71,6 +76,8 @@ impl Default for MigrationConfig {
             store_url: "http://127.0.0.1:50052".into(),
             legacy_url: "http://127.0.0.1:50053".into(),
             legacy_timeout_ms: 3000,
+            legacy_breaker_failures: 5,
+            legacy_breaker_open_ms: 5000,
             store_timeout_ms: 10_000,
             mode_cache_ms: 2000,
             backfill_lease_seconds: 30,

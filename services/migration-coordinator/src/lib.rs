@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod backfill;
+pub mod breaker;
 pub mod config;
 pub mod error;
 mod grpc;

@@ -1,6 +1,7 @@
 //! Migration on login (DESIGN §2, step 2): legacy login, then import, committed before the
 //! answer. Nothing is written unless the legacy store accepted the password.
 
+use crate::breaker::LegacyBreaker;
 use crate::config::Mode;
 use crate::error::CoordinatorError;
 use crate::ledger::Ledger;
@@ -78,6 +79,7 @@ pub struct LegacyLookup {
 pub struct Coordinator {
     pub(crate) ledger: Ledger,
     legacy: LegacyConnectorClient<Channel>,
+    breaker: LegacyBreaker,
     store: UserStoreClient<Channel>,
 }
 
@@ -85,11 +87,13 @@ impl Coordinator {
     pub fn new(
         ledger: Ledger,
         legacy: LegacyConnectorClient<Channel>,
+        breaker: LegacyBreaker,
         store: UserStoreClient<Channel>,
     ) -> Self {
         Self {
             ledger,
             legacy,
+            breaker,
             store,
         }
     }
@@ -157,11 +161,10 @@ impl Coordinator {
             email: email.display().to_owned(),
             password: password.expose_secret().to_owned(),
         };
-        let answer = self
-            .legacy
-            .clone()
-            .login(request)
-            .await
+        self.breaker.admit()?;
+        let answer = self.legacy.clone().login(request).await;
+        self.breaker.record(&answer);
+        let answer = answer
             .map_err(|status| CoordinatorError::from_legacy(&status))?
             .into_inner();
         let (true, Some(legacy_user)) = (answer.authenticated, answer.user) else {
@@ -330,13 +333,16 @@ impl Coordinator {
                 mode,
             });
         }
+        self.breaker.admit()?;
         let answer = self
             .legacy
             .clone()
             .get_user(legacy::GetUserRequest {
                 email: email.display().to_owned(),
             })
-            .await
+            .await;
+        self.breaker.record(&answer);
+        let answer = answer
             .map_err(|status| CoordinatorError::from_legacy(&status))?
             .into_inner();
         let Some(user) = answer.user.filter(|_| answer.found) else {

@@ -1,6 +1,7 @@
 //! Building and running the migration-coordinator.
 
 use crate::backfill::Backfiller;
+use crate::breaker::LegacyBreaker;
 use crate::config::MigrationConfig;
 use crate::grpc::{AdminService, CoordinatorService};
 use crate::ledger::Ledger;
@@ -68,7 +69,11 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
         Duration::from_secs(config.backfill_lease_seconds.max(1)),
     );
     let supervisor = backfiller.spawn_supervisor();
-    let coordinator = Coordinator::new(ledger, legacy, store);
+    let breaker = LegacyBreaker::new(
+        config.legacy_breaker_failures,
+        Duration::from_millis(config.legacy_breaker_open_ms),
+    );
+    let coordinator = Coordinator::new(ledger, legacy, breaker, store);
     let gauges =
         coordinator.spawn_gauge_refresh(Duration::from_secs(config.status_refresh_seconds));
     let listener = server::bind(&config.listen).await?;

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use trickle_proto::auth::v1::{
@@ -591,6 +593,153 @@ async fn black_hole() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
         }
     });
     (addr, task)
+}
+
+/// A TCP proxy to `target` that can play dead: while `alive` is false it accepts connections
+/// and never answers (a legacy database that hangs). Counts the connections it accepted.
+struct SwitchableProxy {
+    addr: std::net::SocketAddr,
+    alive: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SwitchableProxy {
+    async fn start(target: String, alive: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let alive = Arc::new(AtomicBool::new(alive));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (alive.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                if !flag.load(Ordering::SeqCst) {
+                    held.push(socket);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            alive,
+            accepted,
+            task,
+        }
+    }
+}
+
+/// The legacy database hangs: after a run of failures the coordinator stops sending first
+/// logins to it (no new connection attempts), migrated users are untouched, and when the
+/// database answers again one probe closes the circuit and migration resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_spares_a_dead_legacy_store_and_recovers() {
+    let trickle = TestTrickle::start(Backend::PostgresMariaDb).await;
+    alice(&trickle, "through-the-looking-glass").await;
+    trickle
+        .legacy
+        .insert(&LegacyRecord::new(
+            7,
+            "bob@example.com",
+            bcrypt("bob-password"),
+        ))
+        .await;
+    trickle
+        .client()
+        .await
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("alice migrates");
+
+    let mariadb = trickle_tests::mysql_admin_url();
+    let server = mariadb
+        .trim_start_matches("mysql://")
+        .rsplit('@')
+        .next()
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .expect("host:port")
+        .to_owned();
+    let proxy = SwitchableProxy::start(server.clone(), false).await;
+    let open_for = Duration::from_millis(1500);
+    let replica = trickle
+        .second_cluster(|config| {
+            config.legacy.database_url = trickle
+                .legacy
+                .database
+                .url
+                .replace(&server, &proxy.addr.to_string());
+            config.legacy.query_timeout_ms = 400;
+            config.migration.legacy_timeout_ms = 1500;
+            config.migration.legacy_breaker_failures = 2;
+            config.migration.legacy_breaker_open_ms = open_for.as_millis() as u64;
+        })
+        .await;
+    let mut client = trickle_proto::auth::v1::auth_service_client::AuthServiceClient::connect(
+        replica.frontend.url(),
+    )
+    .await
+    .expect("connect");
+
+    for _ in 0..2 {
+        let status = client
+            .login(login("bob@example.com", "bob-password"))
+            .await
+            .expect_err("legacy hangs");
+        assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+    }
+    let tried = proxy.accepted.load(Ordering::SeqCst);
+    assert!(tried >= 1, "the legacy connector tried to connect");
+    // Open: the same answer, without a single new connection to the dead database.
+    for _ in 0..5 {
+        let status = client
+            .login(login("bob@example.com", "bob-password"))
+            .await
+            .expect_err("circuit open");
+        assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+        client
+            .login(login("alice@example.com", "through-the-looking-glass"))
+            .await
+            .expect("migrated users are unaffected");
+    }
+    assert_eq!(
+        proxy.accepted.load(Ordering::SeqCst),
+        tried,
+        "no connection attempts while the circuit is open"
+    );
+    assert_eq!(
+        trickle.store.user_count().await,
+        1,
+        "nothing written for bob"
+    );
+
+    // The database is back; after the pause one probe goes through and closes the circuit.
+    proxy.alive.store(true, Ordering::SeqCst);
+    tokio::time::sleep(open_for + Duration::from_millis(200)).await;
+    let answer = client
+        .login(login("bob@example.com", "bob-password"))
+        .await
+        .expect("bob migrates once the legacy store is back")
+        .into_inner();
+    assert!(answer.migrated);
+    client
+        .sign_up(SignUpRequest {
+            email: "new@example.com".into(),
+            password: "a fine new password".into(),
+            profile: None,
+        })
+        .await
+        .expect("the legacy check works again");
+    replica.stop().await.expect("stop");
+    proxy.task.abort();
 }
 
 async fn legacy_unreachable_is_unavailable_but_migrated_users_log_in(backend: Backend) {
