@@ -580,21 +580,6 @@ async fn concurrent_first_logins_create_one_user(backend: Backend) {
     assert_eq!(trickle.store.migration_event_count().await, 1);
 }
 
-/// A TCP server that accepts connections and never answers: a legacy database that hangs.
-async fn black_hole() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (addr, task)
-}
-
 /// A TCP proxy to `target` that can play dead: while `alive` is false it accepts connections
 /// and never answers (a legacy database that hangs). Counts the connections it accepted.
 struct SwitchableProxy {
@@ -761,14 +746,15 @@ async fn legacy_unreachable_is_unavailable_but_migrated_users_log_in(backend: Ba
         .expect("alice migrates");
 
     // A second set of services on the same store, whose legacy database cannot be used.
-    let (hole, hole_task) = black_hole().await;
+    // Accepts connections and never answers: a legacy database that hangs.
+    let hole = SwitchableProxy::start(String::new(), false).await;
     let query_timeout_ms = 500;
     let broken = trickle
         .second_cluster(|config| {
             config.legacy.database_url = match backend {
                 // Accepts the connection and never speaks: the deadline must cut it off.
-                Backend::PostgresMariaDb => format!("mysql://root@{hole}/legacy"),
-                Backend::Postgres => format!("postgres://postgres@{hole}/legacy"),
+                Backend::PostgresMariaDb => format!("mysql://root@{}/legacy", hole.addr),
+                Backend::Postgres => format!("postgres://postgres@{}/legacy", hole.addr),
                 // A file that cannot exist.
                 Backend::Sqlite => "sqlite:///nonexistent-directory/legacy.db?mode=ro".into(),
             };
@@ -818,7 +804,7 @@ async fn legacy_unreachable_is_unavailable_but_migrated_users_log_in(backend: Ba
         .expect_err("sign-up needs the legacy check");
     assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
     broken.stop().await.expect("stop");
-    hole_task.abort();
+    hole.task.abort();
 }
 
 async fn sign_up_refuses_legacy_emails_and_creates_new_users(backend: Backend) {
