@@ -138,13 +138,19 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 /// Whether an error means the database could not be reached or answered in time, as
 /// opposed to a bug or a constraint.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
+    match error {
         sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed
-    )
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // The server speaks, but only to say the connection is going away: SQLSTATE class 08
+        // (connection exception) or 57P (PostgreSQL shut down, or an operator terminated the
+        // backend). The next connection will likely work: a retry, not a bug.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
 }

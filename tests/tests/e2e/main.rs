@@ -727,6 +727,97 @@ async fn circuit_breaker_spares_a_dead_legacy_store_and_recovers() {
     proxy.task.abort();
 }
 
+/// PostgreSQL drops every connection of the store's database every 40 ms while first logins
+/// run: a login that answered success has its user (exactly one row), a login that failed says
+/// UNAVAILABLE (retry) rather than anything else, and the services recover without a restart:
+/// afterwards everyone logs in and there is still one row per user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_connections_dropped_mid_load_lose_nothing_and_recover() {
+    let trickle =
+        TestTrickle::start_with(Backend::PostgresMariaDb, trickle_tests::generous_deadlines).await;
+    const USERS: usize = 48;
+    let hash = bcrypt("pass-word");
+    let users: Vec<_> = (0..USERS)
+        .map(|i| (i as i64 + 1, format!("user{i}@example.com"), hash.clone()))
+        .collect();
+    trickle.legacy.insert_many(&users).await;
+    let database = trickle
+        .store
+        .database
+        .url
+        .rsplit('/')
+        .next()
+        .and_then(|name| name.split('?').next())
+        .expect("database name")
+        .to_owned();
+
+    let client = trickle.client().await;
+    let logins = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        // Eight at a time: enough to have logins in every stage when the connections drop.
+        for chunk in (0..USERS).collect::<Vec<_>>().chunks(8) {
+            let batch = chunk.iter().map(|i| {
+                let mut client = client.clone();
+                async move {
+                    let email = format!("user{i}@example.com");
+                    let answer = client.login(login(&email, "pass-word")).await;
+                    (email, answer)
+                }
+            });
+            answers.extend(futures::future::join_all(batch).await);
+        }
+        answers
+    });
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&trickle_tests::postgres_admin_url())
+            .await
+            .expect("admin connection");
+    let mut terminated = 0;
+    while !logins.is_finished() {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate backends");
+        terminated += killed.len();
+    }
+    let answers = logins.await.expect("logins");
+    assert!(terminated > 0, "connections were dropped");
+
+    let mut succeeded = 0;
+    for (email, answer) in &answers {
+        match answer {
+            Ok(_) => {
+                succeeded += 1;
+                let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email = $1")
+                    .bind(email.clone())
+                    .fetch_one(&trickle.store.pool)
+                    .await
+                    .expect("count");
+                assert_eq!(rows, 1, "{email} logged in: one user row");
+            }
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{email}: {status:?}"),
+        }
+    }
+    println!(
+        "{terminated} connections terminated; {succeeded} of {USERS} logins succeeded during the faults"
+    );
+
+    // Recovered, without a restart: everyone logs in, and nobody was created twice.
+    let mut client = trickle.client().await;
+    for (email, _) in &answers {
+        client
+            .login(login(email, "pass-word"))
+            .await
+            .unwrap_or_else(|status| panic!("{email} after recovery: {status:?}"));
+    }
+    assert_eq!(trickle.store.user_count().await, USERS as i64);
+}
+
 async fn legacy_unreachable_is_unavailable_but_migrated_users_log_in(backend: Backend) {
     let trickle = TestTrickle::start(backend).await;
     alice(&trickle, "through-the-looking-glass").await;
