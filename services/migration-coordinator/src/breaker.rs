@@ -43,8 +43,22 @@ impl LegacyBreaker {
         }
     }
 
+    /// Make one call to the legacy connector through the breaker: refused at once while the
+    /// circuit is open, and its outcome recorded.
+    pub async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, CoordinatorError> {
+        self.admit()?;
+        let answer = call.await;
+        self.record(&answer);
+        answer
+            .map(tonic::Response::into_inner)
+            .map_err(|status| CoordinatorError::from_legacy(&status))
+    }
+
     /// May this call go to the legacy connector?
-    pub fn admit(&self) -> Result<(), CoordinatorError> {
+    fn admit(&self) -> Result<(), CoordinatorError> {
         if self.failures_to_open == 0 {
             return Ok(());
         }
@@ -66,7 +80,7 @@ impl LegacyBreaker {
     }
 
     /// Tell the breaker how an admitted call ended.
-    pub fn record<T>(&self, result: &Result<T, Status>) {
+    fn record<T>(&self, result: &Result<T, Status>) {
         if self.failures_to_open == 0 {
             return;
         }

@@ -161,12 +161,10 @@ impl Coordinator {
             email: email.display().to_owned(),
             password: password.expose_secret().to_owned(),
         };
-        self.breaker.admit()?;
-        let answer = self.legacy.clone().login(request).await;
-        self.breaker.record(&answer);
-        let answer = answer
-            .map_err(|status| CoordinatorError::from_legacy(&status))?
-            .into_inner();
+        let answer = self
+            .breaker
+            .call(self.legacy.clone().login(request))
+            .await?;
         let (true, Some(legacy_user)) = (answer.authenticated, answer.user) else {
             return Ok(MigrationOutcome::LegacyRejected);
         };
@@ -333,18 +331,13 @@ impl Coordinator {
                 mode,
             });
         }
-        self.breaker.admit()?;
+        let mut connector = self.legacy.clone();
         let answer = self
-            .legacy
-            .clone()
-            .get_user(legacy::GetUserRequest {
+            .breaker
+            .call(connector.get_user(legacy::GetUserRequest {
                 email: email.display().to_owned(),
-            })
-            .await;
-        self.breaker.record(&answer);
-        let answer = answer
-            .map_err(|status| CoordinatorError::from_legacy(&status))?
-            .into_inner();
+            }))
+            .await?;
         let Some(user) = answer.user.filter(|_| answer.found) else {
             return Ok(LegacyLookup {
                 user: None,
