@@ -256,7 +256,31 @@ fn keep_blocks(config: &Argon2Config) -> usize {
     config.params().map_or(0, |p| p.block_count())
 }
 
+/// How much lower than the async threads the hashing threads run (a Unix nice value).
+///
+/// Hashing saturates every core under a login burst; at equal priority the kernel shares
+/// the CPU evenly between hashing and the tokio threads that answer cheap calls
+/// (`ValidateToken`, `GetUser`), which then wait tens of milliseconds for a time slice. At
+/// nice 10 a hashing thread weighs about a tenth of a normal one, so the async threads get
+/// the CPU the moment they need it, and hashing still gets everything they leave.
+const HASH_THREAD_NICENESS: i32 = 10;
+
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    // setpriority(PRIO_PROCESS, tid) sets the nice value of one thread on Linux.
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), HASH_THREAD_NICENESS) {
+        tracing::warn!(error = %e, "cannot lower the priority of a hashing thread");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {
+    let _ = HASH_THREAD_NICENESS;
+}
+
 fn worker_loop(receiver: &Mutex<Receiver<Job>>) {
+    lower_this_threads_priority();
     let mut scratch = Scratch::default();
     loop {
         // Hold the lock only while taking a job, not while hashing.
@@ -321,6 +345,21 @@ mod tests {
                 .any(|r| matches!(r, Err(PoolError::Saturated)))
         );
         assert!(results.iter().filter(|r| r.is_ok()).count() >= 2);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_below_the_async_threads() {
+        let pool = HashPool::new("test", small(), 1, 1).expect("pool");
+        let ours = rustix::process::getpriority_process(None).expect("own priority");
+        let theirs = pool
+            .run(|_| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+            .await
+            .expect("runs")
+            .expect("worker priority");
+        // Nice values clamp at 19; a process already at 10 or more still sees no increase
+        // beyond that, so compare with the clamp.
+        assert_eq!(theirs, (ours + HASH_THREAD_NICENESS).min(19));
     }
 
     /// Polls every future once (so each asks for admission before any finishes), then awaits

@@ -1,8 +1,9 @@
 //! The `trickle` binary's library: configuration loading, starting services alone or all
-//! together, the `trickle dev` laptop setup and the `trickle login` client. `main.rs` only
+//! together, the `trickle dev` laptop setup, the `trickle login` client and `trickle bench`. `main.rs` only
 //! parses the command line.
 
 pub mod admin;
+pub mod bench;
 pub mod config;
 pub mod dev;
 pub mod login;

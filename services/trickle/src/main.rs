@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use trickle::{admin, config, dev, login, services};
+use trickle::{admin, bench, config, dev, login, services};
 use trickle_telemetry::LogFormat;
 
 /// Trickle moves the users of a legacy user database into a new user store the first time
@@ -61,6 +61,10 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50051", env = "TRICKLE_ADDR")]
         addr: String,
     },
+    /// Load a running Trickle through its public API (logins, first logins, sign-ups,
+    /// token validation, user reads) and compare it with the password-hashing floor measured
+    /// on this machine with the argon2 parameters of --config ([store] argon2).
+    Bench(bench::BenchArgs),
 }
 
 /// Logs and traces for a running service. The guard flushes traces when dropped.
@@ -81,6 +85,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Login { email, addr } => login::run(&addr, &email).await,
+        Command::Bench(args) => match config::load(cli.config.as_deref()) {
+            Ok((config, _)) => bench::run(args, config.store.argon2).await,
+            Err(e) => Err(e),
+        },
         Command::Admin {
             addr,
             json,

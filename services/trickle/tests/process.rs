@@ -357,3 +357,375 @@ async fn metrics_count_a_scripted_run_and_pass_promtool() {
         }
     }
 }
+
+// ---- faults: services as separate processes, killed with SIGKILL ------------------------
+
+/// The four services as four `trickle serve` processes on fixed loopback ports, on a fresh
+/// PostgreSQL store and a MariaDB legacy database, so that one of them can be killed and
+/// started again on the same address while the others keep running.
+struct Deployment {
+    env: Vec<(String, String)>,
+    processes: HashMap<&'static str, Child>,
+    ports: HashMap<&'static str, u16>,
+    frontend: String,
+    /// The legacy connector's /metrics (it counts the legacy hashes it verified).
+    connector_metrics: String,
+    /// Between the coordinator and the store, when asked for (it starts out holding every
+    /// connection without answering).
+    store_proxy: Option<trickle_tests::SwitchableProxy>,
+    legacy: trickle_tests::LegacyDb,
+    store: trickle_tests::StoreDb,
+    dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Deployment {
+    /// `proxy_the_store`: the coordinator reaches the store through a [`SwitchableProxy`]
+    /// that plays dead until switched on.
+    ///
+    /// [`SwitchableProxy`]: trickle_tests::SwitchableProxy
+    async fn start(proxy_the_store: bool) -> Self {
+        use trickle_tests::{Backend, LegacyDb, StoreDb};
+        let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+        let legacy = LegacyDb::create(Backend::PostgresMariaDb, &dir).await;
+        let store = StoreDb::create(Backend::PostgresMariaDb, &dir).await;
+        let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+        let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+        let url = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
+        let store_proxy = if proxy_the_store {
+            Some(trickle_tests::SwitchableProxy::start(addr(1), false).await)
+        } else {
+            None
+        };
+        let coordinator_store_url = store_proxy
+            .as_ref()
+            .map_or_else(|| url(1), |p| format!("http://{}", p.addr));
+        let key = trickle_auth_frontend::tokens::generate_signing_key_pem().expect("key");
+        let env: Vec<(String, String)> = [
+            ("TRICKLE_FRONTEND__LISTEN", addr(0)),
+            ("TRICKLE_STORE__LISTEN", addr(1)),
+            ("TRICKLE_LEGACY__LISTEN", addr(2)),
+            ("TRICKLE_MIGRATION__LISTEN", addr(3)),
+            ("TRICKLE_FRONTEND__STORE_URL", url(1)),
+            ("TRICKLE_FRONTEND__COORDINATOR_URL", url(3)),
+            ("TRICKLE_MIGRATION__STORE_URL", coordinator_store_url),
+            ("TRICKLE_MIGRATION__LEGACY_URL", url(2)),
+            ("TRICKLE_FRONTEND__METRICS_LISTEN", String::new()),
+            ("TRICKLE_STORE__METRICS_LISTEN", String::new()),
+            ("TRICKLE_LEGACY__METRICS_LISTEN", addr(4)),
+            ("TRICKLE_MIGRATION__METRICS_LISTEN", String::new()),
+            ("TRICKLE_STORE__DATABASE_URL", store.database.url.clone()),
+            ("TRICKLE_LEGACY__DATABASE_URL", legacy.database.url.clone()),
+            ("TRICKLE_LEGACY__FIND_USER", legacy.find_user.clone()),
+            ("TRICKLE_LEGACY__LIST_USERS", legacy.list_users.clone()),
+            (
+                "TRICKLE_LEGACY__COUNT_USERS",
+                "SELECT COUNT(*) FROM users".into(),
+            ),
+            ("TRICKLE_TOKENS__SIGNING_KEY", key),
+            // Breaking things is the point here: no circuit breaker in the way, and
+            // deadlines a loaded two-core machine cannot miss.
+            ("TRICKLE_MIGRATION__LEGACY_BREAKER_FAILURES", "0".into()),
+            ("TRICKLE_MIGRATION__STORE_TIMEOUT_MS", "20000".into()),
+            ("TRICKLE_FRONTEND__UPSTREAM_TIMEOUT_MS", "30000".into()),
+            ("RUST_LOG", "warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let status = Command::new(env!("CARGO_BIN_EXE_trickle"))
+            .arg("migrate")
+            .envs(env.iter().cloned())
+            .stderr(Stdio::null())
+            .status()
+            .expect("trickle migrate");
+        assert!(status.success(), "trickle migrate failed");
+        let mut deployment = Self {
+            env,
+            processes: HashMap::new(),
+            ports: HashMap::from([
+                ("frontend", ports[0]),
+                ("user-store", ports[1]),
+                ("legacy-connector", ports[2]),
+                ("coordinator", ports[3]),
+            ]),
+            frontend: url(0),
+            connector_metrics: url(4),
+            store_proxy,
+            legacy,
+            store,
+            dir,
+        };
+        for service in ["user-store", "legacy-connector", "coordinator", "frontend"] {
+            deployment.launch(service).await;
+        }
+        deployment
+    }
+
+    /// Start `service` and wait until it listens.
+    async fn launch(&mut self, service: &'static str) {
+        let child = Command::new(env!("CARGO_BIN_EXE_trickle"))
+            .args(["serve", service])
+            .envs(self.env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.path().join(format!("{service}.log")))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
+            .spawn()
+            .expect("start a service");
+        self.processes.insert(service, child);
+        let port = self.ports[service];
+        if !listening(port).await {
+            panic!("{service} does not listen on port {port}:\n{}", self.logs());
+        }
+    }
+
+    /// SIGKILL: no drain, no flush, no goodbye.
+    fn kill(&mut self, service: &'static str) {
+        let mut child = self.processes.remove(service).expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+
+    /// What the services wrote to standard error, for a failing test's message.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for service in ["user-store", "legacy-connector", "coordinator", "frontend"] {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{service}.log")))
+                .unwrap_or_default();
+            out.push_str(&format!("--- {service}\n{log}\n"));
+        }
+        out
+    }
+
+    async fn client(&self) -> AuthServiceClient<tonic::transport::Channel> {
+        AuthServiceClient::connect(self.frontend.clone())
+            .await
+            .expect("connect to the frontend")
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in self.processes.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether something listens on `port` within 30 s.
+async fn listening(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+fn legacy_users(count: i64) -> Vec<(i64, String, String)> {
+    // One cheap bcrypt for all (cost 4): the faults, not the hashing, are under test.
+    let hash = trickle_password::legacy_formats::bcrypt("legacy-password", 4).expect("bcrypt");
+    (1..=count)
+        .map(|id| (id, format!("user{id}@example.com"), hash.clone()))
+        .collect()
+}
+
+/// Every store user is a whole import: one row per legacy user, with its legacy id, the
+/// legacy email and a password hash, and no row for anyone the legacy store lacks.
+async fn assert_every_user_is_whole(store: &trickle_tests::StoreDb, legacy_count: i64) {
+    let rows: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT email, legacy_id, password_hash FROM users")
+            .fetch_all(&store.pool)
+            .await
+            .expect("read users");
+    let mut seen = std::collections::HashSet::new();
+    for (email, legacy_id, hash) in &rows {
+        let legacy_id = legacy_id
+            .as_deref()
+            .expect("every user came from the legacy store");
+        assert_eq!(email, &format!("user{legacy_id}@example.com"));
+        assert!(
+            legacy_id
+                .parse::<i64>()
+                .is_ok_and(|id| (1..=legacy_count).contains(&id))
+        );
+        assert!(!hash.is_empty());
+        assert!(seen.insert(email.clone()), "{email} has two rows");
+    }
+}
+
+/// The user-store process is SIGKILLed in the middle of a stream of first logins and
+/// started again: logins fail cleanly while it is gone, every login that answered success
+/// left exactly one whole user, and the frontend and coordinator (never restarted) serve
+/// everyone once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_store_killed_mid_load_loses_nothing_and_recovers() {
+    let mut deployment = Deployment::start(false).await;
+    const USERS: i64 = 80;
+    deployment.legacy.insert_many(&legacy_users(USERS)).await;
+    let client = deployment.client().await;
+
+    // Eight callers log the legacy users in, round and round, before, during and after the
+    // store's death; each login is recorded with when it started.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut client, next, stop) = (client.clone(), next.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let id = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % USERS + 1;
+                    let at = started.elapsed();
+                    let result = client
+                        .login(login(&format!("user{id}@example.com"), "legacy-password"))
+                        .await;
+                    answered.push((id, at, result.map(|r| r.into_inner().migrated)));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                answered
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed_at = started.elapsed();
+    deployment.kill("user-store");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    deployment.launch("user-store").await;
+    let back_at = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let mut succeeded = std::collections::BTreeSet::new();
+    let (mut before, mut after) = (0, 0);
+    let mut failures = BTreeMap::new();
+    for worker in workers {
+        for (id, at, result) in worker.await.expect("worker") {
+            match result {
+                Ok(_) => {
+                    succeeded.insert(id);
+                    before += usize::from(at < killed_at);
+                    after += usize::from(at > back_at);
+                }
+                Err(status) => *failures.entry(format!("{:?}", status.code())).or_insert(0) += 1,
+            }
+        }
+    }
+    eprintln!(
+        "store killed mid-load: {before} logins succeeded before the kill, {after} after the \
+         restart ({} users in all), failures {failures:?}",
+        succeeded.len()
+    );
+    assert!(
+        failures.keys().all(|code| code == "Unavailable"),
+        "a store that is gone is UNAVAILABLE, nothing else: {failures:?}"
+    );
+    assert!(!failures.is_empty(), "the kill must have hit some logins");
+    assert!(
+        before > 0 && after > 0,
+        "logins succeed before the kill and after the restart"
+    );
+    for id in &succeeded {
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email = $1")
+            .bind(format!("user{id}@example.com"))
+            .fetch_one(&deployment.store.pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 1, "user{id} logged in, so it has exactly one row");
+    }
+    assert_every_user_is_whole(&deployment.store, USERS).await;
+
+    // Recovery without restarting anyone else: every legacy user logs in now.
+    let mut client = client.clone();
+    for id in 1..=USERS {
+        client
+            .login(login(&format!("user{id}@example.com"), "legacy-password"))
+            .await
+            .unwrap_or_else(|s| panic!("user{id} after the store came back: {s:?}"));
+    }
+    assert_eq!(deployment.store.user_count().await, USERS);
+    assert_every_user_is_whole(&deployment.store, USERS).await;
+}
+
+/// The coordinator is SIGKILLed after the legacy store said yes and before the import
+/// reached the user-store (a proxy holds the coordinator's connection to the store): the
+/// login fails cleanly, no user exists, and once a coordinator runs again the next login
+/// migrates the user, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_between_legacy_check_and_import_leaves_no_partial_user() {
+    let mut deployment = Deployment::start(true).await;
+    deployment.legacy.insert_many(&legacy_users(1)).await;
+    let mut client = deployment.client().await;
+    let login_task = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .login(login("user1@example.com", "legacy-password"))
+                .await
+        })
+    };
+    // The legacy connector verifies user1's bcrypt hash; right after it says yes the
+    // coordinator sends the import, which the proxy holds. Kill it then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = samples(&scrape(&deployment.connector_metrics).await);
+        let verified = sample(
+            &page,
+            "trickle_password_hash_duration_seconds_count",
+            &[("operation", "verify"), ("scheme", "bcrypt")],
+        );
+        if verified >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the legacy check never happened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!login_task.is_finished(), "the login waits for its import");
+    deployment.kill("coordinator");
+    let status = login_task
+        .await
+        .expect("task")
+        .expect_err("the login cannot succeed without its coordinator");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(deployment.store.user_count().await, 0, "no partial user");
+
+    // A coordinator again (the proxy now forwards): user1 migrates, exactly once.
+    if let Some(proxy) = &deployment.store_proxy {
+        proxy.alive.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    deployment.launch("coordinator").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        match client
+            .login(login("user1@example.com", "legacy-password"))
+            .await
+        {
+            Ok(r) => break r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("user1 cannot log in after the restart: {s:?}"),
+        }
+    };
+    assert!(response.migrated);
+    assert_eq!(deployment.store.user_count().await, 1);
+    assert_every_user_is_whole(&deployment.store, 1).await;
+    assert_eq!(deployment.store.migration_event_count().await, 1);
+}

@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tonic::Code;
 use trickle_proto::auth::v1::{
@@ -14,7 +13,7 @@ use trickle_proto::auth::v1::{
     ValidateTokenRequest, get_user_request::Lookup,
 };
 use trickle_service_kit::rpc::{self, reason};
-use trickle_tests::{Backend, LegacyRecord, TestTrickle, bcrypt, captured_logs};
+use trickle_tests::{Backend, LegacyRecord, SwitchableProxy, TestTrickle, bcrypt, captured_logs};
 
 /// Generate one test per backend for each scenario.
 macro_rules! on_both_backends {
@@ -39,6 +38,7 @@ macro_rules! on_both_backends {
 }
 
 mod backfill;
+mod bench;
 mod http_backend;
 mod lifecycle;
 mod presets;
@@ -578,49 +578,6 @@ async fn concurrent_first_logins_create_one_user(backend: Backend) {
     assert_eq!(user_ids.len(), 1, "all logins see the same user");
     assert_eq!(trickle.store.user_count().await, 1);
     assert_eq!(trickle.store.migration_event_count().await, 1);
-}
-
-/// A TCP proxy to `target` that can play dead: while `alive` is false it accepts connections
-/// and never answers (a legacy database that hangs). Counts the connections it accepted.
-struct SwitchableProxy {
-    addr: std::net::SocketAddr,
-    alive: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SwitchableProxy {
-    async fn start(target: String, alive: bool) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let alive = Arc::new(AtomicBool::new(alive));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (flag, count) = (alive.clone(), accepted.clone());
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((mut socket, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                if !flag.load(Ordering::SeqCst) {
-                    held.push(socket);
-                    continue;
-                }
-                let target = target.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
-                    }
-                });
-            }
-        });
-        Self {
-            addr,
-            alive,
-            accepted,
-            task,
-        }
-    }
 }
 
 /// The legacy database hangs: after a run of failures the coordinator stops sending first
