@@ -260,10 +260,13 @@ fn keep_blocks(config: &Argon2Config) -> usize {
 ///
 /// Hashing saturates every core under a login burst; at equal priority the kernel shares
 /// the CPU evenly between hashing and the tokio threads that answer cheap calls
-/// (`ValidateToken`, `GetUser`), which then wait tens of milliseconds for a time slice. At
-/// nice 10 a hashing thread weighs about a tenth of a normal one, so the async threads get
-/// the CPU the moment they need it, and hashing still gets everything they leave.
-const HASH_THREAD_NICENESS: i32 = 10;
+/// (`ValidateToken`, `GetUser`), which then wait for a time slice. At nice 19 a hashing
+/// thread weighs 15 against a normal thread's 1024, so the async threads get the CPU the
+/// moment they need it, and hashing still gets everything they leave. Measured with
+/// `trickle bench` (docs/BENCHMARKS.md): GetUser p99 under a saturating login load went from
+/// 4.8 ms at nice 0 to 2.9 ms at nice 19, and login throughput rose (the async work that
+/// feeds the pool is never late).
+const HASH_THREAD_NICENESS: i32 = 19;
 
 #[cfg(target_os = "linux")]
 fn lower_this_threads_priority() {

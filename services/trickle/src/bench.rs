@@ -80,6 +80,11 @@ pub struct BenchArgs {
     /// Concurrent callers of the cheap calls (ValidateToken, GetUser).
     #[arg(long, default_value_t = 4)]
     pub cheap_concurrency: usize,
+    /// Cheap calls per second, spread over their callers (0: as fast as they answer). A
+    /// fixed rate measures latency under the login load; flat out, the cheap calls would
+    /// take the CPU from the logins they are measured against.
+    #[arg(long, default_value_t = 500.0)]
+    pub cheap_rate: f64,
     /// Logins kept running in the background while the cheap calls are measured (default:
     /// 4 per core; 0 measures the cheap calls on an idle system).
     #[arg(long)]
@@ -344,6 +349,7 @@ pub async fn execute(
                     let task = tokio::spawn(drive_until(
                         under_load,
                         window,
+                        None,
                         Arc::clone(&stop),
                         login_op(&clients, &accounts, &password),
                     ));
@@ -352,16 +358,18 @@ pub async fn execute(
                 // Let the background logins fill the hashing pool before measuring.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let outcome = if scenario == Scenario::ValidateToken {
-                    drive(
+                    drive_paced(
                         args.cheap_concurrency,
                         window,
+                        args.cheap_rate,
                         validate_op(&clients, &accounts),
                     )
                     .await
                 } else {
-                    drive(
+                    drive_paced(
                         args.cheap_concurrency,
                         window,
+                        args.cheap_rate,
                         get_user_op(&clients, &accounts),
                     )
                     .await
@@ -569,10 +577,37 @@ fn code_name(status: &tonic::Status) -> String {
 /// Run `op` from `concurrency` callers for the window; record calls that start after the
 /// warm-up and end within the window.
 async fn drive(concurrency: usize, window: Window, op: Op) -> Outcome {
-    drive_until(concurrency, window, Arc::new(AtomicBool::new(false)), op).await
+    drive_until(
+        concurrency,
+        window,
+        None,
+        Arc::new(AtomicBool::new(false)),
+        op,
+    )
+    .await
 }
 
-async fn drive_until(concurrency: usize, window: Window, stop: Arc<AtomicBool>, op: Op) -> Outcome {
+/// `rate`: calls per second over all callers, each caller on a fixed schedule (a call that
+/// runs late does not shift the later ones: latency is measured from when it started).
+async fn drive_paced(concurrency: usize, window: Window, rate: f64, op: Op) -> Outcome {
+    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(concurrency.max(1) as f64 / rate));
+    drive_until(
+        concurrency,
+        window,
+        interval,
+        Arc::new(AtomicBool::new(false)),
+        op,
+    )
+    .await
+}
+
+async fn drive_until(
+    concurrency: usize,
+    window: Window,
+    interval: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    op: Op,
+) -> Outcome {
     let start = Instant::now();
     let measure_from = start + window.warmup;
     let end = measure_from + window.measure;
@@ -582,7 +617,14 @@ async fn drive_until(concurrency: usize, window: Window, stop: Arc<AtomicBool>, 
         tasks.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
             let mut iteration = 0u64;
+            // Callers start spread over one interval, not all at once.
+            let mut next_call =
+                interval.map(|i| start + i.mul_f64(worker as f64 / concurrency.max(1) as f64));
             loop {
+                if let (Some(at), Some(interval)) = (next_call, interval) {
+                    tokio::time::sleep_until(at.into()).await;
+                    next_call = Some(at + interval);
+                }
                 let begun = Instant::now();
                 if begun >= end || stop.load(Ordering::Relaxed) {
                     return outcome;
@@ -634,7 +676,8 @@ impl Clients {
         let connections = callers.div_ceil(64).clamp(1, 8);
         let endpoint = Endpoint::from_shared(addr.to_owned())
             .with_context(|| format!("{addr} is not a valid address"))?
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
         let mut channels = Vec::new();
         for _ in 0..connections {
             channels.push(endpoint.connect().await.with_context(|| {
