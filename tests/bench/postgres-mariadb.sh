@@ -47,7 +47,7 @@ export TRICKLE_LEGACY__COUNT_USERS="SELECT COUNT(*) FROM users"
 export TRICKLE_LEGACY__LIST_USERS="SELECT id, email, password_hash, email_verified, name FROM users WHERE id > ? ORDER BY id LIMIT ?"
 export TRICKLE_TOKENS__SIGNING_KEY_FILE="$work/signing-key.pem"
 
-"$trickle" migrate
+"$trickle" migrate >&2
 for service in user-store legacy-connector coordinator frontend; do
   "$trickle" serve "$service" >"$work/$service.log" 2>&1 &
   pids+=("$!")

@@ -529,6 +529,119 @@ impl SwitchableProxy {
     }
 }
 
+// ---- TLS -------------------------------------------------------------------------------
+
+/// Certificates for mutual TLS tests, made with the `openssl` command: a CA, a certificate
+/// it signed for the services (valid for 127.0.0.1 and localhost, server and client use),
+/// and a look-alike certificate signed by another CA.
+pub struct TestPki {
+    pub service: trickle_service_kit::tls::TlsConfig,
+    /// Same names and uses as `service`, signed by a CA nobody trusts.
+    pub rogue: trickle_service_kit::tls::TlsConfig,
+    pub ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn create() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("the openssl command is needed for the TLS tests");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            path("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n",
+        )
+        .expect("write extensions");
+        let mut made = Vec::new();
+        for who in ["trusted", "rogue"] {
+            let (ca_key, ca) = (
+                path(&format!("{who}-ca.key")),
+                path(&format!("{who}-ca.pem")),
+            );
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca,
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={who} test CA"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+            let (key, csr, cert) = (
+                path(&format!("{who}.key")),
+                path(&format!("{who}.csr")),
+                path(&format!("{who}.pem")),
+            );
+            openssl(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                "/CN=trickle-service",
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                &path("leaf.ext"),
+            ]);
+            made.push(trickle_service_kit::tls::TlsConfig {
+                ca_file: path("trusted-ca.pem"),
+                cert_file: cert,
+                key_file: key,
+            });
+        }
+        let rogue = made.pop().expect("rogue");
+        let service = made.pop().expect("service");
+        Self {
+            ca_pem: std::fs::read_to_string(path("trusted-ca.pem")).expect("ca"),
+            service,
+            rogue,
+            _dir: dir,
+        }
+    }
+}
+
 // ---- log capture ------------------------------------------------------------------------
 
 #[derive(Clone)]

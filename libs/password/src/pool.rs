@@ -119,6 +119,13 @@ impl HashPool {
         self.inner.queued.load(Ordering::Relaxed)
     }
 
+    /// Whether a job asked for now would be refused. Callers check this before the work
+    /// that leads up to a hash (database reads), so that a flood they cannot serve is turned
+    /// away for the price of an atomic read, not of three queries each.
+    pub fn is_full(&self) -> bool {
+        self.inner.admission.available_permits() == 0
+    }
+
     /// Hash a new password with the configured argon2id parameters (PHC string).
     pub async fn hash(&self, password: Password) -> Result<String, PoolError> {
         let config = self.inner.config;
@@ -260,13 +267,13 @@ fn keep_blocks(config: &Argon2Config) -> usize {
 ///
 /// Hashing saturates every core under a login burst; at equal priority the kernel shares
 /// the CPU evenly between hashing and the tokio threads that answer cheap calls
-/// (`ValidateToken`, `GetUser`), which then wait for a time slice. At nice 19 a hashing
-/// thread weighs 15 against a normal thread's 1024, so the async threads get the CPU the
-/// moment they need it, and hashing still gets everything they leave. Measured with
-/// `trickle bench` (docs/BENCHMARKS.md): GetUser p99 under a saturating login load went from
-/// 4.8 ms at nice 0 to 2.9 ms at nice 19, and login throughput rose (the async work that
-/// feeds the pool is never late).
-const HASH_THREAD_NICENESS: i32 = 19;
+/// (`ValidateToken`, `GetUser`), which then wait for a time slice. At nice 10 a hashing
+/// thread weighs 110 against a normal thread's 1024, so the async threads get the CPU the
+/// moment they need it, and hashing gets everything they leave. Not lower: at nice 19
+/// (weight 15) a flood of refused logins, all async work, starved the hashing completely
+/// and no login finished (measured with `trickle bench --concurrency 1000`); at nice 10 the
+/// cheap calls' p99 was within 0.3 ms of nice 19's (docs/BENCHMARKS.md).
+const HASH_THREAD_NICENESS: i32 = 10;
 
 #[cfg(target_os = "linux")]
 fn lower_this_threads_priority() {

@@ -6,5 +6,6 @@ pub mod db;
 pub mod email;
 pub mod rpc;
 pub mod server;
+pub mod tls;
 
 pub use email::{Email, EmailError};

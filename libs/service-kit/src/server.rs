@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::{Endpoint, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use trickle_telemetry::propagation::{ClientTrace, ClientTraceLayer, ServerTraceLayer};
 
@@ -43,6 +43,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Bind a listener; `127.0.0.1:0` picks a free port.
@@ -72,6 +74,7 @@ pub struct BoundServer {
     service_names: &'static [&'static str],
     metrics: Option<TcpListener>,
     background: Vec<JoinHandle<()>>,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl BoundServer {
@@ -86,7 +89,15 @@ impl BoundServer {
             service_names,
             metrics: None,
             background: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Require callers to present a certificate signed by the configured CA (mutual TLS),
+    /// when `tls` is set.
+    pub fn with_tls(mut self, tls: &crate::tls::TlsConfig) -> Result<Self, ServeError> {
+        self.tls = tls.server()?;
+        Ok(self)
     }
 
     /// Also serve `/metrics` on `listener`.
@@ -122,8 +133,9 @@ impl BoundServer {
             service_names,
             metrics,
             background,
+            tls,
         } = self;
-        let result = serve(listener, routes, service_names, metrics, shutdown).await;
+        let result = serve(listener, routes, service_names, metrics, tls, shutdown).await;
         for task in background {
             task.abort();
         }
@@ -153,6 +165,7 @@ async fn serve(
     routes: Routes,
     service_names: &'static [&'static str],
     metrics: Option<TcpListener>,
+    tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -207,7 +220,11 @@ async fn serve(
         ));
     }
 
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         // Every call ends: a caller's shorter grpc-timeout wins, this bounds the rest.
         .timeout(REQUEST_DEADLINE)
         // Metadata is for trace context and auth, not payloads.
@@ -291,12 +308,19 @@ impl RunningServer {
 
 /// A channel to another Trickle service. Lazy, so services may start in any order and a
 /// dependency that restarts is reconnected to without restarting the caller.
-pub fn channel(url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    let inner = Endpoint::from_shared(url.to_owned())?
+pub fn channel(
+    url: &str,
+    timeout: Duration,
+    tls: &crate::tls::TlsConfig,
+) -> Result<Channel, ServeError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect_lazy();
+        .tcp_nodelay(true);
+    if let Some(tls) = tls.client(url)? {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let inner = endpoint.connect_lazy();
     Ok(tower::Layer::layer(&ClientTraceLayer, inner))
 }
 

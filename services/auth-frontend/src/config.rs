@@ -18,6 +18,9 @@ pub struct FrontendConfig {
     pub mode_refresh_ms: u64,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
     pub metrics_listen: String,
+    /// Mutual TLS for the frontend's calls to the store and the coordinator (its public
+    /// listener is not affected).
+    pub tls: trickle_service_kit::tls::TlsConfig,
     /// Opt-in: with a key, the login span carries `trickle.user.email_hash`, an HMAC-SHA256
     /// of the normalized email under this key. Empty (default): emails never reach telemetry.
     pub telemetry_email_hash_key: String,
@@ -32,6 +35,7 @@ impl Default for FrontendConfig {
             upstream_timeout_ms: 10_000,
             mode_refresh_ms: 2000,
             metrics_listen: "127.0.0.1:9101".into(),
+            tls: trickle_service_kit::tls::TlsConfig::default(),
             telemetry_email_hash_key: String::new(),
         }
     }

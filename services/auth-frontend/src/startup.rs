@@ -33,11 +33,14 @@ pub async fn build(
 ) -> Result<BoundServer, StartError> {
     let tokens = TokenIssuer::from_config(tokens)?;
     let timeout = Duration::from_millis(config.upstream_timeout_ms);
-    let store = UserStoreClient::new(server::channel(&config.store_url, timeout)?)
+    let store = UserStoreClient::new(server::channel(&config.store_url, timeout, &config.tls)?)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-    let coordinator =
-        MigrationCoordinatorClient::new(server::channel(&config.coordinator_url, timeout)?)
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let coordinator = MigrationCoordinatorClient::new(server::channel(
+        &config.coordinator_url,
+        timeout,
+        &config.tls,
+    )?)
+    .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     let mode = ModeWatch::start(
         coordinator.clone(),
         Duration::from_millis(config.mode_refresh_ms),

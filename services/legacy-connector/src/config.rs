@@ -40,6 +40,8 @@ pub struct LegacyConfig {
     pub http: crate::http::HttpConfig,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
     pub metrics_listen: String,
+    /// Mutual TLS: only callers with a certificate from `ca_file` are served.
+    pub tls: trickle_service_kit::tls::TlsConfig,
     /// `postgres://…`, `mysql://…` or `sqlite://…`.
     pub database_url: String,
     /// Looks a user up by email. One parameter: the email, lower-cased. Returns `id`, `email`,
@@ -84,6 +86,7 @@ impl Default for LegacyConfig {
             table_prefix: None,
             http: crate::http::HttpConfig::default(),
             metrics_listen: "127.0.0.1:9103".into(),
+            tls: trickle_service_kit::tls::TlsConfig::default(),
             database_url: String::new(),
             // Empty: the preset's, or `SELECT id, email, password_hash FROM users WHERE
             // lower(email) = ?` without one.

@@ -51,5 +51,7 @@ pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
-    Ok(BoundServer::new(listener, routes, SERVICE_NAMES).with_metrics(metrics))
+    Ok(BoundServer::new(listener, routes, SERVICE_NAMES)
+        .with_tls(&config.tls)?
+        .with_metrics(metrics))
 }

@@ -36,6 +36,9 @@ pub struct MigrationConfig {
     pub listen: String,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
     pub metrics_listen: String,
+    /// Mutual TLS: only callers with a certificate from `ca_file` are served, and the
+    /// coordinator presents its certificate to the store and the legacy connector.
+    pub tls: trickle_service_kit::tls::TlsConfig,
     /// How often the coordinator refreshes the users-migrated and legacy-users-remaining
     /// gauges (it counts in the store and asks the legacy connector).
     pub status_refresh_seconds: u64,
@@ -69,6 +72,7 @@ impl Default for MigrationConfig {
         Self {
             listen: "127.0.0.1:50054".into(),
             metrics_listen: "127.0.0.1:9104".into(),
+            tls: trickle_service_kit::tls::TlsConfig::default(),
             status_refresh_seconds: 30,
             mode: Mode::Import,
             database_url: String::new(),

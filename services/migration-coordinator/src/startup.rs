@@ -51,21 +51,31 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
     let legacy = LegacyConnectorClient::new(server::channel(
         &config.legacy_url,
         Duration::from_millis(config.legacy_timeout_ms),
+        &config.tls,
     )?)
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     let store = UserStoreClient::new(server::channel(
         &config.store_url,
         Duration::from_millis(config.store_timeout_ms),
+        &config.tls,
     )?)
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     // The backfill streams for minutes: channels of its own, without the login deadlines.
     let backfiller = Backfiller::new(
         ledger.db().clone(),
         ledger.clone(),
-        LegacyConnectorClient::new(server::channel(&config.legacy_url, BACKFILL_CALL_TIMEOUT)?)
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-        UserStoreClient::new(server::channel(&config.store_url, BACKFILL_CALL_TIMEOUT)?)
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        LegacyConnectorClient::new(server::channel(
+            &config.legacy_url,
+            BACKFILL_CALL_TIMEOUT,
+            &config.tls,
+        )?)
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        UserStoreClient::new(server::channel(
+            &config.store_url,
+            BACKFILL_CALL_TIMEOUT,
+            &config.tls,
+        )?)
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         Duration::from_secs(config.backfill_lease_seconds.max(1)),
     );
     let supervisor = backfiller.spawn_supervisor();
@@ -93,6 +103,7 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
     );
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
     Ok(BoundServer::new(listener, routes, SERVICE_NAMES)
+        .with_tls(&config.tls)?
         .with_metrics(metrics)
         .with_background(gauges)
         .with_background(supervisor))

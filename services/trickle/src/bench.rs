@@ -95,8 +95,9 @@ pub struct BenchArgs {
     /// Seconds each scenario runs before measuring starts (not counted).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Seconds the hashing floor is measured at each thread count.
-    #[arg(long, default_value_t = 3.0)]
+    /// Seconds the hashing floor is measured at each thread count (just before each login
+    /// or sign-up scenario).
+    #[arg(long, default_value_t = 5.0)]
     pub floor_seconds: f64,
     /// Skip the floor measurement (no ratios).
     #[arg(long)]
@@ -241,59 +242,10 @@ pub async fn execute(
     let run_id = new_run_id();
     let password = format!("bench-password-{run_id}");
 
-    // The floor first, while the services are idle.
     let mut floors = Floors::default();
-    if !args.no_floor {
-        let seconds = Duration::from_secs_f64(args.floor_seconds);
-        let argon2_hash = trickle_password::legacy_formats::argon2id(&password, &argon2)
-            .map_err(anyhow::Error::msg)?;
-        if scenarios
-            .iter()
-            .any(|s| *s == Scenario::MigratedLogin || s.is_cheap())
-        {
-            progress("measuring the floor: argon2id verify at 1…N threads");
-            floors.argon2id_verify = Some(
-                floor(
-                    argon2,
-                    cores,
-                    seconds,
-                    &password,
-                    &argon2_hash,
-                    FloorJob::Verify,
-                )
-                .await?,
-            );
-        }
-        if scenarios.contains(&Scenario::SignUp) {
-            progress("measuring the floor: argon2id hash at 1…N threads");
-            floors.argon2id_hash = Some(
-                floor(
-                    argon2,
-                    cores,
-                    seconds,
-                    &password,
-                    &argon2_hash,
-                    FloorJob::Hash,
-                )
-                .await?,
-            );
-        }
-        if scenarios.contains(&Scenario::FirstLogin) {
-            progress("measuring the floor: legacy verify + argon2id hash at 1…N threads");
-            let legacy = legacy_hash.hash(&password, &argon2)?;
-            floors.first_login = Some(
-                floor(
-                    argon2,
-                    cores,
-                    seconds,
-                    &password,
-                    &legacy,
-                    FloorJob::VerifyAndUpgrade,
-                )
-                .await?,
-            );
-        }
-    }
+    let floor_seconds = Duration::from_secs_f64(args.floor_seconds);
+    let argon2_hash = trickle_password::legacy_formats::argon2id(&password, &argon2)
+        .map_err(anyhow::Error::msg)?;
 
     // Users in the store for the login and cheap scenarios.
     let needs_accounts = scenarios
@@ -312,6 +264,34 @@ pub async fn execute(
     };
     let mut reports = Vec::new();
     for scenario in scenarios {
+        // The floor just before its scenario, while the services are idle: the machine's
+        // speed drifts (other tenants, turbo), and a floor from minutes earlier would not
+        // be the floor of this run.
+        if !args.no_floor {
+            let (what, job, stored) = match scenario {
+                Scenario::MigratedLogin => {
+                    ("argon2id verify", FloorJob::Verify, argon2_hash.clone())
+                }
+                Scenario::SignUp => ("argon2id hash", FloorJob::Hash, argon2_hash.clone()),
+                Scenario::FirstLogin => (
+                    "legacy verify + argon2id hash",
+                    FloorJob::VerifyAndUpgrade,
+                    legacy_hash.hash(&password, &argon2)?,
+                ),
+                Scenario::ValidateToken | Scenario::GetUser => {
+                    ("", FloorJob::Verify, String::new())
+                }
+            };
+            if !what.is_empty() {
+                progress(&format!("measuring the floor: {what} at 1…{cores} threads"));
+                let measured = floor(argon2, cores, floor_seconds, &password, &stored, job).await?;
+                *match scenario {
+                    Scenario::FirstLogin => &mut floors.first_login,
+                    Scenario::SignUp => &mut floors.argon2id_hash,
+                    _ => &mut floors.argon2id_verify,
+                } = Some(measured);
+            }
+        }
         progress(&format!("running {}", scenario.name()));
         let memory = MemoryWatch::start(&args.watch_pids);
         let mut background = None;
@@ -617,6 +597,7 @@ async fn drive_until(
         tasks.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
             let mut iteration = 0u64;
+            let mut refusals = 0u32;
             // Callers start spread over one interval, not all at once.
             let mut next_call =
                 interval.map(|i| start + i.mul_f64(worker as f64 / concurrency.max(1) as f64));
@@ -633,6 +614,9 @@ async fn drive_until(
                 iteration += 1;
                 let ended = Instant::now();
                 let counted = begun >= measure_from && ended <= end;
+                if result.is_ok() {
+                    refusals = 0;
+                }
                 match result {
                     Ok(()) if counted => {
                         outcome.ok += 1;
@@ -643,10 +627,15 @@ async fn drive_until(
                         if counted {
                             *outcome.errors.entry(reason.clone()).or_default() += 1;
                         }
-                        // A polite client backs off when told the service is full, instead
-                        // of spinning on refusals.
                         if reason == "ResourceExhausted" || reason == "Unavailable" {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            // A polite client backs off when told the service is full:
+                            // doubling from 50 ms to 1 s, with jitter so that refused callers
+                            // do not come back in step.
+                            refusals += 1;
+                            let ceiling = 50u64 << refusals.min(5);
+                            let jitter = (worker as u64 * 7919 + iteration * 104_729) % ceiling;
+                            tokio::time::sleep(Duration::from_millis(ceiling / 2 + jitter / 2))
+                                .await;
                         }
                         if reason == "OutOfLegacyUsers" {
                             return outcome;

@@ -22,11 +22,15 @@ impl Cluster {
         let store = trickle_user_store::build(&config.store)
             .await
             .context("starting the user-store")?;
-        let store_url = format!("http://{}", store.local_addr()?);
+        // https:// when the called service requires mutual TLS.
+        let scheme = |tls: &trickle_service_kit::tls::TlsConfig| {
+            if tls.is_enabled() { "https" } else { "http" }
+        };
+        let store_url = format!("{}://{}", scheme(&config.store.tls), store.local_addr()?);
         let legacy = trickle_legacy_connector::build(&config.legacy)
             .await
             .context("starting the legacy-connector")?;
-        let legacy_url = format!("http://{}", legacy.local_addr()?);
+        let legacy_url = format!("{}://{}", scheme(&config.legacy.tls), legacy.local_addr()?);
         let mut migration = config.migration.clone();
         migration.store_url = store_url.clone();
         migration.legacy_url = legacy_url;
@@ -38,7 +42,11 @@ impl Cluster {
             .context("starting the migration-coordinator")?;
         let mut frontend_config = config.frontend.clone();
         frontend_config.store_url = store_url;
-        frontend_config.coordinator_url = format!("http://{}", coordinator.local_addr()?);
+        frontend_config.coordinator_url = format!(
+            "{}://{}",
+            scheme(&config.migration.tls),
+            coordinator.local_addr()?
+        );
         let frontend = trickle_auth_frontend::build(&frontend_config, &config.tokens)
             .await
             .context("starting the auth-frontend")?;

@@ -19,6 +19,8 @@ pub struct StoreConfig {
     pub hash_queue: usize,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
     pub metrics_listen: String,
+    /// Mutual TLS: only callers with a certificate from `ca_file` are served.
+    pub tls: trickle_service_kit::tls::TlsConfig,
     /// Failed logins per email within `login_throttle_window_seconds` before the email is
     /// locked for `login_throttle_lockout_seconds` (0: no throttling).
     pub login_throttle_failures: u32,
@@ -40,6 +42,7 @@ impl Default for StoreConfig {
             hash_workers: 0,
             hash_queue: 256,
             metrics_listen: "127.0.0.1:9102".into(),
+            tls: trickle_service_kit::tls::TlsConfig::default(),
             login_throttle_failures: 10,
             login_throttle_window_seconds: 900,
             login_throttle_lockout_seconds: 900,

@@ -467,10 +467,7 @@ fn non_empty(field: &str, value: String, violations: &mut Violations) -> Option<
     (!value.is_empty()).then_some(value)
 }
 
-pub(crate) fn profile_from_proto(
-    profile: Option<auth::Profile>,
-    violations: &mut Violations,
-) -> Profile {
+pub fn profile_from_proto(profile: Option<auth::Profile>, violations: &mut Violations) -> Profile {
     let auth::Profile {
         name,
         given_name,

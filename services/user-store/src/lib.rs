@@ -9,6 +9,12 @@ pub mod startup;
 pub mod tickets;
 pub mod users;
 
+/// The proto → domain conversions of the gRPC layer, for the fuzz targets in tests/fuzz.
+#[doc(hidden)]
+pub mod conversions {
+    pub use crate::grpc::profile_from_proto;
+}
+
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use startup::build;

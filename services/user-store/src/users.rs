@@ -200,6 +200,12 @@ impl Users {
         password: Password,
         equalize_unknown: bool,
     ) -> Result<AuthenticateOutcome, StoreError> {
+        // Every login ends in a hash: when the pool cannot take one more, refuse before the
+        // queries (under a flood, rejected logins would otherwise eat the CPU the hashing
+        // threads need and nothing would complete).
+        if self.hasher.is_full() {
+            return Err(StoreError::Overloaded);
+        }
         // A locked email is not checked at all (the dummy hash keeps the timing): guessing
         // stops here, for every replica, whether or not the account exists.
         let throttle = if self.throttle.enabled() {

@@ -44,6 +44,7 @@ mod lifecycle;
 mod presets;
 mod telemetry;
 mod timing;
+mod tls;
 
 on_both_backends!(
     failed_logins_lock_the_email_on_every_replica,
