@@ -950,9 +950,11 @@ fn md5_crypt(password: &[u8], salt: &[u8]) -> String {
 }
 
 fn parse_ldap(stored: &str) -> Option<Inner> {
-    let close = stored.find('}')?;
-    let scheme = stored[1..close].to_ascii_uppercase();
-    let bytes = STANDARD.decode(&stored[close + 1..]).ok()?;
+    // Split on the braces rather than slicing at byte offsets: a stored value that does not
+    // start with '{' (or puts '}' first) must be refused, not panic (found by the fuzzer).
+    let (scheme, encoded) = stored.strip_prefix('{')?.split_once('}')?;
+    let scheme = scheme.to_ascii_uppercase();
+    let bytes = STANDARD.decode(encoded).ok()?;
     let (algorithm, salted) = match scheme.as_str() {
         "SHA" => (DigestAlgorithm::Sha1, false),
         "SSHA" => (DigestAlgorithm::Sha1, true),
@@ -1159,6 +1161,26 @@ mod tests {
     const DJANGO: &str =
         "pbkdf2_sha256$1000000$hjZviU2rfKZb8h3ni18KjQ$cFjf41KwwN9deZy48DGkP87G2+no8aimGEp4snJXhzk=";
     const ARGON2_CFFI: &str = "$argon2id$v=19$m=1024,t=1,p=1$xqYH3E9892/9d5YtledHrg$afUNDguUbm4dSht18KO5FRbrygHaU0lVx3c/rLlNMCc";
+
+    /// Inputs the fuzzer (tests/fuzz, target stored_hash) found to panic the LDAP parser
+    /// when the format is set explicitly: refused now, like any other malformed value.
+    #[test]
+    fn ldap_values_without_a_leading_brace_are_refused_not_panicked_on() {
+        for stored in [
+            "\u{FFFD}2x$uuuueuuu}uuu",
+            "}SSHA}abcd",
+            "x}",
+            "{SSHA",
+            "{}",
+            "é}",
+        ] {
+            assert!(
+                StoredHash::parse(stored, HashFormat::Ldap).is_err(),
+                "{stored:?} should be refused"
+            );
+        }
+        assert!(StoredHash::parse("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", HashFormat::Ldap).is_ok());
+    }
 
     #[test]
     fn parse_errors_show_only_a_prefix() {
