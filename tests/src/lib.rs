@@ -531,12 +531,14 @@ impl SwitchableProxy {
 
 // ---- TLS -------------------------------------------------------------------------------
 
-/// Certificates for mutual TLS tests, made with the `openssl` command: a CA, a certificate
-/// it signed for the services (valid for 127.0.0.1 and localhost, server and client use),
-/// and a look-alike certificate signed by another CA.
+/// Certificates for mutual TLS tests, made with the `openssl` command: a CA and two
+/// certificates it signed (valid for 127.0.0.1 and localhost, server and client use), and a
+/// look-alike certificate signed by another CA.
 pub struct TestPki {
     pub service: trickle_service_kit::tls::TlsConfig,
-    /// Same names and uses as `service`, signed by a CA nobody trusts.
+    /// A second certificate from the trusted CA (another client).
+    pub second: trickle_service_kit::tls::TlsConfig,
+    /// Same names and uses, signed by a CA nobody trusts.
     pub rogue: trickle_service_kit::tls::TlsConfig,
     pub ca_pem: String,
     _dir: tempfile::TempDir,
@@ -559,62 +561,52 @@ impl TestPki {
         };
         std::fs::write(
             path("leaf.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n\
+             basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n",
         )
         .expect("write extensions");
-        let mut made = Vec::new();
-        for who in ["trusted", "rogue"] {
-            let (ca_key, ca) = (
-                path(&format!("{who}-ca.key")),
-                path(&format!("{who}-ca.pem")),
-            );
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &ca_key,
-                "-out",
-                &ca,
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={who} test CA"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
+        let p256 = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for ca in ["trusted", "rogue"] {
+            let subject = format!("/CN={ca} test CA");
+            let (key, cert) = (path(&format!("{ca}-ca.key")), path(&format!("{ca}-ca.pem")));
+            let mut args = vec!["req", "-x509"];
+            args.extend(p256);
+            args.extend([
+                "-keyout", &key, "-out", &cert, "-days", "2", "-subj", &subject,
             ]);
+            args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+            args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+            openssl(&args);
+        }
+        let leaf = |name: &str, ca: &str| {
             let (key, csr, cert) = (
-                path(&format!("{who}.key")),
-                path(&format!("{who}.csr")),
-                path(&format!("{who}.pem")),
+                path(&format!("{name}.key")),
+                path(&format!("{name}.csr")),
+                path(&format!("{name}.pem")),
             );
-            openssl(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                "/CN=trickle-service",
-            ]);
+            let subject = format!("/CN=trickle-{name}");
+            let mut args = vec!["req"];
+            args.extend(p256);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+            openssl(&args);
+            let (ca_cert, ca_key, ext) = (
+                path(&format!("{ca}-ca.pem")),
+                path(&format!("{ca}-ca.key")),
+                path("leaf.ext"),
+            );
             openssl(&[
                 "x509",
                 "-req",
                 "-in",
                 &csr,
                 "-CA",
-                &ca,
+                &ca_cert,
                 "-CAkey",
                 &ca_key,
                 "-CAcreateserial",
@@ -623,19 +615,21 @@ impl TestPki {
                 "-days",
                 "2",
                 "-extfile",
-                &path("leaf.ext"),
+                &ext,
             ]);
-            made.push(trickle_service_kit::tls::TlsConfig {
+            trickle_service_kit::tls::TlsConfig {
                 ca_file: path("trusted-ca.pem"),
                 cert_file: cert,
                 key_file: key,
-            });
-        }
-        let rogue = made.pop().expect("rogue");
-        let service = made.pop().expect("service");
+            }
+        };
+        let service = leaf("service", "trusted");
+        let second = leaf("second", "trusted");
+        let rogue = leaf("rogue", "rogue");
         Self {
             ca_pem: std::fs::read_to_string(path("trusted-ca.pem")).expect("ca"),
             service,
+            second,
             rogue,
             _dir: dir,
         }

@@ -75,12 +75,13 @@ impl AuthFlows {
         &self,
         email: Email,
         password: Password,
+        client: String,
     ) -> Result<LoginSuccess, FrontendError> {
         if let Some(key) = &self.email_hash_key {
             tracing::Span::current()
                 .record("trickle.user.email_hash", email_hash(key, &email).as_str());
         }
-        let result = self.login_flow(email, password).await;
+        let result = self.login_flow(email, password, &client).await;
         let label = match &result {
             Ok(success) if success.migrated => "migrated",
             Ok(_) => "success",
@@ -103,11 +104,15 @@ impl AuthFlows {
         &self,
         email: Email,
         password: Password,
+        client: &str,
     ) -> Result<LoginSuccess, FrontendError> {
         let authoritative = self.mode.is_authoritative();
         // In IMPORT mode an unknown user goes on to the legacy store, whose check costs what
         // a wrong password costs; in AUTHORITATIVE mode the store pays a dummy hash instead.
-        let (user, migrated) = match self.authenticate(&email, &password, authoritative).await? {
+        let (user, migrated) = match self
+            .authenticate(&email, &password, authoritative, client)
+            .await?
+        {
             StoreAnswer::Authenticated(user) => (user, false),
             // The store counted this failure toward the email's throttle itself.
             StoreAnswer::WrongPassword => return Err(FrontendError::InvalidCredentials),
@@ -116,7 +121,7 @@ impl AuthFlows {
             StoreAnswer::NotFound if authoritative => {
                 return Err(FrontendError::InvalidCredentials);
             }
-            StoreAnswer::NotFound => self.migrate_on_login(&email, password).await?,
+            StoreAnswer::NotFound => self.migrate_on_login(&email, password, client).await?,
         };
         let span = tracing::Span::current();
         span.record("trickle.user.id", user.user_id.as_str());
@@ -138,11 +143,13 @@ impl AuthFlows {
         email: &Email,
         password: &Password,
         equalize_unknown: bool,
+        client: &str,
     ) -> Result<StoreAnswer, FrontendError> {
         let request = store::AuthenticateRequest {
             email: email.display().to_owned(),
             password: password.expose_secret().to_owned(),
             equalize_unknown,
+            client_id: client.to_owned(),
         };
         let answer = self
             .store
@@ -172,9 +179,10 @@ impl AuthFlows {
 
     /// Count a failed login the store did not decide (unknown email, legacy refusal). Best
     /// effort: the answer to the caller is the same either way.
-    async fn record_login_failure(&self, email: &Email) {
+    async fn record_login_failure(&self, email: &Email, client: &str) {
         let request = store::RecordLoginFailureRequest {
             email: email.display().to_owned(),
+            client_id: client.to_owned(),
         };
         if let Err(status) = self.store.clone().record_login_failure(request).await {
             tracing::warn!(code = ?status.code(), "could not count a failed login");
@@ -185,6 +193,7 @@ impl AuthFlows {
         &self,
         email: &Email,
         password: Password,
+        client: &str,
     ) -> Result<(auth::User, bool), FrontendError> {
         let request = migration::MigrateOnLoginRequest {
             email: email.display().to_owned(),
@@ -203,13 +212,13 @@ impl AuthFlows {
             (Ok(Outcome::AlreadyMigrated), Some(user)) => Ok((user, false)),
             (Ok(Outcome::LegacyRejected | Outcome::Conflict | Outcome::Tombstoned), _) => {
                 // Failures the legacy store decided count toward the same throttle.
-                self.record_login_failure(email).await;
+                self.record_login_failure(email, client).await;
                 Err(FrontendError::InvalidCredentials)
             }
             // The mode changed to AUTHORITATIVE since we last looked: the store alone decides,
             // at the cost of a wrong password.
             (Ok(Outcome::NotImporting), _) => {
-                match self.authenticate(email, &password, true).await? {
+                match self.authenticate(email, &password, true, client).await? {
                     StoreAnswer::Authenticated(user) => Ok((user, false)),
                     StoreAnswer::Throttled(seconds) => Err(FrontendError::RateLimited(seconds)),
                     // Counted by the store, like any failure it decides.

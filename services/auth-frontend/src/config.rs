@@ -21,6 +21,9 @@ pub struct FrontendConfig {
     /// Mutual TLS for the frontend's calls to the store and the coordinator (its public
     /// listener is not affected).
     pub tls: trickle_service_kit::tls::TlsConfig,
+    /// Mutual TLS on the public API: callers must present a certificate from `ca_file`, and
+    /// failed logins are also counted per calling client (its certificate's fingerprint).
+    pub public_tls: trickle_service_kit::tls::TlsConfig,
     /// Opt-in: with a key, the login span carries `trickle.user.email_hash`, an HMAC-SHA256
     /// of the normalized email under this key. Empty (default): emails never reach telemetry.
     pub telemetry_email_hash_key: String,
@@ -36,6 +39,7 @@ impl Default for FrontendConfig {
             mode_refresh_ms: 2000,
             metrics_listen: "127.0.0.1:9101".into(),
             tls: trickle_service_kit::tls::TlsConfig::default(),
+            public_tls: trickle_service_kit::tls::TlsConfig::default(),
             telemetry_email_hash_key: String::new(),
         }
     }

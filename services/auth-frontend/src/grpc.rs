@@ -35,6 +35,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
+        let client = client_id(&request);
         let LoginRequest { email, password } = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
@@ -48,7 +49,7 @@ impl AuthService for AuthApi {
             access_token,
             expires_in,
             migrated,
-        } = self.flows.login(email, password).await?;
+        } = self.flows.login(email, password, client).await?;
         Ok(Response::new(LoginResponse {
             user: Some(user),
             access_token,
@@ -272,4 +273,19 @@ impl AuthService for AuthApi {
         self.flows.delete_user(&user_id).await?;
         Ok(Response::new(DeleteUserResponse {}))
     }
+}
+
+/// The caller's identity when the public API requires client certificates: the SHA-256
+/// fingerprint of the certificate it presented (empty without TLS).
+fn client_id<T>(request: &Request<T>) -> String {
+    use sha2::Digest as _;
+    request
+        .peer_certs()
+        .and_then(|certs| certs.first().cloned())
+        .map(|leaf| {
+            let digest = sha2::Sha256::digest(leaf.as_ref());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            format!("sha256:{hex}")
+        })
+        .unwrap_or_default()
 }

@@ -55,5 +55,7 @@ pub async fn build(
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
-    Ok(BoundServer::new(listener, routes, SERVICE_NAMES).with_metrics(metrics))
+    Ok(BoundServer::new(listener, routes, SERVICE_NAMES)
+        .with_tls(&config.public_tls)?
+        .with_metrics(metrics))
 }

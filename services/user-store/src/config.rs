@@ -26,6 +26,12 @@ pub struct StoreConfig {
     pub login_throttle_failures: u32,
     pub login_throttle_window_seconds: u64,
     pub login_throttle_lockout_seconds: u64,
+    /// Failed logins through one calling client (known when the frontend's public API
+    /// requires client certificates) within the window that lock that client out; 0
+    /// disables.
+    pub client_throttle_failures: u32,
+    pub client_throttle_window_seconds: u64,
+    pub client_throttle_lockout_seconds: u64,
     /// How long a password reset ticket stays valid.
     pub reset_ticket_ttl_seconds: u64,
     /// How long an email verification ticket stays valid.
@@ -46,6 +52,9 @@ impl Default for StoreConfig {
             login_throttle_failures: 10,
             login_throttle_window_seconds: 900,
             login_throttle_lockout_seconds: 900,
+            client_throttle_failures: 1000,
+            client_throttle_window_seconds: 900,
+            client_throttle_lockout_seconds: 300,
             reset_ticket_ttl_seconds: 3600,
             verification_ticket_ttl_seconds: 86_400,
         }

@@ -3,7 +3,7 @@
 
 use crate::error::StoreError;
 use crate::users::{
-    self, AuthenticateOutcome, ChangePasswordOutcome, Import, ImportOutcome, Profile,
+    self, AuthenticateOutcome, ChangePasswordOutcome, ClientId, Import, ImportOutcome, Profile,
     RedeemResetOutcome, Source, User, Users,
 };
 use prost_types::value::Kind;
@@ -51,17 +51,19 @@ impl UserStore for UserStoreService {
             email,
             password,
             equalize_unknown,
+            client_id,
         } = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
         let password = Password::new(password);
         violations.check("password", password.check_presented());
-        let Some(email) = email.filter(|_| violations.is_empty()) else {
+        let client = violations.check("client_id", ClientId::parse(&client_id));
+        let (Some(email), Some(client), true) = (email, client, violations.is_empty()) else {
             return Err(StoreError::InvalidRequest(violations.into_vec()).into());
         };
         let outcome = self
             .users
-            .authenticate(&email, password, equalize_unknown)
+            .authenticate(&email, password, equalize_unknown, client.as_ref())
             .await?;
         use authenticate_response::Outcome;
         let (outcome, user) = match outcome {
@@ -444,11 +446,17 @@ impl UserStore for UserStoreService {
         &self,
         request: Request<RecordLoginFailureRequest>,
     ) -> Result<Response<RecordLoginFailureResponse>, Status> {
-        let RecordLoginFailureRequest { email } = request.into_inner();
+        let RecordLoginFailureRequest { email, client_id } = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
-        let email = violations.verdict_with(email)?;
-        let locked = self.users.record_login_failure(&email).await?;
+        let client = violations.check("client_id", ClientId::parse(&client_id));
+        let (Some(email), Some(client), true) = (email, client, violations.is_empty()) else {
+            return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+        };
+        let locked = self
+            .users
+            .record_login_failure(&email, client.as_ref())
+            .await?;
         Ok(Response::new(RecordLoginFailureResponse {
             retry_after_seconds: locked
                 .map_or(0, |d| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX)),

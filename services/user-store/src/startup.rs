@@ -52,7 +52,18 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         window: Duration::from_secs(config.login_throttle_window_seconds.max(1)),
         lockout: Duration::from_secs(config.login_throttle_lockout_seconds.max(1)),
     };
-    let users = Users::new(Repository::new(db), hasher, lifetimes, throttle);
+    let client_throttle = Throttle {
+        failures: config.client_throttle_failures,
+        window: Duration::from_secs(config.client_throttle_window_seconds.max(1)),
+        lockout: Duration::from_secs(config.client_throttle_lockout_seconds.max(1)),
+    };
+    let users = Users::new(
+        Repository::new(db),
+        hasher,
+        lifetimes,
+        throttle,
+        client_throttle,
+    );
     let routes = Routes::new(
         UserStoreServer::new(UserStoreService { users })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),

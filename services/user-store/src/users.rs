@@ -80,7 +80,30 @@ pub enum AuthenticateOutcome {
     },
 }
 
-/// Failed-login throttling per email.
+/// A caller of the public API, as the frontend identified it: `sha256:<hex>` of its TLS
+/// client certificate. Its failures are counted in the same table as emails', under a key
+/// no normalized email can equal (emails have no spaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// `None` for an empty id (caller unknown); an id longer than 128 bytes is refused.
+    pub fn parse(id: &str) -> Result<Option<Self>, &'static str> {
+        if id.is_empty() {
+            Ok(None)
+        } else if id.len() > 128 || id.chars().any(char::is_whitespace) {
+            Err("must be at most 128 bytes without whitespace")
+        } else {
+            Ok(Some(Self(format!("client {id}"))))
+        }
+    }
+
+    fn key(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Failed-login throttling per email (or per client).
 #[derive(Debug, Clone, Copy)]
 pub struct Throttle {
     /// Failures within `window` that lock the email; 0 disables throttling.
@@ -165,6 +188,8 @@ pub struct Users {
     hasher: HashPool,
     lifetimes: TicketLifetimes,
     throttle: Throttle,
+    /// The same, per calling client (when the caller is known).
+    client_throttle: Throttle,
 }
 
 fn unreadable_hash(user_id: &str, e: &trickle_password::ParseHashError) -> StoreError {
@@ -178,12 +203,14 @@ impl Users {
         hasher: HashPool,
         lifetimes: TicketLifetimes,
         throttle: Throttle,
+        client_throttle: Throttle,
     ) -> Self {
         Self {
             repository,
             hasher,
             lifetimes,
             throttle,
+            client_throttle,
         }
     }
 
@@ -199,12 +226,25 @@ impl Users {
         email: &Email,
         password: Password,
         equalize_unknown: bool,
+        client: Option<&ClientId>,
     ) -> Result<AuthenticateOutcome, StoreError> {
         // Every login ends in a hash: when the pool cannot take one more, refuse before the
         // queries (under a flood, rejected logins would otherwise eat the CPU the hashing
         // threads need and nothing would complete).
         if self.hasher.is_full() {
             return Err(StoreError::Overloaded);
+        }
+        // A client locked out for too many failures is refused before anything else, and
+        // without a hash: the lock is about the client, whatever account it names.
+        if let Some(client) = client.filter(|_| self.client_throttle.enabled())
+            && let Some((_, Some(locked_until))) = self.repository.throttle(client.key()).await?
+        {
+            let left = locked_until - Utc::now();
+            if left > chrono::Duration::zero() {
+                return Ok(AuthenticateOutcome::Throttled {
+                    retry_after: left.to_std().unwrap_or_default(),
+                });
+            }
         }
         // A locked email is not checked at all (the dummy hash keeps the timing): guessing
         // stops here, for every replica, whether or not the account exists.
@@ -234,7 +274,7 @@ impl Users {
             // hash and the throttle's count.
             if equalize_unknown || tombstoned {
                 self.hasher.verify_dummy(password).await?;
-                self.record_login_failure(email).await?;
+                self.record_login_failure(email, client).await?;
             }
             return Ok(if tombstoned {
                 AuthenticateOutcome::Tombstoned
@@ -247,7 +287,7 @@ impl Users {
         let scheme = parsed.scheme();
         let (verification, upgraded) = self.hasher.verify_and_upgrade(password, parsed).await?;
         if !verification.matches {
-            self.record_login_failure(email).await?;
+            self.record_login_failure(email, client).await?;
             return Ok(AuthenticateOutcome::WrongPassword);
         }
         if throttle.is_some() {
@@ -265,24 +305,29 @@ impl Users {
         Ok(AuthenticateOutcome::Authenticated(user))
     }
 
-    /// Count a failed login for `email`; `Some(wait)` when this failure locked it.
+    /// Count a failed login for `email` (and for the calling client, when known);
+    /// `Some(wait)` when this failure locked the email.
     pub async fn record_login_failure(
         &self,
         email: &Email,
+        client: Option<&ClientId>,
     ) -> Result<Option<Duration>, StoreError> {
+        if let Some(client) = client.filter(|_| self.client_throttle.enabled())
+            && self
+                .count_failure(client.key(), &self.client_throttle)
+                .await?
+                .is_some()
+        {
+            tracing::warn!(
+                client = client.key(),
+                "too many failed logins through one client: locked for a while"
+            );
+        }
         if !self.throttle.enabled() {
             return Ok(None);
         }
         let locked_until = self
-            .repository
-            .record_failure(
-                email.normalized(),
-                i64::from(self.throttle.failures),
-                chrono::Duration::from_std(self.throttle.window)
-                    .unwrap_or(chrono::Duration::minutes(15)),
-                chrono::Duration::from_std(self.throttle.lockout)
-                    .unwrap_or(chrono::Duration::minutes(15)),
-            )
+            .count_failure(email.normalized(), &self.throttle)
             .await?;
         let left = locked_until
             .map(|until| until - Utc::now())
@@ -291,6 +336,25 @@ impl Users {
             tracing::warn!("too many failed logins for one email: locked for a while");
         }
         Ok(left.and_then(|l| l.to_std().ok()))
+    }
+
+    /// One failure toward `key`'s counter under `throttle`; when it locks, until when.
+    async fn count_failure(
+        &self,
+        key: &str,
+        throttle: &Throttle,
+    ) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+        Ok(self
+            .repository
+            .record_failure(
+                key,
+                i64::from(throttle.failures),
+                chrono::Duration::from_std(throttle.window)
+                    .unwrap_or(chrono::Duration::minutes(15)),
+                chrono::Duration::from_std(throttle.lockout)
+                    .unwrap_or(chrono::Duration::minutes(15)),
+            )
+            .await?)
     }
 
     /// Create a user who signed up.

@@ -151,3 +151,92 @@ async fn incomplete_tls_settings_stop_the_service_from_starting() {
         .expect_err("incomplete TLS");
     assert!(err.to_string().contains("ca_file"), "{err}");
 }
+
+/// The public API with client certificates: a caller without one is refused, and failed
+/// logins are counted per calling client as well as per email — a client that fails too often
+/// is locked out (RATE_LIMITED with a retry delay) while another client logs the same user in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_throttled_per_calling_client() {
+    use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
+    use trickle_service_kit::rpc;
+    let pki = TestPki::create();
+    let trickle = TestTrickle::start_with(Backend::PostgresMariaDb, |config| {
+        config.frontend.public_tls = pki.service.clone();
+        config.store.client_throttle_failures = 3;
+        config.store.client_throttle_lockout_seconds = 60;
+    })
+    .await;
+    trickle
+        .legacy
+        .insert(&LegacyRecord::new(
+            1,
+            "alice@example.com",
+            bcrypt("alice-password"),
+        ))
+        .await;
+    let addr = trickle.cluster.frontend.local_addr;
+    let client_with = |identity: Option<TlsConfig>| {
+        let ca = pki.ca_pem.clone();
+        async move {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some(id) = identity {
+                tls = tls.identity(Identity::from_pem(
+                    std::fs::read(&id.cert_file).expect("cert"),
+                    std::fs::read(&id.key_file).expect("key"),
+                ));
+            }
+            let channel = Endpoint::from_shared(format!("https://{addr}"))?
+                .tls_config(tls)?
+                .connect()
+                .await?;
+            Ok::<_, tonic::transport::Error>(AuthServiceClient::new(channel))
+        }
+    };
+    let login = |password: &str| LoginRequest {
+        email: "alice@example.com".into(),
+        password: password.into(),
+    };
+
+    // No certificate: no login at all.
+    let refused = match client_with(None).await {
+        Ok(mut client) => client
+            .login(login("alice-password"))
+            .await
+            .map(|_| ())
+            .map_err(|s| s.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(
+        refused.is_err(),
+        "the public API served a caller without a certificate"
+    );
+
+    let mut a = client_with(Some(pki.service.clone()))
+        .await
+        .expect("client a");
+    let mut b = client_with(Some(pki.second.clone()))
+        .await
+        .expect("client b");
+    assert!(
+        a.login(login("alice-password"))
+            .await
+            .expect("alice migrates")
+            .into_inner()
+            .migrated
+    );
+    for _ in 0..3 {
+        let status = a.login(login("wrong-password")).await.expect_err("wrong");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+    // Client A is locked out, even with the right password…
+    let locked = a
+        .login(login("alice-password"))
+        .await
+        .expect_err("client a locked");
+    assert_eq!(locked.code(), tonic::Code::ResourceExhausted, "{locked:?}");
+    assert_eq!(rpc::reason_of(&locked).as_deref(), Some("RATE_LIMITED"));
+    // …while client B logs the same user in (3 failures do not lock the email).
+    b.login(login("alice-password"))
+        .await
+        .expect("client b is not locked");
+}
