@@ -581,6 +581,106 @@ async fn concurrent_first_logins_create_one_user(backend: Backend) {
     assert_eq!(trickle.store.migration_event_count().await, 1);
 }
 
+/// The legacy database answers slower than the deadline (it accepts connections and never
+/// replies) while eight callers mix logins of migrated users with first logins: every
+/// migrated login succeeds, every first login is UNAVAILABLE / LEGACY_UNAVAILABLE within the
+/// coordinator's deadline (plus scheduling slack), and nothing is written for them. The
+/// circuit breaker is off so that every first login really waits on the slow database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_legacy_database_under_mixed_load_fails_only_first_logins_within_the_deadline() {
+    let trickle = TestTrickle::start(Backend::PostgresMariaDb).await;
+    let hash = trickle_password::legacy_formats::bcrypt("legacy-password", 4).expect("bcrypt");
+    let users: Vec<(i64, String, String)> = (1..=8)
+        .map(|id| (id, format!("user{id}@example.com"), hash.clone()))
+        .collect();
+    trickle.legacy.insert_many(&users).await;
+    let mut client = trickle.client().await;
+    for id in 1..=4 {
+        client
+            .login(login(&format!("user{id}@example.com"), "legacy-password"))
+            .await
+            .expect("migrates before the database slows down");
+    }
+
+    let mariadb = trickle_tests::mysql_admin_url();
+    let server = mariadb
+        .trim_start_matches("mysql://")
+        .rsplit('@')
+        .next()
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .expect("host:port")
+        .to_owned();
+    let slow = SwitchableProxy::start(server.clone(), false).await;
+    let deadline = Duration::from_millis(1000);
+    let replica = trickle
+        .second_cluster(|config| {
+            config.legacy.database_url = trickle
+                .legacy
+                .database
+                .url
+                .replace(&server, &slow.addr.to_string());
+            config.legacy.query_timeout_ms = 5_000;
+            config.migration.legacy_timeout_ms = deadline.as_millis() as u64;
+            config.migration.legacy_breaker_failures = 0;
+        })
+        .await;
+    let client = trickle_proto::auth::v1::auth_service_client::AuthServiceClient::connect(
+        replica.frontend.url(),
+    )
+    .await
+    .expect("connect");
+
+    let until = Instant::now() + Duration::from_secs(3);
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut calls = Vec::new();
+                while Instant::now() < until {
+                    // Workers 0-3 log in migrated users, 4-7 users still in the legacy store.
+                    let id = worker + 1;
+                    let started = Instant::now();
+                    let result = client
+                        .login(login(&format!("user{id}@example.com"), "legacy-password"))
+                        .await;
+                    calls.push((id, started.elapsed(), result.map(|_| ())));
+                }
+                calls
+            })
+        })
+        .collect();
+    let (mut migrated_ok, mut first_refused) = (0, 0);
+    let mut slowest_refusal = Duration::ZERO;
+    for worker in workers {
+        for (id, took, result) in worker.await.expect("worker") {
+            if id <= 4 {
+                result.unwrap_or_else(|s| panic!("migrated user{id} failed: {s:?}"));
+                migrated_ok += 1;
+            } else {
+                let status = result.expect_err("the legacy database is too slow");
+                assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+                slowest_refusal = slowest_refusal.max(took);
+                first_refused += 1;
+            }
+        }
+    }
+    eprintln!(
+        "slow legacy: {migrated_ok} migrated logins ok, {first_refused} first logins refused, \
+         slowest refusal {slowest_refusal:?} (deadline {deadline:?})"
+    );
+    assert!(migrated_ok > 0 && first_refused > 0);
+    assert!(
+        slowest_refusal < deadline + Duration::from_millis(1500),
+        "a first login waited {slowest_refusal:?}, past the {deadline:?} deadline"
+    );
+    assert_eq!(
+        trickle.store.user_count().await,
+        4,
+        "nothing written for the others"
+    );
+    slow.task.abort();
+}
+
 /// The legacy database hangs: after a run of failures the coordinator stops sending first
 /// logins to it (no new connection attempts), migrated users are untouched, and when the
 /// database answers again one probe closes the circuit and migration resumes.
