@@ -2,7 +2,6 @@
 //! coordinator. Human-readable tables by default, `--json` for scripts; every failure is a
 //! clear message and a non-zero exit.
 
-use anyhow::Context as _;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
@@ -15,6 +14,7 @@ use trickle_proto::migration::v1::{
     StartBackfillRequest,
 };
 use trickle_service_kit::rpc;
+use trickle_service_kit::tls::TlsConfig;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AdminCommand {
@@ -228,13 +228,18 @@ fn explain(status: tonic::Status) -> anyhow::Error {
 
 /// Run one admin command against the coordinator at `address`; returns what to print.
 pub async fn run(address: &str, command: AdminCommand, as_json: bool) -> anyhow::Result<String> {
-    let channel = Channel::from_shared(address.to_owned())
-        .with_context(|| format!("{address} is not a valid address"))?
-        .connect()
-        .await
-        .with_context(|| {
-            format!("cannot reach the migration coordinator at {address} (use --addr)")
-        })?;
+    run_with_tls(address, &TlsConfig::default(), command, as_json).await
+}
+
+/// [`run`], presenting a client certificate when the coordinator requires one.
+pub async fn run_with_tls(
+    address: &str,
+    tls: &TlsConfig,
+    command: AdminCommand,
+    as_json: bool,
+) -> anyhow::Result<String> {
+    let channel =
+        crate::connect::channel(address, tls, "the migration coordinator (use --addr)").await?;
     let mut client = MigrationAdminClient::new(channel);
     match command {
         AdminCommand::Status => {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use trickle_password::{Argon2Config, HashFormat, HashPool, Password, StoredHash};
 use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
 use trickle_proto::auth::v1::{
@@ -121,6 +121,8 @@ pub struct BenchArgs {
     /// Print a JSON report instead of tables.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: crate::connect::ClientTlsArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -238,7 +240,8 @@ pub async fn execute(
     }
     let legacy_hash = LegacyHash::parse(&args.legacy_hash)?;
 
-    let clients = Clients::connect(&args.addr, concurrency.max(under_load)).await?;
+    let clients =
+        Clients::connect(&args.addr, &args.tls.config(), concurrency.max(under_load)).await?;
     let run_id = new_run_id();
     let password = format!("bench-password-{run_id}");
 
@@ -661,17 +664,16 @@ struct Clients {
 
 impl Clients {
     /// A few HTTP/2 connections, so that many callers are not all one TCP stream.
-    async fn connect(addr: &str, callers: usize) -> anyhow::Result<Self> {
+    async fn connect(
+        addr: &str,
+        tls: &trickle_service_kit::tls::TlsConfig,
+        callers: usize,
+    ) -> anyhow::Result<Self> {
         let connections = callers.div_ceil(64).clamp(1, 8);
-        let endpoint = Endpoint::from_shared(addr.to_owned())
-            .with_context(|| format!("{addr} is not a valid address"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
         let mut channels = Vec::new();
         for _ in 0..connections {
-            channels.push(endpoint.connect().await.with_context(|| {
-                format!("cannot reach the Trickle frontend at {addr} (is `trickle dev` running?)")
-            })?);
+            let what = "the Trickle frontend (is `trickle dev` running?)";
+            channels.push(crate::connect::channel(addr, tls, what).await?);
         }
         Ok(Self { channels })
     }

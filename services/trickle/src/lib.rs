@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod bench;
 pub mod config;
+pub mod connect;
 pub mod dev;
 pub mod login;
 pub mod services;

@@ -34,13 +34,19 @@ fn source_name(source: i32) -> &'static str {
     }
 }
 
-pub async fn run(address: &str, email: &str) -> anyhow::Result<()> {
+pub async fn run(
+    address: &str,
+    tls: &trickle_service_kit::tls::TlsConfig,
+    email: &str,
+) -> anyhow::Result<()> {
     let password = read_password(email)?;
-    let mut client = AuthServiceClient::connect(address.to_owned())
-        .await
-        .with_context(|| {
-            format!("cannot reach the Trickle frontend at {address} (is `trickle dev` running?)")
-        })?;
+    let channel = crate::connect::channel(
+        address,
+        tls,
+        "the Trickle frontend (is `trickle dev` running?)",
+    )
+    .await?;
+    let mut client = AuthServiceClient::new(channel);
     let response = match client
         .login(LoginRequest {
             email: email.to_owned(),

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use trickle::{admin, bench, config, dev, login, services};
+use trickle::{admin, bench, config, connect, dev, login, services};
 use trickle_telemetry::LogFormat;
 
 /// Trickle moves the users of a legacy user database into a new user store the first time
@@ -50,6 +50,8 @@ enum Command {
         /// Print JSON instead of tables.
         #[arg(long, global = true)]
         json: bool,
+        #[command(flatten)]
+        tls: connect::ClientTlsArgs,
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
@@ -60,6 +62,8 @@ enum Command {
         /// The auth-frontend's address.
         #[arg(long, default_value = "http://127.0.0.1:50051", env = "TRICKLE_ADDR")]
         addr: String,
+        #[command(flatten)]
+        tls: connect::ClientTlsArgs,
     },
     /// Load a running Trickle through its public API (logins, first logins, sign-ups,
     /// token validation, user reads) and compare it with the password-hashing floor measured
@@ -84,7 +88,7 @@ fn init_telemetry(
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Login { email, addr } => login::run(&addr, &email).await,
+        Command::Login { email, addr, tls } => login::run(&addr, &tls.config(), &email).await,
         Command::Bench(args) => match config::load(cli.config.as_deref()) {
             Ok((config, _)) => bench::run(args, config.store.argon2).await,
             Err(e) => Err(e),
@@ -92,8 +96,9 @@ async fn main() -> ExitCode {
         Command::Admin {
             addr,
             json,
+            tls,
             command,
-        } => admin::run(&addr, command, json)
+        } => admin::run_with_tls(&addr, &tls.config(), command, json)
             .await
             .map(|out| println!("{}", out.trim_end())),
         Command::Serve { service } => {

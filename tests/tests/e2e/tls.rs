@@ -105,6 +105,33 @@ async fn internal_calls_need_a_certificate_from_the_trusted_ca() {
     };
     assert!(plain.await.is_err(), "plaintext caller");
 
+    // `trickle admin` reaches the coordinator with a certificate, and not without one.
+    let coordinator = format!("https://{}", trickle.cluster.coordinator.local_addr);
+    let status = trickle::admin::run_with_tls(
+        &coordinator,
+        &pki.service,
+        trickle::admin::AdminCommand::Status,
+        true,
+    )
+    .await
+    .expect("trickle admin status over mutual TLS");
+    assert!(status.contains("\"mode\""), "{status}");
+    let without = trickle::admin::run_with_tls(
+        &coordinator,
+        &TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            ..pki.service.clone()
+        },
+        trickle::admin::AdminCommand::Status,
+        true,
+    )
+    .await;
+    assert!(
+        without.is_err(),
+        "a half TLS setting is refused, not silently plain"
+    );
+
     // The legacy connector and the coordinator refuse a caller without a certificate too.
     for addr in [
         trickle.cluster.legacy.as_ref().expect("running").local_addr,
