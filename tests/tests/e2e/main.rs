@@ -581,6 +581,35 @@ async fn concurrent_first_logins_create_one_user(backend: Backend) {
     assert_eq!(trickle.store.migration_event_count().await, 1);
 }
 
+/// A replica of `trickle` whose legacy connector reaches MariaDB through a
+/// [`SwitchableProxy`] that starts out hanging (it accepts connections and never answers,
+/// like a database far slower than any deadline); `adjust` sets the deadlines.
+async fn replica_with_hanging_legacy(
+    trickle: &TestTrickle,
+    adjust: impl FnOnce(&mut trickle::config::Config),
+) -> (trickle::services::Cluster, SwitchableProxy) {
+    let mariadb = trickle_tests::mysql_admin_url();
+    let server = mariadb
+        .trim_start_matches("mysql://")
+        .rsplit('@')
+        .next()
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .expect("host:port")
+        .to_owned();
+    let proxy = SwitchableProxy::start(server.clone(), false).await;
+    let replica = trickle
+        .second_cluster(|config| {
+            config.legacy.database_url = trickle
+                .legacy
+                .database
+                .url
+                .replace(&server, &proxy.addr.to_string());
+            adjust(config);
+        })
+        .await;
+    (replica, proxy)
+}
+
 /// The legacy database answers slower than the deadline (it accepts connections and never
 /// replies) while eight callers mix logins of migrated users with first logins: every
 /// migrated login succeeds, every first login is UNAVAILABLE / LEGACY_UNAVAILABLE within the
@@ -602,28 +631,13 @@ async fn slow_legacy_database_under_mixed_load_fails_only_first_logins_within_th
             .expect("migrates before the database slows down");
     }
 
-    let mariadb = trickle_tests::mysql_admin_url();
-    let server = mariadb
-        .trim_start_matches("mysql://")
-        .rsplit('@')
-        .next()
-        .and_then(|rest| rest.split(['/', '?']).next())
-        .expect("host:port")
-        .to_owned();
-    let slow = SwitchableProxy::start(server.clone(), false).await;
     let deadline = Duration::from_millis(1000);
-    let replica = trickle
-        .second_cluster(|config| {
-            config.legacy.database_url = trickle
-                .legacy
-                .database
-                .url
-                .replace(&server, &slow.addr.to_string());
-            config.legacy.query_timeout_ms = 5_000;
-            config.migration.legacy_timeout_ms = deadline.as_millis() as u64;
-            config.migration.legacy_breaker_failures = 0;
-        })
-        .await;
+    let (replica, slow) = replica_with_hanging_legacy(&trickle, |config| {
+        config.legacy.query_timeout_ms = 5_000;
+        config.migration.legacy_timeout_ms = deadline.as_millis() as u64;
+        config.migration.legacy_breaker_failures = 0;
+    })
+    .await;
     let client = trickle_proto::auth::v1::auth_service_client::AuthServiceClient::connect(
         replica.frontend.url(),
     )
@@ -703,29 +717,14 @@ async fn circuit_breaker_spares_a_dead_legacy_store_and_recovers() {
         .await
         .expect("alice migrates");
 
-    let mariadb = trickle_tests::mysql_admin_url();
-    let server = mariadb
-        .trim_start_matches("mysql://")
-        .rsplit('@')
-        .next()
-        .and_then(|rest| rest.split(['/', '?']).next())
-        .expect("host:port")
-        .to_owned();
-    let proxy = SwitchableProxy::start(server.clone(), false).await;
     let open_for = Duration::from_millis(1500);
-    let replica = trickle
-        .second_cluster(|config| {
-            config.legacy.database_url = trickle
-                .legacy
-                .database
-                .url
-                .replace(&server, &proxy.addr.to_string());
-            config.legacy.query_timeout_ms = 400;
-            config.migration.legacy_timeout_ms = 1500;
-            config.migration.legacy_breaker_failures = 2;
-            config.migration.legacy_breaker_open_ms = open_for.as_millis() as u64;
-        })
-        .await;
+    let (replica, proxy) = replica_with_hanging_legacy(&trickle, |config| {
+        config.legacy.query_timeout_ms = 400;
+        config.migration.legacy_timeout_ms = 1500;
+        config.migration.legacy_breaker_failures = 2;
+        config.migration.legacy_breaker_open_ms = open_for.as_millis() as u64;
+    })
+    .await;
     let mut client = trickle_proto::auth::v1::auth_service_client::AuthServiceClient::connect(
         replica.frontend.url(),
     )
