@@ -632,8 +632,8 @@ async fn drive_until(
                         }
                         if reason == "ResourceExhausted" || reason == "Unavailable" {
                             // A polite client backs off when told the service is full:
-                            // doubling from 50 ms to 1 s, with jitter so that refused callers
-                            // do not come back in step.
+                            // 50–100 ms after the first refusal, doubling up to 0.8–1.6 s,
+                            // with jitter so that refused callers do not come back in step.
                             refusals += 1;
                             let ceiling = 50u64 << refusals.min(5);
                             let jitter = (worker as u64 * 7919 + iteration * 104_729) % ceiling;
