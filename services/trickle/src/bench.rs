@@ -908,17 +908,19 @@ async fn seed_legacy(
     let mut conn = sqlx::AnyConnection::connect(url)
         .await
         .with_context(|| format!("cannot connect to the legacy database {}", redact(url)))?;
-    let max: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM users")
-        .fetch_one(&mut conn)
-        .await
-        .or(
-            // MariaDB spells the cast SIGNED.
-            sqlx::query("SELECT CAST(COALESCE(MAX(id), 0) AS SIGNED) FROM users")
-                .fetch_one(&mut conn)
-                .await,
-        )
-        .context("cannot read the legacy users table (columns id, email, password_hash)")?
-        .try_get(0)?;
+    // PostgreSQL and SQLite cast to BIGINT; MariaDB spells it SIGNED.
+    let cast = if url.starts_with("mysql") || url.starts_with("mariadb") {
+        "SIGNED"
+    } else {
+        "BIGINT"
+    };
+    let max: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(COALESCE(MAX(id), 0) AS {cast}) FROM users"
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .context("cannot read the legacy users table (columns id, email, password_hash)")?
+    .try_get(0)?;
     let mut emails = Vec::with_capacity(count);
     for chunk_start in (0..count).step_by(500) {
         let mut sql = String::from("INSERT INTO users (id, email, password_hash) VALUES ");
