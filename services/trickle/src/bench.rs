@@ -658,8 +658,10 @@ async fn drive_until(
     total
 }
 
+/// Cheap to clone: the scenarios' calls share the connections.
+#[derive(Clone)]
 struct Clients {
-    channels: Vec<Channel>,
+    channels: Arc<Vec<Channel>>,
 }
 
 impl Clients {
@@ -675,7 +677,9 @@ impl Clients {
             let what = "the Trickle frontend (is `trickle dev` running?)";
             channels.push(crate::connect::channel(addr, tls, what).await?);
         }
-        Ok(Self { channels })
+        Ok(Self {
+            channels: Arc::new(channels),
+        })
     }
 
     fn auth(&self, worker: usize) -> AuthServiceClient<Channel> {
@@ -736,11 +740,11 @@ impl Accounts {
 }
 
 fn login_op(clients: &Clients, accounts: &Accounts, password: &str) -> Op {
-    let channels = clients.channels.clone();
+    let clients = clients.clone();
     let emails = Arc::new(accounts.emails.clone());
     let password = password.to_owned();
     Arc::new(move |worker, _| {
-        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let mut client = clients.auth(worker);
         let request = LoginRequest {
             email: emails[worker % emails.len()].clone(),
             password: password.clone(),
@@ -756,12 +760,12 @@ fn login_op(clients: &Clients, accounts: &Accounts, password: &str) -> Op {
 }
 
 fn first_login_op(clients: &Clients, emails: Vec<String>, password: &str) -> Op {
-    let channels = clients.channels.clone();
+    let clients = clients.clone();
     let emails = Arc::new(emails);
     let next = Arc::new(AtomicUsize::new(0));
     let password = password.to_owned();
     Arc::new(move |worker, _| {
-        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let mut client = clients.auth(worker);
         let index = next.fetch_add(1, Ordering::Relaxed);
         let email = emails.get(index).cloned();
         let password = password.clone();
@@ -784,10 +788,10 @@ fn first_login_op(clients: &Clients, emails: Vec<String>, password: &str) -> Op 
 }
 
 fn validate_op(clients: &Clients, accounts: &Accounts) -> Op {
-    let channels = clients.channels.clone();
+    let clients = clients.clone();
     let tokens = Arc::new(accounts.tokens.clone());
     Arc::new(move |worker, i| {
-        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let mut client = clients.auth(worker);
         let access_token = tokens[(worker + i as usize) % tokens.len()].clone();
         Box::pin(async move {
             client
@@ -800,10 +804,10 @@ fn validate_op(clients: &Clients, accounts: &Accounts) -> Op {
 }
 
 fn get_user_op(clients: &Clients, accounts: &Accounts) -> Op {
-    let channels = clients.channels.clone();
+    let clients = clients.clone();
     let ids = Arc::new(accounts.user_ids.clone());
     Arc::new(move |worker, i| {
-        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let mut client = clients.auth(worker);
         let user_id = ids[(worker + i as usize) % ids.len()].clone();
         Box::pin(async move {
             client
@@ -818,11 +822,11 @@ fn get_user_op(clients: &Clients, accounts: &Accounts) -> Op {
 }
 
 fn sign_up_op(clients: &Clients, run_id: &str, password: &str) -> Op {
-    let channels = clients.channels.clone();
+    let clients = clients.clone();
     let run_id = run_id.to_owned();
     let password = password.to_owned();
     Arc::new(move |worker, i| {
-        let mut client = AuthServiceClient::new(channels[worker % channels.len()].clone());
+        let mut client = clients.auth(worker);
         let request = SignUpRequest {
             email: format!("bench-{run_id}-s{worker}-{i}@bench.trickle.invalid"),
             password: password.clone(),

@@ -103,6 +103,12 @@ impl ClientId {
     }
 }
 
+/// How long a throttle row (failures, locked until) still locks its key, if it does.
+fn lock_left(row: Option<(i64, Option<chrono::DateTime<Utc>>)>) -> Option<Duration> {
+    let left = row?.1? - Utc::now();
+    (left > chrono::Duration::zero()).then(|| left.to_std().unwrap_or_default())
+}
+
 /// Failed-login throttling per email (or per client).
 #[derive(Debug, Clone, Copy)]
 pub struct Throttle {
@@ -237,14 +243,9 @@ impl Users {
         // A client locked out for too many failures is refused before anything else, and
         // without a hash: the lock is about the client, whatever account it names.
         if let Some(client) = client.filter(|_| self.client_throttle.enabled())
-            && let Some((_, Some(locked_until))) = self.repository.throttle(client.key()).await?
+            && let Some(retry_after) = lock_left(self.repository.throttle(client.key()).await?)
         {
-            let left = locked_until - Utc::now();
-            if left > chrono::Duration::zero() {
-                return Ok(AuthenticateOutcome::Throttled {
-                    retry_after: left.to_std().unwrap_or_default(),
-                });
-            }
+            return Ok(AuthenticateOutcome::Throttled { retry_after });
         }
         // A locked email is not checked at all (the dummy hash keeps the timing): guessing
         // stops here, for every replica, whether or not the account exists.
@@ -253,14 +254,9 @@ impl Users {
         } else {
             None
         };
-        if let Some((_, Some(locked_until))) = throttle {
-            let left = locked_until - Utc::now();
-            if left > chrono::Duration::zero() {
-                self.hasher.verify_dummy(password).await?;
-                return Ok(AuthenticateOutcome::Throttled {
-                    retry_after: left.to_std().unwrap_or_default(),
-                });
-            }
+        if let Some(retry_after) = lock_left(throttle) {
+            self.hasher.verify_dummy(password).await?;
+            return Ok(AuthenticateOutcome::Throttled { retry_after });
         }
         // The tombstone is looked up for every login, side by side with the user, so that an
         // unknown email costs the same queries as a known one (timing must not tell them apart).
@@ -329,13 +325,11 @@ impl Users {
         let locked_until = self
             .count_failure(email.normalized(), &self.throttle)
             .await?;
-        let left = locked_until
-            .map(|until| until - Utc::now())
-            .filter(|left| *left > chrono::Duration::zero());
+        let left = lock_left(Some((0, locked_until)));
         if left.is_some() {
             tracing::warn!("too many failed logins for one email: locked for a while");
         }
-        Ok(left.and_then(|l| l.to_std().ok()))
+        Ok(left)
     }
 
     /// One failure toward `key`'s counter under `throttle`; when it locks, until when.
