@@ -398,6 +398,7 @@ pub fn base_config(store: &StoreDb, legacy: &LegacyDb, signing_key_pem: &str) ->
     config.store.listen = "127.0.0.1:0".into();
     config.legacy.listen = "127.0.0.1:0".into();
     config.migration.listen = "127.0.0.1:0".into();
+    config.migration.admin_listen = "127.0.0.1:0".into();
     config.frontend.metrics_listen = "127.0.0.1:0".into();
     config.store.metrics_listen = "127.0.0.1:0".into();
     config.legacy.metrics_listen = "127.0.0.1:0".into();
@@ -463,7 +464,7 @@ impl TestTrickle {
     }
 
     pub async fn admin(&self) -> MigrationAdminClient<Channel> {
-        MigrationAdminClient::connect(self.cluster.coordinator.url())
+        MigrationAdminClient::connect(self.cluster.coordinator.admin_url())
             .await
             .expect("connect to the coordinator")
     }
@@ -544,39 +545,35 @@ pub struct TestPki {
     _dir: tempfile::TempDir,
 }
 
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl command is needed for the TLS tests");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const P256: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
 impl TestPki {
     pub fn create() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = |name: &str| dir.path().join(name).display().to_string();
-        let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .output()
-                .expect("the openssl command is needed for the TLS tests");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        std::fs::write(
-            path("leaf.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n\
-             basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n",
-        )
-        .expect("write extensions");
-        let p256 = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
         for ca in ["trusted", "rogue"] {
             let subject = format!("/CN={ca} test CA");
             let (key, cert) = (path(&format!("{ca}-ca.key")), path(&format!("{ca}-ca.pem")));
             let mut args = vec!["req", "-x509"];
-            args.extend(p256);
+            args.extend(P256);
             args.extend([
                 "-keyout", &key, "-out", &cert, "-days", "2", "-subj", &subject,
             ]);
@@ -584,55 +581,86 @@ impl TestPki {
             args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
             openssl(&args);
         }
-        let leaf = |name: &str, ca: &str| {
-            let (key, csr, cert) = (
-                path(&format!("{name}.key")),
-                path(&format!("{name}.csr")),
-                path(&format!("{name}.pem")),
-            );
-            let subject = format!("/CN=trickle-{name}");
-            let mut args = vec!["req"];
-            args.extend(p256);
-            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-            openssl(&args);
-            let (ca_cert, ca_key, ext) = (
-                path(&format!("{ca}-ca.pem")),
-                path(&format!("{ca}-ca.key")),
-                path("leaf.ext"),
-            );
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca_cert,
-                "-CAkey",
-                &ca_key,
-                "-CAcreateserial",
-                "-out",
-                &cert,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-            ]);
-            trickle_service_kit::tls::TlsConfig {
-                ca_file: path("trusted-ca.pem"),
-                cert_file: cert,
-                key_file: key,
-            }
-        };
-        let service = leaf("service", "trusted");
-        let second = leaf("second", "trusted");
-        let rogue = leaf("rogue", "rogue");
-        Self {
-            ca_pem: std::fs::read_to_string(path("trusted-ca.pem")).expect("ca"),
-            service,
-            second,
-            rogue,
+        let ca_pem = std::fs::read_to_string(path("trusted-ca.pem")).expect("ca");
+        let mut pki = Self {
+            ca_pem,
+            service: Default::default(),
+            second: Default::default(),
+            rogue: Default::default(),
             _dir: dir,
+        };
+        pki.service = pki.issue_by("service", "service.trickle.test", "trusted");
+        pki.second = pki.issue_by("second", "second.trickle.test", "trusted");
+        pki.rogue = pki.issue_by("rogue", "service.trickle.test", "rogue");
+        pki
+    }
+
+    /// A certificate from the trusted CA for `127.0.0.1`, `localhost` and `identity` (a DNS
+    /// name that `allowed_callers` can name), server and client use.
+    pub fn issue(&self, identity: &str) -> trickle_service_kit::tls::TlsConfig {
+        self.issue_by(&identity.replace('.', "-"), identity, "trusted")
+    }
+
+    fn issue_by(
+        &self,
+        file: &str,
+        identity: &str,
+        ca: &str,
+    ) -> trickle_service_kit::tls::TlsConfig {
+        let path = |name: &str| self._dir.path().join(name).display().to_string();
+        let ext = path(&format!("{file}.ext"));
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:{identity}\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n\
+                 basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            ),
+        )
+        .expect("write extensions");
+        let (key, csr, cert) = (
+            path(&format!("{file}.key")),
+            path(&format!("{file}.csr")),
+            path(&format!("{file}.pem")),
+        );
+        let subject = format!("/CN=trickle-{file}");
+        let mut args = vec!["req"];
+        args.extend(P256);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+        openssl(&args);
+        let (ca_cert, ca_key) = (path(&format!("{ca}-ca.pem")), path(&format!("{ca}-ca.key")));
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+        trickle_service_kit::tls::TlsConfig {
+            ca_file: path("trusted-ca.pem"),
+            cert_file: cert,
+            key_file: key,
+            allowed_callers: Vec::new(),
         }
+    }
+
+    /// The trusted CA's certificate file.
+    pub fn ca_file(&self) -> String {
+        self._dir
+            .path()
+            .join("trusted-ca.pem")
+            .display()
+            .to_string()
     }
 }
 

@@ -23,15 +23,18 @@ pub enum DbError {
         "database URL must start with postgres:// or sqlite:// (got a URL starting with {0:?})"
     )]
     UnsupportedUrl(String),
-    #[error("cannot connect to the {kind} database: {source}")]
+    /// The cause is flattened into the message (not a `source`), so that an error chain
+    /// printed with `{:#}` names it once.
+    #[error("cannot connect to the {role} database ({kind}): {}", describe_connect_error(.cause))]
     Connect {
+        role: &'static str,
         kind: &'static str,
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
-    #[error("cannot apply the schema migrations to the {kind} database: {source}")]
+    #[error("cannot apply the schema migrations to the {kind} database: {cause}")]
     Migrate {
         kind: &'static str,
-        source: sqlx::migrate::MigrateError,
+        cause: sqlx::migrate::MigrateError,
     },
 }
 
@@ -58,30 +61,43 @@ fn scheme_of(url: &str) -> String {
 }
 
 impl Db {
-    /// Connect to `url` (`postgres://…` or `sqlite:…`). A SQLite file is created if missing,
-    /// but not its directory.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
+    /// Connect to `url` (`postgres://…` or `sqlite:…`); `role` names the database in errors
+    /// ("user-store", "migration-coordinator"). A SQLite file is created if missing, but not
+    /// its directory.
+    ///
+    /// PostgreSQL URLs take libpq's TLS parameters: `sslmode` (`disable`, `prefer`, `require`,
+    /// `verify-ca`, `verify-full`), `sslrootcert`, `sslcert`, `sslkey`. The connection is made
+    /// here, at start, so a wrong CA or a server without TLS stops the service with one clear
+    /// error instead of failing every request.
+    pub async fn connect(
+        role: &'static str,
+        url: &str,
+        max_connections: u32,
+    ) -> Result<Self, DbError> {
         let acquire_timeout = Duration::from_secs(5);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url).map_err(|source| DbError::Connect {
+            let options = PgConnectOptions::from_str(url).map_err(|cause| DbError::Connect {
+                role,
                 kind: "PostgreSQL",
-                source,
+                cause,
             })?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await
-                .map_err(|source| DbError::Connect {
+                .map_err(|cause| DbError::Connect {
+                    role,
                     kind: "PostgreSQL",
-                    source,
+                    cause,
                 })?;
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
-                .map_err(|source| DbError::Connect {
+                .map_err(|cause| DbError::Connect {
+                    role,
                     kind: "SQLite",
-                    source,
+                    cause,
                 })?
                 .create_if_missing(true)
                 // WAL lets readers proceed while one writer commits; the busy timeout makes
@@ -94,9 +110,10 @@ impl Db {
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await
-                .map_err(|source| DbError::Connect {
+                .map_err(|cause| DbError::Connect {
+                    role,
                     kind: "SQLite",
-                    source,
+                    cause,
                 })?;
             Ok(Db::Sqlite(pool))
         } else {
@@ -118,11 +135,36 @@ impl Db {
             Db::Postgres(pool) => postgres.run(pool).await,
             Db::Sqlite(pool) => sqlite.run(pool).await,
         };
-        result.map_err(|source| DbError::Migrate { kind, source })
+        result.map_err(|cause| DbError::Migrate { kind, cause })
     }
 
     pub async fn close(&self) {
         with_db!(self, pool => pool.close().await)
+    }
+}
+
+/// An error of connecting, in one line an operator can act on. sqlx's TLS errors say what
+/// failed but not which knob decides it.
+pub fn describe_connect_error(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Tls(cause) => {
+            let mut text = format!("TLS failed: {cause}");
+            let mut source = std::error::Error::source(&**cause);
+            while let Some(inner) = source {
+                let inner_text = inner.to_string();
+                if !text.contains(&inner_text) {
+                    text.push_str(": ");
+                    text.push_str(&inner_text);
+                }
+                source = inner.source();
+            }
+            text.push_str(
+                " (check the URL's sslmode/ssl-mode and that its CA file (sslrootcert/ssl-ca) \
+                 signs the server's certificate for the host name in the URL)",
+            );
+            text
+        }
+        other => other.to_string(),
     }
 }
 

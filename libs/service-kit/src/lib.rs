@@ -2,6 +2,7 @@
 //! stop), the error vocabulary of the public contract, email normalization, and the
 //! PostgreSQL/SQLite pool used by the services that own tables.
 
+pub mod callers;
 pub mod db;
 pub mod email;
 pub mod rpc;

@@ -32,6 +32,9 @@ pub mod reason {
     pub const COUNT_UNSUPPORTED: &str = "COUNT_UNSUPPORTED";
     pub const LIST_UNSUPPORTED: &str = "LIST_UNSUPPORTED";
     pub const BACKFILL_NOT_FOUND: &str = "BACKFILL_NOT_FOUND";
+    /// Mutual TLS admitted the caller, but its certificate names no identity allowed to
+    /// call this method (`PERMISSION_DENIED`).
+    pub const CALLER_NOT_ALLOWED: &str = "CALLER_NOT_ALLOWED";
 }
 
 /// A status carrying an `ErrorInfo` with `reason`.

@@ -3,6 +3,7 @@
 //! `/metrics` on a port of its own, and a graceful stop: NOT_SERVING first, then in-flight
 //! calls finish within a grace period.
 
+use crate::callers::{CallerPolicy, CallerPolicyLayer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,16 +66,27 @@ pub async fn bind_metrics(addr: &str) -> Result<Option<TcpListener>, ServeError>
     bind(addr).await.map(Some)
 }
 
+/// One gRPC listener of a service: its socket, the routes it serves, TLS and who may call.
+#[derive(Debug)]
+struct Listener {
+    listener: TcpListener,
+    routes: Routes,
+    service_names: &'static [&'static str],
+    tls: Option<ServerTlsConfig>,
+    callers: CallerPolicy,
+    reflection: bool,
+}
+
 /// A service ready to serve: its listeners bound (so port 0 has become a real port) and its
 /// routes built. `trickle serve` runs it in the foreground, `trickle dev` and the tests spawn it.
 #[derive(Debug)]
 pub struct BoundServer {
-    listener: TcpListener,
-    routes: Routes,
-    service_names: &'static [&'static str],
+    main: Listener,
+    /// A second listener for operators (the coordinator's `MigrationAdmin`), apart from the
+    /// address other services use so that a NetworkPolicy can keep them off it.
+    admin: Option<Listener>,
     metrics: Option<TcpListener>,
     background: Vec<JoinHandle<()>>,
-    tls: Option<ServerTlsConfig>,
 }
 
 impl BoundServer {
@@ -84,19 +96,66 @@ impl BoundServer {
         service_names: &'static [&'static str],
     ) -> Self {
         Self {
-            listener,
-            routes,
-            service_names,
+            main: Listener {
+                listener,
+                routes,
+                service_names,
+                tls: None,
+                callers: CallerPolicy::default(),
+                reflection: true,
+            },
+            admin: None,
             metrics: None,
             background: Vec::new(),
-            tls: None,
         }
     }
 
     /// Require callers to present a certificate signed by the configured CA (mutual TLS),
-    /// when `tls` is set.
+    /// when `tls` is set; with `tls.allowed_callers`, only those identities are served.
     pub fn with_tls(mut self, tls: &crate::tls::TlsConfig) -> Result<Self, ServeError> {
-        self.tls = tls.server()?;
+        self.main.tls = tls.server()?;
+        self.main.callers = CallerPolicy::allow(&tls.allowed_callers);
+        if tls.is_enabled() && tls.allowed_callers.is_empty() {
+            tracing::warn!(
+                services = ?self.main.service_names,
+                "mutual TLS is on but allowed_callers is empty: any certificate from the CA may call every method"
+            );
+        }
+        Ok(self)
+    }
+
+    /// Who may call which method (replaces the policy [`BoundServer::with_tls`] set).
+    #[must_use]
+    pub fn with_callers(mut self, callers: CallerPolicy) -> Self {
+        self.main.callers = callers;
+        self
+    }
+
+    /// Serve gRPC reflection (on by default; the public API turns it off unless configured).
+    #[must_use]
+    pub fn with_reflection(mut self, reflection: bool) -> Self {
+        self.main.reflection = reflection;
+        self
+    }
+
+    /// Also serve `routes` on a listener of their own, with the same TLS material and the
+    /// callers `allowed` there.
+    pub fn with_admin_listener(
+        mut self,
+        listener: TcpListener,
+        routes: Routes,
+        service_names: &'static [&'static str],
+        tls: &crate::tls::TlsConfig,
+        allowed: &[String],
+    ) -> Result<Self, ServeError> {
+        self.admin = Some(Listener {
+            listener,
+            routes,
+            service_names,
+            tls: tls.server()?,
+            callers: CallerPolicy::allow(allowed),
+            reflection: true,
+        });
         Ok(self)
     }
 
@@ -115,7 +174,14 @@ impl BoundServer {
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.main.listener.local_addr()
+    }
+
+    /// Where the operators' listener is, if the service has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|a| a.listener.local_addr().ok())
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
@@ -128,14 +194,12 @@ impl BoundServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let BoundServer {
-            listener,
-            routes,
-            service_names,
+            main,
+            admin,
             metrics,
             background,
-            tls,
         } = self;
-        let result = serve(listener, routes, service_names, metrics, tls, shutdown).await;
+        let result = serve(main, admin, metrics, shutdown).await;
         for task in background {
             task.abort();
         }
@@ -145,6 +209,7 @@ impl BoundServer {
     /// Serve on a background task.
     pub fn spawn(self) -> std::io::Result<RunningServer> {
         let local_addr = self.local_addr()?;
+        let admin_addr = self.admin_addr();
         let metrics_addr = self.metrics_addr();
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(self.run_until_stopped(async move {
@@ -152,6 +217,7 @@ impl BoundServer {
         }));
         Ok(RunningServer {
             local_addr,
+            admin_addr,
             metrics_addr,
             stop,
             task: Some(task),
@@ -159,17 +225,21 @@ impl BoundServer {
     }
 }
 
-/// Serve `routes` on `listener` (and `/metrics` on `metrics`) until `shutdown` resolves.
+/// Serve the listeners (and `/metrics` on `metrics`) until `shutdown` resolves.
 async fn serve(
-    listener: TcpListener,
-    routes: Routes,
-    service_names: &'static [&'static str],
+    main: Listener,
+    admin: Option<Listener>,
     metrics: Option<TcpListener>,
-    tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for name in service_names {
+    let all_names: Vec<&'static str> = main
+        .service_names
+        .iter()
+        .chain(admin.iter().flat_map(|a| a.service_names.iter()))
+        .copied()
+        .collect();
+    for name in &all_names {
         health_reporter
             .set_service_status(*name, ServingStatus::Serving)
             .await;
@@ -179,27 +249,11 @@ async fn serve(
         .set_service_status("", ServingStatus::Serving)
         .await;
 
-    // Reflection lists only this server's services, and knows the google.rpc error details so
-    // that grpcurl can print ErrorInfo and BadRequest.
-    let reflection = || {
-        let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(trickle_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
-        for name in service_names {
-            builder = builder.with_service_name(*name);
-        }
-        builder
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    // One stop signal, three listeners: the health reporter, the gRPC server, /metrics.
+    // One stop signal for every listener, the health reporter and /metrics.
     let (stopping, stop_signal) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
-        for name in service_names {
+        for name in &all_names {
             health_reporter
                 .set_service_status(*name, ServingStatus::NotServing)
                 .await;
@@ -220,20 +274,80 @@ async fn serve(
         ));
     }
 
+    let main_server = serve_listener(
+        main,
+        health_service.clone(),
+        wait_for_stop(stop_signal.clone()),
+    );
+    let admin_stop = wait_for_stop(stop_signal.clone());
+    let admin_server = async move {
+        match admin {
+            Some(admin) => serve_listener(admin, health_service, admin_stop).await,
+            None => Ok(()),
+        }
+    };
+    let servers = async { tokio::try_join!(main_server, admin_server).map(drop) };
+    let grace = {
+        let stopped = wait_for_stop(stop_signal);
+        async move {
+            stopped.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    tokio::select! {
+        result = servers => result?,
+        () = grace => tracing::warn!(grace_seconds = SHUTDOWN_GRACE.as_secs(), "in-flight calls did not finish within the grace period; stopping anyway"),
+    }
+    Ok(())
+}
+
+/// Serve one listener until `stop` resolves.
+async fn serve_listener(
+    listener: Listener,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let Listener {
+        listener,
+        routes,
+        service_names,
+        tls,
+        callers,
+        reflection,
+    } = listener;
     let mut builder = Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    let server = builder
+    let mut routes = routes.add_service(health_service);
+    if reflection {
+        // Reflection lists only this listener's services, and knows the google.rpc error
+        // details so that grpcurl can print ErrorInfo and BadRequest.
+        let reflection = || {
+            let mut builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(trickle_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health");
+            for name in service_names {
+                builder = builder.with_service_name(*name);
+            }
+            builder
+        };
+        routes = routes
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+    }
+    builder
         // Every call ends: a caller's shorter grpc-timeout wins, this bounds the rest.
         .timeout(REQUEST_DEADLINE)
         // Metadata is for trace context and auth, not payloads.
         .http2_max_header_list_size(Some(MAX_METADATA_BYTES))
         .layer(ServerTraceLayer::new(trickle_proto::method_paths()))
+        .layer(CallerPolicyLayer::new(callers))
         .add_routes(routes)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
             // Accepted sockets do not inherit Server::tcp_nodelay: without TCP_NODELAY a
             // small response can wait for the peer's delayed ACK, ~40 ms on Linux, which was
@@ -244,19 +358,9 @@ async fn serve(
                 }
                 accepted
             }),
-            wait_for_stop(stop_signal.clone()),
-        );
-    let grace = {
-        let stopped = wait_for_stop(stop_signal);
-        async move {
-            stopped.await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        }
-    };
-    tokio::select! {
-        result = server => result?,
-        () = grace => tracing::warn!(grace_seconds = SHUTDOWN_GRACE.as_secs(), "in-flight calls did not finish within the grace period; stopping anyway"),
-    }
+            stop,
+        )
+        .await?;
     Ok(())
 }
 
@@ -264,6 +368,8 @@ async fn serve(
 #[derive(Debug)]
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    /// Where the operators' listener is, if the service has one.
+    pub admin_addr: Option<SocketAddr>,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -274,6 +380,15 @@ impl RunningServer {
     /// `http://ADDR`, for clients.
     pub fn url(&self) -> String {
         format!("http://{}", self.local_addr)
+    }
+
+    /// `http://ADDR` of the operators' listener (panics when the service has none: a bug in
+    /// the caller, which knows what it started).
+    pub fn admin_url(&self) -> String {
+        match self.admin_addr {
+            Some(addr) => format!("http://{addr}"),
+            None => panic!("this service has no admin listener"),
+        }
     }
 
     /// Ask the server to stop without waiting: it reports NOT_SERVING and drains.

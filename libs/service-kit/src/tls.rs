@@ -19,6 +19,10 @@ pub struct TlsConfig {
     pub cert_file: String,
     /// PEM private key of `cert_file`.
     pub key_file: String,
+    /// The identities allowed to call this service's server: DNS names (or IP addresses)
+    /// that a caller's certificate must be valid for, checked like a server's name. Others
+    /// get `PERMISSION_DENIED`. Empty: any certificate from `ca_file` (a warning at start).
+    pub allowed_callers: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -147,7 +147,7 @@ where
                     Err(_) => 2,
                 };
                 recorder.record("rpc.grpc.status_code", code);
-                if code != 0 {
+                if is_server_error(code) {
                     recorder.record("otel.status_code", "ERROR");
                 }
                 crate::metrics::grpc_request(
@@ -161,6 +161,14 @@ where
             .instrument(span),
         )
     }
+}
+
+/// Whether a server span with this gRPC status is an error, per the OpenTelemetry gRPC
+/// conventions: only codes that mean the server failed (UNKNOWN, DEADLINE_EXCEEDED,
+/// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS). A wrong password (UNAUTHENTICATED) or a
+/// bad request is the caller's answer, not a server error, and must not page anyone.
+pub fn is_server_error(code: i32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
 /// Client side: a span per outgoing call, its context injected as `traceparent`.
@@ -254,29 +262,112 @@ impl OtlpExporter {
     }
 
     fn build(endpoint: Option<&str>) -> Result<Self, String> {
-        use opentelemetry_otlp::WithExportConfig as _;
+        use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+        let tls = otlp_tls_from_env(endpoint)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("trickle-otlp")
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the OTLP exporter's runtime: {e}"))?;
-        let inner = {
+        let built = {
             let _entered = runtime.enter();
             let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
             let builder = match endpoint {
                 Some(endpoint) => builder.with_endpoint(endpoint),
                 None => builder,
             };
-            builder
-                .build()
-                .map_err(|e| format!("invalid OTLP exporter configuration: {e}"))?
+            let builder = match tls {
+                Some(tls) => builder.with_tls_config(tls),
+                None => builder,
+            };
+            builder.build()
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-            runtime: Arc::new(runtime),
-        })
+        match built {
+            Ok(inner) => Ok(Self {
+                inner: Arc::new(inner),
+                runtime: Arc::new(runtime),
+            }),
+            Err(e) => {
+                // Dropping a runtime inside the caller's async context panics (every
+                // `trickle serve` starts telemetry inside one): let it go in the background.
+                runtime.shutdown_background();
+                Err(format!(
+                    "invalid OTLP exporter configuration (OTEL_EXPORTER_OTLP_*): {e}"
+                ))
+            }
+        }
     }
+}
+
+/// The first set of `names`, trimmed.
+fn first_env(names: &[&str]) -> Option<(String, String)> {
+    names.iter().find_map(|name| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .map(|v| ((*name).to_owned(), v))
+    })
+}
+
+/// TLS for an `https://` collector, from the standard variables (the `_TRACES_` ones win):
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` (the CA to trust instead of the system's roots),
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `OTEL_EXPORTER_OTLP_CLIENT_KEY` (mutual TLS).
+/// `None` for a plain-text endpoint. Headers (`OTEL_EXPORTER_OTLP_HEADERS`, API keys) are
+/// read by the exporter itself and never logged.
+fn otlp_tls_from_env(
+    endpoint: Option<&str>,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    let endpoint = match endpoint {
+        Some(endpoint) => endpoint.to_owned(),
+        None => first_env(&[
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ])
+        .map(|(_, v)| v)
+        .unwrap_or_default(),
+    };
+    if !endpoint.starts_with("https://") {
+        return Ok(None);
+    }
+    let read = |name: &str, path: &str| {
+        std::fs::read(path).map_err(|e| format!("cannot read {name} ({path}): {e}"))
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    match first_env(&[
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ]) {
+        Some((name, path)) => {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(&name, &path)?));
+        }
+        None => tls = tls.with_native_roots(),
+    }
+    let cert = first_env(&[
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    ]);
+    let key = first_env(&[
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    ]);
+    match (cert, key) {
+        (Some((cert_name, cert)), Some((key_name, key))) => {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(&cert_name, &cert)?,
+                read(&key_name, &key)?,
+            ));
+        }
+        (None, None) => {}
+        (Some((name, _)), None) | (None, Some((name, _))) => {
+            return Err(format!(
+                "{name} is set but not its pair: a client certificate needs both \
+                 OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY"
+            ));
+        }
+    }
+    Ok(Some(tls))
 }
 
 impl SpanExporter for OtlpExporter {

@@ -530,7 +530,7 @@ impl AuthFlows {
     }
 
     pub fn jwks(&self) -> Vec<PublicJwk> {
-        vec![self.tokens.jwk()]
+        self.tokens.jwks()
     }
 }
 

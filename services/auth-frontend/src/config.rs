@@ -24,6 +24,12 @@ pub struct FrontendConfig {
     /// Mutual TLS on the public API: callers must present a certificate from `ca_file`, and
     /// failed logins are also counted per calling client (its certificate's fingerprint).
     pub public_tls: trickle_service_kit::tls::TlsConfig,
+    /// Serve gRPC reflection on the public API (grpcurl without a .proto). Off by default:
+    /// it is a map of the API for anyone who can reach the port. `trickle dev` turns it on.
+    pub reflection: bool,
+    /// With `[frontend.public_tls]`, the certificate identities allowed to call each
+    /// privileged RPC (see [`PrivilegedCallers`]).
+    pub privileged_callers: PrivilegedCallers,
     /// Opt-in: with a key, the login span carries `trickle.user.email_hash`, an HMAC-SHA256
     /// of the normalized email under this key. Empty (default): emails never reach telemetry.
     pub telemetry_email_hash_key: String,
@@ -40,8 +46,61 @@ impl Default for FrontendConfig {
             metrics_listen: "127.0.0.1:9101".into(),
             tls: trickle_service_kit::tls::TlsConfig::default(),
             public_tls: trickle_service_kit::tls::TlsConfig::default(),
+            reflection: false,
+            privileged_callers: PrivilegedCallers::default(),
             telemetry_email_hash_key: String::new(),
         }
+    }
+}
+
+/// `[frontend.privileged_callers]`: who may call the RPCs that act on an account without its
+/// password. Each key lists certificate identities (DNS names of client certificates under
+/// `[frontend.public_tls]`); a caller not listed gets `PERMISSION_DENIED`. A key left out
+/// means: any caller with a valid certificate — except `create_password_reset_ticket`,
+/// which is closed unless named, since a reset ticket in the wrong hands takes the account.
+///
+/// Without `[frontend.public_tls]` there is no caller identity to check: setting any key is
+/// then a start error, and only the NetworkPolicy stands between callers and these RPCs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivilegedCallers {
+    pub create_password_reset_ticket: Option<Vec<String>>,
+    pub create_email_verification_ticket: Option<Vec<String>>,
+    pub delete_user: Option<Vec<String>>,
+    pub change_email: Option<Vec<String>>,
+    pub get_user: Option<Vec<String>>,
+}
+
+impl PrivilegedCallers {
+    /// Whether any key is set.
+    pub fn is_set(&self) -> bool {
+        *self != Self::default()
+    }
+
+    /// Method path → allowed identities, as the server's caller policy takes them.
+    pub fn per_method(&self) -> std::collections::HashMap<String, Vec<String>> {
+        let method = |name: &str| format!("/trickle.auth.v1.AuthService/{name}");
+        let mut map = std::collections::HashMap::new();
+        map.insert(
+            method("CreatePasswordResetTicket"),
+            self.create_password_reset_ticket
+                .clone()
+                .unwrap_or_default(),
+        );
+        for (name, list) in [
+            (
+                "CreateEmailVerificationTicket",
+                &self.create_email_verification_ticket,
+            ),
+            ("DeleteUser", &self.delete_user),
+            ("ChangeEmail", &self.change_email),
+            ("GetUser", &self.get_user),
+        ] {
+            if let Some(list) = list {
+                map.insert(method(name), list.clone());
+            }
+        }
+        map
     }
 }
 
@@ -58,6 +117,12 @@ pub struct TokenConfig {
     pub signing_key_file: String,
     /// The same key inline, for `TRICKLE_TOKENS__SIGNING_KEY` from a Secret. Wins over the file.
     pub signing_key: String,
+    /// A key set for rotation: a directory (a mounted Secret) with one PEM file per key.
+    /// `current_key` signs; every other file (PKCS#8 private or SPKI public key) still
+    /// verifies and is published in the JWKS. Wins over `signing_key[_file]`.
+    pub keys_dir: String,
+    /// The file name in `keys_dir` of the key that signs new tokens.
+    pub current_key: String,
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -67,6 +132,8 @@ impl std::fmt::Debug for TokenConfig {
             .field("audience", &self.audience)
             .field("ttl_seconds", &self.ttl_seconds)
             .field("signing_key_file", &self.signing_key_file)
+            .field("keys_dir", &self.keys_dir)
+            .field("current_key", &self.current_key)
             .field(
                 "signing_key",
                 &if self.signing_key.is_empty() {
@@ -87,6 +154,8 @@ impl Default for TokenConfig {
             ttl_seconds: 900,
             signing_key_file: String::new(),
             signing_key: String::new(),
+            keys_dir: String::new(),
+            current_key: String::new(),
         }
     }
 }

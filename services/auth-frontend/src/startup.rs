@@ -10,6 +10,7 @@ use tonic::service::Routes;
 use trickle_proto::auth::v1::auth_service_server::AuthServiceServer;
 use trickle_proto::migration::v1::migration_coordinator_client::MigrationCoordinatorClient;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
+use trickle_service_kit::callers::CallerPolicy;
 use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 
 pub const SERVICE_NAMES: &[&str] = &["trickle.auth.v1.AuthService"];
@@ -24,6 +25,11 @@ pub enum StartError {
     Serve(#[from] server::ServeError),
     #[error("cannot read the listener address: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "[frontend.privileged_callers] names certificate identities, but [frontend.public_tls] \
+         is off, so callers have none: turn on public_tls or remove privileged_callers"
+    )]
+    PrivilegedWithoutTls,
 }
 
 /// Load the signing key, prepare the (lazy) channels to the store and coordinator, bind.
@@ -55,7 +61,19 @@ pub async fn build(
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
-    Ok(BoundServer::new(listener, routes, SERVICE_NAMES)
+    let server = BoundServer::new(listener, routes, SERVICE_NAMES)
         .with_tls(&config.public_tls)?
-        .with_metrics(metrics))
+        .with_reflection(config.reflection)
+        .with_metrics(metrics);
+    if !config.public_tls.is_enabled() {
+        if config.privileged_callers.is_set() {
+            return Err(StartError::PrivilegedWithoutTls);
+        }
+        return Ok(server);
+    }
+    // With client certificates, privileged RPCs are decided per caller identity.
+    Ok(server.with_callers(CallerPolicy {
+        default: config.public_tls.allowed_callers.clone(),
+        per_method: config.privileged_callers.per_method(),
+    }))
 }

@@ -28,6 +28,25 @@ pub enum KeyError {
     Invalid,
     #[error("cannot generate a signing key: {0}")]
     Generate(String),
+    #[error("cannot read the token key directory {path}: {source}")]
+    ReadDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the token key file {file} is neither a PKCS#8 PEM Ed25519 private key nor an SPKI PEM Ed25519 public key"
+    )]
+    InvalidInSet { file: String },
+    #[error(
+        "[tokens] current_key = {name:?} is not a private key file in {dir} (files there: {found})"
+    )]
+    NoCurrent {
+        name: String,
+        dir: String,
+        found: String,
+    },
+    #[error("[tokens] keys_dir is set: also set current_key, the file name of the key that signs")]
+    CurrentUnset,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -67,12 +86,15 @@ pub struct PublicJwk {
     pub x: String,
 }
 
-/// Signs and validates access tokens with one Ed25519 key.
+/// Signs access tokens with the current Ed25519 key and validates them with any key of the
+/// set: after a rotation the previous keys keep verifying (and stay in the JWKS) until the
+/// operator removes them, once their last token has expired.
 #[derive(Clone)]
 pub struct TokenIssuer {
     signing: SigningKey,
-    verifying: VerifyingKey,
     kid: String,
+    /// Every key that verifies, the current one first, by kid.
+    verifying: Vec<(String, VerifyingKey)>,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -98,8 +120,30 @@ pub fn generate_signing_key_pem() -> Result<String, KeyError> {
     Ok(pem.to_string())
 }
 
+/// The kid of a public key: RFC 7638-style, derived from the key, so rotating the key
+/// rotates the kid and every replica computes the same one.
+fn kid_of(key: &VerifyingKey) -> String {
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    B64.encode(&digest[..12])
+}
+
+/// A key of the set: a private key (it could sign) or a public one (verify only).
+fn parse_key(pem: &str) -> Option<(Option<SigningKey>, VerifyingKey)> {
+    use ed25519_dalek::pkcs8::DecodePublicKey as _;
+    if let Ok(signing) = SigningKey::from_pkcs8_pem(pem.trim()) {
+        let verifying = signing.verifying_key();
+        return Some((Some(signing), verifying));
+    }
+    VerifyingKey::from_public_key_pem(pem.trim())
+        .ok()
+        .map(|verifying| (None, verifying))
+}
+
 impl TokenIssuer {
     pub fn from_config(config: &crate::config::TokenConfig) -> Result<Self, KeyError> {
+        if !config.keys_dir.is_empty() {
+            return Self::from_dir(config);
+        }
         let pem = if !config.signing_key.trim().is_empty() {
             config.signing_key.clone()
         } else if !config.signing_key_file.is_empty() {
@@ -126,13 +170,10 @@ impl TokenIssuer {
     ) -> Result<Self, KeyError> {
         let signing = SigningKey::from_pkcs8_pem(pem.trim()).map_err(|_| KeyError::Invalid)?;
         let verifying = signing.verifying_key();
-        // RFC 7638-style: a stable id derived from the public key, so rotating the key
-        // rotates the kid.
-        let digest = sha2::Sha256::digest(verifying.as_bytes());
-        let kid = B64.encode(&digest[..12]);
+        let kid = kid_of(&verifying);
         Ok(Self {
             signing,
-            verifying,
+            verifying: vec![(kid.clone(), verifying)],
             kid,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
@@ -140,15 +181,98 @@ impl TokenIssuer {
         })
     }
 
+    /// A key set from a directory (a Kubernetes Secret mounted with one file per key): the
+    /// file named `current_key` signs; every other key file (private or public PEM) only
+    /// verifies. Hidden files (the `..data` links of a Secret volume) are skipped.
+    fn from_dir(config: &crate::config::TokenConfig) -> Result<Self, KeyError> {
+        if config.current_key.trim().is_empty() {
+            return Err(KeyError::CurrentUnset);
+        }
+        let dir = &config.keys_dir;
+        let read_dir_error = |source| KeyError::ReadDir {
+            path: dir.clone(),
+            source,
+        };
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .map_err(read_dir_error)?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| {
+                path.is_file()
+                    && !path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.'))
+            })
+            .collect();
+        files.sort();
+        let mut current = None;
+        let mut others = Vec::new();
+        for path in &files {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let (signing, verifying) =
+                parse_key(&pem).ok_or_else(|| KeyError::InvalidInSet { file: name.clone() })?;
+            if name == config.current_key.trim() {
+                current = signing.map(|s| (s, verifying));
+            } else {
+                others.push(verifying);
+            }
+        }
+        let Some((signing, verifying)) = current else {
+            return Err(KeyError::NoCurrent {
+                name: config.current_key.clone(),
+                dir: dir.clone(),
+                found: files
+                    .iter()
+                    .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let kid = kid_of(&verifying);
+        let mut keys = vec![(kid.clone(), verifying)];
+        for key in others {
+            let other_kid = kid_of(&key);
+            if !keys.iter().any(|(k, _)| *k == other_kid) {
+                keys.push((other_kid, key));
+            }
+        }
+        Ok(Self {
+            signing,
+            verifying: keys,
+            kid,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            ttl: Duration::from_secs(config.ttl_seconds.max(1)),
+        })
+    }
+
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
 
-    pub fn jwk(&self) -> PublicJwk {
-        PublicJwk {
-            kid: self.kid.clone(),
-            x: B64.encode(self.verifying.as_bytes()),
-        }
+    /// The kid of the key that signs new tokens.
+    pub fn current_kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The JWK Set: every key that verifies, the signing key first.
+    pub fn jwks(&self) -> Vec<PublicJwk> {
+        self.verifying
+            .iter()
+            .map(|(kid, key)| PublicJwk {
+                kid: kid.clone(),
+                x: B64.encode(key.as_bytes()),
+            })
+            .collect()
     }
 
     /// Issue a token for a user, valid from `now` (seconds since the epoch).
@@ -188,14 +312,16 @@ impl TokenIssuer {
             return Err(TokenError::Invalid);
         }
         let header: Header = decode_json(header)?;
-        // Only our algorithm and our key: never let the token choose how it is verified.
-        if header.alg != "EdDSA" || header.kid != self.kid {
+        // Only our algorithm and our keys: never let the token choose how it is verified.
+        if header.alg != "EdDSA" {
             return Err(TokenError::Invalid);
         }
+        let Some((_, key)) = self.verifying.iter().find(|(kid, _)| *kid == header.kid) else {
+            return Err(TokenError::Invalid);
+        };
         let signature = B64.decode(signature).map_err(|_| TokenError::Invalid)?;
         let signature = Signature::from_slice(&signature).map_err(|_| TokenError::Invalid)?;
-        self.verifying
-            .verify_strict(signed.as_bytes(), &signature)
+        key.verify_strict(signed.as_bytes(), &signature)
             .map_err(|_| TokenError::Invalid)?;
         let claims: Claims = decode_json(payload)?;
         if claims.iss != self.issuer || claims.aud != self.audience {
@@ -258,5 +384,76 @@ mod tests {
             Err(TokenError::Invalid)
         );
         assert_eq!(issuer.validate("", 1_010), Err(TokenError::Invalid));
+    }
+
+    fn config_for(dir: &std::path::Path, current: &str) -> crate::config::TokenConfig {
+        crate::config::TokenConfig {
+            keys_dir: dir.display().to_string(),
+            current_key: current.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A rotation: the new key signs, tokens of the old one still validate while it is in
+    /// the set (as a private or a public key), and stop once it is removed.
+    #[test]
+    fn rotation_keeps_old_tokens_valid_until_the_old_key_leaves_the_set() {
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old_pem = generate_signing_key_pem().expect("key");
+        std::fs::write(dir.path().join("2026-10.pem"), &old_pem).expect("write");
+        // A Secret volume's bookkeeping entries are not keys.
+        std::fs::write(dir.path().join("..data"), "not a key").expect("write");
+        let before = TokenIssuer::from_config(&config_for(dir.path(), "2026-10.pem")).expect("set");
+        let now = chrono::Utc::now().timestamp();
+        let old_token = before.issue("u1", "a@example.com", "", now);
+
+        std::fs::write(
+            dir.path().join("2026-11.pem"),
+            generate_signing_key_pem().expect("key"),
+        )
+        .expect("write");
+        let after = TokenIssuer::from_config(&config_for(dir.path(), "2026-11.pem")).expect("set");
+        assert_ne!(after.current_kid(), before.current_kid());
+        let kids: Vec<String> = after.jwks().into_iter().map(|k| k.kid).collect();
+        assert_eq!(kids, [after.current_kid(), before.current_kid()]);
+        assert!(after.validate(&old_token, now + 1).is_ok());
+        let new_token = after.issue("u1", "a@example.com", "", now);
+        assert!(after.validate(&new_token, now + 1).is_ok());
+
+        // The old key kept as a public key only: still verifies.
+        let public = SigningKey::from_pkcs8_pem(&old_pem)
+            .expect("key")
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("pem");
+        std::fs::write(dir.path().join("2026-10.pem"), public).expect("write");
+        let public_only =
+            TokenIssuer::from_config(&config_for(dir.path(), "2026-11.pem")).expect("set");
+        assert!(public_only.validate(&old_token, now + 1).is_ok());
+
+        std::fs::remove_file(dir.path().join("2026-10.pem")).expect("remove");
+        let removed =
+            TokenIssuer::from_config(&config_for(dir.path(), "2026-11.pem")).expect("set");
+        assert_eq!(
+            removed.validate(&old_token, now + 1),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(removed.jwks().len(), 1);
+    }
+
+    #[test]
+    fn a_key_set_without_its_current_key_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("a.pem"),
+            generate_signing_key_pem().expect("key"),
+        )
+        .expect("write");
+        let err = TokenIssuer::from_config(&config_for(dir.path(), "b.pem")).expect_err("missing");
+        assert!(err.to_string().contains("a.pem"), "{err}");
+        std::fs::write(dir.path().join("junk.pem"), "junk").expect("write");
+        let err = TokenIssuer::from_config(&config_for(dir.path(), "a.pem")).expect_err("junk");
+        assert!(err.to_string().contains("junk.pem"), "{err}");
     }
 }

@@ -121,9 +121,38 @@ impl LegacyPool {
     }
 }
 
+impl LegacyPool {
+    fn kind(&self) -> &'static str {
+        match self {
+            LegacyPool::Postgres(_) => "PostgreSQL",
+            LegacyPool::MySql(_) => "MySQL/MariaDB",
+            LegacyPool::Sqlite(_) => "SQLite",
+        }
+    }
+}
+
+/// Whether `url` asks for an encrypted connection: PostgreSQL's `sslmode` `require`,
+/// `verify-ca`, `verify-full`, or MySQL's `ssl-mode` `REQUIRED`, `VERIFY_CA`,
+/// `VERIFY_IDENTITY` (`prefer`/`PREFERRED` fall back to plain text, so nothing to check).
+fn url_requires_tls(url: &str) -> bool {
+    let Some((_, query)) = url.split_once('?') else {
+        return false;
+    };
+    query.split('&').any(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        matches!(key, "sslmode" | "ssl-mode" | "ssl_mode")
+            && matches!(
+                value.to_ascii_lowercase().replace('_', "-").as_str(),
+                "require" | "required" | "verify-ca" | "verify-full" | "verify-identity"
+            )
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct SqlBackend {
     pool: LegacyPool,
+    /// The URL asks for TLS: checked once at start (see [`SqlBackend::check_tls`]).
+    requires_tls: bool,
     find_user: Arc<str>,
     list_users: Option<Arc<str>>,
     list_users_cursor: CursorKind,
@@ -155,6 +184,7 @@ impl SqlBackend {
         )?;
         Ok(Self {
             pool,
+            requires_tls: url_requires_tls(&config.database_url),
             find_user: Arc::from(config.find_user.as_str()),
             list_users: (!config.list_users.trim().is_empty())
                 .then(|| Arc::from(config.list_users.as_str())),
@@ -167,6 +197,40 @@ impl SqlBackend {
             hasher,
             dummy: Arc::new(RwLock::new(None)),
         })
+    }
+
+    /// When the URL asks for TLS, connect once at start: a wrong CA, a certificate for another
+    /// host or a server without TLS is a configuration error the operator must see at once,
+    /// not a stream of UNAVAILABLE logins. A database that is merely down is not: the
+    /// connector starts without it, as always, and logins fail with UNAVAILABLE until it is up.
+    pub async fn check_tls(&self) -> Result<(), LegacyError> {
+        if !self.requires_tls {
+            return Ok(());
+        }
+        let attempt = with_legacy_pool!(&self.pool, p => p.acquire().await.map(drop));
+        let down = |error: &sqlx::Error| match error {
+            sqlx::Error::PoolTimedOut => true,
+            sqlx::Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ),
+            _ => false,
+        };
+        match attempt {
+            Ok(()) => Ok(()),
+            Err(error) if down(&error) => {
+                tracing::warn!(error = %error, "the legacy database cannot be reached at start; its TLS settings will be checked on first use");
+                Ok(())
+            }
+            Err(error) => Err(LegacyError::Config(format!(
+                "cannot connect to the legacy database ({}): {}",
+                self.pool.kind(),
+                trickle_service_kit::db::describe_connect_error(&error)
+            ))),
+        }
     }
 
     #[tracing::instrument(name = "legacy.login", skip_all, fields(trickle.legacy.id, trickle.hash.scheme))]

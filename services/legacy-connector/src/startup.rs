@@ -37,7 +37,9 @@ pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
     )?;
     let backend = match config.backend {
         Backend::Sql => {
-            LegacyBackend::Sql(SqlBackend::new(&crate::presets::resolve(config)?, hasher)?)
+            let sql = SqlBackend::new(&crate::presets::resolve(config)?, hasher)?;
+            sql.check_tls().await?;
+            LegacyBackend::Sql(sql)
         }
         Backend::Http => LegacyBackend::Http(HttpBackend::new(
             &config.http,

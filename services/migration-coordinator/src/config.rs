@@ -34,6 +34,13 @@ impl Mode {
 pub struct MigrationConfig {
     /// Where the coordinator's gRPC server listens.
     pub listen: String,
+    /// Where the operators' API (`MigrationAdmin`: status, mode switch, backfill) listens.
+    /// Never the address in `[frontend] coordinator_url`: the frontend has no business
+    /// switching the mode, and a NetworkPolicy keeps everyone but operators off this port.
+    pub admin_listen: String,
+    /// With mutual TLS on, the certificate identities (DNS names) allowed on `admin_listen`
+    /// (for example the `trickle admin` client certificate of your operators).
+    pub admin_allowed_callers: Vec<String>,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
     pub metrics_listen: String,
     /// Mutual TLS: only callers with a certificate from `ca_file` are served, and the
@@ -71,6 +78,8 @@ impl Default for MigrationConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50054".into(),
+            admin_listen: "127.0.0.1:50055".into(),
+            admin_allowed_callers: Vec::new(),
             metrics_listen: "127.0.0.1:9104".into(),
             tls: trickle_service_kit::tls::TlsConfig::default(),
             status_refresh_seconds: 30,

@@ -18,10 +18,10 @@ use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 /// Deadline of one backfill call (a page insert, or the start of the legacy stream).
 const BACKFILL_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub const SERVICE_NAMES: &[&str] = &[
-    "trickle.migration.v1.MigrationCoordinator",
-    "trickle.migration.v1.MigrationAdmin",
-];
+pub const SERVICE_NAMES: &[&str] = &["trickle.migration.v1.MigrationCoordinator"];
+
+/// Served on `[migration] admin_listen` only.
+pub const ADMIN_SERVICE_NAMES: &[&str] = &["trickle.migration.v1.MigrationAdmin"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -44,7 +44,12 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
     if config.database_url.is_empty() {
         return Err(StartError::NoDatabase);
     }
-    let db = Db::connect(&config.database_url, config.max_connections).await?;
+    let db = Db::connect(
+        "migration-coordinator",
+        &config.database_url,
+        config.max_connections,
+    )
+    .await?;
     db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
     let ledger = Ledger::open(db, config.mode, Duration::from_millis(config.mode_cache_ms)).await?;
     let mode = ledger.mode().await?;
@@ -87,14 +92,15 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
     let gauges =
         coordinator.spawn_gauge_refresh(Duration::from_secs(config.status_refresh_seconds));
     let listener = server::bind(&config.listen).await?;
+    let admin_listener = server::bind(&config.admin_listen).await?;
     tracing::info!(mode = mode.as_str(), "migration-coordinator ready");
     let routes = Routes::new(
         MigrationCoordinatorServer::new(CoordinatorService {
             coordinator: coordinator.clone(),
         })
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-    )
-    .add_service(
+    );
+    let admin_routes = Routes::new(
         MigrationAdminServer::new(AdminService {
             coordinator,
             backfiller,
@@ -104,6 +110,13 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
     Ok(BoundServer::new(listener, routes, SERVICE_NAMES)
         .with_tls(&config.tls)?
+        .with_admin_listener(
+            admin_listener,
+            admin_routes,
+            ADMIN_SERVICE_NAMES,
+            &config.tls,
+            &config.admin_allowed_callers,
+        )?
         .with_metrics(metrics)
         .with_background(gauges)
         .with_background(supervisor))
@@ -112,11 +125,19 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
 pub fn migrator_postgres() -> sqlx::migrate::Migrator {
     let mut migrator = sqlx::migrate!("migrations/postgres");
     migrator.dangerous_set_table_name("_trickle_coordinator_migrations");
+    // A rollback runs the previous image against a schema a newer one already extended:
+    // migrations are additive (expand first, contract in a later release), so a version the
+    // binary does not know is not an error.
+    migrator.set_ignore_missing(true);
     migrator
 }
 
 pub fn migrator_sqlite() -> sqlx::migrate::Migrator {
     let mut migrator = sqlx::migrate!("migrations/sqlite");
     migrator.dangerous_set_table_name("_trickle_coordinator_migrations");
+    // A rollback runs the previous image against a schema a newer one already extended:
+    // migrations are additive (expand first, contract in a later release), so a version the
+    // binary does not know is not an error.
+    migrator.set_ignore_missing(true);
     migrator
 }

@@ -42,6 +42,7 @@ impl ClientTlsArgs {
             ca_file: self.tls_ca_file.clone().unwrap_or_default(),
             cert_file: self.tls_cert_file.clone().unwrap_or_default(),
             key_file: self.tls_key_file.clone().unwrap_or_default(),
+            allowed_callers: Vec::new(),
         }
     }
 }

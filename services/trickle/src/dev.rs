@@ -52,6 +52,10 @@ pub fn embedded_config(
             *value = "127.0.0.1:0".into();
         }
     }
+    // grpcurl against the laptop setup, as the README shows.
+    if !explicit.has("frontend", "reflection") {
+        config.frontend.reflection = true;
+    }
     // One process, one metrics registry: serve it once, next to the public API.
     for (section, value) in [
         ("frontend", &mut config.frontend.metrics_listen),
@@ -170,6 +174,9 @@ pub async fn run(config: Config, explicit: &Explicit, data_dir: &Path) -> anyhow
         "  migration-coordinator        {}",
         cluster.coordinator.local_addr
     );
+    if let Some(admin) = cluster.coordinator.admin_addr {
+        println!("  operators (trickle admin)    {admin}");
+    }
     if let Some(legacy) = &cluster.legacy {
         println!("  legacy-connector             {}", legacy.local_addr);
     }

@@ -40,10 +40,11 @@ enum Command {
     },
     /// Operate the migration: status, mode switch (cutover), the ledger, one user.
     Admin {
-        /// The migration coordinator's address.
+        /// The migration coordinator's operator address ([migration] admin_listen). In
+        /// Kubernetes: `kubectl exec deploy/trickle-migration-coordinator -- trickle admin …`.
         #[arg(
             long,
-            default_value = "http://127.0.0.1:50054",
+            default_value = "http://127.0.0.1:50055",
             env = "TRICKLE_ADMIN_ADDR"
         )]
         addr: String,
@@ -69,6 +70,14 @@ enum Command {
     /// token validation, user reads) and compare it with the password-hashing floor measured
     /// on this machine with the argon2 parameters of --config ([store] argon2).
     Bench(bench::BenchArgs),
+    /// Generate a token signing key (PKCS#8 PEM, Ed25519) for a key rotation: add the file
+    /// to the [tokens] keys_dir Secret, then point current_key at it (deploy/k8s/README.md).
+    Keygen {
+        /// Write the key to this file (created with mode 0600; refused if it exists)
+        /// instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Logs and traces for a running service. The guard flushes traces when dropped.
@@ -84,10 +93,47 @@ fn init_telemetry(
     trickle_telemetry::init(service_name, format).map_err(anyhow::Error::msg)
 }
 
+/// `trickle keygen`: a new signing key, and its kid on standard error.
+fn keygen(out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let pem = trickle_auth_frontend::tokens::generate_signing_key_pem()?;
+    let kid = trickle_auth_frontend::tokens::TokenIssuer::from_pem(
+        &pem,
+        "",
+        "",
+        std::time::Duration::from_secs(1),
+    )?
+    .current_kid()
+    .to_owned();
+    match out {
+        Some(path) => {
+            use std::io::Write as _;
+            #[cfg(unix)]
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            options.mode(0o600);
+            let mut file = options
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(pem.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote a new signing key to {} (kid {kid})", path.display());
+        }
+        None => {
+            print!("{pem}");
+            eprintln!("kid {kid}");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Keygen { out } => keygen(out.as_deref()),
         Command::Login { email, addr, tls } => login::run(&addr, &tls.config(), &email).await,
         Command::Bench(args) => match config::load(cli.config.as_deref()) {
             Ok((config, _)) => bench::run(args, config.store.argon2).await,

@@ -148,9 +148,7 @@ pub async fn serve(service: Service, config: &Config) -> anyhow::Result<()> {
 /// Apply the store's and the coordinator's schema migrations (idempotent).
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     use trickle_service_kit::db::Db;
-    let store = Db::connect(&config.store.database_url, 1)
-        .await
-        .context("connecting to the store database")?;
+    let store = Db::connect("user-store", &config.store.database_url, 1).await?;
     store
         .migrate(
             &trickle_user_store::startup::migrator_postgres(),
@@ -163,9 +161,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     } else {
         &config.migration.database_url
     };
-    let coordinator = Db::connect(coordinator_url, 1)
-        .await
-        .context("connecting to the coordinator database")?;
+    let coordinator = Db::connect("migration-coordinator", coordinator_url, 1).await?;
     coordinator
         .migrate(
             &trickle_migration_coordinator::startup::migrator_postgres(),

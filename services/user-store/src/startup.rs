@@ -27,7 +27,7 @@ pub enum StartError {
 
 /// Connect and migrate the database, start the hashing pool, bind the listener.
 pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
-    let db = Db::connect(&config.database_url, config.max_connections).await?;
+    let db = Db::connect("user-store", &config.database_url, config.max_connections).await?;
     db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
     let hasher = HashPool::new(
         "user-store",
@@ -79,11 +79,19 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
 pub fn migrator_postgres() -> sqlx::migrate::Migrator {
     let mut migrator = sqlx::migrate!("migrations/postgres");
     migrator.dangerous_set_table_name("_trickle_store_migrations");
+    // A rollback runs the previous image against a schema a newer one already extended:
+    // migrations are additive (expand first, contract in a later release), so a version the
+    // binary does not know is not an error.
+    migrator.set_ignore_missing(true);
     migrator
 }
 
 pub fn migrator_sqlite() -> sqlx::migrate::Migrator {
     let mut migrator = sqlx::migrate!("migrations/sqlite");
     migrator.dangerous_set_table_name("_trickle_store_migrations");
+    // A rollback runs the previous image against a schema a newer one already extended:
+    // migrations are additive (expand first, contract in a later release), so a version the
+    // binary does not know is not an error.
+    migrator.set_ignore_missing(true);
     migrator
 }

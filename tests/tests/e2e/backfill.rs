@@ -26,7 +26,7 @@ on_both_backends!(
 async fn a_cancelled_backfill_resumes_when_started_again(backend: Backend) {
     let trickle = TestTrickle::start(backend).await;
     seed(&trickle, 300).await;
-    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
+    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.admin_url())
         .await
         .expect("admin");
     let job = admin
@@ -174,7 +174,7 @@ async fn backfill_imports_everyone_once_with_their_legacy_hashes(backend: Backen
         .await
         .expect("user 6 is deleted");
 
-    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
+    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.admin_url())
         .await
         .expect("admin");
     let started = admin
@@ -281,7 +281,7 @@ async fn backfill_imports_everyone_once_with_their_legacy_hashes(backend: Backen
 async fn a_killed_backfill_resumes_without_duplicates_or_gaps(backend: Backend) {
     let trickle = TestTrickle::start(backend).await;
     seed(&trickle, 1000).await;
-    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
+    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.admin_url())
         .await
         .expect("admin");
     let job = admin
@@ -326,7 +326,7 @@ async fn a_killed_backfill_resumes_without_duplicates_or_gaps(backend: Backend) 
 
     // Another replica takes the job over once the heartbeat is stale, from its checkpoint.
     let replica = trickle.second_cluster(|_| {}).await;
-    let mut admin = MigrationAdminClient::connect(replica.coordinator.url())
+    let mut admin = MigrationAdminClient::connect(replica.coordinator.admin_url())
         .await
         .expect("admin");
     let done = wait_for_end(&mut admin, &job.job_id).await;
@@ -352,7 +352,7 @@ async fn backfill_racing_first_logins_leaves_one_row_per_user(backend: Backend) 
     let trickle = TestTrickle::start_with(backend, trickle_tests::generous_deadlines).await;
     seed(&trickle, 300).await;
     let client = trickle.client().await;
-    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
+    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.admin_url())
         .await
         .expect("admin");
     let job = admin

@@ -718,7 +718,7 @@ async fn a_mode_change_reaches_another_coordinator(backend: Backend) {
     let second = trickle.second_cluster(|_| {}).await;
     let mut other =
         trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient::connect(
-            second.coordinator.url(),
+            second.coordinator.admin_url(),
         )
         .await
         .expect("connect");
@@ -902,7 +902,7 @@ async fn trickle_admin_prints_tables_and_json() {
         .into_inner()
         .user
         .expect("user");
-    let address = trickle.cluster.coordinator.url();
+    let address = trickle.cluster.coordinator.admin_url();
 
     let table = run(&address, AdminCommand::Status, false)
         .await

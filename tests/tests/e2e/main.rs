@@ -61,14 +61,49 @@ on_both_backends!(
 );
 
 /// Every service answers the standard health check and lists its service through reflection
-/// v1alpha (what grpcurl speaks) and v1.
+/// v1alpha (what grpcurl speaks) and v1 — the public API only when `[frontend] reflection`
+/// turns it on; the coordinator's admin API only on its own listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_serves_health_and_reflection() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     use tonic_reflection::pb::{v1, v1alpha};
 
-    let trickle = TestTrickle::start(Backend::Sqlite).await;
+    // By default the public listener serves no reflection: a map of the API for anyone.
+    let closed = TestTrickle::start(Backend::Sqlite).await;
+    let channel = tonic::transport::Endpoint::from_shared(closed.cluster.frontend.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let status = v1::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        }]))
+        .await
+        .map(|_| ())
+        .expect_err("no reflection on the public API by default");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    // The operators' API is not on the address the frontend calls.
+    let status =
+        trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient::connect(
+            closed.cluster.coordinator.url(),
+        )
+        .await
+        .expect("connect")
+        .get_status(trickle_proto::migration::v1::GetStatusRequest {})
+        .await
+        .expect_err("admin API on the coordinator's service address");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    drop(closed);
+
+    let trickle = TestTrickle::start_with(Backend::Sqlite, |config| {
+        config.frontend.reflection = true;
+    })
+    .await;
     let legacy = trickle.cluster.legacy.as_ref().expect("running");
     let services = [
         (
@@ -82,6 +117,10 @@ async fn every_service_serves_health_and_reflection() {
         (
             trickle.cluster.coordinator.url(),
             "trickle.migration.v1.MigrationCoordinator",
+        ),
+        (
+            trickle.cluster.coordinator.admin_url(),
+            "trickle.migration.v1.MigrationAdmin",
         ),
         (legacy.url(), "trickle.legacy.v1.LegacyConnector"),
     ];

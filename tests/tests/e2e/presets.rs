@@ -81,7 +81,7 @@ async fn check(app: App) {
     assert!(first.migrated, "{preset:?}");
 
     // The backfill takes the others, with their legacy hashes.
-    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.url())
+    let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.admin_url())
         .await
         .expect("admin");
     let job = admin

@@ -106,7 +106,14 @@ async fn internal_calls_need_a_certificate_from_the_trusted_ca() {
     assert!(plain.await.is_err(), "plaintext caller");
 
     // `trickle admin` reaches the coordinator with a certificate, and not without one.
-    let coordinator = format!("https://{}", trickle.cluster.coordinator.local_addr);
+    let coordinator = format!(
+        "https://{}",
+        trickle
+            .cluster
+            .coordinator
+            .admin_addr
+            .expect("admin listener")
+    );
     let status = trickle::admin::run_with_tls(
         &coordinator,
         &pki.service,
@@ -266,4 +273,245 @@ async fn failed_logins_are_throttled_per_calling_client() {
     b.login(login("alice-password"))
         .await
         .expect("client b is not locked");
+}
+
+/// A channel over TLS to `addr`, trusting the test CA and presenting `identity`.
+async fn tls_channel(addr: std::net::SocketAddr, pki: &TestPki, identity: &TlsConfig) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .identity(Identity::from_pem(
+            std::fs::read(&identity.cert_file).expect("cert"),
+            std::fs::read(&identity.key_file).expect("key"),
+        ));
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("url")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect over TLS")
+}
+
+fn assert_caller_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) {
+    let status = result.expect_err(what);
+    assert_eq!(
+        status.code(),
+        tonic::Code::PermissionDenied,
+        "{what}: {status:?}"
+    );
+    assert_eq!(
+        trickle_service_kit::rpc::reason_of(&status).as_deref(),
+        Some(trickle_service_kit::rpc::reason::CALLER_NOT_ALLOWED),
+        "{what}: {status:?}"
+    );
+}
+
+/// With mutual TLS, a valid certificate from the right CA is not enough: each server serves
+/// only the identities its configuration names (store ← frontend, coordinator; connector ←
+/// coordinator; coordinator ← frontend; admin ← operators). The whole migration still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_servers_serve_only_the_identities_they_allow() {
+    use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
+    let pki = TestPki::create();
+    let frontend = pki.issue("frontend.trickle.test");
+    let coordinator = pki.issue("coordinator.trickle.test");
+    let store = pki.issue("store.trickle.test");
+    let legacy = pki.issue("legacy.trickle.test");
+    let operator = pki.issue("operator.trickle.test");
+    let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let trickle = TestTrickle::start_with(Backend::PostgresMariaDb, |config| {
+        config.store.tls = TlsConfig {
+            allowed_callers: names(&["frontend.trickle.test", "coordinator.trickle.test"]),
+            ..store.clone()
+        };
+        config.legacy.tls = TlsConfig {
+            allowed_callers: names(&["coordinator.trickle.test"]),
+            ..legacy.clone()
+        };
+        config.migration.tls = TlsConfig {
+            allowed_callers: names(&["frontend.trickle.test"]),
+            ..coordinator.clone()
+        };
+        config.migration.admin_allowed_callers = names(&["operator.trickle.test"]);
+        config.frontend.tls = frontend.clone();
+    })
+    .await;
+    trickle
+        .legacy
+        .insert(&LegacyRecord::new(
+            1,
+            "alice@example.com",
+            bcrypt("alice-password"),
+        ))
+        .await;
+    let response = trickle
+        .client()
+        .await
+        .login(LoginRequest {
+            email: "alice@example.com".into(),
+            password: "alice-password".into(),
+        })
+        .await
+        .expect("a first login through every allowed hop")
+        .into_inner();
+    assert!(response.migrated);
+
+    let store_addr = trickle.cluster.store.local_addr;
+    let get = GetUserRequest {
+        lookup: Some(get_user_request::Lookup::Email("alice@example.com".into())),
+    };
+    let allowed = UserStoreClient::new(tls_channel(store_addr, &pki, &frontend).await)
+        .get_user(get.clone())
+        .await
+        .expect("the frontend's identity reads the store");
+    assert_eq!(
+        allowed.into_inner().user.unwrap_or_default().email,
+        "alice@example.com"
+    );
+    // The legacy connector's certificate is valid and from the right CA, but it has no
+    // business with the store; neither has a stranger's.
+    for (who, identity) in [("legacy connector", &legacy), ("stranger", &pki.second)] {
+        assert_caller_refused(
+            UserStoreClient::new(tls_channel(store_addr, &pki, identity).await)
+                .get_user(get.clone())
+                .await,
+            who,
+        );
+    }
+    // Only the coordinator reads the legacy store.
+    let legacy_addr = trickle.cluster.legacy.as_ref().expect("running").local_addr;
+    assert_caller_refused(
+        LegacyConnectorClient::new(tls_channel(legacy_addr, &pki, &frontend).await)
+            .count_users(trickle_proto::legacy::v1::CountUsersRequest {})
+            .await,
+        "the frontend calling the legacy connector",
+    );
+    // Health stays open to any certificate the handshake admitted (probes, tooling).
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        tls_channel(legacy_addr, &pki, &frontend).await,
+    )
+    .check(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    })
+    .await;
+    assert!(health.is_ok(), "{health:?}");
+
+    // The operators' API: operators only, never the frontend's certificate.
+    let admin = format!(
+        "https://{}",
+        trickle
+            .cluster
+            .coordinator
+            .admin_addr
+            .expect("admin listener")
+    );
+    let status = trickle::admin::run_with_tls(
+        &admin,
+        &operator,
+        trickle::admin::AdminCommand::Status,
+        true,
+    )
+    .await
+    .expect("an operator reads the status");
+    assert!(status.contains("\"mode\""), "{status}");
+    let refused = trickle::admin::run_with_tls(
+        &admin,
+        &frontend,
+        trickle::admin::AdminCommand::Status,
+        true,
+    )
+    .await
+    .expect_err("the frontend's certificate on the admin API");
+    assert!(
+        format!("{refused:#}").contains("not allowed"),
+        "{refused:#}"
+    );
+}
+
+/// With `[frontend.public_tls]`, the RPCs that act on an account without its password are
+/// allowed per calling identity: a reset ticket only for identities named for it (none by
+/// default), other privileged RPCs as configured; ordinary RPCs for every certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_public_rpcs_are_allowed_per_caller_identity() {
+    use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
+    use trickle_proto::auth::v1::{
+        CreatePasswordResetTicketRequest, DeleteUserRequest, GetUserRequest as PublicGetUser,
+        SignUpRequest, get_user_request as public_lookup,
+    };
+    let pki = TestPki::create();
+    let server = pki.issue("auth.trickle.test");
+    let app = pki.issue("app.trickle.test");
+    let support = pki.issue("support.trickle.test");
+    let trickle = TestTrickle::start_with(Backend::Sqlite, |config| {
+        config.frontend.public_tls = server.clone();
+        config.frontend.privileged_callers.delete_user = Some(vec!["support.trickle.test".into()]);
+        config
+            .frontend
+            .privileged_callers
+            .create_password_reset_ticket = Some(vec!["support.trickle.test".into()]);
+    })
+    .await;
+    let addr = trickle.cluster.frontend.local_addr;
+    let mut as_app = AuthServiceClient::new(tls_channel(addr, &pki, &app).await);
+    let mut as_support = AuthServiceClient::new(tls_channel(addr, &pki, &support).await);
+
+    let user = as_app
+        .sign_up(SignUpRequest {
+            email: "dora@example.com".into(),
+            password: "a long passphrase".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("an ordinary RPC for any certificate")
+        .into_inner()
+        .user
+        .expect("user");
+    // GetUser is privileged but not restricted here: any certificate may read.
+    as_app
+        .get_user(PublicGetUser {
+            lookup: Some(public_lookup::Lookup::UserId(user.user_id.clone())),
+        })
+        .await
+        .expect("get_user is open when privileged_callers leaves it out");
+    let reset = || CreatePasswordResetTicketRequest {
+        email: "dora@example.com".into(),
+    };
+    assert_caller_refused(
+        as_app.create_password_reset_ticket(reset()).await,
+        "app: reset ticket",
+    );
+    assert_caller_refused(
+        as_app
+            .delete_user(DeleteUserRequest {
+                user_id: user.user_id.clone(),
+            })
+            .await,
+        "app: delete user",
+    );
+    as_support
+        .create_password_reset_ticket(reset())
+        .await
+        .expect("support may create reset tickets");
+
+    // By default (public TLS, no privileged_callers) nobody may create a reset ticket.
+    let closed = TestTrickle::start_with(Backend::Sqlite, |config| {
+        config.frontend.public_tls = server.clone();
+    })
+    .await;
+    let mut client = AuthServiceClient::new(
+        tls_channel(closed.cluster.frontend.local_addr, &pki, &support).await,
+    );
+    assert_caller_refused(
+        client.create_password_reset_ticket(reset()).await,
+        "default: reset tickets are closed",
+    );
+
+    // Identities without public TLS mean nothing: a start error, not a silent allow.
+    let mut config = trickle.config.clone();
+    config.frontend.public_tls = TlsConfig::default();
+    config.frontend.listen = "127.0.0.1:0".into();
+    let err = trickle_auth_frontend::build(&config.frontend, &config.tokens)
+        .await
+        .expect_err("privileged_callers without public_tls");
+    assert!(err.to_string().contains("public_tls"), "{err}");
 }
