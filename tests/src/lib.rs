@@ -693,9 +693,13 @@ struct Captured {
 
 static CAPTURED: OnceLock<Captured> = OnceLock::new();
 
-/// An OTLP/gRPC trace receiver, like a collector's, keeping what it receives.
+type SpanBuffer = Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>>>;
+
+/// An OTLP/gRPC trace receiver, like a collector's, keeping what it receives and the
+/// `x-api-key` header each export carried (how vendors take their API key).
 struct OtlpReceiver {
-    spans: Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>>>,
+    spans: SpanBuffer,
+    api_keys: Arc<Mutex<Vec<String>>>,
 }
 
 #[tonic::async_trait]
@@ -713,6 +717,11 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
         >,
         tonic::Status,
     > {
+        if let Some(key) = request.metadata().get("x-api-key")
+            && let (Ok(key), Ok(mut keys)) = (key.to_str(), self.api_keys.lock())
+        {
+            keys.push(key.to_owned());
+        }
         let resource_spans = request.into_inner().resource_spans;
         if let Ok(mut spans) = self.spans.lock() {
             spans.extend(resource_spans);
@@ -721,10 +730,49 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
-/// Start the receiver on a thread and runtime of its own: it must outlive every test's runtime.
-fn start_otlp_receiver(
-    spans: Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>>>,
-) -> String {
+/// A running OTLP receiver (a collector stand-in that is a real OTLP/gRPC server).
+pub struct OtlpSink {
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` with TLS.
+    pub endpoint: String,
+    pub spans: SpanBuffer,
+    pub api_keys: Arc<Mutex<Vec<String>>>,
+}
+
+impl OtlpSink {
+    /// The `service.name` of every resource that exported spans.
+    pub fn service_names(&self) -> Vec<String> {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let spans = self.spans.lock().expect("spans");
+        spans
+            .iter()
+            .filter_map(|r| r.resource.as_ref())
+            .flat_map(|r| r.attributes.iter())
+            .filter(|kv| kv.key == "service.name")
+            .filter_map(
+                |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::StringValue(name)) => Some(name.clone()),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+}
+
+/// Start an OTLP receiver on a thread and runtime of its own (it must outlive every test's
+/// runtime), serving TLS with `tls`'s certificate when given.
+pub fn start_otlp_sink(tls: Option<&trickle_service_kit::tls::TlsConfig>) -> OtlpSink {
+    let spans: SpanBuffer = Arc::new(Mutex::new(Vec::new()));
+    let api_keys = Arc::new(Mutex::new(Vec::new()));
+    let server_tls = tls.map(|tls| {
+        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            std::fs::read(&tls.cert_file).expect("cert"),
+            std::fs::read(&tls.key_file).expect("key"),
+        ))
+    });
+    let receiver = OtlpReceiver {
+        spans: Arc::clone(&spans),
+        api_keys: Arc::clone(&api_keys),
+    };
     let (address_tx, address_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("otlp-receiver".into())
@@ -734,15 +782,29 @@ fn start_otlp_receiver(
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the OTLP receiver");
                 address_tx.send(listener.local_addr().expect("addr")).expect("send address");
                 let service =
-                    opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(OtlpReceiver { spans });
-                let _ = tonic::transport::Server::builder()
+                    opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(receiver);
+                let mut builder = tonic::transport::Server::builder();
+                if let Some(tls) = server_tls {
+                    builder = builder.tls_config(tls).expect("receiver TLS");
+                }
+                let _ = builder
                     .add_service(service)
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                     .await;
             });
         })
         .expect("start the OTLP receiver");
-    format!("http://{}", address_rx.recv().expect("receiver address"))
+    let addr = address_rx.recv().expect("receiver address");
+    let endpoint = if tls.is_some() {
+        format!("https://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    };
+    OtlpSink {
+        endpoint,
+        spans,
+        api_keys,
+    }
 }
 
 /// Set `TRICKLE_TEST_LOG_STDERR=1` to see the logs on stderr too (with `--nocapture`).
@@ -753,8 +815,8 @@ fn start_otlp_receiver(
 pub fn capture_logs() {
     CAPTURED.get_or_init(|| {
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let endpoint = start_otlp_receiver(Arc::clone(&spans));
+        let sink = start_otlp_sink(None);
+        let (endpoint, spans) = (sink.endpoint, sink.spans);
         let writer = SharedBuffer(Arc::clone(&logs));
         let guard = trickle_telemetry::logs::init_with_writer(
             "trickle-tests",

@@ -146,9 +146,18 @@ impl Db {
 /// An error of connecting, in one line an operator can act on. sqlx's TLS errors say what
 /// failed but not which knob decides it.
 pub fn describe_connect_error(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Tls(cause) => {
-            let mut text = format!("TLS failed: {cause}");
+    // A failed handshake reaches us as an I/O error carrying rustls' verdict.
+    let handshake = match error {
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(ToString::to_string),
+        _ => None,
+    };
+    let tls_cause = match (error, handshake) {
+        (_, Some(verdict)) => Some(verdict),
+        (sqlx::Error::Tls(cause), None) => {
+            let mut text = cause.to_string();
             let mut source = std::error::Error::source(&**cause);
             while let Some(inner) = source {
                 let inner_text = inner.to_string();
@@ -158,13 +167,16 @@ pub fn describe_connect_error(error: &sqlx::Error) -> String {
                 }
                 source = inner.source();
             }
-            text.push_str(
-                " (check the URL's sslmode/ssl-mode and that its CA file (sslrootcert/ssl-ca) \
-                 signs the server's certificate for the host name in the URL)",
-            );
-            text
+            Some(text)
         }
-        other => other.to_string(),
+        _ => None,
+    };
+    match tls_cause {
+        Some(cause) => format!(
+            "TLS failed: {cause} (check the URL's sslmode/ssl-mode, and that its CA file \
+             (sslrootcert/ssl-ca) signed the server's certificate for the host name in the URL)"
+        ),
+        None => error.to_string(),
     }
 }
 

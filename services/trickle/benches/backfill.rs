@@ -86,6 +86,7 @@ async fn start_services(
     list_users: &str,
 ) -> Services {
     let (store, legacy, coordinator) = (free_port(), free_port(), free_port());
+    let admin_port = free_port();
     let common = |extra: &[(&str, String)]| -> Vec<(String, String)> {
         let mut vars: Vec<(String, String)> = vec![
             ("TRICKLE_STORE__DATABASE_URL".into(), store_url.to_owned()),
@@ -109,6 +110,10 @@ async fn start_services(
             ),
             ("TRICKLE_MIGRATION__METRICS_LISTEN".into(), String::new()),
             (
+                "TRICKLE_MIGRATION__ADMIN_LISTEN".into(),
+                format!("127.0.0.1:{admin_port}"),
+            ),
+            (
                 "TRICKLE_MIGRATION__STORE_URL".into(),
                 format!("http://127.0.0.1:{store}"),
             ),
@@ -126,7 +131,7 @@ async fn start_services(
         ("legacy-connector", serve("legacy-connector", &vars)),
         ("coordinator", serve("coordinator", &vars)),
     ];
-    let admin = format!("http://127.0.0.1:{coordinator}");
+    let admin = format!("http://127.0.0.1:{admin_port}");
     // Wait for the coordinator (it starts last in the chain of dependencies it needs).
     let deadline = Instant::now() + Duration::from_secs(60);
     while MigrationAdminClient::connect(admin.clone()).await.is_err() {

@@ -27,6 +27,7 @@ impl DevProcess {
             .arg(data.path())
             .env("TRICKLE_FRONTEND__LISTEN", "127.0.0.1:0")
             .env("TRICKLE_MIGRATION__LISTEN", "127.0.0.1:0")
+            .env("TRICKLE_MIGRATION__ADMIN_LISTEN", "127.0.0.1:0")
             .env("TRICKLE_FRONTEND__METRICS_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -413,6 +414,7 @@ impl Deployment {
             ("TRICKLE_STORE__LISTEN", addr(1)),
             ("TRICKLE_LEGACY__LISTEN", addr(2)),
             ("TRICKLE_MIGRATION__LISTEN", addr(3)),
+            ("TRICKLE_MIGRATION__ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("TRICKLE_FRONTEND__STORE_URL", url(1)),
             ("TRICKLE_FRONTEND__COORDINATOR_URL", url(3)),
             ("TRICKLE_MIGRATION__STORE_URL", coordinator_store_url),
@@ -728,4 +730,151 @@ async fn coordinator_killed_between_legacy_check_and_import_leaves_no_partial_us
     assert_eq!(deployment.store.user_count().await, 1);
     assert_every_user_is_whole(&deployment.store, 1).await;
     assert_eq!(deployment.store.migration_event_count().await, 1);
+}
+
+/// `trickle serve user-store` on an embedded store in `dir`, listening on `port`, with `env`.
+fn serve_store(dir: &std::path::Path, port: u16, env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trickle"));
+    command
+        .args(["serve", "user-store", "--log-format", "json"])
+        .env("TRICKLE_STORE__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TRICKLE_STORE__METRICS_LISTEN", "")
+        .env(
+            "TRICKLE_STORE__DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.join("store.db").display()),
+        )
+        .env("RUST_LOG", "info")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+/// Any telemetry misconfiguration is one line on stderr and exit code 1 — never a panic
+/// (exit 101), whatever the variables say.
+#[test]
+fn bad_telemetry_settings_are_one_line_start_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, Vec<(&str, String)>); 4] = [
+        (
+            "invalid endpoint",
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://bad endpoint".into())],
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "https://collector:4317".into(),
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                    "/nonexistent/ca.pem".into(),
+                ),
+            ],
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "https://collector:4317".into(),
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                    "/nonexistent/client.pem".into(),
+                ),
+            ],
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "https://collector:4317".into(),
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                    "/nonexistent/ca.pem".into(),
+                ),
+            ],
+        ),
+    ];
+    for (expected, env) in cases {
+        let out = serve_store(dir.path(), free_port(), &env)
+            .output()
+            .expect("run trickle");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{expected}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{expected}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{expected}: one line: {stderr}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(expected),
+            "{expected}: {stderr}"
+        );
+    }
+}
+
+/// Spans reach a collector that serves TLS with a CA the test made, through the standard
+/// variables (CA file, headers with an API key); the key reaches the collector and no log.
+/// An https:// endpoint used to panic every service at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_collector_over_tls() {
+    use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
+    use trickle_proto::userstore::v1::{GetUserRequest, get_user_request};
+    let pki = trickle_tests::TestPki::create();
+    let sink = trickle_tests::start_otlp_sink(Some(&pki.service));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let api_key = "vendor-key-that-must-never-be-logged";
+    let log_path = dir.path().join("store.log");
+    let mut child = serve_store(
+        dir.path(),
+        port,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint.clone()),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.ca_file()),
+            ("OTEL_EXPORTER_OTLP_HEADERS", format!("x-api-key={api_key}")),
+            ("OTEL_SERVICE_NAME", "trickle-user-store-tls-test".into()),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log_path).expect("log file"))
+    .spawn()
+    .expect("start trickle serve user-store");
+    assert!(listening(port).await, "the store did not start");
+    let mut store = UserStoreClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    let _ = store
+        .get_user(GetUserRequest {
+            lookup: Some(get_user_request::Lookup::Email("nobody@example.com".into())),
+        })
+        .await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    assert!(exit.success(), "exit {exit:?}: {logs}");
+    assert!(
+        sink.service_names()
+            .iter()
+            .any(|name| name == "trickle-user-store-tls-test"),
+        "no spans arrived over TLS: {logs}"
+    );
+    assert!(
+        sink.api_keys
+            .lock()
+            .expect("keys")
+            .iter()
+            .any(|k| k == api_key),
+        "the exporter sent OTEL_EXPORTER_OTLP_HEADERS"
+    );
+    assert!(!logs.contains(api_key), "the API key was logged: {logs}");
 }

@@ -39,6 +39,7 @@ macro_rules! on_both_backends {
 
 mod backfill;
 mod bench;
+mod db_tls;
 mod http_backend;
 mod lifecycle;
 mod presets;
