@@ -30,6 +30,53 @@ pub const MAX_METADATA_BYTES: u32 = 64 * 1024;
 /// 30 s (terminationGracePeriodSeconds) before SIGKILL; finish well inside that.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// How long a client connection may live before the server asks the client (HTTP/2
+/// GOAWAY) to reconnect. Behind a Kubernetes Service every client otherwise keeps its first
+/// replica for ever: with an age, connections are re-made every minute or so and spread
+/// over all replicas, new ones included. In-flight calls finish first (the grace below).
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
+
+/// How long calls on an aged-out connection may still run: above the longest call deadline
+/// (a backfill page, 120 s), so that aging never cuts a call.
+pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(150);
+
+/// `[server]`: the lifecycle of every service's listeners.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServingConfig {
+    /// After SIGTERM, keep serving (and reporting SERVING) this long before reporting
+    /// NOT_SERVING and draining: Kubernetes removes a terminating pod from the endpoints
+    /// at the same time as it signals it, and kube-proxies, DNS caches and clients take a
+    /// few seconds to notice. `terminationGracePeriodSeconds` must cover this plus the
+    /// 20 s drain.
+    pub drain_delay_ms: u64,
+    /// Seconds a client connection may live before it is asked to reconnect (0: for ever).
+    pub max_connection_age_seconds: u64,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay_ms: 0,
+            max_connection_age_seconds: DEFAULT_MAX_CONNECTION_AGE.as_secs(),
+        }
+    }
+}
+
+impl ServingConfig {
+    /// Resolves `drain_delay_ms` after SIGTERM (or Ctrl-C).
+    pub async fn shutdown_signal(&self) {
+        shutdown_signal().await;
+        if self.drain_delay_ms > 0 {
+            tracing::info!(
+                drain_delay_ms = self.drain_delay_ms,
+                "stop requested: still serving while the endpoints change, then draining"
+            );
+            tokio::time::sleep(Duration::from_millis(self.drain_delay_ms)).await;
+        }
+    }
+}
+
 /// A channel to another Trickle service, carrying the trace context of each call.
 pub type Channel = ClientTrace<tonic::transport::Channel>;
 
@@ -87,6 +134,7 @@ pub struct BoundServer {
     admin: Option<Listener>,
     metrics: Option<TcpListener>,
     background: Vec<JoinHandle<()>>,
+    max_connection_age: Option<Duration>,
 }
 
 impl BoundServer {
@@ -107,7 +155,16 @@ impl BoundServer {
             admin: None,
             metrics: None,
             background: Vec::new(),
+            max_connection_age: Some(DEFAULT_MAX_CONNECTION_AGE),
         }
+    }
+
+    /// Apply `[server]`: how long client connections live.
+    #[must_use]
+    pub fn with_serving(mut self, serving: &ServingConfig) -> Self {
+        self.max_connection_age = (serving.max_connection_age_seconds > 0)
+            .then(|| Duration::from_secs(serving.max_connection_age_seconds));
+        self
     }
 
     /// Require callers to present a certificate signed by the configured CA (mutual TLS),
@@ -198,8 +255,9 @@ impl BoundServer {
             admin,
             metrics,
             background,
+            max_connection_age,
         } = self;
-        let result = serve(main, admin, metrics, shutdown).await;
+        let result = serve(main, admin, metrics, max_connection_age, shutdown).await;
         for task in background {
             task.abort();
         }
@@ -230,6 +288,7 @@ async fn serve(
     main: Listener,
     admin: Option<Listener>,
     metrics: Option<TcpListener>,
+    max_connection_age: Option<Duration>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -277,12 +336,13 @@ async fn serve(
     let main_server = serve_listener(
         main,
         health_service.clone(),
+        max_connection_age,
         wait_for_stop(stop_signal.clone()),
     );
     let admin_stop = wait_for_stop(stop_signal.clone());
     let admin_server = async move {
         match admin {
-            Some(admin) => serve_listener(admin, health_service, admin_stop).await,
+            Some(admin) => serve_listener(admin, health_service, None, admin_stop).await,
             None => Ok(()),
         }
     };
@@ -307,6 +367,7 @@ async fn serve_listener(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    max_connection_age: Option<Duration>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let Listener {
@@ -339,6 +400,11 @@ async fn serve_listener(
         routes = routes
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?);
+    }
+    if let Some(age) = max_connection_age {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE);
     }
     builder
         // Every call ends: a caller's shorter grpc-timeout wins, this bounds the rest.

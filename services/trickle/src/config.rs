@@ -18,6 +18,8 @@ pub struct Config {
     pub legacy: LegacyConfig,
     pub migration: MigrationConfig,
     pub tokens: TokenConfig,
+    /// `[server]`: drain delay after SIGTERM, connection age (every service).
+    pub server: trickle_service_kit::server::ServingConfig,
 }
 
 const ENV_PREFIX: &str = "TRICKLE_";

@@ -50,11 +50,12 @@ impl Cluster {
         let frontend = trickle_auth_frontend::build(&frontend_config, &config.tokens)
             .await
             .context("starting the auth-frontend")?;
+        let serving = &config.server;
         Ok(Self {
-            store: store.spawn()?,
-            legacy: Some(legacy.spawn()?),
-            coordinator: coordinator.spawn()?,
-            frontend: frontend.spawn()?,
+            store: store.with_serving(serving).spawn()?,
+            legacy: Some(legacy.with_serving(serving).spawn()?),
+            coordinator: coordinator.with_serving(serving).spawn()?,
+            frontend: frontend.with_serving(serving).spawn()?,
         })
     }
 
@@ -111,23 +112,28 @@ impl Service {
 
 /// Run one service until SIGTERM or Ctrl-C.
 pub async fn serve(service: Service, config: &Config) -> anyhow::Result<()> {
-    let shutdown = trickle_service_kit::server::shutdown_signal();
+    let serving = config.server.clone();
+    let shutdown = async move { serving.shutdown_signal().await };
+    let serving = &config.server;
     match service {
         Service::Frontend => {
             trickle_auth_frontend::build(&config.frontend, &config.tokens)
                 .await?
+                .with_serving(serving)
                 .run_until_stopped(shutdown)
                 .await?
         }
         Service::UserStore => {
             trickle_user_store::build(&config.store)
                 .await?
+                .with_serving(serving)
                 .run_until_stopped(shutdown)
                 .await?
         }
         Service::LegacyConnector => {
             trickle_legacy_connector::build(&config.legacy)
                 .await?
+                .with_serving(serving)
                 .run_until_stopped(shutdown)
                 .await?
         }
@@ -138,6 +144,7 @@ pub async fn serve(service: Service, config: &Config) -> anyhow::Result<()> {
             }
             trickle_migration_coordinator::build(&migration)
                 .await?
+                .with_serving(serving)
                 .run_until_stopped(shutdown)
                 .await?
         }

@@ -878,3 +878,64 @@ async fn spans_reach_a_collector_over_tls() {
     );
     assert!(!logs.contains(api_key), "the API key was logged: {logs}");
 }
+
+/// `[server] drain_delay_ms`: after SIGTERM the service keeps accepting new connections and
+/// reporting SERVING for the delay (while Kubernetes takes the pod out of every endpoint
+/// list), then reports NOT_SERVING, drains and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_serving_for_the_drain_delay_then_exits() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = serve_store(
+        dir.path(),
+        port,
+        &[("TRICKLE_SERVER__DRAIN_DELAY_MS", "3000".into())],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start trickle serve user-store");
+    assert!(listening(port).await, "the store did not start");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let signalled = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A caller that only now learns of this replica still gets served.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("a new connection during the drain delay");
+    let health = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health during the drain delay")
+        .into_inner();
+    assert!(
+        signalled.elapsed() < Duration::from_millis(2500),
+        "too slow to tell"
+    );
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "did not exit after the delay");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(3000),
+        "exited before the drain delay ended"
+    );
+}
