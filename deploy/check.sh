@@ -16,6 +16,26 @@ for overlay in k8s/overlays/*/; do
 done
 
 promtool check rules observability/alerts.yaml
+python3 observability/prometheusrule.py --check
+
+# The optional Prometheus Operator component renders on top of the production overlay (its
+# CRD kinds have no schema in kubernetes-validate: rendered, not validated).
+# kustomize takes only relative paths: a throwaway overlay beside the real ones.
+with_operator="$(mktemp -d k8s/.check-operator.XXXXXX)"
+trap 'rm -rf "$tmp" "$with_operator"' EXIT
+cat > "$with_operator/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../overlays/production
+components:
+  - ../components/prometheus-operator
+YAML
+kubectl kustomize "$with_operator" > "$tmp/with-operator.yaml"
+for kind in ServiceMonitor PrometheusRule; do
+  grep -q "^kind: $kind$" "$tmp/with-operator.yaml" || { echo "component prometheus-operator: no $kind" >&2; exit 1; }
+done
+echo "component prometheus-operator: $(grep -c '^kind:' "$tmp/with-operator.yaml") objects render"
 
 # Every dashboard query as a recording rule, so promtool parses it.
 python3 - "$tmp/dashboard-rules.yaml" <<'PY'

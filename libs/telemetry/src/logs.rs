@@ -77,7 +77,10 @@ pub fn tracer_provider(
     default_service_name: &str,
     otlp_endpoint: Option<&str>,
 ) -> Result<SdkTracerProvider, String> {
-    let mut resource = Resource::builder();
+    let mut resource = Resource::builder().with_attribute(opentelemetry::KeyValue::new(
+        "service.version",
+        env!("CARGO_PKG_VERSION"),
+    ));
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(default_service_name.to_owned());
     }

@@ -137,6 +137,18 @@ fn build() -> Result<Metrics, prometheus::Error> {
         )?,
         registry,
     };
+    // Which build is running where: `count by (version) (trickle_build_info)` during a rollout.
+    let build_info = IntGaugeVec::new(
+        Opts::new(
+            "trickle_build_info",
+            "Always 1; the labels say which Trickle build this process runs.",
+        ),
+        &["version"],
+    )?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    metrics.registry.register(Box::new(build_info))?;
     Ok(metrics)
 }
 

@@ -43,6 +43,7 @@ mod db_tls;
 mod http_backend;
 mod lifecycle;
 mod presets;
+mod schema;
 mod telemetry;
 mod timing;
 mod tls;
