@@ -30,16 +30,6 @@ pub const MAX_METADATA_BYTES: u32 = 64 * 1024;
 /// 30 s (terminationGracePeriodSeconds) before SIGKILL; finish well inside that.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// How long a client connection may live before the server asks the client (HTTP/2
-/// GOAWAY) to reconnect. Behind a Kubernetes Service every client otherwise keeps its first
-/// replica for ever: with an age, connections are re-made every minute or so and spread
-/// over all replicas, new ones included. In-flight calls finish first (the grace below).
-pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
-
-/// How long calls on an aged-out connection may still run: above the longest call deadline
-/// (a backfill page, 120 s), so that aging never cuts a call.
-pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(150);
-
 /// `[server]`: the lifecycle of every service's listeners.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,7 +40,11 @@ pub struct ServingConfig {
     /// few seconds to notice. `terminationGracePeriodSeconds` must cover this plus the
     /// 20 s drain.
     pub drain_delay_ms: u64,
-    /// Seconds a client connection may live before it is asked to reconnect (0: for ever).
+    /// Seconds a client connection may live before the server asks it (HTTP/2 GOAWAY) to
+    /// reconnect, so that callers behind a ClusterIP spread over new replicas. 0 (default):
+    /// for ever. Only for callers whose gRPC library retries the calls a GOAWAY refuses
+    /// (grpc-go, grpc-java do; tonic does not, and fails them with CANCELLED): Trickle's own
+    /// clients balance by name instead ([`channel`]).
     pub max_connection_age_seconds: u64,
 }
 
@@ -58,7 +52,7 @@ impl Default for ServingConfig {
     fn default() -> Self {
         Self {
             drain_delay_ms: 0,
-            max_connection_age_seconds: DEFAULT_MAX_CONNECTION_AGE.as_secs(),
+            max_connection_age_seconds: 0,
         }
     }
 }
@@ -155,7 +149,7 @@ impl BoundServer {
             admin: None,
             metrics: None,
             background: Vec::new(),
-            max_connection_age: Some(DEFAULT_MAX_CONNECTION_AGE),
+            max_connection_age: None,
         }
     }
 
@@ -402,9 +396,10 @@ async fn serve_listener(
             .add_service(reflection().build_v1alpha()?);
     }
     if let Some(age) = max_connection_age {
-        builder = builder
-            .max_connection_age(age)
-            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE);
+        // No max_connection_age_grace: with one, tonic skips the graceful GOAWAY and cuts the
+        // connection after age + grace. Without, an aged connection gets a GOAWAY and its
+        // in-flight calls finish (each bounded by REQUEST_DEADLINE).
+        builder = builder.max_connection_age(age);
     }
     builder
         // Every call ends: a caller's shorter grpc-timeout wins, this bounds the rest.
@@ -487,22 +482,134 @@ impl RunningServer {
     }
 }
 
+/// How often a channel to a service *name* looks the name up again. In Kubernetes, point the
+/// URLs at headless Services: their DNS answer is the list of ready pods, and a pod leaves it
+/// as soon as it starts terminating — the drain delay must cover this interval plus the DNS
+/// cache's TTL.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// A channel to another Trickle service. Lazy, so services may start in any order and a
 /// dependency that restarts is reconnected to without restarting the caller.
+///
+/// A URL with an IP address holds one HTTP/2 connection to it. A URL with a name spreads
+/// calls over every address the name resolves to (one connection each, calls to the least
+/// loaded of two picked at random), and follows the name as replicas come and go: it is
+/// resolved again every [`RESOLVE_INTERVAL`]. One connection to a ClusterIP would pin each
+/// caller to one replica for ever, whatever the autoscaler adds.
 pub fn channel(
     url: &str,
     timeout: Duration,
     tls: &crate::tls::TlsConfig,
 ) -> Result<Channel, ServeError> {
-    let mut endpoint = Endpoint::from_shared(url.to_owned())?
+    let tls = tls.client(url)?;
+    let single = base_endpoint(url.to_owned(), timeout)?;
+    let uri = single.uri().clone();
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_owned();
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        let single = match &tls {
+            Some(tls) => single.tls_config(tls.clone())?,
+            None => single,
+        };
+        return Ok(tower::Layer::layer(
+            &ClientTraceLayer,
+            single.connect_lazy(),
+        ));
+    }
+    let scheme = uri.scheme_str().unwrap_or("http").to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    // Certificates name the service, not a pod's address.
+    let tls = match tls {
+        Some(tls) => {
+            let tls = tls.domain_name(host.clone());
+            // A TLS setting that cannot make an endpoint fails here, at start.
+            single.tls_config(tls.clone())?;
+            Some(tls)
+        }
+        None => None,
+    };
+    let make = move |addr: SocketAddr| {
+        let endpoint = base_endpoint(format!("{scheme}://{addr}"), timeout).ok()?;
+        match &tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).ok(),
+            None => Some(endpoint),
+        }
+    };
+    let (balanced, changes) = tonic::transport::Channel::balance_channel(1024);
+    tokio::spawn(follow_name(host, port, make, changes));
+    Ok(tower::Layer::layer(&ClientTraceLayer, balanced))
+}
+
+/// An endpoint with Trickle's client settings: connect and call deadlines, no Nagle.
+fn base_endpoint(target: String, timeout: Duration) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(target)?
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
-        .tcp_nodelay(true);
-    if let Some(tls) = tls.client(url)? {
-        endpoint = endpoint.tls_config(tls)?;
+        .tcp_nodelay(true))
+}
+
+/// Keep a balanced channel's endpoints equal to what `host` resolves to, until the channel
+/// is dropped. A failed or empty lookup keeps the last good set: a DNS hiccup must not take
+/// every replica away.
+async fn follow_name(
+    host: String,
+    port: u16,
+    make: impl Fn(SocketAddr) -> Option<Endpoint> + Send + 'static,
+    changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<SocketAddr, Endpoint>>,
+) {
+    use tonic::transport::channel::Change;
+    let mut current = std::collections::BTreeSet::new();
+    let mut warned = false;
+    loop {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => {
+                let found: std::collections::BTreeSet<SocketAddr> = found.collect();
+                if found.is_empty() {
+                    if !warned {
+                        tracing::warn!(%host, "the service name resolves to no address; keeping the last known replicas");
+                        warned = true;
+                    }
+                } else {
+                    warned = false;
+                    for gone in current.difference(&found) {
+                        tracing::debug!(%host, replica = %gone, "replica left");
+                        if changes.send(Change::Remove(*gone)).await.is_err() {
+                            return;
+                        }
+                    }
+                    for added in found.difference(&current) {
+                        let Some(endpoint) = make(*added) else {
+                            continue;
+                        };
+                        tracing::debug!(%host, replica = %added, "replica joined");
+                        if changes
+                            .send(Change::Insert(*added, endpoint))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    current = found;
+                }
+            }
+            Err(error) => {
+                if !warned {
+                    tracing::warn!(%host, %error, "cannot resolve the service name; keeping the last known replicas");
+                    warned = true;
+                }
+            }
+        }
+        if changes.is_closed() {
+            return;
+        }
+        tokio::time::sleep(RESOLVE_INTERVAL).await;
     }
-    let inner = endpoint.connect_lazy();
-    Ok(tower::Layer::layer(&ClientTraceLayer, inner))
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.

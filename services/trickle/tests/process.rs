@@ -526,11 +526,13 @@ impl Drop for Deployment {
 
 /// Whether something listens on `port` within 30 s.
 async fn listening(port: u16) -> bool {
+    listening_on([127, 0, 0, 1].into(), port).await
+}
+
+/// Whether something listens on `ip:port` within 30 s.
+async fn listening_on(ip: std::net::IpAddr, port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
+    while tokio::net::TcpStream::connect((ip, port)).await.is_err() {
         if Instant::now() > deadline {
             return false;
         }
@@ -938,4 +940,292 @@ async fn sigterm_keeps_serving_for_the_drain_delay_then_exits() {
         signalled.elapsed() >= Duration::from_millis(3000),
         "exited before the drain delay ended"
     );
+}
+
+/// A name in /etc/hosts that resolves to the addresses the test sets — what a headless
+/// Service's DNS record is in Kubernetes (the ready pods), edited as the endpoints controller
+/// would. Rewritten atomically (other tests resolve `localhost` meanwhile) and removed on
+/// drop. Needs root, as CI runs.
+struct ServiceName {
+    name: String,
+}
+
+impl ServiceName {
+    fn new(addresses: &[std::net::IpAddr]) -> Self {
+        let name = format!("store-{}.trickle.test", std::process::id());
+        let service = Self { name };
+        service.set(addresses);
+        service
+    }
+
+    fn set(&self, addresses: &[std::net::IpAddr]) {
+        let hosts = std::fs::read_to_string("/etc/hosts").expect("read /etc/hosts");
+        let mut text: String = hosts
+            .lines()
+            .filter(|line| !line.split_whitespace().any(|word| word == self.name))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        for address in addresses {
+            text.push_str(&format!("{address} {}\n", self.name));
+        }
+        let staged = format!("/etc/.hosts.{}", std::process::id());
+        std::fs::write(&staged, text).unwrap_or_else(|e| {
+            panic!("this test gives a service name two addresses in /etc/hosts and must run as root (as CI does): {e}")
+        });
+        std::fs::rename(&staged, "/etc/hosts").expect("replace /etc/hosts");
+    }
+}
+
+impl Drop for ServiceName {
+    fn drop(&mut self) {
+        self.set(&[]);
+    }
+}
+
+/// Authenticate calls a store replica has served, from its /metrics.
+async fn authentications(metrics: &str) -> f64 {
+    let page = samples(&scrape(metrics).await);
+    page.iter()
+        .filter(|((name, labels), _)| {
+            name == "trickle_grpc_server_request_duration_seconds_count"
+                && labels.get("method").map(String::as_str) == Some("Authenticate")
+        })
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// Two user-store replicas behind one service name (two addresses, as a headless Service's
+/// DNS record lists its pods): the frontend and the coordinator spread 200 logins over both
+/// (each serves at least 30 %); then a rolling restart of both replicas under a steady login
+/// load — the address leaves the name, SIGTERM, drain delay, drain, new process, the address
+/// comes back — loses no login, and each new replica receives calls within the re-resolution
+/// interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_replicas_share_logins_and_a_rolling_restart_loses_none() {
+    use trickle_tests::{Backend, LegacyDb, StoreDb};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    let legacy = LegacyDb::create(Backend::PostgresMariaDb, &shared).await;
+    let store = StoreDb::create(Backend::PostgresMariaDb, &shared).await;
+    // One port on two loopback addresses, like two pods behind one Service port.
+    let ips: [std::net::IpAddr; 2] = [[127, 0, 0, 2].into(), [127, 0, 0, 3].into()];
+    let port = loop {
+        let first = std::net::TcpListener::bind((ips[0], 0)).expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind((ips[1], port)).is_ok() {
+            break port;
+        }
+    };
+    let replicas = [(ips[0], free_port()), (ips[1], free_port())];
+    let service = ServiceName::new(&ips);
+    let (frontend, legacy_port, coordinator) = (free_port(), free_port(), free_port());
+    let service_url = format!("http://{}:{port}", service.name);
+    let key = trickle_auth_frontend::tokens::generate_signing_key_pem().expect("key");
+    let common: Vec<(String, String)> = [
+        ("TRICKLE_FRONTEND__LISTEN", format!("127.0.0.1:{frontend}")),
+        ("TRICKLE_LEGACY__LISTEN", format!("127.0.0.1:{legacy_port}")),
+        (
+            "TRICKLE_MIGRATION__LISTEN",
+            format!("127.0.0.1:{coordinator}"),
+        ),
+        ("TRICKLE_MIGRATION__ADMIN_LISTEN", "127.0.0.1:0".into()),
+        ("TRICKLE_FRONTEND__STORE_URL", service_url.clone()),
+        ("TRICKLE_MIGRATION__STORE_URL", service_url),
+        (
+            "TRICKLE_FRONTEND__COORDINATOR_URL",
+            format!("http://127.0.0.1:{coordinator}"),
+        ),
+        (
+            "TRICKLE_MIGRATION__LEGACY_URL",
+            format!("http://127.0.0.1:{legacy_port}"),
+        ),
+        ("TRICKLE_FRONTEND__METRICS_LISTEN", String::new()),
+        ("TRICKLE_LEGACY__METRICS_LISTEN", String::new()),
+        ("TRICKLE_MIGRATION__METRICS_LISTEN", String::new()),
+        ("TRICKLE_STORE__DATABASE_URL", store.database.url.clone()),
+        ("TRICKLE_LEGACY__DATABASE_URL", legacy.database.url.clone()),
+        ("TRICKLE_LEGACY__FIND_USER", legacy.find_user.clone()),
+        ("TRICKLE_TOKENS__SIGNING_KEY", key),
+        // Longer than the channels' re-resolution interval (2 s).
+        ("TRICKLE_SERVER__DRAIN_DELAY_MS", "3000".into()),
+        ("TRICKLE_FRONTEND__UPSTREAM_TIMEOUT_MS", "30000".into()),
+        ("TRICKLE_MIGRATION__STORE_TIMEOUT_MS", "20000".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let spawn = |service: &str, name: &str, extra: &[(&str, String)]| {
+        Command::new(env!("CARGO_BIN_EXE_trickle"))
+            .args(["serve", service])
+            .envs(common.iter().cloned())
+            .envs(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.path().join(format!("{name}.log")))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
+            .spawn()
+            .expect("start a service")
+    };
+    let spawn_store = |index: usize| {
+        let (ip, metrics) = replicas[index];
+        spawn(
+            "user-store",
+            &format!("user-store-{index}"),
+            &[
+                ("TRICKLE_STORE__LISTEN", format!("{ip}:{port}")),
+                (
+                    "TRICKLE_STORE__METRICS_LISTEN",
+                    format!("127.0.0.1:{metrics}"),
+                ),
+            ],
+        )
+    };
+    let mut stores = vec![spawn_store(0), spawn_store(1)];
+    let mut others = vec![
+        spawn("legacy-connector", "legacy-connector", &[]),
+        spawn("coordinator", "coordinator", &[]),
+        spawn("frontend", "frontend", &[]),
+    ];
+    for ip in ips {
+        assert!(
+            listening_on(ip, port).await,
+            "a store replica did not start"
+        );
+    }
+    for port in [legacy_port, coordinator, frontend] {
+        assert!(listening(port).await, "a service did not start");
+    }
+    let metrics_url = |index: usize| format!("http://127.0.0.1:{}/metrics", replicas[index].1);
+
+    const USERS: i64 = 20;
+    legacy.insert_many(&legacy_users(USERS)).await;
+    let client = AuthServiceClient::connect(format!("http://127.0.0.1:{frontend}"))
+        .await
+        .expect("connect");
+    for id in 1..=USERS {
+        client
+            .clone()
+            .login(login(&format!("user{id}@example.com"), "legacy-password"))
+            .await
+            .unwrap_or_else(|s| panic!("first login of user{id}: {s:?}"));
+    }
+
+    // 200 logins of migrated users (the store alone answers them), four callers.
+    let before = [
+        authentications(&metrics_url(0)).await,
+        authentications(&metrics_url(1)).await,
+    ];
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut client, next) = (client.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if n >= 200 {
+                        break;
+                    }
+                    let id = n % USERS + 1;
+                    client
+                        .login(login(&format!("user{id}@example.com"), "legacy-password"))
+                        .await
+                        .unwrap_or_else(|s| panic!("login of user{id}: {s:?}"));
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.expect("caller");
+    }
+    let served = [
+        authentications(&metrics_url(0)).await - before[0],
+        authentications(&metrics_url(1)).await - before[1],
+    ];
+    let total = served[0] + served[1];
+    eprintln!("200 logins over two replicas: {served:?}");
+    assert!(total >= 200.0, "every login asked the store: {served:?}");
+    for (index, count) in served.iter().enumerate() {
+        assert!(
+            *count >= 0.3 * total,
+            "replica {index} served {count} of {total} logins: {served:?}"
+        );
+    }
+
+    // A rolling restart under a steady load.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|worker| {
+            let (mut client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                let mut n = worker;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let id = n % USERS + 1;
+                    n += 4;
+                    match client
+                        .login(login(&format!("user{id}@example.com"), "legacy-password"))
+                        .await
+                    {
+                        Ok(_) => ok += 1,
+                        Err(status) => {
+                            failed.push(format!("{:?}: {}", status.code(), status.message()))
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    for index in 0..2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let other = 1 - index;
+        // The endpoints controller drops the pod from the name as the kubelet signals it.
+        service.set(&[ips[other]]);
+        let status = Command::new("kill")
+            .args(["-TERM", &stores[index].id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = stores[index].wait().expect("wait");
+        assert!(exit.success(), "replica {index} exit {exit:?}");
+        stores[index] = spawn_store(index);
+        assert!(
+            listening_on(ips[index], port).await,
+            "replica {index} restarted"
+        );
+        let fresh = authentications(&metrics_url(index)).await;
+        service.set(&ips);
+        // Within a couple of connection ages the new process gets calls.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while authentications(&metrics_url(index)).await <= fresh {
+            assert!(
+                Instant::now() < deadline,
+                "the restarted replica {index} received no call"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for worker in load {
+        let (o, f) = worker.await.expect("worker");
+        ok += o;
+        failed.extend(f);
+    }
+    eprintln!(
+        "rolling restart of both store replicas: {ok} logins, {} failed",
+        failed.len()
+    );
+    assert!(ok > 0, "the load ran");
+    assert!(
+        failed.is_empty(),
+        "logins lost in the rolling restart: {failed:?}"
+    );
+    for child in stores.iter_mut().chain(others.iter_mut()) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
