@@ -15,8 +15,8 @@ mod stored;
 pub use argon2id::Argon2Config;
 pub use pool::{HashPool, PoolError, Verification};
 pub use stored::{
-    DigestAlgorithm, DigestEncoding, DigestTemplate, HashFormat, HashScheme, ParseHashError,
-    SaltPosition, StoredHash,
+    DigestAlgorithm, DigestEncoding, DigestTemplate, HashCost, HashFormat, HashLimits, HashScheme,
+    ParseHashError, SaltPosition, StoredHash,
 };
 
 use zeroize::Zeroizing;

@@ -192,6 +192,70 @@ enum BcryptInput {
     WordpressHmacSha384,
 }
 
+/// `[legacy.hash_limits]`: the most verifying one stored hash may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HashLimits {
+    /// Memory of one verification (argon2 `m`, scrypt 128·N·r), in KiB.
+    pub max_memory_kib: u64,
+    /// Rounds of an iterated hash (PBKDF2 iterations, crypt `rounds=`, phpass 2^n, argon2
+    /// `t`, scrypt N).
+    pub max_iterations: u64,
+    /// bcrypt's cost factor (2^cost rounds).
+    pub max_bcrypt_cost: u32,
+}
+
+impl Default for HashLimits {
+    /// 64 MiB, 5 million rounds, bcrypt 16: above every default of the apps Trickle knows
+    /// (Django 5.2's 1,000,000 PBKDF2 rounds, Laravel's bcrypt 12, argon2's 19–64 MiB), and
+    /// within the connector's memory limit with two hashing threads.
+    fn default() -> Self {
+        Self {
+            max_memory_kib: 64 * 1024,
+            max_iterations: 5_000_000,
+            max_bcrypt_cost: 16,
+        }
+    }
+}
+
+/// What verifying a stored hash costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HashCost {
+    pub memory_kib: u64,
+    pub iterations: u64,
+    pub bcrypt_cost: Option<u32>,
+}
+
+impl HashCost {
+    /// Why this cost is over `limits`, if it is (safe to log: parameters only).
+    pub fn exceeds(&self, limits: &HashLimits) -> Option<String> {
+        if self.memory_kib > limits.max_memory_kib {
+            return Some(format!(
+                "needs {} KiB to verify, above max_memory_kib = {}",
+                self.memory_kib, limits.max_memory_kib
+            ));
+        }
+        if self.iterations > limits.max_iterations {
+            return Some(format!(
+                "needs {} rounds, above max_iterations = {}",
+                self.iterations, limits.max_iterations
+            ));
+        }
+        match self.bcrypt_cost {
+            Some(cost) if cost > limits.max_bcrypt_cost => Some(format!(
+                "has bcrypt cost {cost}, above max_bcrypt_cost = {}",
+                limits.max_bcrypt_cost
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The cost digits of a bcrypt string (`$2b$12$…` → 12).
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
+
 /// A parsed stored hash.
 #[derive(Clone)]
 pub struct StoredHash {
@@ -439,6 +503,56 @@ impl StoredHash {
             Inner::ShaCrypt { sha512: false, .. } => HashScheme::Sha256Crypt,
             Inner::Md5Crypt { .. } => HashScheme::Md5Crypt,
             Inner::Digest(d) => d.scheme,
+        }
+    }
+
+    /// What verifying this hash costs, to hold against [`HashLimits`].
+    pub fn cost(&self) -> HashCost {
+        match &self.inner {
+            Inner::Argon2(h) => HashCost {
+                memory_kib: u64::from(h.params.m_cost()),
+                iterations: u64::from(h.params.t_cost()),
+                bcrypt_cost: None,
+            },
+            Inner::Bcrypt { hash, .. } => HashCost {
+                memory_kib: 4,
+                iterations: 0,
+                bcrypt_cost: bcrypt_cost(hash),
+            },
+            Inner::Scrypt { params, .. } => {
+                let n = 1u64 << params.log_n();
+                HashCost {
+                    memory_kib: 128 * n * u64::from(params.r()) / 1024,
+                    iterations: n,
+                    bcrypt_cost: None,
+                }
+            }
+            Inner::Pbkdf2 { iterations, .. } => HashCost {
+                memory_kib: 0,
+                iterations: u64::from(*iterations),
+                bcrypt_cost: None,
+            },
+            Inner::Phpass { count_log2, .. } => HashCost {
+                memory_kib: 0,
+                iterations: 1u64 << (*count_log2).min(63),
+                bcrypt_cost: None,
+            },
+            Inner::ShaCrypt { hash, .. } => HashCost {
+                memory_kib: 0,
+                iterations: hash
+                    .get(3..)
+                    .and_then(|rest| rest.strip_prefix("rounds="))
+                    .and_then(|rest| rest.split('$').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(5000),
+                bcrypt_cost: None,
+            },
+            Inner::Md5Crypt { .. } => HashCost {
+                memory_kib: 0,
+                iterations: 1000,
+                bcrypt_cost: None,
+            },
+            Inner::Digest(_) => HashCost::default(),
         }
     }
 
@@ -1278,5 +1392,68 @@ mod tests {
             parsed.portable().is_none(),
             "the key stays with the connector"
         );
+    }
+}
+
+#[cfg(test)]
+mod cost_tests {
+    use super::*;
+
+    #[test]
+    fn each_family_reports_its_cost_and_the_caps_refuse_what_is_above_them() {
+        let limits = HashLimits::default();
+        let bcrypt = StoredHash::parse(
+            &crate::legacy_formats::bcrypt("pw", 4).expect("bcrypt"),
+            HashFormat::Auto,
+        )
+        .expect("parse");
+        assert_eq!(bcrypt.cost().bcrypt_cost, Some(4));
+        assert!(bcrypt.cost().exceeds(&limits).is_none());
+        let strict = HashLimits {
+            max_bcrypt_cost: 3,
+            ..limits
+        };
+        assert!(
+            bcrypt
+                .cost()
+                .exceeds(&strict)
+                .is_some_and(|why| why.contains("max_bcrypt_cost"))
+        );
+
+        let pbkdf2 = StoredHash::parse(
+            "pbkdf2_sha256$870000$c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g=",
+            HashFormat::Auto,
+        )
+        .expect("parse");
+        assert_eq!(pbkdf2.cost().iterations, 870_000);
+        assert!(pbkdf2.cost().exceeds(&limits).is_none());
+        let few_rounds = HashLimits {
+            max_iterations: 100_000,
+            ..limits
+        };
+        assert!(
+            pbkdf2
+                .cost()
+                .exceeds(&few_rounds)
+                .is_some_and(|why| why.contains("870000"))
+        );
+
+        // argon2 with 256 MiB: above the default 64 MiB.
+        let argon2 = StoredHash::parse(
+            "$argon2id$v=19$m=262144,t=3,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA",
+            HashFormat::Auto,
+        )
+        .expect("parse");
+        assert_eq!(argon2.cost().memory_kib, 262_144);
+        assert!(
+            argon2
+                .cost()
+                .exceeds(&limits)
+                .is_some_and(|why| why.contains("max_memory_kib"))
+        );
+
+        let sha512 =
+            StoredHash::parse("$6$rounds=656000$salt$hash", HashFormat::Auto).expect("parse");
+        assert_eq!(sha512.cost().iterations, 656_000);
     }
 }

@@ -149,7 +149,127 @@ fn build() -> Result<Metrics, prometheus::Error> {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
     metrics.registry.register(Box::new(build_info))?;
+    metrics
+        .registry
+        .register(Box::new(ProcessMetrics::new()?))?;
     Ok(metrics)
+}
+
+/// The standard `process_*` metrics (CPU seconds, resident memory, open descriptors, start
+/// time), read from `/proc/self` at each scrape. Written here rather than through
+/// prometheus' `process` feature, whose procfs crate would bring a second rustix.
+struct ProcessMetrics {
+    cpu: prometheus::Counter,
+    resident: prometheus::Gauge,
+    virtual_memory: prometheus::Gauge,
+    open_fds: prometheus::Gauge,
+    start_time: prometheus::Gauge,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl ProcessMetrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        let cpu = prometheus::Counter::new(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+        )?;
+        let resident = prometheus::Gauge::new(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+        )?;
+        let virtual_memory = prometheus::Gauge::new(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+        )?;
+        let open_fds =
+            prometheus::Gauge::new("process_open_fds", "Number of open file descriptors.")?;
+        let start_time = prometheus::Gauge::new(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+        )?;
+        // When the registry asks, the process has just started: near enough.
+        start_time.set(chrono::Utc::now().timestamp() as f64);
+        let descs = [
+            &cpu as &dyn prometheus::core::Collector,
+            &resident,
+            &virtual_memory,
+            &open_fds,
+            &start_time,
+        ]
+        .iter()
+        .flat_map(|c| c.desc().into_iter().cloned())
+        .collect();
+        Ok(Self {
+            cpu,
+            resident,
+            virtual_memory,
+            open_fds,
+            start_time,
+            descs,
+        })
+    }
+
+    /// Refresh from /proc/self; a field that cannot be read keeps its last value.
+    fn refresh(&self) {
+        // Linux reports CPU time in clock ticks; USER_HZ is 100 on every Linux ABI.
+        const TICKS_PER_SECOND: f64 = 100.0;
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+            && let Some((_, after_name)) = stat.rsplit_once(')')
+        {
+            // Fields after the command name, counted from 3 (state).
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+            if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+                let total = (utime + stime) / TICKS_PER_SECOND;
+                let delta = total - self.cpu.get();
+                if delta > 0.0 {
+                    self.cpu.inc_by(delta);
+                }
+            }
+        }
+        // VmRSS / VmSize in kB: independent of the page size.
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            for line in status.lines() {
+                let kib = |rest: &str| {
+                    rest.split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok())
+                };
+                if let Some(rest) = line.strip_prefix("VmRSS:")
+                    && let Some(kib) = kib(rest)
+                {
+                    self.resident.set(kib * 1024.0);
+                } else if let Some(rest) = line.strip_prefix("VmSize:")
+                    && let Some(kib) = kib(rest)
+                {
+                    self.virtual_memory.set(kib * 1024.0);
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(entries.count() as f64);
+        }
+    }
+}
+
+impl prometheus::core::Collector for ProcessMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.refresh();
+        [
+            self.cpu.collect(),
+            self.resident.collect(),
+            self.virtual_memory.collect(),
+            self.open_fds.collect(),
+            self.start_time.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -239,5 +359,24 @@ mod tests {
         assert!(text.contains(
             "trickle_grpc_server_request_duration_seconds_count{code=\"0\",method=\"Login\",service=\"trickle.auth.v1.AuthService\"} 1"
         ), "{text}");
+        assert!(
+            text.contains(&format!(
+                "trickle_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        // The process metrics read this very process: some memory, some descriptors.
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing: {text}"))
+        };
+        assert!(
+            value("process_resident_memory_bytes") > 1_000_000.0,
+            "{text}"
+        );
+        assert!(value("process_open_fds") >= 3.0, "{text}");
+        assert!(value("process_start_time_seconds") > 1.7e9, "{text}");
     }
 }

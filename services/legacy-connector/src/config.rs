@@ -75,6 +75,12 @@ pub struct LegacyConfig {
     /// Threads verifying legacy hashes; 0 = one per core.
     pub hash_workers: usize,
     pub hash_queue: usize,
+    /// Caps on what verifying one stored legacy hash may cost. A stored hash is data: one
+    /// with an absurd cost (argon2 with 4 GiB, PBKDF2 with a billion rounds) would take a
+    /// hashing thread for minutes or the pod past its memory limit. A hash above a cap is
+    /// treated as unusable (the login fails; the connector logs which legacy id). Size the
+    /// connector's memory as 64 MiB + hash_workers × `max_hash_memory_kib`.
+    pub hash_limits: trickle_password::HashLimits,
 }
 
 impl Default for LegacyConfig {
@@ -100,6 +106,7 @@ impl Default for LegacyConfig {
             max_connections: 5,
             hash_workers: 0,
             hash_queue: 256,
+            hash_limits: trickle_password::HashLimits::default(),
         }
     }
 }

@@ -158,6 +158,8 @@ pub struct SqlBackend {
     list_users_cursor: CursorKind,
     count_users: Option<Arc<str>>,
     hash_format: HashFormat,
+    /// What verifying one stored hash may cost.
+    hash_limits: trickle_password::HashLimits,
     salted_digest: Option<DigestTemplate>,
     query_timeout: Duration,
     hasher: HashPool,
@@ -192,6 +194,7 @@ impl SqlBackend {
             count_users: (!config.count_users.trim().is_empty())
                 .then(|| Arc::from(config.count_users.as_str())),
             hash_format: config.hash_format,
+            hash_limits: config.hash_limits,
             salted_digest: config.salted_digest.clone(),
             query_timeout,
             hasher,
@@ -394,6 +397,17 @@ impl SqlBackend {
                     self.salted_digest.as_ref(),
                 )
                 .map_err(|e| e.to_string())
+                .and_then(|parsed| {
+                    match parsed.cost().exceeds(&self.hash_limits) {
+                        // Verifying it could take a hashing thread for minutes, or the pod
+                        // past its memory limit: [legacy.hash_limits].
+                        Some(why) => Err(format!(
+                            "the stored {} hash {why} ([legacy.hash_limits])",
+                            parsed.scheme().as_str()
+                        )),
+                        None => Ok(parsed),
+                    }
+                })
             }
         };
         let user = LegacyUser {

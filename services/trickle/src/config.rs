@@ -169,4 +169,17 @@ mod example_file {
         assert_eq!(config.store.argon2.memory_kib, 19_456);
         assert!(config.legacy.find_user.contains("email = ?"));
     }
+
+    /// So must the Kubernetes base's: a typo there is a crash loop in every pod.
+    #[test]
+    fn the_kubernetes_configuration_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/k8s/base/trickle.toml");
+        let (config, _) =
+            super::load_from(Some(&path), std::iter::empty()).expect("k8s config loads");
+        assert_eq!(config.migration.admin_listen, "0.0.0.0:50055");
+        assert!(config.frontend.store_url.contains("-headless"));
+        assert_eq!(config.tokens.current_key, "signing-key.pem");
+        assert_eq!(config.server.drain_delay_ms, 10_000);
+    }
 }

@@ -40,10 +40,12 @@ macro_rules! on_both_backends {
 mod backfill;
 mod bench;
 mod db_tls;
+mod hash_limits;
 mod http_backend;
 mod lifecycle;
 mod presets;
 mod schema;
+mod signing_keys;
 mod telemetry;
 mod timing;
 mod tls;
