@@ -31,7 +31,7 @@ pub const MAX_METADATA_BYTES: u32 = 64 * 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// `[server]`: the lifecycle of every service's listeners.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServingConfig {
     /// After SIGTERM, keep serving (and reporting SERVING) this long before reporting
@@ -46,15 +46,6 @@ pub struct ServingConfig {
     /// (grpc-go, grpc-java do; tonic does not, and fails them with CANCELLED): Trickle's own
     /// clients balance by name instead ([`channel`]).
     pub max_connection_age_seconds: u64,
-}
-
-impl Default for ServingConfig {
-    fn default() -> Self {
-        Self {
-            drain_delay_ms: 0,
-            max_connection_age_seconds: 0,
-        }
-    }
 }
 
 impl ServingConfig {

@@ -1082,8 +1082,8 @@ async fn store_replicas_share_logins_and_a_rolling_restart_loses_none() {
             ],
         )
     };
-    let mut stores = vec![spawn_store(0), spawn_store(1)];
-    let mut others = vec![
+    let mut stores = [spawn_store(0), spawn_store(1)];
+    let mut others = [
         spawn("legacy-connector", "legacy-connector", &[]),
         spawn("coordinator", "coordinator", &[]),
         spawn("frontend", "frontend", &[]),

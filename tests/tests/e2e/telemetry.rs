@@ -236,3 +236,62 @@ async fn one_first_login_is_one_trace_across_the_four_services() {
     );
     assert!(migrated_line.contains("\"span_id\":\""), "{migrated_line}");
 }
+
+/// A wrong password is the caller's answer, not a server failure: its server spans carry
+/// `rpc.grpc.status_code` 16 and no ERROR status (the OpenTelemetry gRPC conventions mark
+/// only UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_not_a_server_error_in_traces() {
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let trickle = TestTrickle::start(Backend::Sqlite).await;
+    alice(&trickle, "the-right-password").await;
+    let trace_id = random_hex(16);
+    let mut request = tonic::Request::new(login("alice@example.com", "a-wrong-password"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{}-01", random_hex(8))
+            .parse()
+            .expect("header"),
+    );
+    let status = trickle
+        .client()
+        .await
+        .login(request)
+        .await
+        .expect_err("wrong password");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let span = loop {
+        let found = exported_spans().into_iter().find(|s| {
+            hex(&s.trace_id) == trace_id
+                && s.kind == SpanKind::Server as i32
+                && s.name == "trickle.auth.v1.AuthService/Login"
+        });
+        if let Some(span) = found {
+            break span;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the login's server span never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        attribute(&span, "rpc.grpc.status_code").as_deref(),
+        Some("16")
+    );
+    let code = span.status.as_ref().map_or(0, |s| s.code);
+    assert_ne!(code, StatusCode::Error as i32, "{:?}", span.status);
+}
+
+#[test]
+fn only_server_failures_are_span_errors() {
+    use trickle_telemetry::propagation::is_server_error;
+    for code in [2, 4, 12, 13, 14, 15] {
+        assert!(is_server_error(code), "{code}");
+    }
+    for code in [0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 16] {
+        assert!(!is_server_error(code), "{code}");
+    }
+}
