@@ -420,6 +420,30 @@ pub fn base_config(store: &StoreDb, legacy: &LegacyDb, signing_key_pem: &str) ->
 }
 
 impl TestTrickle {
+    /// A legacy user whose password is stored as bcrypt (cost 10).
+    pub async fn legacy_user(&self, legacy_id: i64, email: &str, password: &str) {
+        self.legacy
+            .insert(&LegacyRecord::new(legacy_id, email, bcrypt(password)))
+            .await;
+    }
+
+    /// Log in through the public API (plain gRPC to the frontend), expecting success.
+    pub async fn login_ok(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> trickle_proto::auth::v1::LoginResponse {
+        self.client()
+            .await
+            .login(trickle_proto::auth::v1::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("login of {email}: {status:?}"))
+            .into_inner()
+    }
+
     /// Fresh databases and the four services on them.
     pub async fn start(backend: Backend) -> Self {
         Self::start_with(backend, |_| {}).await

@@ -9,8 +9,7 @@
 //! `tests/tls/mariadb-tls.sh` made (.ci/run runs it).
 
 use sqlx::Connection as _;
-use trickle_proto::auth::v1::LoginRequest;
-use trickle_tests::{Backend, LegacyDb, LegacyRecord, TestPki, TestTrickle, bcrypt};
+use trickle_tests::{Backend, LegacyDb, TestPki, TestTrickle};
 
 /// The CA of the local PostgreSQL's certificate (`SHOW ssl_cert_file`; self-signed).
 fn postgres_ca() -> String {
@@ -57,17 +56,9 @@ async fn postgres_connections_by_tls(database_url: &str) -> (i64, i64) {
     .expect("pg_stat_ssl")
 }
 
+/// A first login; the profile name the legacy query filled in (here: the TLS cipher).
 async fn first_login(trickle: &TestTrickle, email: &str, password: &str) -> String {
-    let response = trickle
-        .client()
-        .await
-        .login(LoginRequest {
-            email: email.into(),
-            password: password.into(),
-        })
-        .await
-        .expect("a first login over TLS to every database")
-        .into_inner();
+    let response = trickle.login_ok(email, password).await;
     assert!(response.migrated);
     response
         .user
@@ -100,12 +91,7 @@ async fn store_coordinator_and_legacy_reach_their_databases_over_verified_tls() 
     })
     .await;
     trickle
-        .legacy
-        .insert(&LegacyRecord::new(
-            1,
-            "alice@example.com",
-            bcrypt("alice-password"),
-        ))
+        .legacy_user(1, "alice@example.com", "alice-password")
         .await;
     let cipher = first_login(&trickle, "alice@example.com", "alice-password").await;
     assert!(
@@ -136,12 +122,7 @@ async fn legacy_postgres_over_tls() {
     })
     .await;
     trickle
-        .legacy
-        .insert(&LegacyRecord::new(
-            7,
-            "bob@example.com",
-            bcrypt("bob-password"),
-        ))
+        .legacy_user(7, "bob@example.com", "bob-password")
         .await;
     let cipher = first_login(&trickle, "bob@example.com", "bob-password").await;
     assert!(

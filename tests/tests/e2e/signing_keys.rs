@@ -4,7 +4,7 @@
 
 use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
 use trickle_proto::auth::v1::{GetJwksRequest, LoginRequest, ValidateTokenRequest};
-use trickle_tests::{Backend, LegacyRecord, TestTrickle, bcrypt};
+use trickle_tests::{Backend, TestTrickle};
 
 /// A frontend on the running cluster's store and coordinator with the key set in `dir`.
 async fn frontend_with_keys(
@@ -49,12 +49,7 @@ async fn kids(client: &mut AuthServiceClient<tonic::transport::Channel>) -> Vec<
 async fn a_rotation_keeps_old_tokens_valid_until_their_key_leaves_the_set() {
     let trickle = TestTrickle::start(Backend::Sqlite).await;
     trickle
-        .legacy
-        .insert(&LegacyRecord::new(
-            1,
-            "alice@example.com",
-            bcrypt("alice-password"),
-        ))
+        .legacy_user(1, "alice@example.com", "alice-password")
         .await;
     let keys = tempfile::tempdir().expect("tempdir");
     let write_key = |name: &str| {

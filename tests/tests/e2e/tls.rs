@@ -337,24 +337,12 @@ async fn internal_servers_serve_only_the_identities_they_allow() {
     })
     .await;
     trickle
-        .legacy
-        .insert(&LegacyRecord::new(
-            1,
-            "alice@example.com",
-            bcrypt("alice-password"),
-        ))
+        .legacy_user(1, "alice@example.com", "alice-password")
         .await;
     let response = trickle
-        .client()
-        .await
-        .login(LoginRequest {
-            email: "alice@example.com".into(),
-            password: "alice-password".into(),
-        })
-        .await
-        .expect("a first login through every allowed hop")
-        .into_inner();
-    assert!(response.migrated);
+        .login_ok("alice@example.com", "alice-password")
+        .await;
+    assert!(response.migrated, "a first login through every allowed hop");
 
     let store_addr = trickle.cluster.store.local_addr;
     let get = GetUserRequest {
