@@ -21,9 +21,10 @@ pub use stored::{
 
 use zeroize::Zeroizing;
 
-/// The longest password any service accepts for checking (bytes). Legacy apps sometimes
-/// allowed long passphrases; beyond this a "password" is an attack on the hasher.
-pub const MAX_PASSWORD_BYTES: usize = 4096;
+/// The longest password any service accepts for checking (bytes): the sign-up maximum, so
+/// nobody can hold a password that could not log in. Longer input is an attack on the
+/// hasher (sha-crypt and PBKDF2 over HMAC cost grows with the password's length).
+pub const MAX_PASSWORD_BYTES: usize = MAX_NEW_PASSWORD_BYTES;
 /// New passwords (sign-up, reset, change): NIST SP 800-63B — at least 8 characters, at most
 /// 1024 bytes here, no composition rules.
 pub const MIN_NEW_PASSWORD_CHARS: usize = 8;

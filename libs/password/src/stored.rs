@@ -203,6 +203,8 @@ pub struct HashLimits {
     pub max_iterations: u64,
     /// bcrypt's cost factor (2^cost rounds).
     pub max_bcrypt_cost: u32,
+    /// argon2's and scrypt's parallelism `p`.
+    pub max_parallelism: u32,
 }
 
 impl Default for HashLimits {
@@ -214,6 +216,7 @@ impl Default for HashLimits {
             max_memory_kib: 64 * 1024,
             max_iterations: 5_000_000,
             max_bcrypt_cost: 16,
+            max_parallelism: 8,
         }
     }
 }
@@ -222,8 +225,11 @@ impl Default for HashLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HashCost {
     pub memory_kib: u64,
+    /// Rounds of the underlying function, all of them: PBKDF2 iterations times the blocks
+    /// its output length needs, scrypt N times p, argon2 t.
     pub iterations: u64,
     pub bcrypt_cost: Option<u32>,
+    pub parallelism: u32,
 }
 
 impl HashCost {
@@ -239,6 +245,12 @@ impl HashCost {
             return Some(format!(
                 "needs {} rounds, above max_iterations = {}",
                 self.iterations, limits.max_iterations
+            ));
+        }
+        if self.parallelism > limits.max_parallelism {
+            return Some(format!(
+                "has parallelism {}, above max_parallelism = {}",
+                self.parallelism, limits.max_parallelism
             ));
         }
         match self.bcrypt_cost {
@@ -512,45 +524,57 @@ impl StoredHash {
             Inner::Argon2(h) => HashCost {
                 memory_kib: u64::from(h.params.m_cost()),
                 iterations: u64::from(h.params.t_cost()),
-                bcrypt_cost: None,
+                parallelism: h.params.p_cost(),
+                ..HashCost::default()
             },
             Inner::Bcrypt { hash, .. } => HashCost {
                 memory_kib: 4,
-                iterations: 0,
                 bcrypt_cost: bcrypt_cost(hash),
+                ..HashCost::default()
             },
             Inner::Scrypt { params, .. } => {
                 let n = 1u64 << params.log_n();
                 HashCost {
                     memory_kib: 128 * n * u64::from(params.r()) / 1024,
-                    iterations: n,
-                    bcrypt_cost: None,
+                    iterations: n.saturating_mul(u64::from(params.p())),
+                    parallelism: params.p(),
+                    ..HashCost::default()
                 }
             }
-            Inner::Pbkdf2 { iterations, .. } => HashCost {
-                memory_kib: 0,
-                iterations: u64::from(*iterations),
-                bcrypt_cost: None,
-            },
+            Inner::Pbkdf2 {
+                prf,
+                iterations,
+                expected,
+                ..
+            } => {
+                // Each block of output is a full run of the iterations.
+                let block = match prf {
+                    Prf::Sha1 => 20,
+                    Prf::Sha256 => 32,
+                    Prf::Sha512 => 64,
+                };
+                let blocks = expected.len().div_ceil(block).max(1) as u64;
+                HashCost {
+                    iterations: u64::from(*iterations).saturating_mul(blocks),
+                    ..HashCost::default()
+                }
+            }
             Inner::Phpass { count_log2, .. } => HashCost {
-                memory_kib: 0,
                 iterations: 1u64 << (*count_log2).min(63),
-                bcrypt_cost: None,
+                ..HashCost::default()
             },
             Inner::ShaCrypt { hash, .. } => HashCost {
-                memory_kib: 0,
                 iterations: hash
                     .get(3..)
                     .and_then(|rest| rest.strip_prefix("rounds="))
                     .and_then(|rest| rest.split('$').next())
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(5000),
-                bcrypt_cost: None,
+                ..HashCost::default()
             },
             Inner::Md5Crypt { .. } => HashCost {
-                memory_kib: 0,
                 iterations: 1000,
-                bcrypt_cost: None,
+                ..HashCost::default()
             },
             Inner::Digest(_) => HashCost::default(),
         }

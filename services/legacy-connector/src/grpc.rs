@@ -36,10 +36,17 @@ impl LegacyConnector for LegacyConnectorService {
             LoginOutcome::Authenticated(user) => LoginResponse {
                 authenticated: true,
                 user: Some(user_to_proto(user)),
+                unusable_password: false,
             },
             LoginOutcome::Rejected => LoginResponse {
                 authenticated: false,
                 user: None,
+                unusable_password: false,
+            },
+            LoginOutcome::UnusablePassword => LoginResponse {
+                authenticated: false,
+                user: None,
+                unusable_password: true,
             },
         };
         Ok(Response::new(response))

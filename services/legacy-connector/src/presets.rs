@@ -127,9 +127,15 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
         ),
         Preset::AspnetMembership => (
             format!(
-                "SELECT u.{} AS id, m.{} AS email, m.{} AS password_hash, m.{} AS password_salt, u.{} AS nickname",
+                // A member not approved or locked out cannot log in to the app: '!' makes
+                // the row "no usable password" here too (refused like a wrong password).
+                "SELECT u.{} AS id, m.{} AS email, \
+                 CASE WHEN m.{} = 1 AND m.{} = 0 THEN m.{} ELSE '!' END AS password_hash, \
+                 m.{} AS password_salt, u.{} AS nickname",
                 q("UserId"),
                 q("Email"),
+                q("IsApproved"),
+                q("IsLockedOut"),
                 q("Password"),
                 q("PasswordSalt"),
                 q("UserName")

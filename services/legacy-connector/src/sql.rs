@@ -28,8 +28,13 @@ pub struct LegacyUser {
 /// A legacy row with its hash, parsed. Stays inside this crate.
 struct Candidate {
     user: LegacyUser,
-    hash: StoredHash,
+    /// The hash, or why no password can match this record.
+    hash: Result<StoredHash, String>,
 }
+
+/// At most this many legacy ids are remembered as "already logged as unusable"; past it the
+/// memory starts over (and each id may be logged once more).
+const MAX_REMEMBERED_UNUSABLE: usize = 100_000;
 
 /// A legacy user listed for the backfill: their hash in a form the store can verify
 /// (with its scheme), or why it cannot be carried over.
@@ -42,6 +47,9 @@ pub struct ListedUser {
 /// A legacy login's answer. Unknown email and wrong password are one variant on purpose.
 #[derive(Debug)]
 pub enum LoginOutcome {
+    /// The record exists but no password can ever match it (see `unusable_password` in
+    /// the contract); answered like [`LoginOutcome::Rejected`].
+    UnusablePassword,
     Authenticated(LegacyUser),
     Rejected,
 }
@@ -166,6 +174,8 @@ pub struct SqlBackend {
     /// The last real hash seen, verified for unknown emails so that they cost what a wrong
     /// password costs (a legacy store's hashes usually share one format and cost).
     dummy: Arc<RwLock<Option<StoredHash>>>,
+    /// Legacy ids already logged as having no usable password.
+    unusable_logged: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl SqlBackend {
@@ -199,6 +209,7 @@ impl SqlBackend {
             query_timeout,
             hasher,
             dummy: Arc::new(RwLock::new(None)),
+            unusable_logged: Arc::default(),
         })
     }
 
@@ -247,13 +258,22 @@ impl SqlBackend {
             self.verify_dummy(password).await?;
             return Ok(LoginOutcome::Rejected);
         }
+        let mut unusable = false;
         for candidate in candidates {
-            let scheme = candidate.hash.scheme();
-            let verification = self
-                .hasher
-                .verify(password.clone(), candidate.hash.clone())
-                .await?;
-            self.remember_dummy(candidate.hash);
+            let hash = match candidate.hash {
+                Ok(hash) => hash,
+                Err(why) => {
+                    // No password can match: spend what a wrong password costs, so the
+                    // answer is the same in code and in time, and count it apart.
+                    unusable = true;
+                    self.note_unusable(&candidate.user.legacy_id, &why);
+                    self.verify_dummy(password.clone()).await?;
+                    continue;
+                }
+            };
+            let scheme = hash.scheme();
+            let verification = self.hasher.verify(password.clone(), hash.clone()).await?;
+            self.remember_dummy(hash);
             if verification.matches {
                 let span = tracing::Span::current();
                 span.record("trickle.legacy.id", candidate.user.legacy_id.as_str());
@@ -261,7 +281,34 @@ impl SqlBackend {
                 return Ok(LoginOutcome::Authenticated(candidate.user));
             }
         }
-        Ok(LoginOutcome::Rejected)
+        Ok(if unusable {
+            LoginOutcome::UnusablePassword
+        } else {
+            LoginOutcome::Rejected
+        })
+    }
+
+    /// Log a legacy user without a usable password once (per process), not at every login:
+    /// such rows are common (accounts without a password, disabled ones) and a guesser could
+    /// otherwise flood the logs.
+    fn note_unusable(&self, legacy_id: &str, why: &str) {
+        let first_time = self.unusable_logged.lock().is_ok_and(|mut seen| {
+            if seen.len() >= MAX_REMEMBERED_UNUSABLE {
+                seen.clear();
+            }
+            seen.insert(legacy_id.to_owned())
+        });
+        if first_time {
+            tracing::warn!(
+                trickle.legacy.id = legacy_id,
+                reason = why,
+                "legacy user has no usable password hash; logins to it are refused like a wrong password"
+            );
+        }
+        trickle_telemetry::metrics::metrics()
+            .legacy_errors
+            .with_label_values(&["unusable_legacy_hash"])
+            .inc();
     }
 
     #[tracing::instrument(name = "legacy.get_user", skip_all)]
@@ -370,8 +417,6 @@ impl SqlBackend {
 
     fn candidate(&self, row: &impl LegacyRow) -> Result<Candidate, LegacyError> {
         let (user, hash) = self.record(row)?;
-        let hash =
-            hash.map_err(|e| LegacyError::Config(format!("legacy user {}: {e}", user.legacy_id)))?;
         Ok(Candidate { user, hash })
     }
 
@@ -387,7 +432,13 @@ impl SqlBackend {
             .text("email")?
             .ok_or_else(|| LegacyError::Config("the query returned a NULL email".into()))?;
         let hash = match row.text("password_hash")? {
-            None => Err("no password_hash".to_owned()),
+            None => Err("no password_hash (NULL)".to_owned()),
+            Some(hash) if hash.trim().is_empty() => Err("an empty password_hash".to_owned()),
+            // Unix shadow files, Django's set_unusable_password() and many apps lock an
+            // account with a leading '!' or '*' (alone, or before the real hash).
+            Some(hash) if hash.trim_start().starts_with(['!', '*']) => {
+                Err("a disabled-account marker ('!' or '*')".to_owned())
+            }
             Some(hash) => {
                 let salt = row.optional_text("password_salt")?;
                 StoredHash::parse_with(

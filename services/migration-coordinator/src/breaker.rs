@@ -85,12 +85,15 @@ impl LegacyBreaker {
             return;
         }
         let failed = result.as_ref().err().is_some_and(|status| {
-            // The connector could not reach its database, or did not answer in time. A clean
-            // refusal (bad input, overload) says the legacy store is alive.
+            // Only transport failures and deadlines: the connector could not reach its
+            // database, or did not answer in time. A clean refusal (bad input, overload), a
+            // bug (INTERNAL) or a configuration error says nothing about the legacy store's
+            // health — and one bad row must never take first logins down for everyone.
             matches!(
                 status.code(),
-                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal
-            )
+                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+            ) && trickle_service_kit::rpc::reason_of(status).as_deref()
+                != Some(trickle_service_kit::rpc::reason::LEGACY_CONFIG)
         });
         let mut state = self.lock();
         let gauge = &trickle_telemetry::metrics::metrics().legacy_circuit_open;

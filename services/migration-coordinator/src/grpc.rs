@@ -49,7 +49,11 @@ impl MigrationCoordinator for CoordinatorService {
         let (outcome, user) = match self.coordinator.migrate_on_login(&email, password).await? {
             MigrationOutcome::Migrated(user) => (Outcome::Migrated, Some(user)),
             MigrationOutcome::AlreadyMigrated(user) => (Outcome::AlreadyMigrated, Some(user)),
-            MigrationOutcome::LegacyRejected => (Outcome::LegacyRejected, None),
+            // Answered exactly like a wrong password: the caller must not learn that the
+            // record exists.
+            MigrationOutcome::LegacyRejected | MigrationOutcome::UnusableLegacyHash => {
+                (Outcome::LegacyRejected, None)
+            }
             MigrationOutcome::Conflict => (Outcome::Conflict, None),
             MigrationOutcome::NotImporting => (Outcome::NotImporting, None),
             MigrationOutcome::Tombstoned => (Outcome::Tombstoned, None),

@@ -22,6 +22,9 @@ pub enum MigrationOutcome {
     AlreadyMigrated(auth::User),
     /// Unknown to the legacy store, or wrong password.
     LegacyRejected,
+    /// The legacy record holds no usable password (empty, disabled, unverifiable, over
+    /// the connector's cost caps): a rejection, counted apart.
+    UnusableLegacyHash,
     /// The legacy record belongs to a store user this login may not use.
     Conflict,
     /// AUTHORITATIVE mode: the legacy store was not asked.
@@ -37,6 +40,7 @@ impl MigrationOutcome {
             MigrationOutcome::Migrated(_) => "migrated",
             MigrationOutcome::AlreadyMigrated(_) => "already_migrated",
             MigrationOutcome::LegacyRejected => "legacy_rejected",
+            MigrationOutcome::UnusableLegacyHash => "unusable_legacy_hash",
             MigrationOutcome::Conflict => "conflict",
             MigrationOutcome::NotImporting => "not_importing",
             MigrationOutcome::Tombstoned => "tombstoned",
@@ -47,6 +51,7 @@ impl MigrationOutcome {
     fn failure_reason(&self) -> Option<&'static str> {
         match self {
             MigrationOutcome::LegacyRejected
+            | MigrationOutcome::UnusableLegacyHash
             | MigrationOutcome::Conflict
             | MigrationOutcome::Tombstoned => Some(self.as_str()),
             MigrationOutcome::Migrated(_)
@@ -166,7 +171,11 @@ impl Coordinator {
             .call(self.legacy.clone().login(request))
             .await?;
         let (true, Some(legacy_user)) = (answer.authenticated, answer.user) else {
-            return Ok(MigrationOutcome::LegacyRejected);
+            return Ok(if answer.unusable_password {
+                MigrationOutcome::UnusableLegacyHash
+            } else {
+                MigrationOutcome::LegacyRejected
+            });
         };
         // The connector only returns rows whose email matches, but the import must never
         // depend on a connector someone else wrote getting that right.

@@ -1170,6 +1170,11 @@ async fn bad_input_is_invalid_argument_with_field_violations(backend: Backend) {
         (login("a b@example.com", "password"), vec!["email"]),
         (login("alice@example.com", ""), vec!["password"]),
         (login("alice@example.com", &huge), vec!["password"]),
+        // Login takes what sign-up accepts, and no more (1024 bytes).
+        (
+            login("alice@example.com", &"p".repeat(1025)),
+            vec!["password"],
+        ),
         (LoginRequest::default(), vec!["email", "password"]),
     ];
     for (request, fields) in cases {
