@@ -403,9 +403,9 @@ pub fn base_config(store: &StoreDb, legacy: &LegacyDb, signing_key_pem: &str) ->
     config.store.metrics_listen = "127.0.0.1:0".into();
     config.legacy.metrics_listen = "127.0.0.1:0".into();
     config.migration.metrics_listen = "127.0.0.1:0".into();
-    config.store.database_url = store.database.url.clone();
-    config.migration.database_url = store.database.url.clone();
-    config.legacy.database_url = legacy.database.url.clone();
+    config.store.database_url = store.database.url.clone().into();
+    config.migration.database_url = store.database.url.clone().into();
+    config.legacy.database_url = legacy.database.url.clone().into();
     config.legacy.find_user = legacy.find_user.clone();
     config.legacy.count_users = "SELECT COUNT(*) FROM users".into();
     config.legacy.list_users = legacy.list_users.clone();

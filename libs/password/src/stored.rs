@@ -56,7 +56,7 @@ pub enum HashFormat {
 }
 
 /// How an app built a salted digest: `[legacy.salted_digest]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DigestTemplate {
     /// `md5`, `sha1`, `sha256` or `sha512`.
@@ -71,6 +71,24 @@ pub struct DigestTemplate {
     /// connector but not handed to the store (the key stays with the connector).
     #[serde(default)]
     pub hmac_key: String,
+}
+
+impl std::fmt::Debug for DigestTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestTemplate")
+            .field("algorithm", &self.algorithm)
+            .field("salt_position", &self.salt_position)
+            .field("encoding", &self.encoding)
+            .field(
+                "hmac_key",
+                &if self.hmac_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

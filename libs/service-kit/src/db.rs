@@ -11,6 +11,81 @@ use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// A database URL from the configuration. It usually carries a password, so `Debug` prints
+/// it without one (and without a `password=` parameter); the URL itself is reached through
+/// `Deref<Target = str>` where a connection is made.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL with its password (user info and `password=` parameter) replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+/// `scheme://user:secret@host/db?password=x&sslmode=y` → `scheme://user:***@host/db?password=***&sslmode=y`.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            // The user info ends at the last '@' before the path.
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{host}"),
+                    None => format!("{userinfo}@{host}"),
+                },
+                None => authority.to_owned(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Db {
     Postgres(PgPool),
@@ -206,5 +281,30 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             .code()
             .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_prints_a_database_url_without_its_password() {
+        let url = super::DatabaseUrl::from(
+            "postgres://trickle:hunter2@db.example.com:5432/app?sslmode=verify-full&password=hunter3",
+        );
+        let printed = format!("{url:?}");
+        assert!(!printed.contains("hunter"), "{printed}");
+        assert!(
+            printed.contains("trickle:***@db.example.com:5432/app"),
+            "{printed}"
+        );
+        assert!(printed.contains("sslmode=verify-full"), "{printed}");
+        assert_eq!(
+            super::redact_url("sqlite:///var/lib/trickle/store.db?mode=rwc"),
+            "sqlite:///var/lib/trickle/store.db?mode=rwc"
+        );
+        assert_eq!(
+            &*url,
+            "postgres://trickle:hunter2@db.example.com:5432/app?sslmode=verify-full&password=hunter3"
+        );
     }
 }

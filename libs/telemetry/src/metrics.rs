@@ -43,6 +43,8 @@ pub struct Metrics {
     pub legacy_circuit_open: IntGauge,
     /// gRPC calls served, by service, method and status code.
     pub grpc_request_duration: HistogramVec,
+    /// Rows the user-store's retention task deleted, by table (`tickets`, `login_throttle`).
+    pub pruned_rows: IntCounterVec,
 }
 
 /// Buckets from a fast lookup to a slow legacy store or a saturated hash pool.
@@ -134,6 +136,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "trickle_grpc_server_request_duration_seconds",
             "gRPC calls served, by service, method and status code.",
             &["service", "method", "code"],
+        )?,
+        pruned_rows: counter(
+            "trickle_store_pruned_rows_total",
+            "Rows the user-store's retention task deleted (expired tickets, stale throttle rows), by table.",
+            &["table"],
         )?,
         registry,
     };

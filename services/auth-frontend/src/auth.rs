@@ -345,6 +345,9 @@ impl AuthFlows {
         match (Outcome::try_from(answer.outcome), answer.user) {
             (Ok(Outcome::Changed), Some(user)) => Ok(user),
             (Ok(Outcome::WrongPassword), _) => Err(FrontendError::InvalidCredentials),
+            (Ok(Outcome::Throttled), _) => Err(FrontendError::RateLimited(
+                u64::try_from(answer.retry_after_seconds).unwrap_or(1),
+            )),
             _ => Err(FrontendError::Internal(
                 "user store answered ChangePassword without an outcome".into(),
             )),

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FrontendConfig {
     /// Where the public gRPC API listens.
@@ -33,6 +33,31 @@ pub struct FrontendConfig {
     /// Opt-in: with a key, the login span carries `trickle.user.email_hash`, an HMAC-SHA256
     /// of the normalized email under this key. Empty (default): emails never reach telemetry.
     pub telemetry_email_hash_key: String,
+}
+
+impl std::fmt::Debug for FrontendConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontendConfig")
+            .field("listen", &self.listen)
+            .field("store_url", &self.store_url)
+            .field("coordinator_url", &self.coordinator_url)
+            .field("upstream_timeout_ms", &self.upstream_timeout_ms)
+            .field("mode_refresh_ms", &self.mode_refresh_ms)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("tls", &self.tls)
+            .field("public_tls", &self.public_tls)
+            .field("reflection", &self.reflection)
+            .field("privileged_callers", &self.privileged_callers)
+            .field(
+                "telemetry_email_hash_key",
+                &if self.telemetry_email_hash_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
 }
 
 impl Default for FrontendConfig {

@@ -43,7 +43,7 @@ pub struct LegacyConfig {
     /// Mutual TLS: only callers with a certificate from `ca_file` are served.
     pub tls: trickle_service_kit::tls::TlsConfig,
     /// `postgres://…`, `mysql://…` or `sqlite://…`.
-    pub database_url: String,
+    pub database_url: trickle_service_kit::db::DatabaseUrl,
     /// Looks a user up by email. One parameter: the email, lower-cased. Returns `id`, `email`,
     /// `password_hash` and optionally `email_verified`, `name`, `given_name`, `family_name`,
     /// `nickname`, `picture`. Placeholders: `?` for MySQL/MariaDB and SQLite, `$1` for
@@ -93,7 +93,7 @@ impl Default for LegacyConfig {
             http: crate::http::HttpConfig::default(),
             metrics_listen: "127.0.0.1:9103".into(),
             tls: trickle_service_kit::tls::TlsConfig::default(),
-            database_url: String::new(),
+            database_url: Default::default(),
             // Empty: the preset's, or `SELECT id, email, password_hash FROM users WHERE
             // lower(email) = ?` without one.
             find_user: String::new(),

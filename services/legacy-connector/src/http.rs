@@ -63,13 +63,24 @@ struct Profile {
     picture: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpBackend {
     client: reqwest::Client,
     login_url: String,
     users_url: String,
     username: String,
     password: Option<String>,
+}
+
+impl std::fmt::Debug for HttpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpBackend")
+            .field("login_url", &self.login_url)
+            .field("users_url", &self.users_url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpBackend {

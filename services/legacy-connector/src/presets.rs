@@ -78,6 +78,16 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
             String::new()
         }
     });
+    // The prefix is pasted into SQL: an identifier, nothing else.
+    if !prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || prefix.len() > 64
+    {
+        return Err(LegacyError::Config(
+            "[legacy] table_prefix may hold only letters, digits and '_' (at most 64)".into(),
+        ));
+    }
     let table = |name: &str| q(&format!("{prefix}{name}"));
     let (select, from, by_email, key, cursor, format) = match preset {
         Preset::Wordpress => (
@@ -257,5 +267,31 @@ mod tests {
             ..LegacyConfig::default()
         };
         assert_eq!(resolve(&custom).expect("resolves").find_user, "SELECT 1");
+    }
+
+    #[test]
+    fn a_table_prefix_is_an_identifier_and_nothing_else() {
+        for hostile in ["wp_; DROP TABLE users; --", "a b", "x\"y", "p`"] {
+            let config = LegacyConfig {
+                preset: Some(Preset::Wordpress),
+                table_prefix: Some(hostile.into()),
+                database_url: "mysql://u@localhost/app".into(),
+                ..LegacyConfig::default()
+            };
+            let err = resolve(&config).expect_err(hostile);
+            assert!(err.to_string().contains("table_prefix"), "{err}");
+        }
+        let fine = LegacyConfig {
+            preset: Some(Preset::Wordpress),
+            table_prefix: Some("blog2_".into()),
+            database_url: "mysql://u@localhost/app".into(),
+            ..LegacyConfig::default()
+        };
+        assert!(
+            resolve(&fine)
+                .expect("resolves")
+                .find_user
+                .contains("blog2_users")
+        );
     }
 }

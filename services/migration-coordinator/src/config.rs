@@ -52,7 +52,7 @@ pub struct MigrationConfig {
     /// The mode on first start. Afterwards the mode lives in the coordinator's database.
     pub mode: Mode,
     /// The coordinator's own tables (mode, ledger). Empty: the store's database.
-    pub database_url: String,
+    pub database_url: trickle_service_kit::db::DatabaseUrl,
     pub max_connections: u32,
     /// The user-store's gRPC address.
     pub store_url: String,
@@ -84,7 +84,7 @@ impl Default for MigrationConfig {
             tls: trickle_service_kit::tls::TlsConfig::default(),
             status_refresh_seconds: 30,
             mode: Mode::Import,
-            database_url: String::new(),
+            database_url: Default::default(),
             max_connections: 5,
             store_url: "http://127.0.0.1:50052".into(),
             legacy_url: "http://127.0.0.1:50053".into(),

@@ -59,6 +59,8 @@ pub fn load_from(
         }
         None => toml::Table::new(),
     };
+    // Variables whose text was read as a number or a boolean, in case the key wants text.
+    let mut typed: Vec<(Vec<String>, String)> = Vec::new();
     for (name, raw) in env {
         let Some(path) = name.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -69,14 +71,68 @@ pub fn load_from(
             continue;
         }
         let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
-        set_path(&mut table, &keys, parse_env_value(&raw)).with_context(|| {
+        let value = parse_env_value(&raw);
+        if !value.is_str() {
+            typed.push((keys.clone(), raw));
+        }
+        set_path(&mut table, &keys, value).with_context(|| {
             format!("environment variable {name} does not name a configuration key")
         })?;
     }
-    let config: Config = toml::Value::Table(table.clone())
-        .try_into()
-        .context("invalid configuration (file or TRICKLE_… environment variables)")?;
-    Ok((config, Explicit { table }))
+    loop {
+        match toml::Value::Table(table.clone()).try_into::<Config>() {
+            Ok(config) => return Ok((config, Explicit { table })),
+            Err(error) => {
+                // A password of digits is text: when a key refuses the number, give it the
+                // text it was set to.
+                let message = error.to_string();
+                let Some(at) = typed.iter().position(|(keys, raw)| {
+                    message.contains(&format!("`{}`", keys.join(".")))
+                        || message.contains(&format!("`{}`", raw.trim()))
+                }) else {
+                    anyhow::bail!(
+                        "invalid configuration (file or TRICKLE_… environment variables): {}",
+                        without_values(&message)
+                    );
+                };
+                let (keys, raw) = typed.remove(at);
+                set_path(&mut table, &keys, toml::Value::String(raw))?;
+            }
+        }
+    }
+}
+
+/// A configuration error without the values it quotes: the value of a mistyped key may be a
+/// secret (a password in the wrong variable), and errors reach logs.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    // serde quotes the offending value after "invalid type: <kind> " or "invalid value:
+    // <kind> ", in backticks or double quotes.
+    while let Some(at) = rest.find("invalid ") {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        let Some(colon) = after.find(": ") else {
+            out.push_str(after);
+            return out;
+        };
+        out.push_str(&after[..colon + 2]);
+        let tail = &after[colon + 2..];
+        let kind_end = tail.find([' ', ',']).unwrap_or(tail.len());
+        out.push_str(&tail[..kind_end]);
+        let tail = &tail[kind_end..];
+        let trimmed = tail.trim_start();
+        let quote = trimmed.chars().next();
+        rest = match quote {
+            Some(q @ ('`' | '"')) => match trimmed[1..].find(q) {
+                Some(end) => &trimmed[end + 2..],
+                None => "",
+            },
+            _ => tail,
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> anyhow::Result<()> {
@@ -139,12 +195,84 @@ mod tests {
             ]),
         )
         .expect("loads");
-        assert_eq!(config.store.database_url, "postgres://x/y");
+        assert_eq!(&*config.store.database_url, "postgres://x/y");
         assert_eq!(config.store.argon2.iterations, 3);
         assert_eq!(config.legacy.query_timeout_ms, 500);
         assert_eq!(config.frontend.listen, "127.0.0.1:50051");
         assert!(explicit.has("store", "database_url"));
         assert!(!explicit.has("legacy", "database_url"));
+    }
+
+    /// A secret that looks like a number stays text, and a mistyped value never appears in
+    /// the error.
+    #[test]
+    fn numeric_secrets_stay_text_and_errors_quote_no_value() {
+        let (config, _) = load_from(
+            None,
+            env(&[
+                ("TRICKLE_FRONTEND__TELEMETRY_EMAIL_HASH_KEY", "31415926535"),
+                ("TRICKLE_STORE__MAX_CONNECTIONS", "7"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(config.frontend.telemetry_email_hash_key, "31415926535");
+        assert_eq!(config.store.max_connections, 7);
+        let err = load_from(
+            None,
+            env(&[(
+                "TRICKLE_STORE__MAX_CONNECTIONS",
+                "s3cr3t-in-the-wrong-variable",
+            )]),
+        )
+        .expect_err("not a number");
+        let text = format!("{err:#}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("max_connections"), "{text}");
+    }
+
+    /// Nothing secret in a Debug string: database passwords, the signing key, HMAC keys, the
+    /// legacy web service's password.
+    #[test]
+    fn the_configuration_prints_no_secret() {
+        let (config, _) = load_from(
+            None,
+            env(&[
+                (
+                    "TRICKLE_STORE__DATABASE_URL",
+                    "postgres://u:store-secret@db/app",
+                ),
+                (
+                    "TRICKLE_MIGRATION__DATABASE_URL",
+                    "postgres://u:coord-secret@db/app",
+                ),
+                (
+                    "TRICKLE_LEGACY__DATABASE_URL",
+                    "mysql://u:legacy-secret@db/app",
+                ),
+                ("TRICKLE_LEGACY__HTTP__PASSWORD", "http-secret"),
+                ("TRICKLE_LEGACY__SALTED_DIGEST__ALGORITHM", "sha1"),
+                ("TRICKLE_LEGACY__SALTED_DIGEST__HMAC_KEY", "hmac-secret"),
+                ("TRICKLE_TOKENS__SIGNING_KEY", "pem-secret"),
+                (
+                    "TRICKLE_FRONTEND__TELEMETRY_EMAIL_HASH_KEY",
+                    "email-hash-secret",
+                ),
+            ]),
+        )
+        .expect("loads");
+        let printed = format!("{config:?} {config:#?}");
+        for secret in [
+            "store-secret",
+            "coord-secret",
+            "legacy-secret",
+            "http-secret",
+            "hmac-secret",
+            "pem-secret",
+            "email-hash-secret",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("postgres://u:***@db/app"), "{printed}");
     }
 
     #[test]

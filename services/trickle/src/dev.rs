@@ -35,7 +35,7 @@ pub fn embedded_config(
 ) -> anyhow::Result<Config> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let url = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
+    let url = |name: &str| format!("sqlite://{}", data_dir.join(name).display()).into();
     if !explicit.has("store", "database_url") {
         config.store.database_url = url("store.db");
     }

@@ -9,7 +9,7 @@ pub struct StoreConfig {
     /// Where the user-store's gRPC server listens.
     pub listen: String,
     /// `postgres://…` in production, `sqlite://path?mode=rwc` embedded.
-    pub database_url: String,
+    pub database_url: trickle_service_kit::db::DatabaseUrl,
     pub max_connections: u32,
     /// Parameters of the argon2id hashes the store writes.
     pub argon2: Argon2Config,
@@ -36,6 +36,12 @@ pub struct StoreConfig {
     pub reset_ticket_ttl_seconds: u64,
     /// How long an email verification ticket stays valid.
     pub verification_ticket_ttl_seconds: u64,
+    /// How often expired tickets and stale throttle rows are deleted (every replica may do
+    /// it; the deletes are idempotent). 0: never.
+    pub prune_interval_seconds: u64,
+    /// How long a ticket is kept after it expired, so that a late redemption still answers
+    /// TICKET_EXPIRED rather than TICKET_INVALID.
+    pub prune_tickets_after_seconds: u64,
 }
 
 impl Default for StoreConfig {
@@ -57,6 +63,8 @@ impl Default for StoreConfig {
             client_throttle_lockout_seconds: 300,
             reset_ticket_ttl_seconds: 3600,
             verification_ticket_ttl_seconds: 86_400,
+            prune_interval_seconds: 300,
+            prune_tickets_after_seconds: 86_400,
         }
     }
 }

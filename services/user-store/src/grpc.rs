@@ -220,17 +220,24 @@ impl UserStore for UserStoreService {
         violations.check_new_password("new_password", &new_password);
         violations.verdict()?;
         use change_password_response::Outcome;
-        let (outcome, user) = match self
+        let (outcome, user, retry_after) = match self
             .users
             .change_password(&user_id, old_password, new_password)
             .await?
         {
-            ChangePasswordOutcome::Changed(user) => (Outcome::Changed, Some(user_to_proto(user))),
-            ChangePasswordOutcome::WrongPassword => (Outcome::WrongPassword, None),
+            ChangePasswordOutcome::Changed(user) => {
+                (Outcome::Changed, Some(user_to_proto(user)), None)
+            }
+            ChangePasswordOutcome::WrongPassword => (Outcome::WrongPassword, None, None),
+            ChangePasswordOutcome::Throttled { retry_after } => {
+                (Outcome::Throttled, None, Some(retry_after))
+            }
         };
         Ok(Response::new(ChangePasswordResponse {
             outcome: outcome.into(),
             user,
+            retry_after_seconds: retry_after
+                .map_or(0, |d| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX)),
         }))
     }
 

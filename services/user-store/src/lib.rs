@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 mod grpc;
 pub mod repository;
+pub mod retention;
 pub mod startup;
 pub mod tickets;
 pub mod users;

@@ -641,8 +641,9 @@ impl Repository {
         })
     }
 
-    /// Count one failure (a new window when the last one is over); lock the email when the
-    /// count reaches `max`. One statement, so concurrent failures on any replica all count.
+    /// Count one failure (a new window when the last one is over, or when the last lock has
+    /// expired); lock the email when the count reaches `max`. One statement, so concurrent
+    /// failures on any replica all count.
     pub(crate) async fn record_failure(
         &self,
         email: &str,
@@ -655,14 +656,23 @@ impl Repository {
         let locked_until = now + lockout;
         with_db!(&self.db, pool => {
             sqlx::query_scalar(
+                // A count starts over when its window is over or its lock has expired; a
+                // lock in force is kept as it is (attempts during it do not extend it).
                 "INSERT INTO login_throttle (email, failures, window_started_at, locked_until) \
                  VALUES ($1, 1, $2, CASE WHEN 1 >= $5 THEN $4 ELSE NULL END) \
                  ON CONFLICT (email) DO UPDATE SET \
-                   failures = CASE WHEN login_throttle.window_started_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
-                   window_started_at = CASE WHEN login_throttle.window_started_at < $3 THEN $2 ELSE login_throttle.window_started_at END, \
+                   failures = CASE WHEN login_throttle.window_started_at < $3 \
+                       OR (login_throttle.locked_until IS NOT NULL AND login_throttle.locked_until <= $2) \
+                     THEN 1 ELSE login_throttle.failures + 1 END, \
+                   window_started_at = CASE WHEN login_throttle.window_started_at < $3 \
+                       OR (login_throttle.locked_until IS NOT NULL AND login_throttle.locked_until <= $2) \
+                     THEN $2 ELSE login_throttle.window_started_at END, \
                    locked_until = CASE \
-                     WHEN (CASE WHEN login_throttle.window_started_at < $3 THEN 1 ELSE login_throttle.failures + 1 END) >= $5 THEN $4 \
-                     ELSE login_throttle.locked_until END \
+                     WHEN login_throttle.locked_until IS NOT NULL AND login_throttle.locked_until > $2 THEN login_throttle.locked_until \
+                     WHEN (CASE WHEN login_throttle.window_started_at < $3 \
+                         OR (login_throttle.locked_until IS NOT NULL AND login_throttle.locked_until <= $2) \
+                       THEN 1 ELSE login_throttle.failures + 1 END) >= $5 THEN $4 \
+                     ELSE NULL END \
                  RETURNING locked_until",
             )
             .bind(email)
@@ -672,6 +682,34 @@ impl Repository {
             .bind(max)
             .fetch_one(pool)
             .await
+        })
+    }
+
+    /// Delete tickets that expired before `before`; how many.
+    pub(crate) async fn prune_tickets(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM tickets WHERE expires_at < $1")
+                .bind(before)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+    }
+
+    /// Delete throttle rows whose window started before `before` and that lock nothing any
+    /// more: they no longer count toward anything.
+    pub(crate) async fn prune_throttle(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        let now = Utc::now();
+        with_db!(&self.db, pool => {
+            sqlx::query(
+                "DELETE FROM login_throttle WHERE window_started_at < $1 \
+                 AND (locked_until IS NULL OR locked_until < $2)",
+            )
+            .bind(before)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
         })
     }
 

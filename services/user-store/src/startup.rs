@@ -57,21 +57,28 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         window: Duration::from_secs(config.client_throttle_window_seconds.max(1)),
         lockout: Duration::from_secs(config.client_throttle_lockout_seconds.max(1)),
     };
-    let users = Users::new(
-        Repository::new(db),
-        hasher,
-        lifetimes,
-        throttle,
-        client_throttle,
-    );
+    let repository = Repository::new(db);
+    let retention = (config.prune_interval_seconds > 0).then(|| {
+        crate::retention::Retention {
+            interval: Duration::from_secs(config.prune_interval_seconds),
+            tickets_after: Duration::from_secs(config.prune_tickets_after_seconds),
+            throttle_window: throttle.window.max(client_throttle.window),
+        }
+        .spawn(repository.clone())
+    });
+    let users = Users::new(repository, hasher, lifetimes, throttle, client_throttle);
     let routes = Routes::new(
         UserStoreServer::new(UserStoreService { users })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
     );
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
-    Ok(BoundServer::new(listener, routes, SERVICE_NAMES)
+    let server = BoundServer::new(listener, routes, SERVICE_NAMES)
         .with_tls(&config.tls)?
-        .with_metrics(metrics))
+        .with_metrics(metrics);
+    Ok(match retention {
+        Some(task) => server.with_background(task),
+        None => server,
+    })
 }
 
 /// The schema migrations, embedded. Each service keeps its own migrations table so the

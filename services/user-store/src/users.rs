@@ -137,6 +137,10 @@ pub enum ImportOutcome {
 pub enum ChangePasswordOutcome {
     Changed(User),
     WrongPassword,
+    /// The account is locked by failed guesses; the old password was not checked.
+    Throttled {
+        retry_after: Duration,
+    },
 }
 
 #[derive(Debug)]
@@ -248,22 +252,28 @@ impl Users {
             return Ok(AuthenticateOutcome::Throttled { retry_after });
         }
         // A locked email is not checked at all (the dummy hash keeps the timing): guessing
-        // stops here, for every replica, whether or not the account exists.
-        let throttle = if self.throttle.enabled() {
-            self.repository.throttle(email.normalized()).await?
-        } else {
-            None
-        };
-        if let Some(retry_after) = lock_left(throttle) {
+        // stops here, for every replica, whether or not the account exists. The tombstone is
+        // looked up for every login, side by side with the user, so that an unknown email
+        // costs the same queries as a known one.
+        //
+        // The lock is checked here and a failure counted after the hash: parallel guesses
+        // that all pass the check before the first failure lands are each checked (at most
+        // about as many as the hashing pool runs at once). Counting before the check would
+        // close that gap but lock out a burst of *right* passwords; see the README.
+        let (locked, found, tombstoned) = tokio::try_join!(
+            self.email_lock(email),
+            async { Ok(self.repository.find_credentials(email.normalized()).await?) },
+            async {
+                Ok(self
+                    .repository
+                    .is_email_tombstoned(email.normalized())
+                    .await?)
+            },
+        )?;
+        if let Some(retry_after) = locked {
             self.hasher.verify_dummy(password).await?;
             return Ok(AuthenticateOutcome::Throttled { retry_after });
         }
-        // The tombstone is looked up for every login, side by side with the user, so that an
-        // unknown email costs the same queries as a known one (timing must not tell them apart).
-        let (found, tombstoned) = tokio::try_join!(
-            self.repository.find_credentials(email.normalized()),
-            self.repository.is_email_tombstoned(email.normalized()),
-        )?;
         let Some((user, stored)) = found else {
             // A deleted user's email ends here: the legacy store must not be asked about it.
             // When the store decides, an unknown email pays what a wrong password pays: the
@@ -286,7 +296,7 @@ impl Users {
             self.record_login_failure(email, client).await?;
             return Ok(AuthenticateOutcome::WrongPassword);
         }
-        if throttle.is_some() {
+        if self.throttle.enabled() {
             self.repository.clear_failures(email.normalized()).await?;
         }
         let span = tracing::Span::current();
@@ -301,13 +311,18 @@ impl Users {
         Ok(AuthenticateOutcome::Authenticated(user))
     }
 
-    /// Count a failed login for `email` (and for the calling client, when known);
-    /// `Some(wait)` when this failure locked the email.
-    pub async fn record_login_failure(
-        &self,
-        email: &Email,
-        client: Option<&ClientId>,
-    ) -> Result<Option<Duration>, StoreError> {
+    /// How long `email` is still locked, if it is.
+    async fn email_lock(&self, email: &Email) -> Result<Option<Duration>, StoreError> {
+        if !self.throttle.enabled() {
+            return Ok(None);
+        }
+        Ok(lock_left(
+            self.repository.throttle(email.normalized()).await?,
+        ))
+    }
+
+    /// Count a failure for the calling client, when known.
+    async fn count_client_failure(&self, client: Option<&ClientId>) -> Result<(), StoreError> {
         if let Some(client) = client.filter(|_| self.client_throttle.enabled())
             && self
                 .count_failure(client.key(), &self.client_throttle)
@@ -319,6 +334,17 @@ impl Users {
                 "too many failed logins through one client: locked for a while"
             );
         }
+        Ok(())
+    }
+
+    /// Count a failed login the store did not decide (the legacy store refused it) for
+    /// `email` and for the calling client, when known; `Some(wait)` when it locked the email.
+    pub async fn record_login_failure(
+        &self,
+        email: &Email,
+        client: Option<&ClientId>,
+    ) -> Result<Option<Duration>, StoreError> {
+        self.count_client_failure(client).await?;
         if !self.throttle.enabled() {
             return Ok(None);
         }
@@ -639,7 +665,11 @@ impl Users {
             .reset_password_with_ticket(&hash, &user_id, &password_hash)
             .await?
         {
-            Some(user) => Ok(RedeemResetOutcome::Reset(user)),
+            Some(user) => {
+                // Whoever proved they own the email is no longer locked out by a guesser.
+                self.repository.clear_failures(&row.email).await?;
+                Ok(RedeemResetOutcome::Reset(user))
+            }
             None => self
                 .valid_ticket(ticket, &hash, tickets::KIND_PASSWORD_RESET)
                 .await
@@ -695,10 +725,22 @@ impl Users {
             .find_credentials_by_id(user_id)
             .await?
             .ok_or(StoreError::NotFound)?;
+        // Guesses at the old password are guesses at the account: they count toward its
+        // email's throttle like failed logins, and a locked account is not checked.
+        let email = Email::parse(&user.email).map_err(|_| {
+            StoreError::Internal(format!("user {} has an invalid stored email", user.user_id))
+        })?;
+        if let Some(retry_after) = self.email_lock(&email).await? {
+            return Ok(ChangePasswordOutcome::Throttled { retry_after });
+        }
         let parsed = StoredHash::parse(&stored, HashFormat::Auto)
             .map_err(|e| unreadable_hash(&user.user_id, &e))?;
         if !self.hasher.verify(old_password, parsed).await?.matches {
+            self.record_login_failure(&email, None).await?;
             return Ok(ChangePasswordOutcome::WrongPassword);
+        }
+        if self.throttle.enabled() {
+            self.repository.clear_failures(email.normalized()).await?;
         }
         let password_hash = self.hasher.hash(new_password).await?;
         let user = self

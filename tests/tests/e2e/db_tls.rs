@@ -28,10 +28,10 @@ fn mariadb_ca() -> String {
 }
 
 /// `url` with the host the server's certificate names, and `params` added.
-fn with_tls(url: &str, params: &str) -> String {
+fn with_tls(url: &str, params: &str) -> trickle_service_kit::db::DatabaseUrl {
     let url = url.replacen("@127.0.0.1:", "@localhost:", 1);
     let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{params}")
+    format!("{url}{separator}{params}").into()
 }
 
 /// How many of the connections to `database` PostgreSQL itself sees as encrypted, and how
@@ -199,7 +199,8 @@ async fn a_wrong_ca_or_a_server_without_tls_is_one_clear_start_error() {
     store.database_url = format!(
         "postgres://postgres@localhost:{port}/trickle?sslmode=verify-full&sslrootcert={}",
         postgres_ca()
-    );
+    )
+    .into();
     let err = trickle_user_store::build(&store)
         .await
         .expect_err("a server without TLS under verify-full");

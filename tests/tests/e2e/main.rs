@@ -44,9 +44,11 @@ mod hash_limits;
 mod http_backend;
 mod lifecycle;
 mod presets;
+mod retention;
 mod schema;
 mod signing_keys;
 mod telemetry;
+mod throttle;
 mod timing;
 mod tls;
 
@@ -646,7 +648,8 @@ async fn replica_with_hanging_legacy(
                 .legacy
                 .database
                 .url
-                .replace(&server, &proxy.addr.to_string());
+                .replace(&server, &proxy.addr.to_string())
+                .into();
             adjust(config);
         })
         .await;
@@ -944,8 +947,8 @@ async fn legacy_unreachable_is_unavailable_but_migrated_users_log_in(backend: Ba
         .second_cluster(|config| {
             config.legacy.database_url = match backend {
                 // Accepts the connection and never speaks: the deadline must cut it off.
-                Backend::PostgresMariaDb => format!("mysql://root@{}/legacy", hole.addr),
-                Backend::Postgres => format!("postgres://postgres@{}/legacy", hole.addr),
+                Backend::PostgresMariaDb => format!("mysql://root@{}/legacy", hole.addr).into(),
+                Backend::Postgres => format!("postgres://postgres@{}/legacy", hole.addr).into(),
                 // A file that cannot exist.
                 Backend::Sqlite => "sqlite:///nonexistent-directory/legacy.db?mode=ro".into(),
             };

@@ -8,7 +8,7 @@ fn store_config(database_url: &str) -> trickle_user_store::StoreConfig {
     trickle_user_store::StoreConfig {
         listen: "127.0.0.1:0".into(),
         metrics_listen: String::new(),
-        database_url: database_url.to_owned(),
+        database_url: database_url.into(),
         ..Default::default()
     }
 }

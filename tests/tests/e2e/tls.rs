@@ -173,7 +173,7 @@ async fn incomplete_tls_settings_stop_the_service_from_starting() {
     let config = trickle_user_store::StoreConfig {
         listen: "127.0.0.1:0".into(),
         metrics_listen: String::new(),
-        database_url: format!("sqlite://{}", dir.path().join("store.db").display()),
+        database_url: format!("sqlite://{}", dir.path().join("store.db").display()).into(),
         tls: TlsConfig {
             cert_file: "/nonexistent/cert.pem".into(),
             ..TlsConfig::default()

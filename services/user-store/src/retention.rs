@@ -1,0 +1,63 @@
+//! Retention: expired tickets and throttle rows that count nothing any more are deleted by a
+//! periodic task. Every replica runs it; the deletes are idempotent, so replicas racing each
+//! other only find less to do.
+
+use crate::repository::Repository;
+use chrono::Utc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// What the task keeps, and how often it looks.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub interval: Duration,
+    /// Tickets stay this long after they expired.
+    pub tickets_after: Duration,
+    /// The longest throttle window (email or client): a row whose window started before it
+    /// and locks nothing is spent.
+    pub throttle_window: Duration,
+}
+
+impl Retention {
+    /// Delete what has expired, once; the rows deleted per table.
+    pub async fn prune_once(&self, repository: &Repository) -> Result<(u64, u64), sqlx::Error> {
+        let now = Utc::now();
+        let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(1));
+        let tickets = repository
+            .prune_tickets(now - age(self.tickets_after))
+            .await?;
+        let throttle = repository
+            .prune_throttle(now - age(self.throttle_window))
+            .await?;
+        let metrics = trickle_telemetry::metrics::metrics();
+        metrics
+            .pruned_rows
+            .with_label_values(&["tickets"])
+            .inc_by(tickets);
+        metrics
+            .pruned_rows
+            .with_label_values(&["login_throttle"])
+            .inc_by(throttle);
+        Ok((tickets, throttle))
+    }
+
+    /// Prune every `interval` until the server stops (the task is aborted with it).
+    pub fn spawn(self, repository: Repository) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(self.interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match self.prune_once(&repository).await {
+                    Ok((0, 0)) => {}
+                    Ok((tickets, throttle)) => {
+                        tracing::debug!(tickets, throttle, "pruned expired rows");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "pruning expired rows failed; retrying later")
+                    }
+                }
+            }
+        })
+    }
+}
