@@ -35,6 +35,9 @@ pub mod reason {
     /// Mutual TLS admitted the caller, but its certificate names no identity allowed to
     /// call this method (`PERMISSION_DENIED`).
     pub const CALLER_NOT_ALLOWED: &str = "CALLER_NOT_ALLOWED";
+    /// The account changed between reading and writing it (a password reset landed during a
+    /// password change): `ABORTED`, safe to retry.
+    pub const CONCURRENT_CHANGE: &str = "CONCURRENT_CHANGE";
 }
 
 /// A status carrying an `ErrorInfo` with `reason`.

@@ -26,6 +26,10 @@ pub enum FrontendError {
     StoreUnavailable,
     #[error("too many requests in progress")]
     Overloaded,
+    /// The account changed while the request was handled (a reset during a password
+    /// change): retry.
+    #[error("the account changed meanwhile")]
+    ConcurrentChange,
     #[error("internal error: {0}")]
     Internal(String),
     #[error("the ticket is not valid")]
@@ -48,6 +52,7 @@ impl FrontendError {
         let reason = rpc::reason_of(status);
         match (status.code(), reason.as_deref()) {
             (Code::AlreadyExists, _) => FrontendError::EmailExists,
+            (Code::Aborted, Some(reason::CONCURRENT_CHANGE)) => FrontendError::ConcurrentChange,
             (Code::NotFound, _) => FrontendError::UserNotFound,
             (Code::ResourceExhausted, _) => FrontendError::Overloaded,
             (Code::Unavailable, Some(reason::LEGACY_UNAVAILABLE | reason::LEGACY_CONFIG)) => {
@@ -126,6 +131,11 @@ impl From<FrontendError> for Status {
                 Code::ResourceExhausted,
                 reason::OVERLOADED,
                 "too many logins in progress; retry shortly",
+            ),
+            FrontendError::ConcurrentChange => rpc::status(
+                Code::Aborted,
+                reason::CONCURRENT_CHANGE,
+                "the account changed meanwhile (a password reset?); read it again and retry",
             ),
             FrontendError::RateLimited(seconds) => rpc::rate_limited(
                 std::time::Duration::from_secs(seconds),

@@ -25,6 +25,8 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("store database error")]
     Database(#[source] sqlx::Error),
+    #[error("the account changed while this request was being handled")]
+    ConcurrentChange,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -110,6 +112,11 @@ impl From<StoreError> for Status {
                     "user store database error",
                 )
             }
+            StoreError::ConcurrentChange => rpc::status(
+                Code::Aborted,
+                reason::CONCURRENT_CHANGE,
+                "the account changed meanwhile (a password reset?); retry",
+            ),
             StoreError::Internal(message) => {
                 tracing::error!(%message, "user store internal error");
                 rpc::status(

@@ -101,6 +101,10 @@ const SET_PASSWORD: &str = concat!(
     "UPDATE users SET password_hash = $2, updated_at = $3 WHERE user_id = $1 RETURNING ",
     user_columns!()
 );
+const SET_PASSWORD_IF_UNCHANGED: &str = concat!(
+    "UPDATE users SET password_hash = $2, updated_at = $3 WHERE user_id = $1 AND password_hash = $4 RETURNING ",
+    user_columns!()
+);
 const SET_PASSWORD_BY_LEGACY_ID: &str = concat!(
     "UPDATE users SET password_hash = $3, updated_at = $4 WHERE legacy_id = $1 AND email = $2 RETURNING ",
     user_columns!()
@@ -289,16 +293,45 @@ impl Repository {
         row.map(UserRow::into_user).transpose()
     }
 
-    /// Replace a user's password hash.
-    pub(crate) async fn set_password(
+    /// Set a new hash only if the stored one is still `expected` (compare-and-swap): a reset
+    /// that landed since the old password was checked wins. `None` when it did.
+    pub(crate) async fn set_password_if_unchanged(
         &self,
         user_id: &str,
+        expected: &str,
         password_hash: &str,
     ) -> Result<Option<User>, sqlx::Error> {
         let row: Option<UserRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(SET_PASSWORD).bind(user_id).bind(password_hash).bind(Utc::now()).fetch_optional(pool).await
+            sqlx::query_as(SET_PASSWORD_IF_UNCHANGED)
+                .bind(user_id)
+                .bind(password_hash)
+                .bind(Utc::now())
+                .bind(expected)
+                .fetch_optional(pool)
+                .await
         })?;
         row.map(UserRow::into_user).transpose()
+    }
+
+    /// Use up every outstanding reset ticket of a user (or, for a legacy-only identity, of
+    /// the email): after a reset or a password change, an older ticket must not reset again.
+    pub(crate) async fn revoke_reset_tickets(
+        &self,
+        user_id: &str,
+        email: &str,
+    ) -> Result<u64, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query(
+                "UPDATE tickets SET used_at = $3 WHERE kind = 'password_reset' AND used_at IS NULL \
+                 AND (user_id = $1 OR (user_id IS NULL AND email = $2))",
+            )
+            .bind(user_id)
+            .bind(email)
+            .bind(Utc::now())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
     }
 
     /// Change the email (unverified again). `Err` with a unique violation when it is taken.

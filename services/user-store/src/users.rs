@@ -644,7 +644,12 @@ impl Users {
             .valid_ticket(ticket, &hash, tickets::KIND_PASSWORD_RESET)
             .await?;
         let user_id = match (&row.user_id, &row.legacy_id) {
-            (Some(user_id), _) => user_id.clone(),
+            // A ticket is for the email it was sent to: after an email change it resets
+            // nothing (the old address may belong to someone else by now).
+            (Some(user_id), _) => match self.repository.find_credentials_by_id(user_id).await? {
+                Some((user, _)) if user.email == row.email => user_id.clone(),
+                _ => return Err(StoreError::TicketInvalid),
+            },
             (None, Some(legacy_id)) => match self.repository.find_by_legacy_id(legacy_id).await? {
                 // Migrated between ticket and reset: the same account, if still under the
                 // email the ticket was issued for.
@@ -666,8 +671,12 @@ impl Users {
             .await?
         {
             Some(user) => {
-                // Whoever proved they own the email is no longer locked out by a guesser.
+                // Whoever proved they own the email is no longer locked out by a guesser,
+                // and no other reset ticket of theirs works any more.
                 self.repository.clear_failures(&row.email).await?;
+                self.repository
+                    .revoke_reset_tickets(&user.user_id, &row.email)
+                    .await?;
                 Ok(RedeemResetOutcome::Reset(user))
             }
             None => self
@@ -743,11 +752,22 @@ impl Users {
             self.repository.clear_failures(email.normalized()).await?;
         }
         let password_hash = self.hasher.hash(new_password).await?;
-        let user = self
+        let Some(user) = self
             .repository
-            .set_password(&user.user_id, &password_hash)
+            .set_password_if_unchanged(&user.user_id, &stored, &password_hash)
             .await?
-            .ok_or(StoreError::NotFound)?;
+        else {
+            // Deleted, or its hash changed since it was checked (a reset won the race).
+            return Err(
+                match self.repository.find_credentials_by_id(user_id).await? {
+                    Some(_) => StoreError::ConcurrentChange,
+                    None => StoreError::NotFound,
+                },
+            );
+        };
+        self.repository
+            .revoke_reset_tickets(&user.user_id, &user.email)
+            .await?;
         Ok(ChangePasswordOutcome::Changed(user))
     }
 

@@ -49,6 +49,7 @@ mod schema;
 mod signing_keys;
 mod telemetry;
 mod throttle;
+mod tickets;
 mod timing;
 mod tls;
 
