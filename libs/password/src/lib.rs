@@ -21,6 +21,11 @@ pub use stored::{
 
 use zeroize::Zeroizing;
 
+/// What a `Debug` impl prints for a secret setting: whether one is set, never its value.
+pub fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() { "" } else { "<redacted>" }
+}
+
 /// The longest password any service accepts for checking (bytes): the sign-up maximum, so
 /// nobody can hold a password that could not log in. Longer input is an attack on the
 /// hasher (sha-crypt and PBKDF2 over HMAC cost grows with the password's length).

@@ -79,14 +79,7 @@ impl std::fmt::Debug for DigestTemplate {
             .field("algorithm", &self.algorithm)
             .field("salt_position", &self.salt_position)
             .field("encoding", &self.encoding)
-            .field(
-                "hmac_key",
-                &if self.hmac_key.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("hmac_key", &crate::redacted(&self.hmac_key))
             .finish()
     }
 }

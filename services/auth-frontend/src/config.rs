@@ -50,11 +50,7 @@ impl std::fmt::Debug for FrontendConfig {
             .field("privileged_callers", &self.privileged_callers)
             .field(
                 "telemetry_email_hash_key",
-                &if self.telemetry_email_hash_key.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
+                &trickle_password::redacted(&self.telemetry_email_hash_key),
             )
             .finish()
     }
@@ -161,11 +157,7 @@ impl std::fmt::Debug for TokenConfig {
             .field("current_key", &self.current_key)
             .field(
                 "signing_key",
-                &if self.signing_key.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
+                &trickle_password::redacted(&self.signing_key),
             )
             .finish()
     }

@@ -34,14 +34,7 @@ impl std::fmt::Debug for HttpConfig {
         f.debug_struct("HttpConfig")
             .field("base_url", &self.base_url)
             .field("username", &self.username)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("password", &trickle_password::redacted(&self.password))
             .field("ca_file", &self.ca_file)
             .finish()
     }
