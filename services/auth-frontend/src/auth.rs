@@ -31,6 +31,8 @@ pub struct AuthFlows {
     mode: ModeWatch,
     /// Operators may opt in to a keyed hash of the email on login spans.
     email_hash_key: Option<Vec<u8>>,
+    /// Recent answers to "does this token's user still exist, unchanged?".
+    subjects: crate::revocation::SubjectCache,
 }
 
 /// HMAC-SHA256 of the normalized email, first 16 bytes in hex: lets an operator find one
@@ -60,6 +62,7 @@ impl AuthFlows {
         tokens: TokenIssuer,
         mode: ModeWatch,
         email_hash_key: Option<Vec<u8>>,
+        subjects: crate::revocation::SubjectCache,
     ) -> Self {
         Self {
             store,
@@ -67,6 +70,7 @@ impl AuthFlows {
             tokens,
             mode,
             email_hash_key,
+            subjects,
         }
     }
 
@@ -525,11 +529,37 @@ impl AuthFlows {
         Ok(())
     }
 
-    pub fn validate_token(&self, token: &str) -> Result<Claims, FrontendError> {
-        self.tokens.validate(token, now()).map_err(|e| match e {
+    /// A token is valid when its signature, issuer, audience and lifetime are, and its user
+    /// still exists and has not changed their password since it was issued (asked of the
+    /// store, remembered for `[frontend] token_subject_cache_ms`).
+    pub async fn validate_token(&self, token: &str) -> Result<Claims, FrontendError> {
+        let claims = self.tokens.validate(token, now()).map_err(|e| match e {
             TokenError::Expired => FrontendError::TokenExpired,
             TokenError::Invalid => FrontendError::InvalidToken,
-        })
+        })?;
+        let subject = match self.subjects.get(&claims.sub) {
+            Some(subject) => subject,
+            None => {
+                use crate::revocation::TokenSubject;
+                let subject = match self
+                    .store_user(store::get_user_request::Lookup::UserId(claims.sub.clone()))
+                    .await
+                {
+                    Ok(user) => TokenSubject::Present {
+                        credentials_changed_at: user.credentials_changed_at.map(|t| t.seconds),
+                    },
+                    Err(FrontendError::UserNotFound) => TokenSubject::Gone,
+                    Err(other) => return Err(other),
+                };
+                self.subjects.put(&claims.sub, subject);
+                subject
+            }
+        };
+        if subject.accepts(claims.iat) {
+            Ok(claims)
+        } else {
+            Err(FrontendError::InvalidToken)
+        }
     }
 
     pub fn jwks(&self) -> Vec<PublicJwk> {
@@ -578,5 +608,6 @@ fn legacy_user_view(legacy: trickle_proto::legacy::v1::LegacyUser) -> auth::User
         created_at: None,
         updated_at: None,
         last_login_at: None,
+        credentials_changed_at: None,
     }
 }

@@ -24,6 +24,10 @@ pub struct FrontendConfig {
     /// Mutual TLS on the public API: callers must present a certificate from `ca_file`, and
     /// failed logins are also counted per calling client (its certificate's fingerprint).
     pub public_tls: trickle_service_kit::tls::TlsConfig,
+    /// How long a replica remembers that a token's user exists and when their password last
+    /// changed: a deletion or a password change reaches ValidateToken within this. 0: ask
+    /// the store for every validation.
+    pub token_subject_cache_ms: u64,
     /// Serve gRPC reflection on the public API (grpcurl without a .proto). Off by default:
     /// it is a map of the API for anyone who can reach the port. `trickle dev` turns it on.
     pub reflection: bool,
@@ -43,6 +47,7 @@ impl std::fmt::Debug for FrontendConfig {
             .field("coordinator_url", &self.coordinator_url)
             .field("upstream_timeout_ms", &self.upstream_timeout_ms)
             .field("mode_refresh_ms", &self.mode_refresh_ms)
+            .field("token_subject_cache_ms", &self.token_subject_cache_ms)
             .field("metrics_listen", &self.metrics_listen)
             .field("tls", &self.tls)
             .field("public_tls", &self.public_tls)
@@ -67,6 +72,7 @@ impl Default for FrontendConfig {
             metrics_listen: "127.0.0.1:9101".into(),
             tls: trickle_service_kit::tls::TlsConfig::default(),
             public_tls: trickle_service_kit::tls::TlsConfig::default(),
+            token_subject_cache_ms: 2000,
             reflection: false,
             privileged_callers: PrivilegedCallers::default(),
             telemetry_email_hash_key: String::new(),

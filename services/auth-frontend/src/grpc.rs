@@ -126,7 +126,7 @@ impl AuthService for AuthApi {
             iss,
             aud,
             jti: _,
-        } = self.flows.validate_token(&access_token)?;
+        } = self.flows.validate_token(&access_token).await?;
         Ok(Response::new(ValidateTokenResponse {
             claims: Some(pb::Claims {
                 sub,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 mod grpc;
 pub mod mode;
+pub mod revocation;
 pub mod startup;
 pub mod tokens;
 

@@ -55,7 +55,9 @@ pub async fn build(
     tracing::info!(listen = %listener.local_addr()?, "auth-frontend ready");
     let email_hash_key = (!config.telemetry_email_hash_key.is_empty())
         .then(|| config.telemetry_email_hash_key.as_bytes().to_vec());
-    let flows = AuthFlows::new(store, coordinator, tokens, mode, email_hash_key);
+    let subjects =
+        crate::revocation::SubjectCache::new(Duration::from_millis(config.token_subject_cache_ms));
+    let flows = AuthFlows::new(store, coordinator, tokens, mode, email_hash_key, subjects);
     let routes = Routes::new(
         AuthServiceServer::new(AuthApi { flows })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),

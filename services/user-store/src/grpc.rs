@@ -527,6 +527,7 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
         created_at,
         updated_at,
         last_login_at,
+        credentials_changed_at,
     } = user;
     let Profile {
         name,
@@ -562,6 +563,7 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
         updated_at: Some(timestamp(updated_at)),
         last_login_at: last_login_at.map(timestamp),
         display_email,
+        credentials_changed_at: credentials_changed_at.map(timestamp),
     }
 }
 

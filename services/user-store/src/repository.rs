@@ -46,6 +46,7 @@ struct UserRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     last_login_at: Option<DateTime<Utc>>,
+    credentials_changed_at: Option<DateTime<Utc>>,
 }
 
 /// A ticket as stored (its hash is the key; the ticket itself is never stored).
@@ -81,7 +82,8 @@ struct CredentialsRow {
 macro_rules! user_columns {
     () => {
         "user_id, email, display_email, email_verified, legacy_id, name, given_name, family_name, \
-         nickname, picture, user_metadata, app_metadata, source, created_at, updated_at, last_login_at"
+         nickname, picture, user_metadata, app_metadata, source, created_at, updated_at, last_login_at, \
+         credentials_changed_at"
     };
 }
 
@@ -98,15 +100,17 @@ const SELECT_CREDENTIALS_BY_ID: &str = concat!(
     ", password_hash FROM users WHERE user_id = $1"
 );
 const SET_PASSWORD: &str = concat!(
-    "UPDATE users SET password_hash = $2, updated_at = $3 WHERE user_id = $1 RETURNING ",
+    "UPDATE users SET password_hash = $2, updated_at = $3, credentials_changed_at = $3 WHERE user_id = $1 RETURNING ",
     user_columns!()
 );
 const SET_PASSWORD_IF_UNCHANGED: &str = concat!(
-    "UPDATE users SET password_hash = $2, updated_at = $3 WHERE user_id = $1 AND password_hash = $4 RETURNING ",
+    "UPDATE users SET password_hash = $2, updated_at = $3, credentials_changed_at = $3 \
+     WHERE user_id = $1 AND password_hash = $4 RETURNING ",
     user_columns!()
 );
 const SET_PASSWORD_BY_LEGACY_ID: &str = concat!(
-    "UPDATE users SET password_hash = $3, updated_at = $4 WHERE legacy_id = $1 AND email = $2 RETURNING ",
+    "UPDATE users SET password_hash = $3, updated_at = $4, credentials_changed_at = $4 \
+     WHERE legacy_id = $1 AND email = $2 RETURNING ",
     user_columns!()
 );
 const SET_EMAIL: &str = concat!(
@@ -170,6 +174,7 @@ impl UserRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             last_login_at: self.last_login_at,
+            credentials_changed_at: self.credentials_changed_at,
         })
     }
 }

@@ -65,6 +65,8 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
+    /// When the password last changed (change or reset): older access tokens are refused.
+    pub credentials_changed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]

@@ -126,3 +126,70 @@ async fn a_rotation_keeps_old_tokens_valid_until_their_key_leaves_the_set() {
         .await
         .expect("the current key's token");
 }
+
+/// ValidateToken speaks for the user as they are now: a token issued before the password
+/// changed, or of a user since deleted, is INVALID_TOKEN (within the subject cache, here 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_a_changed_password_or_a_deleted_user_are_refused() {
+    use trickle_proto::auth::v1::{ChangePasswordRequest, DeleteUserRequest};
+    let trickle = TestTrickle::start_with(Backend::Sqlite, |config| {
+        config.frontend.token_subject_cache_ms = 0;
+    })
+    .await;
+    trickle
+        .legacy_user(8951, "hana@example.com", "hanas-password")
+        .await;
+    let first = trickle.login_ok("hana@example.com", "hanas-password").await;
+    let user = first.user.expect("user");
+    let mut client = trickle.client().await;
+    let validate = |token: &str| ValidateTokenRequest {
+        access_token: token.to_owned(),
+    };
+    client
+        .validate_token(validate(&first.access_token))
+        .await
+        .expect("valid before the change");
+
+    // `iat` has one-second grain: a change in the token's own second would not revoke it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    client
+        .change_password(ChangePasswordRequest {
+            user_id: user.user_id.clone(),
+            old_password: "hanas-password".into(),
+            new_password: "hana changed it".into(),
+        })
+        .await
+        .expect("changed");
+    let status = client
+        .validate_token(validate(&first.access_token))
+        .await
+        .expect_err("issued before the password change");
+    assert_eq!(
+        trickle_service_kit::rpc::reason_of(&status).as_deref(),
+        Some(trickle_service_kit::rpc::reason::INVALID_TOKEN),
+        "{status:?}"
+    );
+    let second = trickle
+        .login_ok("hana@example.com", "hana changed it")
+        .await;
+    client
+        .validate_token(validate(&second.access_token))
+        .await
+        .expect("a token issued after the change");
+
+    client
+        .delete_user(DeleteUserRequest {
+            user_id: user.user_id.clone(),
+        })
+        .await
+        .expect("deleted");
+    let status = client
+        .validate_token(validate(&second.access_token))
+        .await
+        .expect_err("the user is gone");
+    assert_eq!(
+        trickle_service_kit::rpc::reason_of(&status).as_deref(),
+        Some(trickle_service_kit::rpc::reason::INVALID_TOKEN),
+        "{status:?}"
+    );
+}
