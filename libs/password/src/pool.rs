@@ -166,6 +166,36 @@ impl HashPool {
             .map(|_| ())
     }
 
+    /// Of `candidates` (real stored hashes), the one whose verification takes the median
+    /// time, measured here by verifying a random password against each: a refusal that has
+    /// no real hash to check verifies this one, so that it costs what checking a real one
+    /// does. The median, not the first or the dearest, so that one odd row (an old low cost,
+    /// a hash someone raised by hand) does not set the price. `None` for no candidates.
+    pub async fn representative(&self, candidates: Vec<StoredHash>) -> Option<StoredHash> {
+        let mut random = [0u8; 24];
+        getrandom::fill(&mut random).ok()?;
+        let probe = Password::new(random.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let mut timed_candidates = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            let config = self.inner.config;
+            let keep = keep_blocks(&config);
+            let probe = probe.clone();
+            let measured = candidate.clone();
+            let elapsed = self
+                .run(move |scratch| {
+                    let started = std::time::Instant::now();
+                    let _ = measured.verify(scratch, keep, probe.expose_secret().as_bytes());
+                    started.elapsed()
+                })
+                .await
+                .ok()?;
+            timed_candidates.push((elapsed, candidate));
+        }
+        timed_candidates.sort_by_key(|(elapsed, _)| *elapsed);
+        let middle = timed_candidates.len() / 2;
+        timed_candidates.into_iter().nth(middle).map(|(_, h)| h)
+    }
+
     /// Check a password and, when it matches in a legacy or weak format, re-hash it in the
     /// same trip to the pool.
     pub async fn verify_and_upgrade(
@@ -342,6 +372,26 @@ mod tests {
             .expect("verify");
         assert!(!bad.matches);
         pool.verify_dummy(Password::new("x")).await.expect("dummy");
+    }
+
+    #[tokio::test]
+    async fn the_representative_hash_is_the_median_cost() {
+        let pool = HashPool::new("test", small(), 1, 4).expect("pool");
+        // Costs 4, 9, 7: verifying the cost-9 hash takes 32× the cost-4 one, far beyond
+        // scheduling noise, so the median is the cost-7 hash whatever the order.
+        let hashes: Vec<_> = [4, 9, 7]
+            .into_iter()
+            .map(|cost| {
+                let h = crate::legacy_formats::bcrypt("x", cost).expect("bcrypt");
+                StoredHash::parse(&h, crate::HashFormat::Auto).expect("parse")
+            })
+            .collect();
+        let chosen = pool
+            .representative(hashes.clone())
+            .await
+            .expect("a representative");
+        assert_eq!(chosen.cost(), hashes[2].cost());
+        assert!(pool.representative(Vec::new()).await.is_none());
     }
 
     #[tokio::test]

@@ -163,6 +163,17 @@ impl AuthFlows {
             .map_err(|s| FrontendError::from_upstream(&s, FrontendError::StoreUnavailable))?
             .into_inner();
         use store::authenticate_response::Outcome;
+        // The store spent its share of a refusal; while importing, the legacy store's share is
+        // spent there, as for a user only the legacy store has.
+        match store::RefusalRemainder::try_from(answer.refusal_remainder) {
+            Ok(store::RefusalRemainder::LegacyCheck) => {
+                self.equalize_refused_login(email, false).await;
+            }
+            Ok(store::RefusalRemainder::LegacyLookup) => {
+                self.equalize_refused_login(email, true).await;
+            }
+            _ => {}
+        }
         Ok(match (Outcome::try_from(answer.outcome), answer.user) {
             (Ok(Outcome::Authenticated), Some(user)) => StoreAnswer::Authenticated(user),
             (Ok(Outcome::WrongPassword), _) => StoreAnswer::WrongPassword,
@@ -179,6 +190,19 @@ impl AuthFlows {
                 ));
             }
         })
+    }
+
+    /// Have the legacy connector spend what its refusal costs. Best effort: the answer is a
+    /// refusal either way, and a coordinator or connector that cannot (down, an older or
+    /// third-party connector without the call) only makes this refusal faster.
+    async fn equalize_refused_login(&self, email: &Email, lookup_only: bool) {
+        let request = migration::EqualizeRefusedLoginRequest {
+            email: email.display().to_owned(),
+            lookup_only,
+        };
+        if let Err(status) = self.coordinator.clone().equalize_refused_login(request).await {
+            tracing::debug!(code = ?status.code(), "could not equalize a refused login");
+        }
     }
 
     /// Count a failed login the store did not decide (unknown email, legacy refusal). Best

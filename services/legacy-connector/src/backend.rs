@@ -32,6 +32,20 @@ impl LegacyBackend {
         }
     }
 
+    /// Spend what a refused login costs here (see the contract's EqualizeRefusedLogin). The
+    /// web service checks passwords itself: asking it for the user costs one round trip to
+    /// it, which is what its refusals cost as seen from here, up to its own hashing.
+    pub async fn equalize_refused_login(
+        &self,
+        email: &Email,
+        lookup_only: bool,
+    ) -> Result<(), LegacyError> {
+        match self {
+            LegacyBackend::Sql(sql) => sql.equalize_refused_login(email, lookup_only).await,
+            LegacyBackend::Http(http) => http.get_user(email).await.map(drop),
+        }
+    }
+
     /// The web service keeps its hashes: it can neither count nor list for a backfill.
     pub async fn count_users(&self) -> Result<i64, LegacyError> {
         match self {

@@ -81,6 +81,24 @@ pub struct LegacyConfig {
     /// treated as unusable (the login fails; the connector logs which legacy id). Size the
     /// connector's memory as 64 MiB + hash_workers × `max_hash_memory_kib`.
     pub hash_limits: trickle_password::HashLimits,
+    /// A hash of a random password at your legacy store's usual cost (same format as its
+    /// hashes), verified for logins that have no real hash to check (an unknown email, or a
+    /// migrated user's wrong password), so that they cost what a real check does. Optional:
+    /// without it the connector picks one at start from the first `list_users` page (the
+    /// median cost of a few real hashes). Set it when that page is not typical (the oldest
+    /// users' hashes are cheaper or dearer than the rest) or when there is no `list_users`.
+    pub dummy_hash: ConfiguredHash,
+}
+
+/// A stored hash given in the configuration; `Debug` says only whether it is set.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct ConfiguredHash(pub String);
+
+impl std::fmt::Debug for ConfiguredHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(trickle_password::redacted(&self.0))
+    }
 }
 
 impl Default for LegacyConfig {
@@ -107,6 +125,7 @@ impl Default for LegacyConfig {
             hash_workers: 0,
             hash_queue: 256,
             hash_limits: trickle_password::HashLimits::default(),
+            dummy_hash: ConfiguredHash::default(),
         }
     }
 }

@@ -6,7 +6,8 @@ use crate::sql::{LegacyUser, ListedUser, LoginOutcome};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::legacy::v1::{
-    self as pb, CountUsersRequest, CountUsersResponse, GetUserRequest, GetUserResponse,
+    self as pb, CountUsersRequest, CountUsersResponse, EqualizeRefusedLoginRequest,
+    EqualizeRefusedLoginResponse, GetUserRequest, GetUserResponse,
     ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse,
     legacy_connector_server::LegacyConnector,
 };
@@ -66,6 +67,21 @@ impl LegacyConnector for LegacyConnectorService {
             found: user.is_some(),
             user: user.map(user_to_proto),
         }))
+    }
+
+    async fn equalize_refused_login(
+        &self,
+        request: Request<EqualizeRefusedLoginRequest>,
+    ) -> Result<Response<EqualizeRefusedLoginResponse>, Status> {
+        let EqualizeRefusedLoginRequest { email, lookup_only } = request.into_inner();
+        let mut violations = Violations::default();
+        let Some(email) = violations.check("email", Email::parse(&email)) else {
+            return Err(LegacyError::InvalidRequest(violations.into_vec()).into());
+        };
+        self.backend
+            .equalize_refused_login(&email, lookup_only)
+            .await?;
+        Ok(Response::new(EqualizeRefusedLoginResponse {}))
     }
 
     async fn count_users(

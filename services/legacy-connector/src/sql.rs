@@ -54,6 +54,72 @@ pub enum LoginOutcome {
     Rejected,
 }
 
+/// How many real hashes are timed to choose the refusal hash.
+const REFUSAL_HASH_SAMPLE: usize = 7;
+/// How long after a failed attempt to choose the refusal hash the next one may start.
+const REFUSAL_HASH_RETRY: Duration = Duration::from_secs(30);
+/// The password an equalizing verification checks: long enough for any scheme's full cost,
+/// and never a real one (no caller's password travels for equalization).
+const REFUSAL_PROBE: &str = "trickle-equalizes-a-refused-login";
+
+/// The hash a refused login verifies when it has no real one: the configured or chosen one;
+/// until then the first real hash verified (fixed from then on: a hash a later login brings
+/// would let whoever logs in set the price of a refusal).
+#[derive(Debug, Default)]
+struct RefusalHash {
+    chosen: Option<StoredHash>,
+    first_seen: Option<StoredHash>,
+    /// When choosing last began, so that a database down at start is retried, not hammered.
+    last_attempt: Option<std::time::Instant>,
+}
+
+impl RefusalHash {
+    fn current(&self) -> Option<StoredHash> {
+        self.chosen.clone().or_else(|| self.first_seen.clone())
+    }
+
+    fn retry_due(&self, can_list: bool) -> bool {
+        can_list
+            && self.chosen.is_none()
+            && self
+                .last_attempt
+                .is_none_or(|at| at.elapsed() >= REFUSAL_HASH_RETRY)
+    }
+
+    /// Whether this caller should choose now (and mark the attempt).
+    fn begin_choosing(&mut self, can_list: bool) -> bool {
+        if !self.retry_due(can_list) {
+            return false;
+        }
+        self.last_attempt = Some(std::time::Instant::now());
+        true
+    }
+}
+
+/// The `[legacy] dummy_hash`, parsed with the store's hash format.
+fn configured_refusal_hash(config: &LegacyConfig) -> Result<RefusalHash, LegacyError> {
+    let configured = config.dummy_hash.0.trim();
+    if configured.is_empty() {
+        return Ok(RefusalHash::default());
+    }
+    let hash = StoredHash::parse_with(
+        configured,
+        None,
+        config.hash_format,
+        config.salted_digest.as_ref(),
+    )
+    .map_err(|e| LegacyError::Config(format!("[legacy] dummy_hash cannot be read: {e}")))?;
+    if let Some(over) = hash.cost().exceeds(&config.hash_limits) {
+        return Err(LegacyError::Config(format!(
+            "[legacy] dummy_hash is over [legacy.hash_limits]: {over}"
+        )));
+    }
+    Ok(RefusalHash {
+        chosen: Some(hash),
+        ..RefusalHash::default()
+    })
+}
+
 /// How many rows one email may match (legacy stores sometimes hold `Bob@x` and `bob@x`):
 /// each is tried, and a larger result is a misconfigured query.
 const MAX_ROWS_PER_EMAIL: usize = 8;
@@ -171,9 +237,8 @@ pub struct SqlBackend {
     salted_digest: Option<DigestTemplate>,
     query_timeout: Duration,
     hasher: HashPool,
-    /// The last real hash seen, verified for unknown emails so that they cost what a wrong
-    /// password costs (a legacy store's hashes usually share one format and cost).
-    dummy: Arc<RwLock<Option<StoredHash>>>,
+    /// The hash a refusal verifies when it has no real one to check.
+    refusal_hash: Arc<RwLock<RefusalHash>>,
     /// Legacy ids already logged as having no usable password.
     unusable_logged: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
@@ -208,9 +273,43 @@ impl SqlBackend {
             salted_digest: config.salted_digest.clone(),
             query_timeout,
             hasher,
-            dummy: Arc::new(RwLock::new(None)),
+            refusal_hash: Arc::new(RwLock::new(configured_refusal_hash(config)?)),
             unusable_logged: Arc::default(),
         })
+    }
+
+    /// Choose the hash refusals verify, from real legacy hashes, unless the configuration
+    /// named one: the median cost of the first `list_users` page's usable hashes. Called at
+    /// start; when the database cannot be read then, retried from later refusals.
+    pub async fn choose_refusal_hash(&self) {
+        let due = match self.refusal_hash.write() {
+            Ok(mut state) => state.begin_choosing(self.list_users.is_some()),
+            Err(_) => false,
+        };
+        if !due {
+            return;
+        }
+        let sample = match self.list_records(None, REFUSAL_HASH_SAMPLE).await {
+            Ok(records) => records
+                .into_iter()
+                .filter_map(|(_, hash)| hash.ok())
+                .collect::<Vec<_>>(),
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot read legacy hashes to price refused logins; trying again later");
+                return;
+            }
+        };
+        let Some(chosen) = self.hasher.representative(sample).await else {
+            tracing::warn!("the first list_users page has no usable hash; refused logins of unknown emails cost what the first legacy hash verified costs ([legacy] dummy_hash sets it)");
+            return;
+        };
+        tracing::info!(
+            trickle.hash.scheme = chosen.scheme().as_str(),
+            "refused logins verify a hash of the legacy store's median cost"
+        );
+        if let Ok(mut state) = self.refusal_hash.write() {
+            state.chosen = Some(chosen);
+        }
     }
 
     /// When the URL asks for TLS, connect once at start: a wrong CA, a certificate for another
@@ -255,7 +354,7 @@ impl SqlBackend {
     ) -> Result<LoginOutcome, LegacyError> {
         let candidates = self.find(email).await?;
         if candidates.is_empty() {
-            self.verify_dummy(password).await?;
+            self.verify_refusal_hash(password).await?;
             return Ok(LoginOutcome::Rejected);
         }
         let mut unusable = false;
@@ -267,13 +366,15 @@ impl SqlBackend {
                     // answer is the same in code and in time, and count it apart.
                     unusable = true;
                     self.note_unusable(&candidate.user.legacy_id, &why);
-                    self.verify_dummy(password.clone()).await?;
+                    self.verify_refusal_hash(password.clone()).await?;
                     continue;
                 }
             };
             let scheme = hash.scheme();
             let verification = self.hasher.verify(password.clone(), hash.clone()).await?;
-            self.remember_dummy(hash);
+            if let Ok(mut state) = self.refusal_hash.write() {
+                state.first_seen.get_or_insert(hash);
+            }
             if verification.matches {
                 let span = tracing::Span::current();
                 span.record("trickle.legacy.id", candidate.user.legacy_id.as_str());
@@ -286,6 +387,35 @@ impl SqlBackend {
         } else {
             LoginOutcome::Rejected
         })
+    }
+
+    /// What [`SqlBackend::login`] spends on a refusal, for a login refused elsewhere: the
+    /// same query, and (unless `lookup_only`) a verification of each row's hash, or of the
+    /// refusal hash, against a password nobody has. Nothing is logged or counted: no login
+    /// happened here.
+    #[tracing::instrument(name = "legacy.equalize_refused_login", skip_all)]
+    pub async fn equalize_refused_login(
+        &self,
+        email: &Email,
+        lookup_only: bool,
+    ) -> Result<(), LegacyError> {
+        let candidates = self.find(email).await?;
+        if lookup_only {
+            return Ok(());
+        }
+        let probe = Password::new(REFUSAL_PROBE);
+        if candidates.is_empty() {
+            return self.verify_refusal_hash(probe).await;
+        }
+        for candidate in candidates {
+            match candidate.hash {
+                Ok(hash) => {
+                    self.hasher.verify(probe.clone(), hash).await?;
+                }
+                Err(_) => self.verify_refusal_hash(probe.clone()).await?,
+            }
+        }
+        Ok(())
     }
 
     /// Log a legacy user without a usable password once (per process), not at every login:
@@ -367,19 +497,23 @@ impl SqlBackend {
         result
     }
 
-    async fn verify_dummy(&self, password: Password) -> Result<(), LegacyError> {
-        let dummy = self.dummy.read().ok().and_then(|d| d.clone());
-        match dummy {
+    /// Verify the refusal hash (and discard the answer). Until one is chosen, the first real
+    /// legacy hash this process verified stands in — never a later one, which whoever logs
+    /// in could pick — and before that the pool's argon2id dummy.
+    async fn verify_refusal_hash(&self, password: Password) -> Result<(), LegacyError> {
+        let (hash, retry) = match self.refusal_hash.read() {
+            Ok(state) => (state.current(), state.retry_due(self.list_users.is_some())),
+            Err(_) => (None, false),
+        };
+        if retry {
+            let backend = self.clone();
+            tokio::spawn(async move { backend.choose_refusal_hash().await });
+        }
+        match hash {
             Some(hash) => self.hasher.verify(password, hash).await.map(|_| ())?,
             None => self.hasher.verify_dummy(password).await?,
         }
         Ok(())
-    }
-
-    fn remember_dummy(&self, hash: StoredHash) {
-        if let Ok(mut slot) = self.dummy.write() {
-            *slot = Some(hash);
-        }
     }
 
     async fn find(&self, email: &Email) -> Result<Vec<Candidate>, LegacyError> {
@@ -481,6 +615,27 @@ impl SqlBackend {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ListedUser>, LegacyError> {
+        let records = self.list_records(after, limit).await?;
+        Ok(records
+            .into_iter()
+            .map(|(user, hash)| {
+                let hash = hash.and_then(|h| {
+                    let scheme = h.scheme().as_str();
+                    h.portable()
+                        .map(|p| (p.to_owned(), scheme))
+                        .ok_or_else(|| format!("{scheme} with a key only the connector holds"))
+                });
+                ListedUser { user, hash }
+            })
+            .collect())
+    }
+
+    /// The `list_users` query's rows, parsed.
+    async fn list_records(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(LegacyUser, Result<StoredHash, String>)>, LegacyError> {
         let Some(list_users) = &self.list_users else {
             return Err(LegacyError::ListUnsupported);
         };
@@ -505,18 +660,7 @@ impl SqlBackend {
                     None => query.bind(text_cursor),
                 };
                 let rows = query.bind(limit).fetch_all(pool).await.map_err(classify)?;
-                let mut page = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let (user, hash) = self.record(row)?;
-                    let hash = hash.and_then(|h| {
-                        let scheme = h.scheme().as_str();
-                        h.portable().map(|p| (p.to_owned(), scheme)).ok_or_else(|| {
-                            format!("{scheme} with a key only the connector holds")
-                        })
-                    });
-                    page.push(ListedUser { user, hash });
-                }
-                Ok(page)
+                rows.iter().map(|row| self.record(row)).collect()
             }.await)
         })
         .await

@@ -28,7 +28,7 @@ pub enum StartError {
 /// Check the configuration, prepare the (lazy) legacy pool, bind the listener.
 pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
     // The connector only verifies; its pool's argon2 parameters only shape the dummy hash
-    // used before any legacy hash has been seen.
+    // used before a refusal hash is chosen from real legacy hashes (see `dummy_hash`).
     let hasher = HashPool::new(
         "legacy-connector",
         Argon2Config::default(),
@@ -39,6 +39,8 @@ pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
         Backend::Sql => {
             let sql = SqlBackend::new(&crate::presets::resolve(config)?, hasher)?;
             sql.check_tls().await?;
+            // Before serving: the first refused logins must already cost what later ones do.
+            sql.choose_refusal_hash().await;
             LegacyBackend::Sql(sql)
         }
         Backend::Http => LegacyBackend::Http(HttpBackend::new(

@@ -8,7 +8,8 @@ use crate::migrate_on_login::{Coordinator, MigrationOutcome};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::migration::v1::{
-    self as pb, CancelBackfillRequest, CancelBackfillResponse, FailureCount, FindLegacyUserRequest,
+    self as pb, CancelBackfillRequest, CancelBackfillResponse, EqualizeRefusedLoginRequest,
+    EqualizeRefusedLoginResponse, FailureCount, FindLegacyUserRequest,
     FindLegacyUserResponse, GetBackfillRequest, GetBackfillResponse, GetModeRequest,
     GetModeResponse, GetStatusRequest, GetStatusResponse, ListMigrationEventsRequest,
     ListMigrationEventsResponse, LookupUserRequest, LookupUserResponse, MigrateOnLoginRequest,
@@ -62,6 +63,21 @@ impl MigrationCoordinator for CoordinatorService {
             outcome: outcome.into(),
             user,
         }))
+    }
+
+    async fn equalize_refused_login(
+        &self,
+        request: Request<EqualizeRefusedLoginRequest>,
+    ) -> Result<Response<EqualizeRefusedLoginResponse>, Status> {
+        let EqualizeRefusedLoginRequest { email, lookup_only } = request.into_inner();
+        let mut violations = Violations::default();
+        let Some(email) = violations.check("email", Email::parse(&email)) else {
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        };
+        self.coordinator
+            .equalize_refused_login(&email, lookup_only)
+            .await?;
+        Ok(Response::new(EqualizeRefusedLoginResponse {}))
     }
 
     async fn find_legacy_user(

@@ -140,10 +140,15 @@ impl Coordinator {
             Err(CoordinatorError::LegacyUnavailable(_)) => Some("legacy_unavailable"),
             Err(_) => None,
         };
-        if let Some(reason) = failure
-            && let Err(e) = self.ledger.record_failure(reason).await
-        {
-            tracing::warn!(error = %e, "could not count a failed migration");
+        if let Some(reason) = failure {
+            // Counted after answering: the write would otherwise make a refusal of a user only
+            // the legacy store has slower than any other refusal (and tell them apart).
+            let ledger = self.ledger.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ledger.record_failure(reason).await {
+                    tracing::warn!(error = %e, "could not count a failed migration");
+                }
+            });
         }
         match &outcome {
             Ok(MigrationOutcome::Migrated(user)) => {
@@ -206,6 +211,29 @@ impl Coordinator {
                 Imported::Tombstoned => MigrationOutcome::Tombstoned,
             },
         )
+    }
+
+    /// For a login the store refused while importing: have the legacy connector spend what
+    /// its own refusal costs, so that refusing a migrated or deleted user takes as long as
+    /// refusing a user only the legacy store has. Nothing in AUTHORITATIVE mode (the store
+    /// spends it then).
+    #[tracing::instrument(name = "migration.equalize_refused_login", skip_all)]
+    pub async fn equalize_refused_login(
+        &self,
+        email: &Email,
+        lookup_only: bool,
+    ) -> Result<(), CoordinatorError> {
+        if self.mode().await? == Mode::Authoritative {
+            return Ok(());
+        }
+        let request = legacy::EqualizeRefusedLoginRequest {
+            email: email.display().to_owned(),
+            lookup_only,
+        };
+        self.breaker
+            .call(self.legacy.clone().equalize_refused_login(request))
+            .await?;
+        Ok(())
     }
 
     /// Import a legacy user into the store (profile from the legacy store, `password`

@@ -4,12 +4,13 @@
 use crate::error::StoreError;
 use crate::users::{
     self, AuthenticateOutcome, ChangePasswordOutcome, ClientId, Import, ImportOutcome, Profile,
-    RedeemResetOutcome, Source, User, Users,
+    RedeemResetOutcome, RefusalRemainder, Source, User, Users,
 };
 use prost_types::value::Kind;
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
+use trickle_proto::userstore::v1 as pb;
 use trickle_proto::userstore::v1::{
     AuthenticateRequest, AuthenticateResponse, BackfillUser, BackfillUsersRequest,
     BackfillUsersResponse, BackfilledUser, ChangeEmailRequest, ChangeEmailResponse,
@@ -61,32 +62,39 @@ impl UserStore for UserStoreService {
         let (Some(email), Some(client), true) = (email, client, violations.is_empty()) else {
             return Err(StoreError::InvalidRequest(violations.into_vec()).into());
         };
-        let outcome = self
+        let answer = self
             .users
             .authenticate(&email, password, equalize_unknown, client.as_ref())
             .await?;
         use authenticate_response::Outcome;
-        let (outcome, user) = match outcome {
-            AuthenticateOutcome::Authenticated(user) => {
-                (Outcome::Authenticated, Some(user_to_proto(user)))
+        let mut response = AuthenticateResponse {
+            outcome: Outcome::Unspecified.into(),
+            user: None,
+            retry_after_seconds: 0,
+            refusal_remainder: match answer.remainder {
+                None => pb::RefusalRemainder::Unspecified,
+                Some(RefusalRemainder::Nothing) => pb::RefusalRemainder::None,
+                Some(RefusalRemainder::LegacyCheck) => pb::RefusalRemainder::LegacyCheck,
+                Some(RefusalRemainder::LegacyLookup) => pb::RefusalRemainder::LegacyLookup,
             }
-            AuthenticateOutcome::WrongPassword => (Outcome::WrongPassword, None),
-            AuthenticateOutcome::NotFound => (Outcome::NotFound, None),
-            AuthenticateOutcome::Tombstoned => (Outcome::Tombstoned, None),
+            .into(),
+        };
+        let outcome = match answer.outcome {
+            AuthenticateOutcome::Authenticated(user) => {
+                response.user = Some(user_to_proto(user));
+                Outcome::Authenticated
+            }
+            AuthenticateOutcome::WrongPassword => Outcome::WrongPassword,
+            AuthenticateOutcome::NotFound => Outcome::NotFound,
+            AuthenticateOutcome::Tombstoned => Outcome::Tombstoned,
             AuthenticateOutcome::Throttled { retry_after } => {
-                return Ok(Response::new(AuthenticateResponse {
-                    outcome: Outcome::Throttled.into(),
-                    user: None,
-                    retry_after_seconds: i64::try_from(retry_after.as_secs().max(1))
-                        .unwrap_or(i64::MAX),
-                }));
+                response.retry_after_seconds =
+                    i64::try_from(retry_after.as_secs().max(1)).unwrap_or(i64::MAX);
+                Outcome::Throttled
             }
         };
-        Ok(Response::new(AuthenticateResponse {
-            outcome: outcome.into(),
-            user,
-            retry_after_seconds: 0,
-        }))
+        response.outcome = outcome.into();
+        Ok(Response::new(response))
     }
 
     async fn create_user(

@@ -235,6 +235,17 @@ impl Repository {
             .await
     }
 
+    /// Up to `limit` stored hashes kept in a legacy format (backfilled users who have not
+    /// logged in since): what a legacy check costs, for pricing refusals.
+    pub(crate) async fn legacy_format_hashes(&self, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE password_hash NOT LIKE '$argon2id$%' LIMIT $1")
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })
+    }
+
     pub(crate) async fn find_credentials_by_legacy_id(
         &self,
         legacy_id: &str,

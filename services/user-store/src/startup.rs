@@ -67,6 +67,7 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         .spawn(repository.clone())
     });
     let users = Users::new(repository, hasher, lifetimes, throttle, client_throttle);
+    users.prepare().await;
     let routes = Routes::new(
         UserStoreServer::new(UserStoreService { users })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),

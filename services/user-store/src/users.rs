@@ -8,6 +8,7 @@ use crate::repository::{
 use crate::tickets::{self, Ticket};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
+use crate::refusal::RefusalCost;
 use trickle_password::{HashFormat, HashPool, Password, StoredHash};
 use trickle_service_kit::Email;
 
@@ -80,6 +81,27 @@ pub enum AuthenticateOutcome {
     Throttled {
         retry_after: Duration,
     },
+}
+
+/// An answer to a login and, for a refusal, what the caller must still spend on it so that
+/// it costs what every refusal costs (see [`crate::refusal`]).
+#[derive(Debug)]
+pub struct Authentication {
+    pub outcome: AuthenticateOutcome,
+    /// `None` when the store did not refuse (authenticated, or not found while importing:
+    /// the legacy store decides next).
+    pub remainder: Option<RefusalRemainder>,
+}
+
+/// The share of a refusal's cost left to the legacy store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalRemainder {
+    /// Everything was spent here (or, for a throttled client, nothing on purpose).
+    Nothing,
+    /// The legacy store's lookup and check.
+    LegacyCheck,
+    /// The legacy store's lookup: the store verified a legacy hash itself.
+    LegacyLookup,
 }
 
 /// A caller of the public API, as the frontend identified it: `sha256:<hex>` of its TLS
@@ -202,6 +224,7 @@ pub struct Users {
     throttle: Throttle,
     /// The same, per calling client (when the caller is known).
     client_throttle: Throttle,
+    refusal: RefusalCost,
 }
 
 fn unreadable_hash(user_id: &str, e: &trickle_password::ParseHashError) -> StoreError {
@@ -219,6 +242,7 @@ impl Users {
     ) -> Self {
         Self {
             repository,
+            refusal: RefusalCost::new(hasher.clone()),
             hasher,
             lifetimes,
             throttle,
@@ -226,8 +250,17 @@ impl Users {
         }
     }
 
-    /// Check a password against the store. An unknown user costs a dummy verification when
-    /// `equalize_unknown` is set, so the caller cannot tell "no such user" by the time taken.
+    /// Before serving: price refusals from the hashes the store holds now.
+    pub async fn prepare(&self) {
+        if self.refusal.refresh_due() {
+            self.refusal.refresh(&self.repository).await;
+        }
+    }
+
+    /// Check a password against the store. Every refusal costs one verification at the
+    /// store's parameters (the user's hash, or a dummy); when `store_decides` (AUTHORITATIVE),
+    /// also the legacy share and, for an unknown email, the throttle's count — so that the
+    /// time and the answer say nothing about which accounts exist (see [`crate::refusal`]).
     #[tracing::instrument(
         name = "user_store.authenticate",
         skip_all,
@@ -237,9 +270,9 @@ impl Users {
         &self,
         email: &Email,
         password: Password,
-        equalize_unknown: bool,
+        store_decides: bool,
         client: Option<&ClientId>,
-    ) -> Result<AuthenticateOutcome, StoreError> {
+    ) -> Result<Authentication, StoreError> {
         // Every login ends in a hash: when the pool cannot take one more, refuse before the
         // queries (under a flood, rejected logins would otherwise eat the CPU the hashing
         // threads need and nothing would complete).
@@ -247,13 +280,19 @@ impl Users {
             return Err(StoreError::Overloaded);
         }
         // A client locked out for too many failures is refused before anything else, and
-        // without a hash: the lock is about the client, whatever account it names.
+        // without a hash, on purpose: the lock is about the client, whatever account it names,
+        // and hashing for it would hand it our CPU.
         if let Some(client) = client.filter(|_| self.client_throttle.enabled())
             && let Some(retry_after) = lock_left(self.repository.throttle(client.key()).await?)
         {
-            return Ok(AuthenticateOutcome::Throttled { retry_after });
+            return Ok(Authentication {
+                outcome: AuthenticateOutcome::Throttled { retry_after },
+                remainder: Some(RefusalRemainder::Nothing),
+            });
         }
-        // A locked email is not checked at all (the dummy hash keeps the timing): guessing
+        // Kept ready while importing too, for the moment the store decides alone.
+        self.refusal.refresh_when_due(&self.repository);
+        // A locked email is not checked at all (a refusal's cost keeps the timing): guessing
         // stops here, for every replica, whether or not the account exists. The tombstone is
         // looked up for every login, side by side with the user, so that an unknown email
         // costs the same queries as a known one.
@@ -272,31 +311,57 @@ impl Users {
                     .await?)
             },
         )?;
+        let refused = |outcome| Authentication {
+            outcome,
+            remainder: Some(if store_decides {
+                RefusalRemainder::Nothing
+            } else {
+                RefusalRemainder::LegacyCheck
+            }),
+        };
         if let Some(retry_after) = locked {
-            self.hasher.verify_dummy(password).await?;
-            return Ok(AuthenticateOutcome::Throttled { retry_after });
+            self.refusal.spend(password, false, store_decides).await?;
+            return Ok(refused(AuthenticateOutcome::Throttled { retry_after }));
         }
         let Some((user, stored)) = found else {
             // A deleted user's email ends here: the legacy store must not be asked about it.
-            // When the store decides, an unknown email pays what a wrong password pays: the
-            // hash and the throttle's count.
-            if equalize_unknown || tombstoned {
-                self.hasher.verify_dummy(password).await?;
+            // An unknown email pays the store's share now, and the legacy store's where it is
+            // asked next; when the store decides, it also counts toward the throttle.
+            self.refusal.spend(password, false, store_decides).await?;
+            if store_decides || tombstoned {
                 self.record_login_failure(email, client).await?;
             }
             return Ok(if tombstoned {
-                AuthenticateOutcome::Tombstoned
+                refused(AuthenticateOutcome::Tombstoned)
             } else {
-                AuthenticateOutcome::NotFound
+                Authentication {
+                    outcome: AuthenticateOutcome::NotFound,
+                    remainder: store_decides.then_some(RefusalRemainder::Nothing),
+                }
             });
         };
         let parsed = StoredHash::parse(&stored, HashFormat::Auto)
             .map_err(|e| unreadable_hash(&user.user_id, &e))?;
         let scheme = parsed.scheme();
-        let (verification, upgraded) = self.hasher.verify_and_upgrade(password, parsed).await?;
+        // A hash the store would re-hash on success (one kept from the legacy store by the
+        // backfill) costs what a legacy check costs, not what the store's own does.
+        let legacy_format = parsed.needs_upgrade(self.hasher.config());
+        let (verification, upgraded) = self.hasher.verify_and_upgrade(password.clone(), parsed).await?;
         if !verification.matches {
+            if legacy_format {
+                self.refusal.spend(password, false, false).await?;
+            } else {
+                self.refusal.spend(password, true, store_decides).await?;
+            }
             self.record_login_failure(email, client).await?;
-            return Ok(AuthenticateOutcome::WrongPassword);
+            return Ok(Authentication {
+                outcome: AuthenticateOutcome::WrongPassword,
+                remainder: Some(match (store_decides, legacy_format) {
+                    (true, _) => RefusalRemainder::Nothing,
+                    (false, true) => RefusalRemainder::LegacyLookup,
+                    (false, false) => RefusalRemainder::LegacyCheck,
+                }),
+            });
         }
         if self.throttle.enabled() {
             self.repository.clear_failures(email.normalized()).await?;
@@ -310,7 +375,10 @@ impl Users {
             .record_login(&user.user_id, &stored, upgraded.as_deref())
             .await?
             .unwrap_or(user);
-        Ok(AuthenticateOutcome::Authenticated(user))
+        Ok(Authentication {
+            outcome: AuthenticateOutcome::Authenticated(user),
+            remainder: None,
+        })
     }
 
     /// How long `email` is still locked, if it is.
@@ -817,6 +885,10 @@ impl Users {
             })
             .collect();
         let result = self.repository.backfill(&rows).await?;
+        if !result.inserted.is_empty() {
+            // New legacy hashes in the store: price refusals from them on the next one.
+            self.refusal.mark_stale();
+        }
         let inserted = i64::try_from(result.inserted.len()).unwrap_or(i64::MAX);
         let total = i64::try_from(users.len()).unwrap_or(i64::MAX);
         Ok(BackfillOutcome {

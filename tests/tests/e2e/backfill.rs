@@ -107,7 +107,7 @@ async fn seed(trickle: &TestTrickle, n: i64) {
     trickle.legacy.insert_many(&users).await;
 }
 
-async fn wait_for_end(
+pub(crate) async fn wait_for_end(
     admin: &mut MigrationAdminClient<tonic::transport::Channel>,
     job_id: &str,
 ) -> Backfill {
