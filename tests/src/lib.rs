@@ -438,6 +438,7 @@ impl TestTrickle {
             .login(trickle_proto::auth::v1::LoginRequest {
                 email: email.into(),
                 password: password.into(),
+                attempt_source: String::new(),
             })
             .await
             .unwrap_or_else(|status| panic!("login of {email}: {status:?}"))

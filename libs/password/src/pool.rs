@@ -174,7 +174,12 @@ impl HashPool {
     pub async fn representative(&self, candidates: Vec<StoredHash>) -> Option<StoredHash> {
         let mut random = [0u8; 24];
         getrandom::fill(&mut random).ok()?;
-        let probe = Password::new(random.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let probe = Password::new(
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        );
         let mut timed_candidates = Vec::with_capacity(candidates.len());
         for candidate in candidates {
             let config = self.inner.config;

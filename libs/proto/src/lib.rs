@@ -85,6 +85,7 @@ mod tests {
         let login = crate::auth::v1::LoginRequest {
             email: "alice@example.com".into(),
             password: "hunter2-secret".into(),
+            attempt_source: String::new(),
         };
         let printed = format!("{login:?}");
         assert!(!printed.contains("hunter2"), "{printed}");

@@ -23,6 +23,24 @@ pub struct LoginSuccess {
     pub migrated: bool,
 }
 
+/// Where a login attempt comes from: the calling client (its certificate's fingerprint,
+/// when the public API requires one) and the source the caller named for it (the end user's
+/// address; personal data, so `Debug` leaves it out). Either may be empty (unknown).
+#[derive(Clone, Default)]
+pub struct AttemptOrigin {
+    pub client_id: String,
+    pub source: String,
+}
+
+impl std::fmt::Debug for AttemptOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptOrigin")
+            .field("client_id", &self.client_id)
+            .field("source", &trickle_password::redacted(&self.source))
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthFlows {
     store: UserStoreClient<Channel>,
@@ -79,13 +97,13 @@ impl AuthFlows {
         &self,
         email: Email,
         password: Password,
-        client: String,
+        origin: AttemptOrigin,
     ) -> Result<LoginSuccess, FrontendError> {
         if let Some(key) = &self.email_hash_key {
             tracing::Span::current()
                 .record("trickle.user.email_hash", email_hash(key, &email).as_str());
         }
-        let result = self.login_flow(email, password, &client).await;
+        let result = self.login_flow(email, password, &origin).await;
         let label = match &result {
             Ok(success) if success.migrated => "migrated",
             Ok(_) => "success",
@@ -108,13 +126,13 @@ impl AuthFlows {
         &self,
         email: Email,
         password: Password,
-        client: &str,
+        origin: &AttemptOrigin,
     ) -> Result<LoginSuccess, FrontendError> {
         let authoritative = self.mode.is_authoritative();
         // In IMPORT mode an unknown user goes on to the legacy store, whose check costs what
         // a wrong password costs; in AUTHORITATIVE mode the store pays a dummy hash instead.
         let (user, migrated) = match self
-            .authenticate(&email, &password, authoritative, client)
+            .authenticate(&email, &password, authoritative, origin)
             .await?
         {
             StoreAnswer::Authenticated(user) => (user, false),
@@ -125,7 +143,7 @@ impl AuthFlows {
             StoreAnswer::NotFound if authoritative => {
                 return Err(FrontendError::InvalidCredentials);
             }
-            StoreAnswer::NotFound => self.migrate_on_login(&email, password, client).await?,
+            StoreAnswer::NotFound => self.migrate_on_login(&email, password, origin).await?,
         };
         let span = tracing::Span::current();
         span.record("trickle.user.id", user.user_id.as_str());
@@ -147,13 +165,14 @@ impl AuthFlows {
         email: &Email,
         password: &Password,
         equalize_unknown: bool,
-        client: &str,
+        origin: &AttemptOrigin,
     ) -> Result<StoreAnswer, FrontendError> {
         let request = store::AuthenticateRequest {
             email: email.display().to_owned(),
             password: password.expose_secret().to_owned(),
             equalize_unknown,
-            client_id: client.to_owned(),
+            client_id: origin.client_id.clone(),
+            attempt_source: origin.source.clone(),
         };
         let answer = self
             .store
@@ -200,53 +219,82 @@ impl AuthFlows {
             email: email.display().to_owned(),
             lookup_only,
         };
-        if let Err(status) = self.coordinator.clone().equalize_refused_login(request).await {
+        if let Err(status) = self
+            .coordinator
+            .clone()
+            .equalize_refused_login(request)
+            .await
+        {
             tracing::debug!(code = ?status.code(), "could not equalize a refused login");
         }
     }
 
-    /// Count a failed login the store did not decide (unknown email, legacy refusal). Best
-    /// effort: the answer to the caller is the same either way.
-    async fn record_login_failure(&self, email: &Email, client: &str) {
-        let request = store::RecordLoginFailureRequest {
+    /// Settle the attempt the store left open (NOT_FOUND while importing) once the legacy
+    /// store decided it. In the background: the store counted the attempt before checking
+    /// it, so it holds its place in the throttle until settled (and is forgotten after two
+    /// minutes if this never lands), and the answer does not wait for the write — a refusal
+    /// decided here costs no more than one the store decided.
+    fn settle_login_attempt(
+        &self,
+        email: &Email,
+        origin: &AttemptOrigin,
+        outcome: store::LoginAttemptOutcome,
+    ) {
+        let request = store::SettleLoginAttemptRequest {
             email: email.display().to_owned(),
-            client_id: client.to_owned(),
+            client_id: origin.client_id.clone(),
+            attempt_source: origin.source.clone(),
+            outcome: outcome.into(),
         };
-        if let Err(status) = self.store.clone().record_login_failure(request).await {
-            tracing::warn!(code = ?status.code(), "could not count a failed login");
-        }
+        let mut store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(status) = store.settle_login_attempt(request).await {
+                tracing::warn!(code = ?status.code(), "could not settle a login attempt");
+            }
+        });
     }
 
     async fn migrate_on_login(
         &self,
         email: &Email,
         password: Password,
-        client: &str,
+        origin: &AttemptOrigin,
     ) -> Result<(auth::User, bool), FrontendError> {
+        use store::LoginAttemptOutcome as Settled;
         let request = migration::MigrateOnLoginRequest {
             email: email.display().to_owned(),
             password: password.expose_secret().to_owned(),
         };
-        let answer = self
-            .coordinator
-            .clone()
-            .migrate_on_login(request)
-            .await
-            .map_err(|s| FrontendError::from_upstream(&s, FrontendError::LegacyUnavailable))?
-            .into_inner();
+        let answer = match self.coordinator.clone().migrate_on_login(request).await {
+            Ok(answer) => answer.into_inner(),
+            Err(status) => {
+                self.settle_login_attempt(email, origin, Settled::Undecided);
+                return Err(FrontendError::from_upstream(
+                    &status,
+                    FrontendError::LegacyUnavailable,
+                ));
+            }
+        };
         use migration::migrate_on_login_response::Outcome;
         match (Outcome::try_from(answer.outcome), answer.user) {
-            (Ok(Outcome::Migrated), Some(user)) => Ok((user, true)),
-            (Ok(Outcome::AlreadyMigrated), Some(user)) => Ok((user, false)),
+            (Ok(Outcome::Migrated), Some(user)) => {
+                self.settle_login_attempt(email, origin, Settled::Succeeded);
+                Ok((user, true))
+            }
+            (Ok(Outcome::AlreadyMigrated), Some(user)) => {
+                self.settle_login_attempt(email, origin, Settled::Succeeded);
+                Ok((user, false))
+            }
             (Ok(Outcome::LegacyRejected | Outcome::Conflict | Outcome::Tombstoned), _) => {
                 // Failures the legacy store decided count toward the same throttle.
-                self.record_login_failure(email, client).await;
+                self.settle_login_attempt(email, origin, Settled::Failed);
                 Err(FrontendError::InvalidCredentials)
             }
             // The mode changed to AUTHORITATIVE since we last looked: the store alone decides,
-            // at the cost of a wrong password.
+            // at the cost of a wrong password (a new attempt, counted by the store).
             (Ok(Outcome::NotImporting), _) => {
-                match self.authenticate(email, &password, true, client).await? {
+                self.settle_login_attempt(email, origin, Settled::Undecided);
+                match self.authenticate(email, &password, true, origin).await? {
                     StoreAnswer::Authenticated(user) => Ok((user, false)),
                     StoreAnswer::Throttled(seconds) => Err(FrontendError::RateLimited(seconds)),
                     // Counted by the store, like any failure it decides.
@@ -255,9 +303,12 @@ impl AuthFlows {
                     }
                 }
             }
-            _ => Err(FrontendError::Internal(
-                "coordinator answered MigrateOnLogin without an outcome".into(),
-            )),
+            _ => {
+                self.settle_login_attempt(email, origin, Settled::Undecided);
+                Err(FrontendError::Internal(
+                    "coordinator answered MigrateOnLogin without an outcome".into(),
+                ))
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! The tonic layer of the public API: validation of the wire format into domain values and
 //! conversions back; the flows decide.
 
-use crate::auth::{AuthFlows, LoginSuccess};
+use crate::auth::{AttemptOrigin, AuthFlows, LoginSuccess};
 use crate::error::FrontendError;
 use crate::tokens::Claims;
 use tonic::{Request, Response, Status};
@@ -35,21 +35,35 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        let client = client_id(&request);
-        let LoginRequest { email, password } = request.into_inner();
+        let client_id = client_id(&request);
+        let LoginRequest {
+            email,
+            password,
+            attempt_source,
+        } = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
         let password = Password::new(password);
         violations.check("password", password.check_presented());
+        if attempt_source.len() > 256 || attempt_source.chars().any(char::is_control) {
+            violations.add(
+                "attempt_source",
+                "must be at most 256 bytes without control characters",
+            );
+        }
         let Some(email) = email.filter(|_| violations.is_empty()) else {
             return Err(invalid(violations));
+        };
+        let origin = AttemptOrigin {
+            client_id,
+            source: attempt_source,
         };
         let LoginSuccess {
             user,
             access_token,
             expires_in,
             migrated,
-        } = self.flows.login(email, password, client).await?;
+        } = self.flows.login(email, password, origin).await?;
         Ok(Response::new(LoginResponse {
             user: Some(user),
             access_token,

@@ -7,9 +7,8 @@ use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::legacy::v1::{
     self as pb, CountUsersRequest, CountUsersResponse, EqualizeRefusedLoginRequest,
-    EqualizeRefusedLoginResponse, GetUserRequest, GetUserResponse,
-    ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse,
-    legacy_connector_server::LegacyConnector,
+    EqualizeRefusedLoginResponse, GetUserRequest, GetUserResponse, ListUsersRequest,
+    ListUsersResponse, LoginRequest, LoginResponse, legacy_connector_server::LegacyConnector,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;

@@ -300,7 +300,9 @@ impl SqlBackend {
             }
         };
         let Some(chosen) = self.hasher.representative(sample).await else {
-            tracing::warn!("the first list_users page has no usable hash; refused logins of unknown emails cost what the first legacy hash verified costs ([legacy] dummy_hash sets it)");
+            tracing::warn!(
+                "the first list_users page has no usable hash; refused logins of unknown emails cost what the first legacy hash verified costs ([legacy] dummy_hash sets it)"
+            );
             return;
         };
         tracing::info!(

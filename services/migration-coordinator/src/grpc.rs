@@ -9,14 +9,13 @@ use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::migration::v1::{
     self as pb, CancelBackfillRequest, CancelBackfillResponse, EqualizeRefusedLoginRequest,
-    EqualizeRefusedLoginResponse, FailureCount, FindLegacyUserRequest,
-    FindLegacyUserResponse, GetBackfillRequest, GetBackfillResponse, GetModeRequest,
-    GetModeResponse, GetStatusRequest, GetStatusResponse, ListMigrationEventsRequest,
-    ListMigrationEventsResponse, LookupUserRequest, LookupUserResponse, MigrateOnLoginRequest,
-    MigrateOnLoginResponse, MigrateOnResetRequest, MigrateOnResetResponse, SetModeRequest,
-    SetModeResponse, StartBackfillRequest, StartBackfillResponse,
-    migrate_on_login_response::Outcome, migration_admin_server::MigrationAdmin,
-    migration_coordinator_server::MigrationCoordinator,
+    EqualizeRefusedLoginResponse, FailureCount, FindLegacyUserRequest, FindLegacyUserResponse,
+    GetBackfillRequest, GetBackfillResponse, GetModeRequest, GetModeResponse, GetStatusRequest,
+    GetStatusResponse, ListMigrationEventsRequest, ListMigrationEventsResponse, LookupUserRequest,
+    LookupUserResponse, MigrateOnLoginRequest, MigrateOnLoginResponse, MigrateOnResetRequest,
+    MigrateOnResetResponse, SetModeRequest, SetModeResponse, StartBackfillRequest,
+    StartBackfillResponse, migrate_on_login_response::Outcome,
+    migration_admin_server::MigrationAdmin, migration_coordinator_server::MigrationCoordinator,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;

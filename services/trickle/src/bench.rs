@@ -727,6 +727,7 @@ impl Accounts {
                 .login(LoginRequest {
                     email: email.clone(),
                     password: password.to_owned(),
+                    attempt_source: String::new(),
                 })
                 .await
                 .map_err(|s| anyhow::anyhow!("a bench user cannot log in: {}", s.message()))?
@@ -748,6 +749,7 @@ fn login_op(clients: &Clients, accounts: &Accounts, password: &str) -> Op {
         let request = LoginRequest {
             email: emails[worker % emails.len()].clone(),
             password: password.clone(),
+            attempt_source: String::new(),
         };
         Box::pin(async move {
             client
@@ -774,7 +776,11 @@ fn first_login_op(clients: &Clients, emails: Vec<String>, password: &str) -> Op 
                 return Err("OutOfLegacyUsers".to_owned());
             };
             let response = client
-                .login(LoginRequest { email, password })
+                .login(LoginRequest {
+                    email,
+                    password,
+                    attempt_source: String::new(),
+                })
                 .await
                 .map_err(|s| code_name(&s))?
                 .into_inner();

@@ -51,6 +51,7 @@ pub async fn run(
         .login(LoginRequest {
             email: email.to_owned(),
             password,
+            attempt_source: String::new(),
         })
         .await
     {

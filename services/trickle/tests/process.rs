@@ -76,6 +76,7 @@ fn login(email: &str, password: &str) -> LoginRequest {
     LoginRequest {
         email: email.into(),
         password: password.into(),
+        attempt_source: String::new(),
     }
 }
 

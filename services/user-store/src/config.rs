@@ -22,8 +22,12 @@ pub struct StoreConfig {
     /// Mutual TLS: only callers with a certificate from `ca_file` are served.
     pub tls: trickle_service_kit::tls::TlsConfig,
     /// Failed logins per email within `login_throttle_window_seconds` before the email is
-    /// locked for `login_throttle_lockout_seconds` (0: no throttling).
+    /// locked for `login_throttle_lockout_seconds` (0: no throttling). Per (email, source)
+    /// when the caller names the attempt's source (auth.v1.LoginRequest.attempt_source).
     pub login_throttle_failures: u32,
+    /// Failed logins per email from all sources together that lock it for everyone, when
+    /// attempts name their source (at least `login_throttle_failures`).
+    pub login_throttle_email_ceiling: u32,
     pub login_throttle_window_seconds: u64,
     pub login_throttle_lockout_seconds: u64,
     /// Failed logins through one calling client (known when the frontend's public API
@@ -56,6 +60,7 @@ impl Default for StoreConfig {
             metrics_listen: "127.0.0.1:9102".into(),
             tls: trickle_service_kit::tls::TlsConfig::default(),
             login_throttle_failures: 10,
+            login_throttle_email_ceiling: 100,
             login_throttle_window_seconds: 900,
             login_throttle_lockout_seconds: 900,
             client_throttle_failures: 1000,

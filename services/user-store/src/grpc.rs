@@ -3,8 +3,8 @@
 
 use crate::error::StoreError;
 use crate::users::{
-    self, AuthenticateOutcome, ChangePasswordOutcome, ClientId, Import, ImportOutcome, Profile,
-    RedeemResetOutcome, RefusalRemainder, Source, User, Users,
+    self, AttemptOutcome, AttemptSource, AuthenticateOutcome, ChangePasswordOutcome, ClientId,
+    Import, ImportOutcome, Profile, RedeemResetOutcome, RefusalRemainder, Source, User, Users,
 };
 use prost_types::value::Kind;
 use tonic::{Request, Response, Status};
@@ -21,9 +21,9 @@ use trickle_proto::userstore::v1::{
     GetMigrationCountsResponse, GetUserRequest, GetUserResponse, ImportUserRequest,
     ImportUserResponse, RecordLoginFailureRequest, RecordLoginFailureResponse,
     RedeemEmailVerificationRequest, RedeemEmailVerificationResponse, RedeemPasswordResetRequest,
-    RedeemPasswordResetResponse, authenticate_response, change_password_response,
-    get_user_request::Lookup, import_user_response, redeem_password_reset_response,
-    user_store_server::UserStore,
+    RedeemPasswordResetResponse, SettleLoginAttemptRequest, SettleLoginAttemptResponse,
+    authenticate_response, change_password_response, get_user_request::Lookup,
+    import_user_response, redeem_password_reset_response, user_store_server::UserStore,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -53,18 +53,28 @@ impl UserStore for UserStoreService {
             password,
             equalize_unknown,
             client_id,
+            attempt_source,
         } = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
         let password = Password::new(password);
         violations.check("password", password.check_presented());
         let client = violations.check("client_id", ClientId::parse(&client_id));
-        let (Some(email), Some(client), true) = (email, client, violations.is_empty()) else {
+        let source = violations.check("attempt_source", AttemptSource::parse(&attempt_source));
+        let (Some(email), Some(client), Some(source), true) =
+            (email, client, source, violations.is_empty())
+        else {
             return Err(StoreError::InvalidRequest(violations.into_vec()).into());
         };
         let answer = self
             .users
-            .authenticate(&email, password, equalize_unknown, client.as_ref())
+            .authenticate(
+                &email,
+                password,
+                equalize_unknown,
+                client.as_ref(),
+                source.as_ref(),
+            )
             .await?;
         use authenticate_response::Outcome;
         let mut response = AuthenticateResponse {
@@ -461,22 +471,74 @@ impl UserStore for UserStoreService {
         &self,
         request: Request<RecordLoginFailureRequest>,
     ) -> Result<Response<RecordLoginFailureResponse>, Status> {
-        let RecordLoginFailureRequest { email, client_id } = request.into_inner();
+        let RecordLoginFailureRequest {
+            email,
+            client_id,
+            attempt_source,
+        } = request.into_inner();
+        let locked = self
+            .settle(email, client_id, attempt_source, AttemptOutcome::Failed)
+            .await?;
+        Ok(Response::new(RecordLoginFailureResponse {
+            retry_after_seconds: retry_after_seconds(locked),
+        }))
+    }
+
+    async fn settle_login_attempt(
+        &self,
+        request: Request<SettleLoginAttemptRequest>,
+    ) -> Result<Response<SettleLoginAttemptResponse>, Status> {
+        let SettleLoginAttemptRequest {
+            email,
+            client_id,
+            attempt_source,
+            outcome,
+        } = request.into_inner();
+        let outcome = match pb::LoginAttemptOutcome::try_from(outcome) {
+            Ok(pb::LoginAttemptOutcome::Failed) => AttemptOutcome::Failed,
+            Ok(pb::LoginAttemptOutcome::Succeeded) => AttemptOutcome::Succeeded,
+            Ok(pb::LoginAttemptOutcome::Undecided) => AttemptOutcome::Undecided,
+            Ok(pb::LoginAttemptOutcome::Unspecified) | Err(_) => {
+                let mut violations = Violations::default();
+                violations.add("outcome", "must be FAILED, SUCCEEDED or UNDECIDED");
+                return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+            }
+        };
+        let locked = self
+            .settle(email, client_id, attempt_source, outcome)
+            .await?;
+        Ok(Response::new(SettleLoginAttemptResponse {
+            retry_after_seconds: retry_after_seconds(locked),
+        }))
+    }
+}
+
+impl UserStoreService {
+    async fn settle(
+        &self,
+        email: String,
+        client_id: String,
+        attempt_source: String,
+        outcome: AttemptOutcome,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
         let client = violations.check("client_id", ClientId::parse(&client_id));
-        let (Some(email), Some(client), true) = (email, client, violations.is_empty()) else {
-            return Err(StoreError::InvalidRequest(violations.into_vec()).into());
+        let source = violations.check("attempt_source", AttemptSource::parse(&attempt_source));
+        let (Some(email), Some(client), Some(source), true) =
+            (email, client, source, violations.is_empty())
+        else {
+            return Err(StoreError::InvalidRequest(violations.into_vec()));
         };
-        let locked = self
-            .users
-            .record_login_failure(&email, client.as_ref())
-            .await?;
-        Ok(Response::new(RecordLoginFailureResponse {
-            retry_after_seconds: locked
-                .map_or(0, |d| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX)),
-        }))
+        self.users
+            .settle_login_attempt(&email, source.as_ref(), client.as_ref(), outcome)
+            .await
     }
+}
+
+/// A lock's wait in whole seconds for the wire (at least 1); 0 for no lock.
+fn retry_after_seconds(locked: Option<std::time::Duration>) -> i64 {
+    locked.map_or(0, |d| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX))
 }
 
 fn non_empty(field: &str, value: String, violations: &mut Violations) -> Option<String> {

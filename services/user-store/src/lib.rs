@@ -8,6 +8,7 @@ pub mod refusal;
 pub mod repository;
 pub mod retention;
 pub mod startup;
+pub mod throttle;
 pub mod tickets;
 pub mod users;
 

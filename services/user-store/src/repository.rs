@@ -22,6 +22,15 @@ pub(crate) struct NewUser<'a> {
     pub source: Source,
 }
 
+/// A throttle row (see [`Repository::attempt_state`]).
+pub(crate) type AttemptState = (
+    i64,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    i64,
+    Option<DateTime<Utc>>,
+);
+
 pub(crate) enum InsertOutcome {
     Inserted(User),
     /// A unique constraint (email or legacy_id) already holds a row.
@@ -237,7 +246,10 @@ impl Repository {
 
     /// Up to `limit` stored hashes kept in a legacy format (backfilled users who have not
     /// logged in since): what a legacy check costs, for pricing refusals.
-    pub(crate) async fn legacy_format_hashes(&self, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    pub(crate) async fn legacy_format_hashes(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
         with_db!(&self.db, pool => {
             sqlx::query_scalar("SELECT password_hash FROM users WHERE password_hash NOT LIKE '$argon2id$%' LIMIT $1")
                 .bind(limit)
@@ -699,6 +711,7 @@ impl Repository {
         max: i64,
         window: chrono::Duration,
         lockout: chrono::Duration,
+        ends_attempt: bool,
     ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
         let now = Utc::now();
         let window_start = now - window;
@@ -721,7 +734,8 @@ impl Repository {
                      WHEN (CASE WHEN login_throttle.window_started_at < $3 \
                          OR (login_throttle.locked_until IS NOT NULL AND login_throttle.locked_until <= $2) \
                        THEN 1 ELSE login_throttle.failures + 1 END) >= $5 THEN $4 \
-                     ELSE NULL END \
+                     ELSE NULL END, \
+                   in_flight = CASE WHEN login_throttle.in_flight > $6 THEN login_throttle.in_flight - $6 ELSE 0 END \
                  RETURNING locked_until",
             )
             .bind(email)
@@ -729,8 +743,90 @@ impl Repository {
             .bind(window_start)
             .bind(locked_until)
             .bind(max)
+            .bind(i32::from(ends_attempt))
             .fetch_one(pool)
             .await
+        })
+    }
+
+    /// Admit one login attempt for `key`, counting it as in flight, if the key is not locked
+    /// and its failures in the current window plus the attempts in flight stay under `max`.
+    /// One statement, so that parallel attempts on any replica are each counted before any
+    /// of them is checked. Attempts admitted before `stale_before` are forgotten (whoever
+    /// admitted them died before settling). `true` when admitted.
+    pub(crate) async fn admit_attempt(
+        &self,
+        key: &str,
+        max: i64,
+        window: chrono::Duration,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
+        let now = Utc::now();
+        let window_start = now - window;
+        // A count starts over when its window is over or its lock has expired.
+        const RESET: &str = "(login_throttle.window_started_at < $3 \
+            OR (login_throttle.locked_until IS NOT NULL AND login_throttle.locked_until <= $2))";
+        const STALE: &str =
+            "(login_throttle.in_flight_since IS NULL OR login_throttle.in_flight_since < $4)";
+        let sql = format!(
+            "INSERT INTO login_throttle \
+               (email, failures, window_started_at, locked_until, in_flight, in_flight_since) \
+             VALUES ($1, 0, $2, NULL, 1, $2) \
+             ON CONFLICT (email) DO UPDATE SET \
+               failures = CASE WHEN {RESET} THEN 0 ELSE login_throttle.failures END, \
+               window_started_at = CASE WHEN {RESET} THEN $2 ELSE login_throttle.window_started_at END, \
+               locked_until = CASE WHEN {RESET} THEN NULL ELSE login_throttle.locked_until END, \
+               in_flight = CASE WHEN {STALE} THEN 1 ELSE login_throttle.in_flight + 1 END, \
+               in_flight_since = $2 \
+             WHERE NOT (login_throttle.locked_until IS NOT NULL AND login_throttle.locked_until > $2) \
+               AND (CASE WHEN {RESET} THEN 0 ELSE login_throttle.failures END) \
+                 + (CASE WHEN {STALE} THEN 0 ELSE login_throttle.in_flight END) < $5 \
+             RETURNING in_flight"
+        );
+        with_db!(&self.db, pool => {
+            sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql))
+                .bind(key)
+                .bind(now)
+                .bind(window_start)
+                .bind(stale_before)
+                .bind(max)
+                .fetch_optional(pool)
+                .await
+                .map(|admitted| admitted.is_some())
+        })
+    }
+
+    /// A key's counters as they stand: failures, when the window started, until when it is
+    /// locked, attempts in flight and when the latest was admitted. A read, so that attempts
+    /// waiting their turn look without taking the row's write lock.
+    pub(crate) async fn attempt_state(
+        &self,
+        key: &str,
+    ) -> Result<Option<AttemptState>, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT CAST(failures AS BIGINT), window_started_at, locked_until, \
+                   CAST(in_flight AS BIGINT), in_flight_since \
+                 FROM login_throttle WHERE email = $1",
+            )
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+        })
+    }
+
+    /// An admitted attempt is over without a failure: `succeeded` forgets the key's failures
+    /// (a right password), otherwise it only stops counting as in flight.
+    pub(crate) async fn end_attempt(&self, key: &str, succeeded: bool) -> Result<(), sqlx::Error> {
+        let sql = if succeeded {
+            "UPDATE login_throttle SET failures = 0, locked_until = NULL, \
+               in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END WHERE email = $1"
+        } else {
+            "UPDATE login_throttle SET \
+               in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END WHERE email = $1"
+        };
+        with_db!(&self.db, pool => {
+            sqlx::query(sql).bind(key).execute(pool).await.map(drop)
         })
     }
 
@@ -762,10 +858,19 @@ impl Repository {
         })
     }
 
-    /// Forget an email's failures (after a successful login).
+    /// Forget an email's failures, from every source (keys `"{email} source:…"`; a range,
+    /// not LIKE: emails may hold `_` and `%`).
     pub(crate) async fn clear_failures(&self, email: &str) -> Result<(), sqlx::Error> {
+        let first = format!("{email} source:");
+        let after = format!("{email} source;");
         with_db!(&self.db, pool => {
-            sqlx::query("DELETE FROM login_throttle WHERE email = $1").bind(email).execute(pool).await.map(|_| ())
+            sqlx::query("DELETE FROM login_throttle WHERE email = $1 OR (email >= $2 AND email < $3)")
+                .bind(email)
+                .bind(first)
+                .bind(after)
+                .execute(pool)
+                .await
+                .map(|_| ())
         })
     }
 
@@ -830,4 +935,63 @@ pub(crate) struct BackfillResult {
     pub tombstoned: i64,
     /// (user_id, legacy_id) of every user of the batch held with source backfill.
     pub backfilled: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::{Profile, Source};
+
+    /// ChangePassword's compare-and-swap with the interleaving that matters, step by step
+    /// (no timing involved): the change verified the old password against hash A; a reset
+    /// then wrote B; the change's write, which expects A, must find nothing to update — the
+    /// reset wins and the change is told to retry.
+    #[tokio::test]
+    async fn a_password_change_never_overwrites_a_concurrent_reset() {
+        let path = std::env::temp_dir().join(format!("trickle-cas-{}.db", uuid::Uuid::now_v7()));
+        let url = format!("sqlite://{}", path.display());
+        let db = Db::connect("user-store", &url, 2).await.expect("sqlite");
+        db.migrate(
+            &crate::startup::migrator_postgres(),
+            &crate::startup::migrator_sqlite(),
+        )
+        .await
+        .expect("migrate");
+        let repository = Repository::new(db);
+        let email = Email::parse("cas@example.com").expect("email");
+        let InsertOutcome::Inserted(user) = repository
+            .insert(&NewUser {
+                email: &email,
+                email_verified: false,
+                legacy_id: None,
+                password_hash: "hash-A",
+                profile: &Profile::default(),
+                source: Source::Signup,
+            })
+            .await
+            .expect("insert")
+        else {
+            panic!("a fresh database has no conflict");
+        };
+        // The reset lands between the change's check and its write.
+        assert!(
+            repository
+                .set_password_if_unchanged(&user.user_id, "hash-A", "hash-B")
+                .await
+                .expect("reset")
+                .is_some()
+        );
+        let change = repository
+            .set_password_if_unchanged(&user.user_id, "hash-A", "hash-C")
+            .await
+            .expect("change");
+        assert!(change.is_none(), "the change must not overwrite the reset");
+        let (_, stored) = repository
+            .find_credentials_by_id(&user.user_id)
+            .await
+            .expect("read")
+            .expect("user");
+        assert_eq!(stored, "hash-B");
+        let _ = std::fs::remove_file(&path);
+    }
 }

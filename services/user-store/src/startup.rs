@@ -66,7 +66,13 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         }
         .spawn(repository.clone())
     });
-    let users = Users::new(repository, hasher, lifetimes, throttle, client_throttle);
+    let login_throttle = crate::throttle::LoginThrottle::new(
+        repository.clone(),
+        throttle,
+        config.login_throttle_email_ceiling,
+        client_throttle,
+    );
+    let users = Users::new(repository, hasher, lifetimes, login_throttle);
     users.prepare().await;
     let routes = Routes::new(
         UserStoreServer::new(UserStoreService { users })

@@ -2,13 +2,14 @@
 //! creating and importing them.
 
 use crate::error::StoreError;
+use crate::refusal::RefusalCost;
 use crate::repository::{
     BackfillRow, InsertOutcome, MigrationCounts, NewUser, Repository, TicketRow,
 };
+use crate::throttle::{Admission, LoginThrottle};
 use crate::tickets::{self, Ticket};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
-use crate::refusal::RefusalCost;
 use trickle_password::{HashFormat, HashPool, Password, StoredHash};
 use trickle_service_kit::Email;
 
@@ -104,49 +105,7 @@ pub enum RefusalRemainder {
     LegacyLookup,
 }
 
-/// A caller of the public API, as the frontend identified it: `sha256:<hex>` of its TLS
-/// client certificate. Its failures are counted in the same table as emails', under a key
-/// no normalized email can equal (emails have no spaces).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientId(String);
-
-impl ClientId {
-    /// `None` for an empty id (caller unknown); an id longer than 128 bytes is refused.
-    pub fn parse(id: &str) -> Result<Option<Self>, &'static str> {
-        if id.is_empty() {
-            Ok(None)
-        } else if id.len() > 128 || id.chars().any(char::is_whitespace) {
-            Err("must be at most 128 bytes without whitespace")
-        } else {
-            Ok(Some(Self(format!("client {id}"))))
-        }
-    }
-
-    fn key(&self) -> &str {
-        &self.0
-    }
-}
-
-/// How long a throttle row (failures, locked until) still locks its key, if it does.
-fn lock_left(row: Option<(i64, Option<chrono::DateTime<Utc>>)>) -> Option<Duration> {
-    let left = row?.1? - Utc::now();
-    (left > chrono::Duration::zero()).then(|| left.to_std().unwrap_or_default())
-}
-
-/// Failed-login throttling per email (or per client).
-#[derive(Debug, Clone, Copy)]
-pub struct Throttle {
-    /// Failures within `window` that lock the email; 0 disables throttling.
-    pub failures: u32,
-    pub window: Duration,
-    pub lockout: Duration,
-}
-
-impl Throttle {
-    fn enabled(&self) -> bool {
-        self.failures > 0
-    }
-}
+pub use crate::throttle::{AttemptOutcome, AttemptSource, ClientId, Throttle};
 
 #[derive(Debug)]
 pub enum ImportOutcome {
@@ -221,9 +180,7 @@ pub struct Users {
     repository: Repository,
     hasher: HashPool,
     lifetimes: TicketLifetimes,
-    throttle: Throttle,
-    /// The same, per calling client (when the caller is known).
-    client_throttle: Throttle,
+    throttle: LoginThrottle,
     refusal: RefusalCost,
 }
 
@@ -237,8 +194,7 @@ impl Users {
         repository: Repository,
         hasher: HashPool,
         lifetimes: TicketLifetimes,
-        throttle: Throttle,
-        client_throttle: Throttle,
+        throttle: LoginThrottle,
     ) -> Self {
         Self {
             repository,
@@ -246,7 +202,6 @@ impl Users {
             hasher,
             lifetimes,
             throttle,
-            client_throttle,
         }
     }
 
@@ -272,6 +227,7 @@ impl Users {
         password: Password,
         store_decides: bool,
         client: Option<&ClientId>,
+        source: Option<&AttemptSource>,
     ) -> Result<Authentication, StoreError> {
         // Every login ends in a hash: when the pool cannot take one more, refuse before the
         // queries (under a flood, rejected logins would otherwise eat the CPU the hashing
@@ -282,9 +238,7 @@ impl Users {
         // A client locked out for too many failures is refused before anything else, and
         // without a hash, on purpose: the lock is about the client, whatever account it names,
         // and hashing for it would hand it our CPU.
-        if let Some(client) = client.filter(|_| self.client_throttle.enabled())
-            && let Some(retry_after) = lock_left(self.repository.throttle(client.key()).await?)
-        {
+        if let Some(retry_after) = self.throttle.client_lock(client).await? {
             return Ok(Authentication {
                 outcome: AuthenticateOutcome::Throttled { retry_after },
                 remainder: Some(RefusalRemainder::Nothing),
@@ -292,18 +246,17 @@ impl Users {
         }
         // Kept ready while importing too, for the moment the store decides alone.
         self.refusal.refresh_when_due(&self.repository);
-        // A locked email is not checked at all (a refusal's cost keeps the timing): guessing
-        // stops here, for every replica, whether or not the account exists. The tombstone is
-        // looked up for every login, side by side with the user, so that an unknown email
-        // costs the same queries as a known one.
-        //
-        // The lock is checked here and a failure counted after the hash: parallel guesses
-        // that all pass the check before the first failure lands are each checked (at most
-        // about as many as the hashing pool runs at once). Counting before the check would
-        // close that gap but lock out a burst of *right* passwords; see the README.
-        let (locked, found, tombstoned) = tokio::try_join!(
-            self.email_lock(email),
-            async { Ok(self.repository.find_credentials(email.normalized()).await?) },
+        // The attempt is counted before anything is checked (see crate::throttle), for every
+        // replica, whether or not the account exists; a locked email is not checked at all
+        // (a refusal's cost keeps the timing).
+        let admission = self.throttle.admit(email, source).await?;
+        // Looked up once admitted (an attempt may have waited while another migrated the
+        // user). The tombstone is looked up for every login, side by side with the user, so
+        // that an unknown email costs the same queries as a known one.
+        let (found, tombstoned) = tokio::try_join!(
+            async {
+                Ok::<_, StoreError>(self.repository.find_credentials(email.normalized()).await?)
+            },
             async {
                 Ok(self
                     .repository
@@ -311,6 +264,43 @@ impl Users {
                     .await?)
             },
         )?;
+        if let Admission::Refused(retry_after) = admission {
+            self.refusal.spend(password, false, store_decides).await?;
+            return Ok(Authentication {
+                outcome: AuthenticateOutcome::Throttled { retry_after },
+                remainder: Some(if store_decides {
+                    RefusalRemainder::Nothing
+                } else {
+                    RefusalRemainder::LegacyCheck
+                }),
+            });
+        }
+        let checked = self
+            .check_admitted(password, store_decides, found, tombstoned)
+            .await;
+        let outcome = match &checked {
+            Ok(answer) => match answer.outcome {
+                AuthenticateOutcome::Authenticated(_) => Some(AttemptOutcome::Succeeded),
+                // Left open: the legacy store decides, and the caller settles it.
+                AuthenticateOutcome::NotFound if !store_decides => None,
+                _ => Some(AttemptOutcome::Failed),
+            },
+            Err(_) => Some(AttemptOutcome::Undecided),
+        };
+        if let Some(outcome) = outcome {
+            self.throttle.settle(email, source, client, outcome).await?;
+        }
+        checked
+    }
+
+    /// The check itself, once the attempt is admitted.
+    async fn check_admitted(
+        &self,
+        password: Password,
+        store_decides: bool,
+        found: Option<(User, String)>,
+        tombstoned: bool,
+    ) -> Result<Authentication, StoreError> {
         let refused = |outcome| Authentication {
             outcome,
             remainder: Some(if store_decides {
@@ -319,18 +309,11 @@ impl Users {
                 RefusalRemainder::LegacyCheck
             }),
         };
-        if let Some(retry_after) = locked {
-            self.refusal.spend(password, false, store_decides).await?;
-            return Ok(refused(AuthenticateOutcome::Throttled { retry_after }));
-        }
         let Some((user, stored)) = found else {
             // A deleted user's email ends here: the legacy store must not be asked about it.
             // An unknown email pays the store's share now, and the legacy store's where it is
-            // asked next; when the store decides, it also counts toward the throttle.
+            // asked next.
             self.refusal.spend(password, false, store_decides).await?;
-            if store_decides || tombstoned {
-                self.record_login_failure(email, client).await?;
-            }
             return Ok(if tombstoned {
                 refused(AuthenticateOutcome::Tombstoned)
             } else {
@@ -346,14 +329,16 @@ impl Users {
         // A hash the store would re-hash on success (one kept from the legacy store by the
         // backfill) costs what a legacy check costs, not what the store's own does.
         let legacy_format = parsed.needs_upgrade(self.hasher.config());
-        let (verification, upgraded) = self.hasher.verify_and_upgrade(password.clone(), parsed).await?;
+        let (verification, upgraded) = self
+            .hasher
+            .verify_and_upgrade(password.clone(), parsed)
+            .await?;
         if !verification.matches {
             if legacy_format {
                 self.refusal.spend(password, false, false).await?;
             } else {
                 self.refusal.spend(password, true, store_decides).await?;
             }
-            self.record_login_failure(email, client).await?;
             return Ok(Authentication {
                 outcome: AuthenticateOutcome::WrongPassword,
                 remainder: Some(match (store_decides, legacy_format) {
@@ -362,9 +347,6 @@ impl Users {
                     (false, false) => RefusalRemainder::LegacyCheck,
                 }),
             });
-        }
-        if self.throttle.enabled() {
-            self.repository.clear_failures(email.normalized()).await?;
         }
         let span = tracing::Span::current();
         span.record("trickle.user.id", user.user_id.as_str());
@@ -381,70 +363,17 @@ impl Users {
         })
     }
 
-    /// How long `email` is still locked, if it is.
-    async fn email_lock(&self, email: &Email) -> Result<Option<Duration>, StoreError> {
-        if !self.throttle.enabled() {
-            return Ok(None);
-        }
-        Ok(lock_left(
-            self.repository.throttle(email.normalized()).await?,
-        ))
-    }
-
-    /// Count a failure for the calling client, when known.
-    async fn count_client_failure(&self, client: Option<&ClientId>) -> Result<(), StoreError> {
-        if let Some(client) = client.filter(|_| self.client_throttle.enabled())
-            && self
-                .count_failure(client.key(), &self.client_throttle)
-                .await?
-                .is_some()
-        {
-            tracing::warn!(
-                client = client.key(),
-                "too many failed logins through one client: locked for a while"
-            );
-        }
-        Ok(())
-    }
-
-    /// Count a failed login the store did not decide (the legacy store refused it) for
-    /// `email` and for the calling client, when known; `Some(wait)` when it locked the email.
-    pub async fn record_login_failure(
+    /// End a login attempt that [`Users::authenticate`] left open (NOT_FOUND while
+    /// importing) once the legacy store decided it; `Some(wait)` when a failure locked the
+    /// email.
+    pub async fn settle_login_attempt(
         &self,
         email: &Email,
+        source: Option<&AttemptSource>,
         client: Option<&ClientId>,
+        outcome: AttemptOutcome,
     ) -> Result<Option<Duration>, StoreError> {
-        self.count_client_failure(client).await?;
-        if !self.throttle.enabled() {
-            return Ok(None);
-        }
-        let locked_until = self
-            .count_failure(email.normalized(), &self.throttle)
-            .await?;
-        let left = lock_left(Some((0, locked_until)));
-        if left.is_some() {
-            tracing::warn!("too many failed logins for one email: locked for a while");
-        }
-        Ok(left)
-    }
-
-    /// One failure toward `key`'s counter under `throttle`; when it locks, until when.
-    async fn count_failure(
-        &self,
-        key: &str,
-        throttle: &Throttle,
-    ) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
-        Ok(self
-            .repository
-            .record_failure(
-                key,
-                i64::from(throttle.failures),
-                chrono::Duration::from_std(throttle.window)
-                    .unwrap_or(chrono::Duration::minutes(15)),
-                chrono::Duration::from_std(throttle.lockout)
-                    .unwrap_or(chrono::Duration::minutes(15)),
-            )
-            .await?)
+        self.throttle.settle(email, source, client, outcome).await
     }
 
     /// Create a user who signed up.
@@ -743,7 +672,7 @@ impl Users {
             Some(user) => {
                 // Whoever proved they own the email is no longer locked out by a guesser,
                 // and no other reset ticket of theirs works any more.
-                self.repository.clear_failures(&row.email).await?;
+                self.throttle.clear(&row.email).await?;
                 self.repository
                     .revoke_reset_tickets(&user.user_id, &row.email)
                     .await?;
@@ -809,17 +738,25 @@ impl Users {
         let email = Email::parse(&user.email).map_err(|_| {
             StoreError::Internal(format!("user {} has an invalid stored email", user.user_id))
         })?;
-        if let Some(retry_after) = self.email_lock(&email).await? {
+        if let Admission::Refused(retry_after) = self.throttle.admit(&email, None).await? {
             return Ok(ChangePasswordOutcome::Throttled { retry_after });
         }
-        let parsed = StoredHash::parse(&stored, HashFormat::Auto)
-            .map_err(|e| unreadable_hash(&user.user_id, &e))?;
-        if !self.hasher.verify(old_password, parsed).await?.matches {
-            self.record_login_failure(&email, None).await?;
+        let checked = match StoredHash::parse(&stored, HashFormat::Auto) {
+            Ok(parsed) => self
+                .hasher
+                .verify(old_password, parsed)
+                .await
+                .map_err(StoreError::from),
+            Err(e) => Err(unreadable_hash(&user.user_id, &e)),
+        };
+        let outcome = match &checked {
+            Ok(verification) if verification.matches => AttemptOutcome::Succeeded,
+            Ok(_) => AttemptOutcome::Failed,
+            Err(_) => AttemptOutcome::Undecided,
+        };
+        self.throttle.settle(&email, None, None, outcome).await?;
+        if !checked?.matches {
             return Ok(ChangePasswordOutcome::WrongPassword);
-        }
-        if self.throttle.enabled() {
-            self.repository.clear_failures(email.normalized()).await?;
         }
         let password_hash = self.hasher.hash(new_password).await?;
         let Some(user) = self

@@ -26,6 +26,7 @@ async fn legacy_hashes_above_the_cost_caps_are_not_verified() {
     let login = |email: &str| LoginRequest {
         email: email.into(),
         password: "legacy-password".into(),
+        attempt_source: String::new(),
     };
     let migrated = client
         .login(login("cheap@example.com"))
@@ -121,6 +122,7 @@ async fn legacy_rows_without_a_usable_password_are_answered_as_wrong_passwords()
                 .login(LoginRequest {
                     email: format!("row{id}@example.com"),
                     password: "legacy-password".into(),
+                    attempt_source: String::new(),
                 })
                 .await
                 .expect_err("no password matches an unusable row");

@@ -416,6 +416,7 @@ pub(crate) fn login(email: &str, password: &str) -> LoginRequest {
     LoginRequest {
         email: email.into(),
         password: password.into(),
+        attempt_source: String::new(),
     }
 }
 

@@ -63,6 +63,7 @@ async fn a_rotation_keeps_old_tokens_valid_until_their_key_leaves_the_set() {
     let login = || LoginRequest {
         email: "alice@example.com".into(),
         password: "alice-password".into(),
+        attempt_source: String::new(),
     };
     let validate = |token: &str| ValidateTokenRequest {
         access_token: token.to_owned(),

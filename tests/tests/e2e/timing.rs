@@ -48,7 +48,13 @@ async fn every_refused_login_costs_the_same_for_every_class_of_user() {
     let hash = bcrypt(PASSWORD);
     let legacy_users = |class: &str, first_id: i64| -> Vec<(i64, String, String)> {
         (0..USERS)
-            .map(|i| (first_id + i, format!("{class}{i}@example.com"), hash.clone()))
+            .map(|i| {
+                (
+                    first_id + i,
+                    format!("{class}{i}@example.com"),
+                    hash.clone(),
+                )
+            })
             .collect()
     };
 
@@ -99,7 +105,9 @@ async fn every_refused_login_costs_the_same_for_every_class_of_user() {
         for class in ["lockedmember", "lockedstranger"] {
             sqlx::query(
                 "INSERT INTO login_throttle (email, failures, window_started_at, locked_until) \
-                 VALUES ($1, 10, now(), now() + interval '1 day')",
+                 VALUES ($1, 10, now(), now() + interval '1 day') \
+                 ON CONFLICT (email) DO UPDATE SET failures = 10, \
+                   window_started_at = now(), locked_until = now() + interval '1 day'",
             )
             .bind(format!("{class}{i}@example.com"))
             .execute(&trickle.store.pool)
@@ -229,10 +237,26 @@ fn the_judge_sees_a_missing_share_of_the_work() {
             })
             .collect()
     };
-    assert!(judge("synthetic", &rounds(&[("full", 90_000), ("also_full", 93_000)])).same);
+    assert!(
+        judge(
+            "synthetic",
+            &rounds(&[("full", 90_000), ("also_full", 93_000)])
+        )
+        .same
+    );
     // A class without the legacy share (the migrated users of the issue: 31 ms vs 94 ms).
-    let missing = rounds(&[("full", 90_000), ("also_full", 93_000), ("store_only", 31_000)]);
+    let missing = rounds(&[
+        ("full", 90_000),
+        ("also_full", 93_000),
+        ("store_only", 31_000),
+    ]);
     assert!(!judge("synthetic", &missing).same);
     // 12 % apart is already too much.
-    assert!(!judge("synthetic", &rounds(&[("full", 90_000), ("slower", 101_000)])).same);
+    assert!(
+        !judge(
+            "synthetic",
+            &rounds(&[("full", 90_000), ("slower", 101_000)])
+        )
+        .same
+    );
 }

@@ -73,6 +73,7 @@ async fn internal_calls_need_a_certificate_from_the_trusted_ca() {
         .login(LoginRequest {
             email: "alice@example.com".into(),
             password: "alice-password".into(),
+            attempt_source: String::new(),
         })
         .await
         .expect("a first login over mutual TLS")
@@ -229,6 +230,7 @@ async fn failed_logins_are_throttled_per_calling_client() {
     let login = |password: &str| LoginRequest {
         email: "alice@example.com".into(),
         password: password.into(),
+        attempt_source: String::new(),
     };
 
     // No certificate: no login at all.
