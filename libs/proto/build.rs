@@ -5,9 +5,11 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// Fields that hold a secret: a message with one of them gets a `Debug` that prints
-/// `<redacted>` in its place (prost's derived `Debug` would print the value).
+/// Fields that hold a secret (or, for `attempt_source`, an end user's address): a message
+/// with one of them gets a `Debug` that prints `<redacted>` in its place (prost's derived
+/// `Debug` would print the value).
 const SECRET_FIELDS: &[&str] = &[
+    "attempt_source",
     "password",
     "old_password",
     "new_password",

@@ -85,10 +85,11 @@ mod tests {
         let login = crate::auth::v1::LoginRequest {
             email: "alice@example.com".into(),
             password: "hunter2-secret".into(),
-            attempt_source: String::new(),
+            attempt_source: "203.0.113.9".into(),
         };
         let printed = format!("{login:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("203.0.113.9"), "{printed}");
         assert!(printed.contains("alice@example.com"), "{printed}");
         assert!(printed.contains("<redacted>"), "{printed}");
         let reset = crate::userstore::v1::RedeemPasswordResetRequest {
