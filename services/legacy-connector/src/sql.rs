@@ -282,6 +282,20 @@ impl SqlBackend {
     /// named one: the median cost of the first `list_users` page's usable hashes. Called at
     /// start; when the database cannot be read then, retried from later refusals.
     pub async fn choose_refusal_hash(&self) {
+        if self.list_users.is_none()
+            && self
+                .refusal_hash
+                .read()
+                .is_ok_and(|state| state.chosen.is_none() && state.last_attempt.is_none())
+        {
+            if let Ok(mut state) = self.refusal_hash.write() {
+                state.last_attempt = Some(std::time::Instant::now());
+            }
+            tracing::warn!(
+                "neither [legacy] list_users nor dummy_hash is set: a refused login for an unknown email costs what the first legacy hash this process verifies costs (and argon2id defaults until then); set dummy_hash to a hash of your legacy store's usual cost"
+            );
+            return;
+        }
         let due = match self.refusal_hash.write() {
             Ok(mut state) => state.begin_choosing(self.list_users.is_some()),
             Err(_) => false,

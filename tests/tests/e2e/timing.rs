@@ -260,3 +260,69 @@ fn the_judge_sees_a_missing_share_of_the_work() {
         .same
     );
 }
+
+/// The connector prices a refusal for an email it does not have from real hashes chosen at
+/// start (the median cost of the first `list_users` page), not from a hash some login
+/// brought: the first or the last hash verified is whichever account a caller chose to log in
+/// to. An attacker's own account with a cheap hash, first in the table and logged in to first,
+/// does not make unknown emails cheap to refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_cannot_choose_what_refusing_an_unknown_email_costs() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    let legacy = trickle_tests::LegacyDb::create(Backend::Sqlite, &dir).await;
+    let cheap = trickle_password::legacy_formats::bcrypt("attackers-password", 4).expect("bcrypt");
+    legacy
+        .insert(&trickle_tests::LegacyRecord::new(
+            1,
+            "attacker@example.com",
+            cheap,
+        ))
+        .await;
+    let users: Vec<_> = (2..=7)
+        .map(|id| (id, format!("user{id}@example.com"), bcrypt(PASSWORD)))
+        .collect();
+    legacy.insert_many(&users).await;
+    let trickle = TestTrickle::start_with_legacy(Backend::Sqlite, dir, legacy, |config| {
+        generous_deadlines(config);
+        config.store.login_throttle_failures = 1_000_000;
+    })
+    .await;
+    let mut client = trickle.client().await;
+    // The attacker's logins verify the cheap hash first (a wrong password, then theirs).
+    let _ = client
+        .login(login("attacker@example.com", "not-it"))
+        .await
+        .expect_err("wrong");
+    trickle
+        .login_ok("attacker@example.com", "attackers-password")
+        .await;
+
+    let mut rounds = Vec::new();
+    for round in 0..WARM_UP + 20 {
+        let mut times = BTreeMap::new();
+        let order = if round % 2 == 0 {
+            ["legacy", "stranger"]
+        } else {
+            ["stranger", "legacy"]
+        };
+        for class in order {
+            let email = match class {
+                "legacy" => format!("user{}@example.com", 2 + round % 6),
+                _ => format!("stranger{round}@example.com"),
+            };
+            let started = Instant::now();
+            let status = client
+                .login(login(&email, "not-the-password"))
+                .await
+                .expect_err("refused");
+            times.insert(class.to_owned(), started.elapsed());
+            assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+        }
+        if round >= WARM_UP {
+            rounds.push(times);
+        }
+    }
+    let verdict = judge("after a cheap account's logins", &rounds);
+    println!("{}", verdict.report);
+    assert!(verdict.same, "{}", verdict.report);
+}
