@@ -42,7 +42,6 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         argon2_iterations = config.argon2.iterations,
         "user-store ready"
     );
-    let listener = server::bind(&config.listen).await?;
     let lifetimes = TicketLifetimes {
         password_reset: Duration::from_secs(config.reset_ticket_ttl_seconds.max(1)),
         email_verification: Duration::from_secs(config.verification_ticket_ttl_seconds.max(1)),
@@ -73,7 +72,10 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         client_throttle,
     );
     let users = Users::new(repository, hasher, lifetimes, login_throttle);
+    // Before the listener is bound: the first refusal must already cost what later ones do,
+    // and a bound port is what readiness checks take for "serving".
     users.prepare().await;
+    let listener = server::bind(&config.listen).await?;
     let routes = Routes::new(
         UserStoreServer::new(UserStoreService { users })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
