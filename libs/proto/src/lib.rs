@@ -77,6 +77,23 @@ pub fn method_paths() -> std::collections::HashSet<String> {
     paths
 }
 
+impl legacy::v1::LegacyUser {
+    /// The profile a legacy user brings into the store: the legacy store has no metadata.
+    /// One conversion for the three places that need it (migration on login and on reset,
+    /// backfill, and the read-only view of a user not migrated yet).
+    pub fn profile(&self) -> auth::v1::Profile {
+        auth::v1::Profile {
+            name: self.name.clone(),
+            given_name: self.given_name.clone(),
+            family_name: self.family_name.clone(),
+            nickname: self.nickname.clone(),
+            picture: self.picture.clone(),
+            user_metadata: None,
+            app_metadata: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// No password, token, ticket or hash in a Debug string of any message that carries one.

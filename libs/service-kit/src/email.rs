@@ -1,4 +1,4 @@
-//! Emails compare case-insensitively and are stored normalized (DESIGN invariant 7); the
+//! Emails compare case-insensitively and are stored normalized (invariant 7, docs/ARCHITECTURE.md); the
 //! spelling the user or the legacy store used is kept separately for display.
 
 use std::fmt;

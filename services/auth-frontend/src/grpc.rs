@@ -4,6 +4,7 @@
 use crate::auth::{AttemptOrigin, AuthFlows, LoginSuccess};
 use crate::error::FrontendError;
 use crate::tokens::Claims;
+use crate::upstream::UserLookup;
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::auth::v1::{
@@ -16,7 +17,6 @@ use trickle_proto::auth::v1::{
     ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest, VerifyEmailResponse,
     auth_service_server::AuthService, get_user_request::Lookup,
 };
-use trickle_proto::userstore::v1::get_user_request::Lookup as StoreLookup;
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
 
@@ -99,14 +99,14 @@ impl AuthService for AuthApi {
         let mut violations = Violations::default();
         let lookup = match lookup {
             Some(Lookup::UserId(user_id)) if !user_id.is_empty() && user_id.len() <= 64 => {
-                StoreLookup::UserId(user_id)
+                UserLookup::UserId(user_id)
             }
             Some(Lookup::UserId(_)) => {
                 violations.add("user_id", "user_id must be a Trickle user id");
                 return Err(invalid(violations));
             }
             Some(Lookup::Email(email)) => match violations.check("email", Email::parse(&email)) {
-                Some(email) => StoreLookup::Email(email.normalized().to_owned()),
+                Some(email) => UserLookup::Email(email),
                 None => return Err(invalid(violations)),
             },
             None => {

@@ -10,6 +10,7 @@ pub mod mode;
 pub mod revocation;
 pub mod startup;
 pub mod tokens;
+pub mod upstream;
 
 pub use config::{FrontendConfig, TokenConfig};
 pub use error::FrontendError;

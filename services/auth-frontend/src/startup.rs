@@ -57,7 +57,13 @@ pub async fn build(
         .then(|| config.telemetry_email_hash_key.as_bytes().to_vec());
     let subjects =
         crate::revocation::SubjectCache::new(Duration::from_millis(config.token_subject_cache_ms));
-    let flows = AuthFlows::new(store, coordinator, tokens, mode, email_hash_key, subjects);
+    let flows = AuthFlows::new(
+        crate::upstream::Upstreams::new(store, coordinator),
+        tokens,
+        mode,
+        email_hash_key,
+        subjects,
+    );
     let routes = Routes::new(
         AuthServiceServer::new(AuthApi { flows })
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),

@@ -1,6 +1,8 @@
 //! The legacy-connector service (`trickle.legacy.v1.LegacyConnector`): reads the legacy user
 //! store — the equivalent of Auth0's Login and Get User scripts. Only the migration
-//! coordinator calls it; password hashes read from the legacy store never leave it.
+//! coordinator calls it. Password hashes read from the legacy store leave it only through
+//! `ListUsers`, for the backfill (the coordinator hands them to the user-store); `Login` and
+//! `GetUser` answer without them.
 
 pub mod backend;
 pub mod config;

@@ -5,18 +5,17 @@ use crate::config::Mode;
 use crate::error::CoordinatorError;
 use crate::ledger::MigrationEvent;
 use crate::migrate_on_login::Coordinator;
+use crate::upstream::StoreCounts;
 use chrono::{DateTime, Utc};
-use tonic::Code;
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::legacy::v1 as legacy;
-use trickle_proto::userstore::v1 as store;
 use trickle_service_kit::Email;
 
 /// Where the migration stands.
 #[derive(Debug, Clone, Default)]
 pub struct Status {
     pub mode: Mode,
-    pub counts: store::GetMigrationCountsResponse,
+    pub counts: StoreCounts,
     pub legacy_total: Option<i64>,
     pub legacy_remaining: Option<i64>,
     pub legacy_count_error: Option<String>,
@@ -35,43 +34,14 @@ pub struct Lookup {
     pub legacy_error: Option<String>,
 }
 
-/// Legacy users accounted for: in the store with a legacy id, or deleted.
-fn accounted(counts: &store::GetMigrationCountsResponse) -> i64 {
-    counts.login_migration_users
-        + counts.reset_migration_users
-        + counts.backfill_users
-        + counts.tombstoned_legacy_users
-}
-
 impl Coordinator {
-    async fn migration_counts(
-        &self,
-    ) -> Result<store::GetMigrationCountsResponse, CoordinatorError> {
-        Ok(self
-            .store_client()
-            .get_migration_counts(store::GetMigrationCountsRequest {})
-            .await
-            .map_err(|s| CoordinatorError::from_store(&s))?
-            .into_inner())
+    async fn migration_counts(&self) -> Result<StoreCounts, CoordinatorError> {
+        self.upstream.store_counts().await
     }
 
     /// The legacy store's user count, or why it cannot be had.
     async fn legacy_count(&self) -> Result<i64, String> {
-        match self
-            .legacy_client()
-            .count_users(legacy::CountUsersRequest {})
-            .await
-        {
-            Ok(answer) => Ok(answer.into_inner().count),
-            Err(status) if status.code() == Code::Unimplemented => {
-                Err("the legacy connector cannot count users (set [legacy] count_users)".into())
-            }
-            Err(status) => Err(format!(
-                "the legacy connector answered {:?}: {}",
-                status.code(),
-                status.message()
-            )),
-        }
+        self.upstream.legacy_count().await
     }
 
     /// Publish the users-migrated and legacy-users-remaining gauges.
@@ -126,7 +96,7 @@ impl Coordinator {
         self.ledger.prune_failures(day_ago).await?;
         let status = Status {
             mode,
-            legacy_remaining: legacy_total.map(|total| (total - accounted(&counts)).max(0)),
+            legacy_remaining: legacy_total.map(|total| (total - counts.accounted()).max(0)),
             legacy_total,
             legacy_count_error,
             failures_last_hour: self
@@ -150,7 +120,7 @@ impl Coordinator {
             let counts = self.migration_counts().await?;
             match self.legacy_count().await {
                 Ok(total) => {
-                    let left = (total - accounted(&counts)).max(0);
+                    let left = (total - counts.accounted()).max(0);
                     remaining = Some(left);
                     if left > 0 && !force {
                         return Err(CoordinatorError::UsersRemaining(left));
@@ -174,19 +144,7 @@ impl Coordinator {
     }
 
     pub async fn lookup(&self, email: &Email) -> Result<Lookup, CoordinatorError> {
-        let store_user = match self
-            .store_client()
-            .get_user(store::GetUserRequest {
-                lookup: Some(store::get_user_request::Lookup::Email(
-                    email.normalized().to_owned(),
-                )),
-            })
-            .await
-        {
-            Ok(answer) => answer.into_inner().user,
-            Err(status) if status.code() == Code::NotFound => None,
-            Err(status) => return Err(CoordinatorError::from_store(&status)),
-        };
+        let store_user = self.upstream.store_user(email).await?;
         let mut lookup = Lookup {
             store_user,
             ..Lookup::default()

@@ -14,7 +14,6 @@ use crate::ledger::Ledger;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use trickle_proto::auth::v1 as auth;
 use trickle_proto::legacy::v1 as legacy;
 use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
 use trickle_proto::userstore::v1 as store;
@@ -414,29 +413,18 @@ impl Backfiller {
                 unsupported.push((user.legacy_id, unsupported_reason));
                 continue;
             }
+            let profile = user.profile();
             let legacy::LegacyUser {
                 legacy_id,
                 email,
                 email_verified,
-                name,
-                given_name,
-                family_name,
-                nickname,
-                picture,
+                ..
             } = user;
             batch.push(store::BackfillUser {
                 legacy_id,
                 email,
                 email_verified,
-                profile: Some(auth::Profile {
-                    name,
-                    given_name,
-                    family_name,
-                    nickname,
-                    picture,
-                    user_metadata: None,
-                    app_metadata: None,
-                }),
+                profile: Some(profile),
                 password_hash,
             });
         }

@@ -12,6 +12,7 @@ mod grpc;
 pub mod ledger;
 pub mod migrate_on_login;
 pub mod startup;
+pub mod upstream;
 
 pub use config::MigrationConfig;
 pub use error::CoordinatorError;

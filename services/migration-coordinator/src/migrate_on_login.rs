@@ -1,15 +1,15 @@
-//! Migration on login (DESIGN §2, step 2): legacy login, then import, committed before the
+//! Migration on login (docs/ARCHITECTURE.md, Login step 2): legacy login, then import, committed before the
 //! answer. Nothing is written unless the legacy store accepted the password.
 
 use crate::breaker::LegacyBreaker;
 use crate::config::Mode;
 use crate::error::CoordinatorError;
 use crate::ledger::Ledger;
+use crate::upstream::{ImportAnswer, LegacyLogin, Upstreams};
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::legacy::v1 as legacy;
 use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
-use trickle_proto::userstore::v1 as store;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
 use trickle_service_kit::server::Channel;
@@ -61,15 +61,6 @@ impl MigrationOutcome {
     }
 }
 
-/// What the store did with an import.
-enum Imported {
-    Created(auth::User),
-    /// Already there (a concurrent import, or a migration between reset ticket and reset).
-    Existing(auth::User),
-    Conflict,
-    Tombstoned,
-}
-
 /// What the legacy store knows about an email.
 #[derive(Debug, Clone, Default)]
 pub struct LegacyLookup {
@@ -83,9 +74,7 @@ pub struct LegacyLookup {
 #[derive(Debug, Clone)]
 pub struct Coordinator {
     pub(crate) ledger: Ledger,
-    legacy: LegacyConnectorClient<Channel>,
-    breaker: LegacyBreaker,
-    store: UserStoreClient<Channel>,
+    pub(crate) upstream: Upstreams,
 }
 
 impl Coordinator {
@@ -97,9 +86,7 @@ impl Coordinator {
     ) -> Self {
         Self {
             ledger,
-            legacy,
-            breaker,
-            store,
+            upstream: Upstreams::new(legacy, breaker, store),
         }
     }
 
@@ -167,20 +154,10 @@ impl Coordinator {
         if self.mode().await? == Mode::Authoritative {
             return Ok(MigrationOutcome::NotImporting);
         }
-        let request = legacy::LoginRequest {
-            email: email.display().to_owned(),
-            password: password.expose_secret().to_owned(),
-        };
-        let answer = self
-            .breaker
-            .call(self.legacy.clone().login(request))
-            .await?;
-        let (true, Some(legacy_user)) = (answer.authenticated, answer.user) else {
-            return Ok(if answer.unusable_password {
-                MigrationOutcome::UnusableLegacyHash
-            } else {
-                MigrationOutcome::LegacyRejected
-            });
+        let legacy_user = match self.upstream.legacy_login(email, &password).await? {
+            LegacyLogin::Authenticated(user) => user,
+            LegacyLogin::Rejected => return Ok(MigrationOutcome::LegacyRejected),
+            LegacyLogin::UnusablePassword => return Ok(MigrationOutcome::UnusableLegacyHash),
         };
         // The connector only returns rows whose email matches, but the import must never
         // depend on a connector someone else wrote getting that right.
@@ -197,18 +174,13 @@ impl Coordinator {
         }
         Ok(
             match self
-                .import(
-                    legacy_user,
-                    &password,
-                    auth::Source::LoginMigration,
-                    String::new(),
-                )
+                .import(legacy_user, &password, auth::Source::LoginMigration, None)
                 .await?
             {
-                Imported::Created(user) => MigrationOutcome::Migrated(user),
-                Imported::Existing(user) => MigrationOutcome::AlreadyMigrated(user),
-                Imported::Conflict => MigrationOutcome::Conflict,
-                Imported::Tombstoned => MigrationOutcome::Tombstoned,
+                ImportAnswer::Created(user) => MigrationOutcome::Migrated(user),
+                ImportAnswer::Existing(user) => MigrationOutcome::AlreadyMigrated(user),
+                ImportAnswer::Conflict => MigrationOutcome::Conflict,
+                ImportAnswer::Tombstoned => MigrationOutcome::Tombstoned,
             },
         )
     }
@@ -226,14 +198,9 @@ impl Coordinator {
         if self.mode().await? == Mode::Authoritative {
             return Ok(());
         }
-        let request = legacy::EqualizeRefusedLoginRequest {
-            email: email.display().to_owned(),
-            lookup_only,
-        };
-        self.breaker
-            .call(self.legacy.clone().equalize_refused_login(request))
-            .await?;
-        Ok(())
+        self.upstream
+            .equalize_refused_login(email, lookup_only)
+            .await
     }
 
     /// Import a legacy user into the store (profile from the legacy store, `password`
@@ -243,70 +210,30 @@ impl Coordinator {
         legacy_user: legacy::LegacyUser,
         password: &Password,
         source: auth::Source,
-        reset_ticket: String,
-    ) -> Result<Imported, CoordinatorError> {
-        let legacy::LegacyUser {
-            legacy_id,
-            email,
-            email_verified,
-            name,
-            given_name,
-            family_name,
-            nickname,
-            picture,
-        } = legacy_user;
-        let import = store::ImportUserRequest {
-            legacy_id,
-            // The legacy store's own spelling is kept for display (invariant 7).
-            email,
-            email_verified,
-            profile: Some(auth::Profile {
-                name,
-                given_name,
-                family_name,
-                nickname,
-                picture,
-                user_metadata: None,
-                app_metadata: None,
-            }),
-            password: password.expose_secret().to_owned(),
-            source: source.into(),
-            reset_ticket,
-        };
+        reset_ticket: Option<&str>,
+    ) -> Result<ImportAnswer, CoordinatorError> {
         let imported = self
-            .store
-            .clone()
-            .import_user(import)
-            .await
-            .map_err(|status| CoordinatorError::from_store(&status))?
-            .into_inner();
-        use store::import_user_response::Outcome;
-        match (Outcome::try_from(imported.outcome), imported.user) {
-            (Ok(Outcome::Created), Some(user)) => {
-                // The user is committed in the store; the ledger is the audit trail of it.
-                // Failing the call now would not undo the import, so a ledger failure is
-                // logged loudly instead.
-                let label = if source == auth::Source::ResetMigration {
-                    "reset_migration"
-                } else {
-                    "login_migration"
-                };
-                if let Err(e) = self
-                    .ledger
-                    .record_migration(&user.user_id, &user.legacy_id, label)
-                    .await
-                {
-                    tracing::error!(error = %e, trickle.user.id = %user.user_id, "could not record the migration in the ledger");
-                }
-                Ok(Imported::Created(user))
+            .upstream
+            .import_user(legacy_user, password, source, reset_ticket)
+            .await?;
+        if let ImportAnswer::Created(user) = &imported {
+            // The user is committed in the store; the ledger is the audit trail of it.
+            // Failing the call now would not undo the import, so a ledger failure is
+            // logged loudly instead.
+            let label = if source == auth::Source::ResetMigration {
+                "reset_migration"
+            } else {
+                "login_migration"
+            };
+            if let Err(e) = self
+                .ledger
+                .record_migration(&user.user_id, &user.legacy_id, label)
+                .await
+            {
+                tracing::error!(error = %e, trickle.user.id = %user.user_id, "could not record the migration in the ledger");
             }
-            (Ok(Outcome::AlreadyImported), Some(user)) => Ok(Imported::Existing(user)),
-            (Ok(Outcome::Conflict), _) => Ok(Imported::Conflict),
-            (Ok(Outcome::Tombstoned), _) => Ok(Imported::Tombstoned),
-            _ => Err(CoordinatorError::Internal(
-                "user store answered ImportUser without an outcome".into(),
-            )),
         }
+        Ok(imported)
     }
 
     /// Finish a password reset for a user only the legacy store has: read the profile from
@@ -334,11 +261,11 @@ impl Coordinator {
                 legacy_user,
                 &new_password,
                 auth::Source::ResetMigration,
-                ticket.to_owned(),
+                Some(ticket),
             )
             .await?
         {
-            Imported::Created(user) => {
+            ImportAnswer::Created(user) => {
                 tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, "user migrated on password reset");
                 metrics
                     .migrations
@@ -346,14 +273,16 @@ impl Coordinator {
                     .inc();
                 Ok((user, true))
             }
-            Imported::Existing(user) => {
+            ImportAnswer::Existing(user) => {
                 metrics
                     .migrations
                     .with_label_values(&["already_migrated", "reset"])
                     .inc();
                 Ok((user, false))
             }
-            Imported::Conflict | Imported::Tombstoned => Err(CoordinatorError::TicketInvalid),
+            ImportAnswer::Conflict | ImportAnswer::Tombstoned => {
+                Err(CoordinatorError::TicketInvalid)
+            }
         }
     }
 
@@ -368,30 +297,14 @@ impl Coordinator {
                 mode,
             });
         }
-        let mut connector = self.legacy.clone();
-        let answer = self
-            .breaker
-            .call(connector.get_user(legacy::GetUserRequest {
-                email: email.display().to_owned(),
-            }))
-            .await?;
-        let Some(user) = answer.user.filter(|_| answer.found) else {
+        let Some(user) = self.upstream.legacy_user(email).await? else {
             return Ok(LegacyLookup {
                 user: None,
                 tombstoned: false,
                 mode,
             });
         };
-        let tombstoned = self
-            .store
-            .clone()
-            .check_tombstone(store::CheckTombstoneRequest {
-                legacy_id: user.legacy_id.clone(),
-            })
-            .await
-            .map_err(|status| CoordinatorError::from_store(&status))?
-            .into_inner()
-            .tombstoned;
+        let tombstoned = self.upstream.is_tombstoned(&user.legacy_id).await?;
         Ok(if tombstoned {
             LegacyLookup {
                 user: None,
@@ -405,13 +318,5 @@ impl Coordinator {
                 mode,
             }
         })
-    }
-
-    pub(crate) fn legacy_client(&self) -> LegacyConnectorClient<Channel> {
-        self.legacy.clone()
-    }
-
-    pub(crate) fn store_client(&self) -> UserStoreClient<Channel> {
-        self.store.clone()
     }
 }

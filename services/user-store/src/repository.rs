@@ -22,14 +22,17 @@ pub(crate) struct NewUser<'a> {
     pub source: Source,
 }
 
-/// A throttle row (see [`Repository::attempt_state`]).
-pub(crate) type AttemptState = (
-    i64,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    i64,
-    Option<DateTime<Utc>>,
-);
+/// One throttle counter as it stands (a row of `login_throttle`, by key: an email, an
+/// (email, source), or a calling client).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct ThrottleRow {
+    pub failures: i64,
+    pub window_started_at: DateTime<Utc>,
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Attempts admitted and not settled yet, and when the latest was admitted.
+    pub in_flight: i64,
+    pub in_flight_since: Option<DateTime<Utc>>,
+}
 
 pub(crate) enum InsertOutcome {
     Inserted(User),
@@ -143,6 +146,33 @@ const SELECT_CREDENTIALS_BY_LEGACY_ID: &str = concat!(
     user_columns!(),
     ", password_hash FROM users WHERE legacy_id = $1"
 );
+/// The binds of [`INSERT_USER`] for a [`NewUser`], in the statement's order: one list for
+/// every insert of a user, on both databases.
+macro_rules! bind_new_user {
+    ($query:expr, $new:expr, $user_id:expr, $now:expr) => {{
+        let new: &NewUser<'_> = $new;
+        let p = new.profile;
+        $query
+            .bind($user_id)
+            .bind(new.email.normalized())
+            .bind(new.email.display())
+            .bind(new.email_verified)
+            .bind(new.legacy_id)
+            .bind(new.password_hash)
+            .bind(p.name.as_deref())
+            .bind(p.given_name.as_deref())
+            .bind(p.family_name.as_deref())
+            .bind(p.nickname.as_deref())
+            .bind(p.picture.as_deref())
+            .bind(Json(&p.user_metadata))
+            .bind(Json(&p.app_metadata))
+            .bind(new.source.as_str())
+            .bind($now)
+            // The login that migrates a user is their first login in the store.
+            .bind((new.source == Source::LoginMigration).then_some($now))
+    }};
+}
+
 const INSERT_USER: &str = concat!(
     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
      name, given_name, family_name, nickname, picture, user_metadata, app_metadata, source, \
@@ -271,26 +301,8 @@ impl Repository {
     pub(crate) async fn insert(&self, new: &NewUser<'_>) -> Result<InsertOutcome, sqlx::Error> {
         let now = Utc::now();
         let user_id = uuid::Uuid::now_v7().to_string();
-        let p = new.profile;
         let row: Option<UserRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(INSERT_USER)
-                .bind(&user_id)
-                .bind(new.email.normalized())
-                .bind(new.email.display())
-                .bind(new.email_verified)
-                .bind(new.legacy_id)
-                .bind(new.password_hash)
-                .bind(p.name.as_deref())
-                .bind(p.given_name.as_deref())
-                .bind(p.family_name.as_deref())
-                .bind(p.nickname.as_deref())
-                .bind(p.picture.as_deref())
-                .bind(Json(&p.user_metadata))
-                .bind(Json(&p.app_metadata))
-                .bind(new.source.as_str())
-                .bind(now)
-                // The login that migrates a user is their first login in the store.
-                .bind((new.source == Source::LoginMigration).then_some(now))
+            bind_new_user!(sqlx::query_as(INSERT_USER), new, &user_id, now)
                 .fetch_optional(pool)
                 .await
         })?;
@@ -524,7 +536,6 @@ impl Repository {
     ) -> Result<Option<(User, bool)>, sqlx::Error> {
         let now = Utc::now();
         let user_id = uuid::Uuid::now_v7().to_string();
-        let p = new.profile;
         let legacy_id = new.legacy_id.unwrap_or_default();
         let result: Option<(UserRow, bool)> = with_db!(&self.db, pool => async {
             let mut tx = pool.begin().await?;
@@ -532,24 +543,7 @@ impl Repository {
             if consumed != 1 {
                 return Ok(None);
             }
-            let created: Option<UserRow> = sqlx::query_as(INSERT_USER)
-                .bind(&user_id)
-                .bind(new.email.normalized())
-                .bind(new.email.display())
-                .bind(new.email_verified)
-                .bind(new.legacy_id)
-                .bind(new.password_hash)
-                .bind(p.name.as_deref())
-                .bind(p.given_name.as_deref())
-                .bind(p.family_name.as_deref())
-                .bind(p.nickname.as_deref())
-                .bind(p.picture.as_deref())
-                .bind(Json(&p.user_metadata))
-                .bind(Json(&p.app_metadata))
-                .bind(new.source.as_str())
-                .bind(now)
-                // The login that migrates a user is their first login in the store.
-                .bind((new.source == Source::LoginMigration).then_some(now))
+            let created: Option<UserRow> = bind_new_user!(sqlx::query_as(INSERT_USER), new, &user_id, now)
                 .fetch_optional(&mut *tx)
                 .await?;
             let outcome = match created {
@@ -689,19 +683,6 @@ impl Repository {
 }
 
 impl Repository {
-    /// The failures counted for an email, and until when it is locked.
-    pub(crate) async fn throttle(
-        &self,
-        email: &str,
-    ) -> Result<Option<(i64, Option<DateTime<Utc>>)>, sqlx::Error> {
-        with_db!(&self.db, pool => {
-            sqlx::query_as("SELECT CAST(failures AS BIGINT), locked_until FROM login_throttle WHERE email = $1")
-                .bind(email)
-                .fetch_optional(pool)
-                .await
-        })
-    }
-
     /// Count one failure (a new window when the last one is over, or when the last lock has
     /// expired); lock the email when the count reaches `max`. One statement, so concurrent
     /// failures on any replica all count.
@@ -802,11 +783,11 @@ impl Repository {
     pub(crate) async fn attempt_state(
         &self,
         key: &str,
-    ) -> Result<Option<AttemptState>, sqlx::Error> {
+    ) -> Result<Option<ThrottleRow>, sqlx::Error> {
         with_db!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT CAST(failures AS BIGINT), window_started_at, locked_until, \
-                   CAST(in_flight AS BIGINT), in_flight_since \
+                "SELECT CAST(failures AS BIGINT) AS failures, window_started_at, locked_until, \
+                   CAST(in_flight AS BIGINT) AS in_flight, in_flight_since \
                  FROM login_throttle WHERE email = $1",
             )
             .bind(key)

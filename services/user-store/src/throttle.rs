@@ -174,7 +174,11 @@ impl LoginThrottle {
         client: Option<&ClientId>,
     ) -> Result<Option<Duration>, StoreError> {
         match client.filter(|_| self.client.enabled()) {
-            Some(client) => Ok(lock_left(self.repository.throttle(client.key()).await?)),
+            Some(client) => Ok(self
+                .repository
+                .attempt_state(client.key())
+                .await?
+                .and_then(|row| lock_left(row.locked_until))),
             None => Ok(None),
         }
     }
@@ -246,15 +250,14 @@ impl LoginThrottle {
         // many attempts waiting on one email do not queue on its row's lock.
         for (key, throttle) in counters {
             let window = chrono_duration(throttle.window);
-            if let Some((failures, window_started_at, locked_until, in_flight, in_flight_since)) =
-                self.repository.attempt_state(key).await?
-            {
-                if let Some(left) = lock_left(Some((failures, locked_until))) {
+            if let Some(row) = self.repository.attempt_state(key).await? {
+                if let Some(left) = lock_left(row.locked_until) {
                     return Ok(Admission::Refused(left));
                 }
-                let expired = window_started_at < now - window || locked_until.is_some();
-                let stale = in_flight_since.is_none_or(|at| at < stale_before);
-                let taken = if expired { 0 } else { failures } + if stale { 0 } else { in_flight };
+                let expired = row.window_started_at < now - window || row.locked_until.is_some();
+                let stale = row.in_flight_since.is_none_or(|at| at < stale_before);
+                let taken =
+                    if expired { 0 } else { row.failures } + if stale { 0 } else { row.in_flight };
                 if taken >= i64::from(throttle.failures) {
                     return Ok(Admission::Refused(Duration::ZERO));
                 }
@@ -272,7 +275,12 @@ impl LoginThrottle {
             for (earlier, _) in &counters[..admitted] {
                 self.repository.end_attempt(earlier, false).await?;
             }
-            let wait = lock_left(self.repository.throttle(key).await?).unwrap_or_default();
+            let wait = self
+                .repository
+                .attempt_state(key)
+                .await?
+                .and_then(|row| lock_left(row.locked_until))
+                .unwrap_or_default();
             return Ok(Admission::Refused(wait));
         }
         Ok(Admission::Admitted)
@@ -292,7 +300,7 @@ impl LoginThrottle {
             match outcome {
                 AttemptOutcome::Failed => {
                     let until = self.count_failure(&key, &throttle, true).await?;
-                    if let Some(left) = lock_left(Some((0, until))) {
+                    if let Some(left) = lock_left(until) {
                         locked = locked.max(Some(left));
                     }
                 }
@@ -349,8 +357,8 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::minutes(15))
 }
 
-/// How long a throttle row (failures, locked until) still locks its key, if it does.
-fn lock_left(row: Option<(i64, Option<chrono::DateTime<Utc>>)>) -> Option<Duration> {
-    let left = row?.1? - Utc::now();
+/// How long a lock until `locked_until` still holds, if it does.
+fn lock_left(locked_until: Option<chrono::DateTime<Utc>>) -> Option<Duration> {
+    let left = locked_until? - Utc::now();
     (left > chrono::Duration::zero()).then(|| left.to_std().unwrap_or_default())
 }

@@ -1,5 +1,5 @@
 //! The whole user lifecycle during a migration — reset, verification, change of email and
-//! password, delete — and the cutover that ends it (DESIGN §2–§3), on both backends.
+//! password, delete — and the cutover that ends it (docs/ARCHITECTURE.md, "Flows"), on both backends.
 
 use super::{alice, assert_status, login, violated_fields};
 use std::time::{Duration, Instant};

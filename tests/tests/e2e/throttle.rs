@@ -42,6 +42,31 @@ async fn burst(trickle: &TestTrickle, email: &str, password: &str, count: usize)
     futures::future::join_all(attempts).await
 }
 
+/// The owner's way back in: a reset ticket, then a new password.
+async fn reset_password(
+    client: &mut trickle_proto::auth::v1::auth_service_client::AuthServiceClient<
+        tonic::transport::Channel,
+    >,
+    email: &str,
+    new_password: &str,
+) {
+    let ticket = client
+        .create_password_reset_ticket(CreatePasswordResetTicketRequest {
+            email: email.into(),
+        })
+        .await
+        .expect("ticket")
+        .into_inner()
+        .ticket;
+    client
+        .reset_password(ResetPasswordRequest {
+            ticket,
+            new_password: new_password.into(),
+        })
+        .await
+        .expect("reset");
+}
+
 fn count(codes: &[Code], code: Code) -> usize {
     codes.iter().filter(|c| **c == code).count()
 }
@@ -180,21 +205,7 @@ async fn a_guesser_elsewhere_cannot_lock_the_owner_out() {
         .expect_err("past the ceiling the email is locked for every source");
     assert_status(&status, Code::ResourceExhausted, reason::RATE_LIMITED);
 
-    let ticket = client
-        .create_password_reset_ticket(CreatePasswordResetTicketRequest {
-            email: "owner@example.com".into(),
-        })
-        .await
-        .expect("ticket")
-        .into_inner()
-        .ticket;
-    client
-        .reset_password(ResetPasswordRequest {
-            ticket,
-            new_password: "the owner starts over".into(),
-        })
-        .await
-        .expect("reset");
+    reset_password(&mut client, "owner@example.com", "the owner starts over").await;
     client
         .login(from("198.51.100.7", "the owner starts over"))
         .await
@@ -271,21 +282,7 @@ async fn a_completed_reset_lifts_the_lock() {
         .expect_err("locked");
     assert_status(&status, Code::ResourceExhausted, reason::RATE_LIMITED);
 
-    let ticket = client
-        .create_password_reset_ticket(CreatePasswordResetTicketRequest {
-            email: "erin@example.com".into(),
-        })
-        .await
-        .expect("ticket")
-        .into_inner()
-        .ticket;
-    client
-        .reset_password(ResetPasswordRequest {
-            ticket,
-            new_password: "a fresh start for erin".into(),
-        })
-        .await
-        .expect("reset");
+    reset_password(&mut client, "erin@example.com", "a fresh start for erin").await;
     client
         .login(login("erin@example.com", "a fresh start for erin"))
         .await
