@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 mod grpc;
+pub mod model;
 pub mod refusal;
 pub mod repository;
 pub mod retention;

@@ -1,7 +1,7 @@
 //! The `users` table, on PostgreSQL or SQLite. Every query is written once (`$n`
 //! placeholders work on both) and uniqueness is left to the database's constraints.
 
-use crate::users::{Profile, Source, User};
+use crate::model::{Profile, Source, User};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use trickle_service_kit::Email;
@@ -921,7 +921,7 @@ pub(crate) struct BackfillResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::users::{Profile, Source};
+    use crate::model::{Profile, Source};
 
     /// ChangePassword's compare-and-swap with the interleaving that matters, step by step
     /// (no timing involved): the change verified the old password against hash A; a reset

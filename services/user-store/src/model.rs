@@ -1,0 +1,62 @@
+//! The user-store's domain types, shared by the rules (`users.rs`) and the storage
+//! (`repository.rs`), so that neither has to import the other for them.
+
+use chrono::{DateTime, Utc};
+
+/// How a user came to be in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Signup,
+    LoginMigration,
+    ResetMigration,
+    Backfill,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Signup => "signup",
+            Source::LoginMigration => "login_migration",
+            Source::ResetMigration => "reset_migration",
+            Source::Backfill => "backfill",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        Some(match stored {
+            "signup" => Source::Signup,
+            "login_migration" => Source::LoginMigration,
+            "reset_migration" => Source::ResetMigration,
+            "backfill" => Source::Backfill,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub nickname: Option<String>,
+    pub picture: Option<String>,
+    pub user_metadata: serde_json::Map<String, serde_json::Value>,
+    pub app_metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A user as the store returns it: never with the password hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub user_id: String,
+    pub email: String,
+    pub display_email: String,
+    pub email_verified: bool,
+    pub legacy_id: Option<String>,
+    pub profile: Profile,
+    pub source: Source,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// When the password last changed (change or reset): older access tokens are refused.
+    pub credentials_changed_at: Option<DateTime<Utc>>,
+}
