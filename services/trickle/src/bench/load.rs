@@ -1,0 +1,154 @@
+//! Driving load: closed-loop and paced workers over a time window, and what they saw.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    pub(super) warmup: Duration,
+    pub(super) measure: Duration,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    pub(super) ok: u64,
+    pub(super) errors: BTreeMap<String, u64>,
+    pub(super) latencies: Vec<Duration>,
+}
+
+impl Outcome {
+    pub(super) fn merge(&mut self, other: Outcome) {
+        self.ok += other.ok;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.latencies.extend(other.latencies);
+    }
+
+    pub(super) fn latency(&self) -> Latency {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let at = |q: f64| -> f64 {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[index].as_secs_f64() * 1000.0
+        };
+        Latency {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+/// One call of a scenario: `Err` carries the failure's name (a gRPC code or a bench reason).
+pub(super) type OpFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+pub(super) type Op = Arc<dyn Fn(usize, u64) -> OpFuture + Send + Sync>;
+
+pub(super) fn code_name(status: &tonic::Status) -> String {
+    format!("{:?}", status.code())
+}
+
+/// Run `op` from `concurrency` callers for the window; record calls that start after the
+/// warm-up and end within the window.
+pub(super) async fn drive(concurrency: usize, window: Window, op: Op) -> Outcome {
+    drive_until(
+        concurrency,
+        window,
+        None,
+        Arc::new(AtomicBool::new(false)),
+        op,
+    )
+    .await
+}
+
+/// `rate`: calls per second over all callers, each caller on a fixed schedule (a call that
+/// runs late does not shift the later ones: latency is measured from when it started).
+pub(super) async fn drive_paced(concurrency: usize, window: Window, rate: f64, op: Op) -> Outcome {
+    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(concurrency.max(1) as f64 / rate));
+    drive_until(
+        concurrency,
+        window,
+        interval,
+        Arc::new(AtomicBool::new(false)),
+        op,
+    )
+    .await
+}
+
+pub(super) async fn drive_until(
+    concurrency: usize,
+    window: Window,
+    interval: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    op: Op,
+) -> Outcome {
+    let start = Instant::now();
+    let measure_from = start + window.warmup;
+    let end = measure_from + window.measure;
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency.max(1) {
+        let (op, stop) = (Arc::clone(&op), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            let mut iteration = 0u64;
+            let mut refusals = 0u32;
+            // Callers start spread over one interval, not all at once.
+            let mut next_call =
+                interval.map(|i| start + i.mul_f64(worker as f64 / concurrency.max(1) as f64));
+            loop {
+                if let (Some(at), Some(interval)) = (next_call, interval) {
+                    tokio::time::sleep_until(at.into()).await;
+                    next_call = Some(at + interval);
+                }
+                let begun = Instant::now();
+                if begun >= end || stop.load(Ordering::Relaxed) {
+                    return outcome;
+                }
+                let result = op(worker, iteration).await;
+                iteration += 1;
+                let ended = Instant::now();
+                let counted = begun >= measure_from && ended <= end;
+                if result.is_ok() {
+                    refusals = 0;
+                }
+                match result {
+                    Ok(()) if counted => {
+                        outcome.ok += 1;
+                        outcome.latencies.push(ended - begun);
+                    }
+                    Ok(()) => {}
+                    Err(reason) => {
+                        if counted {
+                            *outcome.errors.entry(reason.clone()).or_default() += 1;
+                        }
+                        if reason == "ResourceExhausted" || reason == "Unavailable" {
+                            // A polite client backs off when told the service is full:
+                            // 50–100 ms after the first refusal, doubling up to 0.8–1.6 s,
+                            // with jitter so that refused callers do not come back in step.
+                            refusals += 1;
+                            let ceiling = 50u64 << refusals.min(5);
+                            let jitter = (worker as u64 * 7919 + iteration * 104_729) % ceiling;
+                            tokio::time::sleep(Duration::from_millis(ceiling / 2 + jitter / 2))
+                                .await;
+                        }
+                        if reason == "OutOfLegacyUsers" {
+                            return outcome;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut total = Outcome::default();
+    for task in tasks {
+        match task.await {
+            Ok(outcome) => total.merge(outcome),
+            Err(_) => *total.errors.entry("BenchTaskPanicked".into()).or_default() += 1,
+        }
+    }
+    total
+}

@@ -1,0 +1,150 @@
+//! What a run found, and how it is printed.
+
+use super::*;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub cores: usize,
+    pub argon2: Argon2Params,
+    pub floors: Floors,
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Floors {
+    /// argon2id verify with the configured parameters: the floor of a migrated login.
+    pub argon2id_verify: Option<Floor>,
+    /// argon2id hash: the floor of a sign-up.
+    pub argon2id_hash: Option<Floor>,
+    /// Legacy verify followed by an argon2id hash: the floor of a first login.
+    pub first_login: Option<Floor>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    /// Operations per second at 1, 2, … threads.
+    pub per_second_by_threads: Vec<f64>,
+    pub best_threads: usize,
+    pub best_per_second: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScenarioReport {
+    pub scenario: Scenario,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub ok: u64,
+    /// Failed calls by gRPC code (or a bench-side reason), e.g. {"ResourceExhausted": 3}.
+    pub errors: BTreeMap<String, u64>,
+    pub per_second: f64,
+    pub latency_ms: Latency,
+    /// The floor this scenario is compared with (operations per second).
+    pub floor_per_second: Option<f64>,
+    /// per_second / floor_per_second.
+    pub ratio: Option<f64>,
+    /// Logins per second that ran in the background while a cheap call was measured.
+    pub background_logins_per_second: Option<f64>,
+    pub background_login_errors: Option<BTreeMap<String, u64>>,
+    pub memory: Vec<ProcessMemory>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessMemory {
+    pub pid: u32,
+    /// Resident set before the scenario started.
+    pub rss_before_mib: f64,
+    /// The highest resident set sampled (every 50 ms) while the scenario ran.
+    pub rss_peak_mib: f64,
+}
+
+pub fn render(report: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let a = &report.argon2;
+    let _ = writeln!(
+        out,
+        "\nargon2id m={} KiB t={} p={}, {} cores",
+        a.memory_kib, a.iterations, a.parallelism, report.cores
+    );
+    for (name, floor) in [
+        ("argon2id verify", &report.floors.argon2id_verify),
+        ("argon2id hash", &report.floors.argon2id_hash),
+        ("legacy verify + argon2id hash", &report.floors.first_login),
+    ] {
+        if let Some(f) = floor {
+            let by: Vec<String> = f
+                .per_second_by_threads
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("{} thr {v:.1}/s", i + 1))
+                .collect();
+            let _ = writeln!(
+                out,
+                "floor {name:<31} {}  → best {:.1}/s at {} threads ({:.1}/s per core)",
+                by.join(", "),
+                f.best_per_second,
+                f.best_threads,
+                f.best_per_second / report.cores as f64
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<15} {:>5} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}  errors",
+        "scenario", "conc", "ok", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "ratio"
+    );
+    for s in &report.scenarios {
+        let errors = if s.errors.is_empty() {
+            "-".to_owned()
+        } else {
+            s.errors
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "{:<15} {:>5} {:>8} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}  {errors}",
+            s.scenario.name(),
+            s.concurrency,
+            s.ok,
+            s.per_second,
+            s.latency_ms.p50,
+            s.latency_ms.p95,
+            s.latency_ms.p99,
+            s.latency_ms.max,
+            s.ratio.map_or("-".to_owned(), |r| format!("{r:.3}")),
+        );
+        if let Some(bg) = s.background_logins_per_second {
+            let _ = writeln!(
+                out,
+                "{:<15} while {bg:.1} logins/s ran in the background",
+                ""
+            );
+        }
+        for m in &s.memory {
+            let _ = writeln!(
+                out,
+                "{:<15} pid {} resident {:.1} MiB before, peak {:.1} MiB",
+                "", m.pid, m.rss_before_mib, m.rss_peak_mib
+            );
+        }
+    }
+    out
+}
