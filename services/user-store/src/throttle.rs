@@ -200,7 +200,9 @@ impl LoginThrottle {
         let mut pause = Duration::from_millis(5);
         let mut turn: Option<Arc<Notify>> = None;
         let answer = loop {
-            match self.try_admit(&counters).await {
+            // The first try goes straight to the write (one statement on a login's path); a
+            // retry looks first.
+            match self.try_admit(&counters, turn.is_some()).await {
                 Ok(Admission::Refused(wait))
                     if wait.is_zero() && started.elapsed() < MAX_ADMISSION_WAIT =>
                 {
@@ -243,12 +245,16 @@ impl LoginThrottle {
     }
 
     /// One try: `Refused(ZERO)` when the limit is taken by attempts in flight, not a lock.
-    async fn try_admit(&self, counters: &[(String, Throttle)]) -> Result<Admission, StoreError> {
+    async fn try_admit(
+        &self,
+        counters: &[(String, Throttle)],
+        look_first: bool,
+    ) -> Result<Admission, StoreError> {
         let now = Utc::now();
         let stale_before = now - chrono_duration(STALE_ATTEMPT);
-        // A look first: an attempt that would be refused is refused without a write, so that
-        // many attempts waiting on one email do not queue on its row's lock.
-        for (key, throttle) in counters {
+        // A look first, for attempts waiting their turn: one that would be refused is refused
+        // without a write, so that many waiting on one email do not queue on its row's lock.
+        for (key, throttle) in counters.iter().filter(|_| look_first) {
             let window = chrono_duration(throttle.window);
             if let Some(row) = self.repository.attempt_state(key).await? {
                 if let Some(left) = lock_left(row.locked_until) {
