@@ -1,0 +1,156 @@
+//! Salted digests built by a template (`[legacy.salted_digest]`), and the store's portable
+//! form of them (`$trickle-digest$…`).
+
+use super::*;
+
+pub(super) fn parse_template(
+    stored: &str,
+    salt: Option<&str>,
+    template: &DigestTemplate,
+) -> Option<StoredHash> {
+    let expected = match template.encoding {
+        DigestEncoding::Hex => unhex(&stored.trim().to_ascii_lowercase())?,
+        DigestEncoding::Base64 => STANDARD.decode(stored.trim()).ok()?,
+    };
+    let digest = DigestHash {
+        algorithm: template.algorithm,
+        salt: salt.unwrap_or_default().as_bytes().to_vec(),
+        salt_first: template.salt_position == SaltPosition::Before,
+        utf16: false,
+        hmac_key: (!template.hmac_key.is_empty()).then(|| template.hmac_key.as_bytes().to_vec()),
+        expected,
+        scheme: HashScheme::SaltedDigest,
+    };
+    let hmac_len_ok =
+        digest.hmac_key.is_some() || digest.expected.len() == template.algorithm.len();
+    (hmac_len_ok && digest.expected.len() == template.algorithm.len()).then(|| digest.into_stored())
+}
+
+/// The store's own form of a digest whose parts came from several columns:
+/// `$trickle-digest$alg=sha1,salt=before,pw=utf16le$<salt b64>$<digest b64>`.
+pub(super) fn parse_portable_digest(stored: &str) -> Option<StoredHash> {
+    let mut parts = stored.split('$');
+    let ("", Some("trickle-digest"), Some(params), Some(salt), Some(expected), None) = (
+        parts.next()?,
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let (mut algorithm, mut salt_first, mut utf16) = (None, true, false);
+    for kv in params.split(',') {
+        match kv.split_once('=')? {
+            ("alg", v) => algorithm = DigestAlgorithm::parse(v),
+            ("salt", "before") => salt_first = true,
+            ("salt", "after") => salt_first = false,
+            ("pw", "utf16le") => utf16 = true,
+            ("pw", "utf8") => utf16 = false,
+            _ => return None,
+        }
+    }
+    let algorithm = algorithm?;
+    let expected = b64_any(expected)?;
+    (expected.len() == algorithm.len()).then(|| StoredHash {
+        inner: Inner::Digest(DigestHash {
+            algorithm,
+            salt: b64_any(salt).unwrap_or_default(),
+            salt_first,
+            utf16,
+            hmac_key: None,
+            expected,
+            scheme: if utf16 {
+                HashScheme::AspnetMembershipSha1
+            } else {
+                HashScheme::SaltedDigest
+            },
+        }),
+        portable: Some(stored.to_owned()),
+    })
+}
+
+impl DigestAlgorithm {
+    pub(super) fn len(self) -> usize {
+        match self {
+            DigestAlgorithm::Md5 => 16,
+            DigestAlgorithm::Sha1 => 20,
+            DigestAlgorithm::Sha256 => 32,
+            DigestAlgorithm::Sha512 => 64,
+        }
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Md5 => "md5",
+            DigestAlgorithm::Sha1 => "sha1",
+            DigestAlgorithm::Sha256 => "sha256",
+            DigestAlgorithm::Sha512 => "sha512",
+        }
+    }
+
+    pub(super) fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "md5" => DigestAlgorithm::Md5,
+            "sha1" => DigestAlgorithm::Sha1,
+            "sha256" => DigestAlgorithm::Sha256,
+            "sha512" => DigestAlgorithm::Sha512,
+            _ => return None,
+        })
+    }
+
+    pub(super) fn digest(self, key: Option<&[u8]>, message: &[u8]) -> Vec<u8> {
+        match (self, key) {
+            (DigestAlgorithm::Md5, None) => md5::Md5::digest(message).to_vec(),
+            (DigestAlgorithm::Sha1, None) => sha1::Sha1::digest(message).to_vec(),
+            (DigestAlgorithm::Sha256, None) => sha2::Sha256::digest(message).to_vec(),
+            (DigestAlgorithm::Sha512, None) => sha2::Sha512::digest(message).to_vec(),
+            (DigestAlgorithm::Md5, Some(k)) => hmac::<md5::Md5>(k, message),
+            (DigestAlgorithm::Sha1, Some(k)) => hmac::<sha1::Sha1>(k, message),
+            (DigestAlgorithm::Sha256, Some(k)) => hmac::<sha2::Sha256>(k, message),
+            (DigestAlgorithm::Sha512, Some(k)) => hmac::<sha2::Sha512>(k, message),
+        }
+    }
+}
+
+impl DigestHash {
+    pub(super) fn verify(&self, password: &[u8]) -> bool {
+        let password: Vec<u8> = if self.utf16 {
+            // ASP.NET hashes the UTF-16LE code units of the password.
+            String::from_utf8_lossy(password)
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect()
+        } else {
+            password.to_vec()
+        };
+        let mut message = Vec::with_capacity(password.len() + self.salt.len());
+        if self.salt_first {
+            message.extend_from_slice(&self.salt);
+            message.extend_from_slice(&password);
+        } else {
+            message.extend_from_slice(&password);
+            message.extend_from_slice(&self.salt);
+        }
+        let computed = self.algorithm.digest(self.hmac_key.as_deref(), &message);
+        bool::from(computed.ct_eq(&self.expected))
+    }
+
+    pub(super) fn into_stored(self) -> StoredHash {
+        let portable = self.hmac_key.is_none().then(|| {
+            format!(
+                "$trickle-digest$alg={},salt={},pw={}${}${}",
+                self.algorithm.name(),
+                if self.salt_first { "before" } else { "after" },
+                if self.utf16 { "utf16le" } else { "utf8" },
+                STANDARD_NO_PAD.encode(&self.salt),
+                STANDARD_NO_PAD.encode(&self.expected),
+            )
+        });
+        StoredHash {
+            inner: Inner::Digest(self),
+            portable,
+        }
+    }
+}
