@@ -78,10 +78,13 @@ async fn one_first_login_is_one_trace_across_the_four_services() {
             .into_iter()
             .filter(|s| hex(&s.trace_id) == trace_id)
             .collect();
-        let complete = SERVER_SPANS
-            .iter()
-            .all(|name| spans.iter().any(|s| s.name == *name))
-            && spans.iter().any(|s| s.name == "migration.migrate_on_login");
+        // The server span of each call, not only its client span: the two leave in the
+        // batches of different processes, and the checks below read the server's.
+        let complete = SERVER_SPANS.iter().all(|name| {
+            spans
+                .iter()
+                .any(|s| s.name == *name && s.kind == SpanKind::Server as i32)
+        }) && spans.iter().any(|s| s.name == "migration.migrate_on_login");
         if complete {
             break spans;
         }
