@@ -641,7 +641,7 @@ async fn cutover_refuses_with_users_left_then_forced_ends_the_legacy_path(backen
         .stop_legacy_connector()
         .await
         .expect("stop the connector");
-    tokio::time::sleep(Duration::from_millis(300)).await; // the frontend's mode view refreshes every 200 ms
+    crate::wait_for_cutover(&trickle, "bob@example.com").await;
     for _ in 0..3 {
         client
             .login(login("alice@example.com", "alice-password"))

@@ -412,6 +412,31 @@ async fn failed_logins_lock_the_email_on_every_replica(backend: Backend) {
     replica.stop().await.expect("stop");
 }
 
+/// Wait until the frontend answers as the store alone would after a cutover: a legacy user
+/// who never migrated is no longer found through it (the frontend polls the mode, the
+/// coordinator caches it briefly). Polls, never a fixed wait.
+pub(crate) async fn wait_for_cutover(trickle: &TestTrickle, legacy_only_email: &str) {
+    let mut client = trickle.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lookup = client
+            .get_user(trickle_proto::auth::v1::GetUserRequest {
+                lookup: Some(trickle_proto::auth::v1::get_user_request::Lookup::Email(
+                    legacy_only_email.into(),
+                )),
+            })
+            .await;
+        match lookup {
+            Err(status) if status.code() == Code::NotFound => return,
+            _ => assert!(
+                Instant::now() < deadline,
+                "the frontend never saw the cutover"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub(crate) fn login(email: &str, password: &str) -> LoginRequest {
     LoginRequest {
         email: email.into(),

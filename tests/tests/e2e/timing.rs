@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use trickle_proto::auth::v1::{DeleteUserRequest, GetUserRequest, get_user_request::Lookup};
+use trickle_proto::auth::v1::DeleteUserRequest;
 use trickle_proto::migration::v1::{Mode, SetModeRequest, StartBackfillRequest};
 use trickle_service_kit::rpc::reason;
 use trickle_tests::{Backend, TestTrickle, bcrypt, generous_deadlines};
@@ -125,24 +125,7 @@ async fn every_refused_login_costs_the_same_for_every_class_of_user() {
         })
         .await
         .expect("cutover");
-    // The frontend polls the mode (200 ms in tests): wait until it answers as the store
-    // alone would — a legacy user who never migrated is no longer found.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lookup = client
-            .get_user(GetUserRequest {
-                lookup: Some(Lookup::Email("legacy0@example.com".into())),
-            })
-            .await;
-        match lookup {
-            Err(status) if status.code() == Code::NotFound => break,
-            _ => assert!(
-                Instant::now() < deadline,
-                "the frontend never saw the cutover"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::wait_for_cutover(&trickle, "legacy0@example.com").await;
     // After cutover a legacy user who never migrated is an email nobody has.
     let after = measure(&trickle, BEFORE_CUTOVER).await;
 
