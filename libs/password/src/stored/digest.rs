@@ -29,15 +29,7 @@ pub(super) fn parse_template(
 /// The store's own form of a digest whose parts came from several columns:
 /// `$trickle-digest$alg=sha1,salt=before,pw=utf16le$<salt b64>$<digest b64>`.
 pub(super) fn parse_portable_digest(stored: &str) -> Option<StoredHash> {
-    let mut parts = stored.split('$');
-    let ("", Some("trickle-digest"), Some(params), Some(salt), Some(expected), None) = (
-        parts.next()?,
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let ("trickle-digest", params, salt, expected) = dollar_fields(stored)? else {
         return None;
     };
     let (mut algorithm, mut salt_first, mut utf16) = (None, true, false);

@@ -737,6 +737,23 @@ fn format_name(format: HashFormat) -> &'static str {
     }
 }
 
+/// The four fields of a `$id$params$salt$hash` string (PHC and the store's own forms):
+/// exactly four, after an empty first one.
+fn dollar_fields(stored: &str) -> Option<(&str, &str, &str, &str)> {
+    let mut parts = stored.split('$');
+    let ("", Some(id), Some(params), Some(salt), Some(hash), None) = (
+        parts.next()?,
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    Some((id, params, salt, hash))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -3,17 +3,7 @@
 use super::*;
 
 pub(super) fn parse_pbkdf2_phc(stored: &str) -> Option<Inner> {
-    let mut parts = stored.split('$');
-    let ("", Some(id), Some(iterations), Some(salt), Some(hash), None) = (
-        parts.next()?,
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
-    };
+    let (id, iterations, salt, hash) = dollar_fields(stored)?;
     let (prf, scheme) = match id {
         "pbkdf2" => (Prf::Sha1, HashScheme::Pbkdf2Sha1),
         "pbkdf2-sha256" => (Prf::Sha256, HashScheme::Pbkdf2Sha256),

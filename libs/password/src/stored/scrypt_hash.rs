@@ -3,15 +3,7 @@
 use super::*;
 
 pub(super) fn parse_scrypt(stored: &str) -> Option<Inner> {
-    let mut parts = stored.split('$');
-    let ("", Some("scrypt"), Some(params), Some(salt), Some(hash), None) = (
-        parts.next()?,
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let ("scrypt", params, salt, hash) = dollar_fields(stored)? else {
         return None;
     };
     let (mut log_n, mut r, mut p) = (None, None, None);
