@@ -64,6 +64,12 @@ impl RefusalCost {
 
     /// Whether the legacy share should be chosen again (and mark it as being chosen).
     pub fn refresh_due(&self) -> bool {
+        // Every login asks: a read lock answers the usual "not yet" without making logins
+        // queue on the write lock.
+        let recent = |share: &LegacyShare| share.chosen_at.is_some_and(|at| at.elapsed() < REFRESH);
+        if self.legacy.read().map_or(true, |share| recent(&share)) {
+            return false;
+        }
         let Ok(mut share) = self.legacy.write() else {
             return false;
         };
