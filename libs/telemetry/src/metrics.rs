@@ -43,6 +43,9 @@ pub struct Metrics {
     pub legacy_circuit_open: IntGauge,
     /// gRPC calls served, by service, method and status code.
     pub grpc_request_duration: HistogramVec,
+    /// gRPC calls received and not yet answered, by service and method: what a draining
+    /// replica still has to finish.
+    pub grpc_in_flight: IntGaugeVec,
     /// Rows the user-store's retention task deleted, by table (`tickets`, `login_throttle`).
     pub pruned_rows: IntCounterVec,
 }
@@ -136,6 +139,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "trickle_grpc_server_request_duration_seconds",
             "gRPC calls served, by service, method and status code.",
             &["service", "method", "code"],
+        )?,
+        grpc_in_flight: gauge_vec(
+            "trickle_grpc_server_in_flight_requests",
+            "gRPC calls received and not yet answered, by service and method.",
+            &["service", "method"],
         )?,
         pruned_rows: counter(
             "trickle_store_pruned_rows_total",
@@ -295,6 +303,25 @@ pub(crate) fn grpc_request(service: &str, method: &str, code: i32, elapsed: Dura
         .grpc_request_duration
         .with_label_values(&[service, method, code.as_str()])
         .observe(elapsed.as_secs_f64());
+}
+
+/// Counts one call in flight until dropped (answered, failed or cancelled alike).
+pub(crate) struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    pub(crate) fn start(service: &str, method: &str) -> Self {
+        let gauge = metrics()
+            .grpc_in_flight
+            .with_label_values(&[service, method]);
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The Prometheus text exposition of every metric.

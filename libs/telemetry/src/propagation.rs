@@ -136,11 +136,13 @@ where
         });
         let _ = span.set_parent(parent);
         let started = Instant::now();
+        let in_flight = crate::metrics::InFlight::start(&label_service, &label_method);
         let future = self.inner.call(request);
         let recorder = span.clone();
         Box::pin(
             async move {
                 let result = future.await;
+                drop(in_flight);
                 let code = match &result {
                     Ok(response) => status_code(response),
                     // The transport failed: gRPC's UNKNOWN.

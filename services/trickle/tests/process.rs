@@ -105,7 +105,34 @@ async fn sigterm_finishes_in_flight_logins_refuses_new_ones_and_exits_zero() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Signal only once all nine calls are in the frontend: a connection still in the listen
+    // backlog when the listener closes is reset by the kernel, which no server can drain.
+    let in_frontend = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = samples(&scrape(&dev.metrics).await);
+        let login = |name: &str| -> f64 {
+            page.iter()
+                .filter(|((n, labels), _)| {
+                    n == name
+                        && labels.get("service").map(String::as_str)
+                            == Some("trickle.auth.v1.AuthService")
+                        && labels.get("method").map(String::as_str) == Some("Login")
+                })
+                .map(|(_, value)| value)
+                .sum()
+        };
+        let in_flight = login("trickle_grpc_server_in_flight_requests");
+        let answered = login("trickle_grpc_server_request_duration_seconds_count");
+        if in_flight + answered >= 9.0 {
+            assert!(in_flight > 0.0, "every login finished before the signal");
+            break;
+        }
+        assert!(
+            Instant::now() < in_frontend,
+            "the logins never reached the frontend"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let signalled = Instant::now();
     dev.terminate();
 
@@ -279,6 +306,21 @@ async fn metrics_count_a_scripted_run_and_pass_promtool() {
     };
     assert_eq!(grpc("0"), 2.0);
     assert_eq!(grpc("16"), 2.0, "UNAUTHENTICATED");
+    let login_in_flight = (
+        "trickle_grpc_server_in_flight_requests".to_owned(),
+        BTreeMap::from([
+            ("method".to_owned(), "Login".to_owned()),
+            (
+                "service".to_owned(),
+                "trickle.auth.v1.AuthService".to_owned(),
+            ),
+        ]),
+    );
+    assert_eq!(
+        after.get(&login_in_flight),
+        Some(&0.0),
+        "four logins came and went"
+    );
     assert!(
         sample(
             &after,
