@@ -20,6 +20,7 @@ use trickle::config::Config;
 use trickle::services::Cluster;
 use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
 use trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient;
+use trickle_service_kit::Clock;
 
 /// Which databases a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,6 +376,9 @@ impl StoreDb {
 /// stop before their databases are dropped.
 pub struct TestTrickle {
     pub cluster: Cluster,
+    /// The time all four services read: a test moves it forward (a ticket expires, a lock
+    /// ends, the breaker's pause passes) instead of sleeping.
+    pub clock: Clock,
     pub config: Config,
     pub signing_key_pem: String,
     pub legacy: LegacyDb,
@@ -469,11 +473,13 @@ impl TestTrickle {
             trickle_auth_frontend::tokens::generate_signing_key_pem().expect("signing key");
         let mut config = base_config(&store, &legacy, &signing_key_pem);
         adjust(&mut config);
-        let cluster = Cluster::start(&config)
+        let clock = Clock::system();
+        let cluster = Cluster::start_with_clock(&config, clock.clone())
             .await
             .expect("start the four services");
         Self {
             cluster,
+            clock,
             config,
             signing_key_pem,
             legacy,
@@ -499,7 +505,8 @@ impl TestTrickle {
     pub async fn second_cluster(&self, adjust: impl FnOnce(&mut Config)) -> Cluster {
         let mut config = self.config.clone();
         adjust(&mut config);
-        Cluster::start(&config)
+        // The same clock: replicas of one deployment agree on the time.
+        Cluster::start_with_clock(&config, self.clock.clone())
             .await
             .expect("start the second set of services")
     }

@@ -9,7 +9,7 @@ use crate::upstream::{
 };
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
-use trickle_service_kit::Email;
+use trickle_service_kit::{Clock, Email};
 
 pub use crate::upstream::AttemptOrigin;
 
@@ -32,6 +32,8 @@ pub struct AuthFlows {
     email_hash_key: Option<Vec<u8>>,
     /// Recent answers to "does this token's user still exist, unchanged?".
     subjects: crate::revocation::SubjectCache,
+    /// Token `iat`/`exp` and their checks read this (tests move it).
+    clock: Clock,
 }
 
 /// HMAC-SHA256 of the normalized email, first 16 bytes in hex: lets an operator find one
@@ -50,10 +52,6 @@ fn email_hash(key: &[u8], email: &Email) -> String {
         .collect()
 }
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 impl AuthFlows {
     pub fn new(
         upstream: Upstreams,
@@ -61,6 +59,7 @@ impl AuthFlows {
         mode: ModeWatch,
         email_hash_key: Option<Vec<u8>>,
         subjects: crate::revocation::SubjectCache,
+        clock: Clock,
     ) -> Self {
         Self {
             upstream,
@@ -68,6 +67,7 @@ impl AuthFlows {
             mode,
             email_hash_key,
             subjects,
+            clock,
         }
     }
 
@@ -127,9 +127,12 @@ impl AuthFlows {
         let span = tracing::Span::current();
         span.record("trickle.user.id", user.user_id.as_str());
         span.record("migrated", migrated);
-        let access_token = self
-            .tokens
-            .issue(&user.user_id, &user.email, &user.legacy_id, now());
+        let access_token = self.tokens.issue(
+            &user.user_id,
+            &user.email,
+            &user.legacy_id,
+            self.clock.unix_seconds(),
+        );
         let expires_in = i64::try_from(self.tokens.ttl().as_secs()).unwrap_or(i64::MAX);
         Ok(LoginSuccess {
             user,
@@ -351,10 +354,13 @@ impl AuthFlows {
     /// still exists and has not changed their password since it was issued (asked of the
     /// store, remembered for `[frontend] token_subject_cache_ms`).
     pub async fn validate_token(&self, token: &str) -> Result<Claims, FrontendError> {
-        let claims = self.tokens.validate(token, now()).map_err(|e| match e {
-            TokenError::Expired => FrontendError::TokenExpired,
-            TokenError::Invalid => FrontendError::InvalidToken,
-        })?;
+        let claims = self
+            .tokens
+            .validate(token, self.clock.unix_seconds())
+            .map_err(|e| match e {
+                TokenError::Expired => FrontendError::TokenExpired,
+                TokenError::Invalid => FrontendError::InvalidToken,
+            })?;
         let subject = match self.subjects.get(&claims.sub) {
             Some(subject) => subject,
             None => {

@@ -14,4 +14,4 @@ pub mod upstream;
 
 pub use config::{FrontendConfig, TokenConfig};
 pub use error::FrontendError;
-pub use startup::build;
+pub use startup::{build, build_with_clock};

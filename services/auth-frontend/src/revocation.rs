@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use trickle_service_kit::Clock;
 
 /// At most this many users are remembered; past it the memory starts over.
 const MAX_REMEMBERED: usize = 50_000;
@@ -36,13 +37,15 @@ impl TokenSubject {
 #[derive(Debug, Clone)]
 pub struct SubjectCache {
     ttl: Duration,
+    clock: Clock,
     entries: Arc<Mutex<HashMap<String, (Instant, TokenSubject)>>>,
 }
 
 impl SubjectCache {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, clock: Clock) -> Self {
         Self {
             ttl,
+            clock,
             entries: Arc::default(),
         }
     }
@@ -53,7 +56,7 @@ impl SubjectCache {
         }
         let entries = self.entries.lock().ok()?;
         let (at, subject) = entries.get(user_id)?;
-        (at.elapsed() < self.ttl).then_some(*subject)
+        (self.clock.instant().saturating_duration_since(*at) < self.ttl).then_some(*subject)
     }
 
     pub fn put(&self, user_id: &str, subject: TokenSubject) {
@@ -64,7 +67,7 @@ impl SubjectCache {
             if entries.len() >= MAX_REMEMBERED {
                 entries.clear();
             }
-            entries.insert(user_id.to_owned(), (Instant::now(), subject));
+            entries.insert(user_id.to_owned(), (self.clock.instant(), subject));
         }
     }
 }
@@ -87,9 +90,12 @@ mod tests {
             .accepts(1)
         );
         assert!(!TokenSubject::Gone.accepts(i64::MAX));
-        let cache = SubjectCache::new(Duration::from_secs(60));
+        let clock = Clock::system();
+        let cache = SubjectCache::new(Duration::from_secs(60), clock.clone());
         cache.put("u", TokenSubject::Gone);
         assert_eq!(cache.get("u"), Some(TokenSubject::Gone));
-        assert_eq!(SubjectCache::new(Duration::ZERO).get("u"), None);
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(cache.get("u"), None, "forgotten after the ttl");
+        assert_eq!(SubjectCache::new(Duration::ZERO, clock).get("u"), None);
     }
 }

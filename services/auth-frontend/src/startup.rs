@@ -10,6 +10,7 @@ use tonic::service::Routes;
 use trickle_proto::auth::v1::auth_service_server::AuthServiceServer;
 use trickle_proto::migration::v1::migration_coordinator_client::MigrationCoordinatorClient;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
+use trickle_service_kit::Clock;
 use trickle_service_kit::callers::CallerPolicy;
 use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 
@@ -37,6 +38,15 @@ pub async fn build(
     config: &FrontendConfig,
     tokens: &TokenConfig,
 ) -> Result<BoundServer, StartError> {
+    build_with_clock(config, tokens, Clock::system()).await
+}
+
+/// [`build`], reading time from `clock` (tests move it instead of sleeping).
+pub async fn build_with_clock(
+    config: &FrontendConfig,
+    tokens: &TokenConfig,
+    clock: Clock,
+) -> Result<BoundServer, StartError> {
     let tokens = TokenIssuer::from_config(tokens)?;
     let timeout = Duration::from_millis(config.upstream_timeout_ms);
     let store = UserStoreClient::new(server::channel(&config.store_url, timeout, &config.tls)?)
@@ -55,14 +65,17 @@ pub async fn build(
     tracing::info!(listen = %listener.local_addr()?, "auth-frontend ready");
     let email_hash_key = (!config.telemetry_email_hash_key.is_empty())
         .then(|| config.telemetry_email_hash_key.as_bytes().to_vec());
-    let subjects =
-        crate::revocation::SubjectCache::new(Duration::from_millis(config.token_subject_cache_ms));
+    let subjects = crate::revocation::SubjectCache::new(
+        Duration::from_millis(config.token_subject_cache_ms),
+        clock.clone(),
+    );
     let flows = AuthFlows::new(
         crate::upstream::Upstreams::new(store, coordinator),
         tokens,
         mode,
         email_hash_key,
         subjects,
+        clock,
     );
     let routes = Routes::new(
         AuthServiceServer::new(AuthApi { flows })

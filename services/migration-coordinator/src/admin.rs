@@ -91,7 +91,7 @@ impl Coordinator {
                 Err(why) => (None, Some(why)),
             }
         };
-        let now = Utc::now();
+        let now = self.ledger.now();
         let day_ago = now - chrono::Duration::days(1);
         self.ledger.prune_failures(day_ago).await?;
         let status = Status {

@@ -160,7 +160,7 @@ impl Backfiller {
         if mode == Mode::Authoritative {
             return Err(CoordinatorError::LegacyDisabled);
         }
-        let now = Utc::now();
+        let now = self.ledger.now();
         if let Some(latest) = self.job(None).await? {
             match latest.state.as_str() {
                 "running" => return Ok(latest),
@@ -224,7 +224,7 @@ impl Backfiller {
         with_db!(&self.db, pool => {
             sqlx::query("UPDATE backfill_jobs SET state = 'cancelled', updated_at = $2, finished_at = $2 WHERE job_id = $1 AND state = 'running'")
                 .bind(&job.job_id)
-                .bind(Utc::now())
+                .bind(self.ledger.now())
                 .execute(pool)
                 .await
                 .map(|_| ())
@@ -279,7 +279,7 @@ impl Backfiller {
     }
 
     async fn take_over_orphans(&self) -> Result<(), sqlx::Error> {
-        let now = Utc::now();
+        let now = self.ledger.now();
         let expired =
             now - chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(30));
         let orphans: Vec<String> = with_db!(&self.db, pool => {
@@ -317,7 +317,7 @@ impl Backfiller {
         state: &str,
         error: Option<&str>,
     ) -> Result<(), sqlx::Error> {
-        let now = Utc::now();
+        let now = self.ledger.now();
         with_db!(&self.db, pool => {
             sqlx::query(
                 "UPDATE backfill_jobs SET state = $2, error = $3, updated_at = $4, finished_at = $4 \
@@ -342,7 +342,7 @@ impl Backfiller {
         cursor: &str,
         c: PageCounts,
     ) -> Result<bool, sqlx::Error> {
-        let now = Utc::now();
+        let now = self.ledger.now();
         with_db!(&self.db, pool => {
             sqlx::query(
                 "UPDATE backfill_jobs SET cursor = $3, processed = processed + $4, imported = imported + $5, \

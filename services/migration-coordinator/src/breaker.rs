@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tonic::{Code, Status};
 
 use crate::error::CoordinatorError;
+use trickle_service_kit::Clock;
 
 #[derive(Debug, Clone)]
 pub struct LegacyBreaker {
@@ -17,6 +18,7 @@ pub struct LegacyBreaker {
     /// Consecutive failures that open the circuit; 0 disables the breaker.
     failures_to_open: u32,
     open_for: Duration,
+    clock: Clock,
 }
 
 #[derive(Debug)]
@@ -35,11 +37,12 @@ enum State {
 }
 
 impl LegacyBreaker {
-    pub fn new(failures_to_open: u32, open_for: Duration) -> Self {
+    pub fn new(failures_to_open: u32, open_for: Duration, clock: Clock) -> Self {
         Self {
             state: Arc::new(Mutex::new(State::Closed { failures: 0 })),
             failures_to_open,
             open_for,
+            clock,
         }
     }
 
@@ -63,7 +66,7 @@ impl LegacyBreaker {
             return Ok(());
         }
         let mut state = self.lock();
-        let now = Instant::now();
+        let now = self.clock.instant();
         let may_probe = match *state {
             State::Closed { .. } => return Ok(()),
             State::Open { until } => now >= until,
@@ -118,7 +121,7 @@ impl LegacyBreaker {
                     );
                 }
                 *state = State::Open {
-                    until: Instant::now() + self.open_for,
+                    until: self.clock.instant() + self.open_for,
                 };
                 gauge.set(1);
             }
@@ -144,7 +147,8 @@ mod tests {
 
     #[test]
     fn opens_after_a_run_of_failures_and_probes_once_after_the_pause() {
-        let breaker = LegacyBreaker::new(2, Duration::from_millis(50));
+        let clock = Clock::system();
+        let breaker = LegacyBreaker::new(2, Duration::from_secs(5), clock.clone());
         breaker.admit().expect("closed");
         breaker.record(&down());
         breaker.admit().expect("one failure is not a run");
@@ -153,12 +157,14 @@ mod tests {
         breaker.record(&down());
         breaker.record(&down());
         assert!(breaker.admit().is_err(), "open");
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_secs(4));
+        assert!(breaker.admit().is_err(), "still open before the pause ends");
+        clock.advance(Duration::from_secs(1));
         breaker.admit().expect("one probe");
         assert!(breaker.admit().is_err(), "only one probe at a time");
         breaker.record(&down());
         assert!(breaker.admit().is_err(), "a failed probe opens it again");
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_secs(5));
         breaker.admit().expect("probe");
         breaker.record(&Ok(()));
         breaker.admit().expect("closed again");
@@ -167,18 +173,19 @@ mod tests {
 
     #[test]
     fn a_probe_that_never_answers_does_not_close_the_door_forever() {
-        let breaker = LegacyBreaker::new(1, Duration::from_millis(30));
+        let clock = Clock::system();
+        let breaker = LegacyBreaker::new(1, Duration::from_secs(5), clock.clone());
         breaker.record(&down());
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(Duration::from_secs(5));
         breaker.admit().expect("probe, whose caller then gives up");
         assert!(breaker.admit().is_err());
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(Duration::from_secs(5));
         breaker.admit().expect("another probe");
     }
 
     #[test]
     fn zero_disables_it() {
-        let breaker = LegacyBreaker::new(0, Duration::from_secs(60));
+        let breaker = LegacyBreaker::new(0, Duration::from_secs(60), Clock::system());
         for _ in 0..10 {
             breaker.record(&down());
         }

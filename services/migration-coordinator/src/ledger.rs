@@ -4,6 +4,7 @@ use crate::config::Mode;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use trickle_service_kit::Clock;
 use trickle_service_kit::db::Db;
 use trickle_service_kit::with_db;
 
@@ -12,6 +13,8 @@ pub struct Ledger {
     db: Db,
     mode_cache: Arc<Mutex<Option<(Mode, Instant)>>>,
     mode_cache_ttl: Duration,
+    /// The coordinator's time: ledger and backfill timestamps, lease expiry (tests move it).
+    clock: Clock,
 }
 
 impl Ledger {
@@ -21,8 +24,9 @@ impl Ledger {
         db: Db,
         initial_mode: Mode,
         mode_cache_ttl: Duration,
+        clock: Clock,
     ) -> Result<Self, sqlx::Error> {
-        let now = Utc::now();
+        let now = clock.now();
         with_db!(&db, pool => {
             sqlx::query("INSERT INTO migration_state (id, mode, updated_at) VALUES (1, $1, $2) ON CONFLICT DO NOTHING")
                 .bind(initial_mode.as_str())
@@ -35,7 +39,13 @@ impl Ledger {
             db,
             mode_cache: Arc::new(Mutex::new(None)),
             mode_cache_ttl,
+            clock,
         })
+    }
+
+    /// The time the coordinator's decisions use.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The current mode, read from the database at most once per cache period. If the
@@ -86,7 +96,7 @@ impl Ledger {
         legacy_id: &str,
         source: &str,
     ) -> Result<(), sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         with_db!(&self.db, pool => {
             sqlx::query(
                 "INSERT INTO migration_events (user_id, legacy_id, source, occurred_at) VALUES ($1, $2, $3, $4) \
@@ -112,7 +122,7 @@ impl Ledger {
         if users.is_empty() {
             return Ok(());
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         match &self.db {
             Db::Postgres(pool) => {
                 sqlx::query(
@@ -155,7 +165,7 @@ impl Ledger {
 
     /// Store a new mode; this replica sees it at once, the others within their cache period.
     pub async fn set_mode(&self, mode: Mode) -> Result<(), sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         with_db!(&self.db, pool => {
             sqlx::query("UPDATE migration_state SET mode = $1, updated_at = $2 WHERE id = 1")
                 .bind(mode.as_str())
@@ -173,7 +183,7 @@ impl Ledger {
     /// Count a failed migration attempt under `reason` (a bounded set of words).
     pub async fn record_failure(&self, reason: &str) -> Result<(), sqlx::Error> {
         let failure_id = uuid::Uuid::now_v7().to_string();
-        let now = Utc::now();
+        let now = self.clock.now();
         with_db!(&self.db, pool => {
             sqlx::query("INSERT INTO migration_failures (failure_id, reason, occurred_at) VALUES ($1, $2, $3)")
                 .bind(&failure_id)

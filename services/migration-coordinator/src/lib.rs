@@ -16,4 +16,4 @@ pub mod upstream;
 
 pub use config::MigrationConfig;
 pub use error::CoordinatorError;
-pub use startup::build;
+pub use startup::{build, build_with_clock};

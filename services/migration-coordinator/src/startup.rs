@@ -12,6 +12,7 @@ use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
 use trickle_proto::migration::v1::migration_admin_server::MigrationAdminServer;
 use trickle_proto::migration::v1::migration_coordinator_server::MigrationCoordinatorServer;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
+use trickle_service_kit::Clock;
 use trickle_service_kit::db::Db;
 use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 
@@ -41,6 +42,14 @@ pub enum StartError {
 
 /// Connect and migrate the coordinator's database, settle the mode, bind the listener.
 pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> {
+    build_with_clock(config, Clock::system()).await
+}
+
+/// [`build`], reading time from `clock` (tests move it instead of sleeping).
+pub async fn build_with_clock(
+    config: &MigrationConfig,
+    clock: Clock,
+) -> Result<BoundServer, StartError> {
     if config.database_url.is_empty() {
         return Err(StartError::NoDatabase);
     }
@@ -51,7 +60,13 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
     )
     .await?;
     db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
-    let ledger = Ledger::open(db, config.mode, Duration::from_millis(config.mode_cache_ms)).await?;
+    let ledger = Ledger::open(
+        db,
+        config.mode,
+        Duration::from_millis(config.mode_cache_ms),
+        clock.clone(),
+    )
+    .await?;
     let mode = ledger.mode().await?;
     let legacy = LegacyConnectorClient::new(server::channel(
         &config.legacy_url,
@@ -87,6 +102,7 @@ pub async fn build(config: &MigrationConfig) -> Result<BoundServer, StartError> 
     let breaker = LegacyBreaker::new(
         config.legacy_breaker_failures,
         Duration::from_millis(config.legacy_breaker_open_ms),
+        clock,
     );
     let coordinator = Coordinator::new(ledger, legacy, breaker, store);
     let gauges =

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use anyhow::Context as _;
+use trickle_service_kit::Clock;
 use trickle_service_kit::server::RunningServer;
 
 /// The four services of one Trickle, each serving real gRPC on its own address.
@@ -19,7 +20,12 @@ impl Cluster {
     /// Start store and legacy connector first (their addresses may be port 0), then the
     /// coordinator and the frontend pointed at them.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let store = trickle_user_store::build(&config.store)
+        Self::start_with_clock(config, Clock::system()).await
+    }
+
+    /// [`Cluster::start`], all four services reading time from `clock` (tests move it).
+    pub async fn start_with_clock(config: &Config, clock: Clock) -> anyhow::Result<Self> {
+        let store = trickle_user_store::build_with_clock(&config.store, clock.clone())
             .await
             .context("starting the user-store")?;
         // https:// when the called service requires mutual TLS.
@@ -37,9 +43,10 @@ impl Cluster {
         if migration.database_url.is_empty() {
             migration.database_url = config.store.database_url.clone();
         }
-        let coordinator = trickle_migration_coordinator::build(&migration)
-            .await
-            .context("starting the migration-coordinator")?;
+        let coordinator =
+            trickle_migration_coordinator::build_with_clock(&migration, clock.clone())
+                .await
+                .context("starting the migration-coordinator")?;
         let mut frontend_config = config.frontend.clone();
         frontend_config.store_url = store_url;
         frontend_config.coordinator_url = format!(
@@ -47,9 +54,10 @@ impl Cluster {
             scheme(&config.migration.tls),
             coordinator.local_addr()?
         );
-        let frontend = trickle_auth_frontend::build(&frontend_config, &config.tokens)
-            .await
-            .context("starting the auth-frontend")?;
+        let frontend =
+            trickle_auth_frontend::build_with_clock(&frontend_config, &config.tokens, clock)
+                .await
+                .context("starting the auth-frontend")?;
         let serving = &config.server;
         Ok(Self {
             store: store.with_serving(serving).spawn()?,

@@ -21,4 +21,4 @@ pub mod conversions {
 
 pub use config::StoreConfig;
 pub use error::StoreError;
-pub use startup::build;
+pub use startup::{build, build_with_clock};

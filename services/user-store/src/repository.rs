@@ -4,13 +4,15 @@
 use crate::model::{Profile, Source, User};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use trickle_service_kit::Email;
 use trickle_service_kit::db::Db;
 use trickle_service_kit::with_db;
+use trickle_service_kit::{Clock, Email};
 
 #[derive(Debug, Clone)]
 pub struct Repository {
     db: Db,
+    /// Every timestamp this store writes or compares comes from here (tests move it).
+    clock: Clock,
 }
 
 pub(crate) struct NewUser<'a> {
@@ -219,8 +221,13 @@ impl UserRow {
 }
 
 impl Repository {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, clock: Clock) -> Self {
+        Self { db, clock }
+    }
+
+    /// The time this store's decisions use.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     pub fn db(&self) -> &Db {
@@ -299,7 +306,7 @@ impl Repository {
     /// Insert a user unless the email or legacy id is taken; one statement, so concurrent
     /// inserts of one user in any number of processes leave exactly one row.
     pub(crate) async fn insert(&self, new: &NewUser<'_>) -> Result<InsertOutcome, sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let user_id = uuid::Uuid::now_v7().to_string();
         let row: Option<UserRow> = with_db!(&self.db, pool => {
             bind_new_user!(sqlx::query_as(INSERT_USER), new, &user_id, now)
@@ -320,7 +327,7 @@ impl Repository {
         verified_hash: &str,
         upgraded_hash: Option<&str>,
     ) -> Result<Option<User>, sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let row: Option<UserRow> = with_db!(&self.db, pool => {
             sqlx::query_as(RECORD_LOGIN)
                 .bind(now)
@@ -345,7 +352,7 @@ impl Repository {
             sqlx::query_as(SET_PASSWORD_IF_UNCHANGED)
                 .bind(user_id)
                 .bind(password_hash)
-                .bind(Utc::now())
+                .bind(self.clock.now())
                 .bind(expected)
                 .fetch_optional(pool)
                 .await
@@ -367,7 +374,7 @@ impl Repository {
             )
             .bind(user_id)
             .bind(email)
-            .bind(Utc::now())
+            .bind(self.clock.now())
             .execute(pool)
             .await
             .map(|done| done.rows_affected())
@@ -385,7 +392,7 @@ impl Repository {
                 .bind(user_id)
                 .bind(email.normalized())
                 .bind(email.display())
-                .bind(Utc::now())
+                .bind(self.clock.now())
                 .fetch_optional(pool)
                 .await
         })?;
@@ -394,7 +401,7 @@ impl Repository {
 
     /// Delete a user and leave their tombstone, in one transaction.
     pub(crate) async fn delete_with_tombstone(&self, user_id: &str) -> Result<bool, sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let tombstone_id = uuid::Uuid::now_v7().to_string();
         with_db!(&self.db, pool => async {
             let mut tx = pool.begin().await?;
@@ -456,7 +463,7 @@ impl Repository {
             .bind(user_id)
             .bind(legacy_id)
             .bind(email)
-            .bind(Utc::now())
+            .bind(self.clock.now())
             .bind(expires_at)
             .execute(pool)
             .await
@@ -509,7 +516,7 @@ impl Repository {
         user_id: &str,
         value: &str,
     ) -> Result<Option<User>, sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let row: Option<UserRow> = with_db!(&self.db, pool => async {
             let mut tx = pool.begin().await?;
             let consumed = sqlx::query(CONSUME_TICKET).bind(ticket_hash).bind(now).execute(&mut *tx).await?.rows_affected();
@@ -534,7 +541,7 @@ impl Repository {
         ticket_hash: &str,
         new: &NewUser<'_>,
     ) -> Result<Option<(User, bool)>, sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let user_id = uuid::Uuid::now_v7().to_string();
         let legacy_id = new.legacy_id.unwrap_or_default();
         let result: Option<(UserRow, bool)> = with_db!(&self.db, pool => async {
@@ -600,7 +607,7 @@ impl Repository {
         if users.is_empty() {
             return Ok(BackfillResult::default());
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         let legacy_ids: Vec<&str> = users.iter().map(|u| u.legacy_id).collect();
         let ids: Vec<String> = users
             .iter()
@@ -694,7 +701,7 @@ impl Repository {
         lockout: chrono::Duration,
         ends_attempt: bool,
     ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let window_start = now - window;
         let locked_until = now + lockout;
         with_db!(&self.db, pool => {
@@ -742,7 +749,7 @@ impl Repository {
         window: chrono::Duration,
         stale_before: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let window_start = now - window;
         // A count starts over when its window is over or its lock has expired.
         const RESET: &str = "(login_throttle.window_started_at < $3 \
@@ -825,7 +832,7 @@ impl Repository {
     /// Delete throttle rows whose window started before `before` and that lock nothing any
     /// more: they no longer count toward anything.
     pub(crate) async fn prune_throttle(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         with_db!(&self.db, pool => {
             sqlx::query(
                 "DELETE FROM login_throttle WHERE window_started_at < $1 \
@@ -938,7 +945,7 @@ mod tests {
         )
         .await
         .expect("migrate");
-        let repository = Repository::new(db);
+        let repository = Repository::new(db, Clock::system());
         let email = Email::parse("cas@example.com").expect("email");
         let InsertOutcome::Inserted(user) = repository
             .insert(&NewUser {

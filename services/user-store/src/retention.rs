@@ -3,7 +3,6 @@
 //! other only find less to do.
 
 use crate::repository::Repository;
-use chrono::Utc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -21,7 +20,7 @@ pub struct Retention {
 impl Retention {
     /// Delete what has expired, once; the rows deleted per table.
     pub async fn prune_once(&self, repository: &Repository) -> Result<(u64, u64), sqlx::Error> {
-        let now = Utc::now();
+        let now = repository.now();
         let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(1));
         let tickets = repository
             .prune_tickets(now - age(self.tickets_after))

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tonic::service::Routes;
 use trickle_password::HashPool;
 use trickle_proto::userstore::v1::user_store_server::UserStoreServer;
+use trickle_service_kit::Clock;
 use trickle_service_kit::db::Db;
 use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 
@@ -27,6 +28,14 @@ pub enum StartError {
 
 /// Connect and migrate the database, start the hashing pool, bind the listener.
 pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
+    build_with_clock(config, Clock::system()).await
+}
+
+/// [`build`], reading time from `clock` (tests move it instead of sleeping).
+pub async fn build_with_clock(
+    config: &StoreConfig,
+    clock: Clock,
+) -> Result<BoundServer, StartError> {
     let db = Db::connect("user-store", &config.database_url, config.max_connections).await?;
     db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
     let hasher = HashPool::new(
@@ -56,7 +65,7 @@ pub async fn build(config: &StoreConfig) -> Result<BoundServer, StartError> {
         window: Duration::from_secs(config.client_throttle_window_seconds.max(1)),
         lockout: Duration::from_secs(config.client_throttle_lockout_seconds.max(1)),
     };
-    let repository = Repository::new(db);
+    let repository = Repository::new(db, clock);
     let retention = (config.prune_interval_seconds > 0).then(|| {
         crate::retention::Retention {
             interval: Duration::from_secs(config.prune_interval_seconds),

@@ -178,7 +178,7 @@ impl LoginThrottle {
                 .repository
                 .attempt_state(client.key())
                 .await?
-                .and_then(|row| lock_left(row.locked_until))),
+                .and_then(|row| lock_left(row.locked_until, self.repository.now()))),
             None => Ok(None),
         }
     }
@@ -250,14 +250,14 @@ impl LoginThrottle {
         counters: &[(String, Throttle)],
         look_first: bool,
     ) -> Result<Admission, StoreError> {
-        let now = Utc::now();
+        let now = self.repository.now();
         let stale_before = now - chrono_duration(STALE_ATTEMPT);
         // A look first, for attempts waiting their turn: one that would be refused is refused
         // without a write, so that many waiting on one email do not queue on its row's lock.
         for (key, throttle) in counters.iter().filter(|_| look_first) {
             let window = chrono_duration(throttle.window);
             if let Some(row) = self.repository.attempt_state(key).await? {
-                if let Some(left) = lock_left(row.locked_until) {
+                if let Some(left) = lock_left(row.locked_until, self.repository.now()) {
                     return Ok(Admission::Refused(left));
                 }
                 let expired = row.window_started_at < now - window || row.locked_until.is_some();
@@ -285,7 +285,7 @@ impl LoginThrottle {
                 .repository
                 .attempt_state(key)
                 .await?
-                .and_then(|row| lock_left(row.locked_until))
+                .and_then(|row| lock_left(row.locked_until, self.repository.now()))
                 .unwrap_or_default();
             return Ok(Admission::Refused(wait));
         }
@@ -306,7 +306,7 @@ impl LoginThrottle {
             match outcome {
                 AttemptOutcome::Failed => {
                     let until = self.count_failure(&key, &throttle, true).await?;
-                    if let Some(left) = lock_left(until) {
+                    if let Some(left) = lock_left(until, self.repository.now()) {
                         locked = locked.max(Some(left));
                     }
                 }
@@ -364,7 +364,10 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 }
 
 /// How long a lock until `locked_until` still holds, if it does.
-fn lock_left(locked_until: Option<chrono::DateTime<Utc>>) -> Option<Duration> {
-    let left = locked_until? - Utc::now();
+fn lock_left(
+    locked_until: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> Option<Duration> {
+    let left = locked_until? - now;
     (left > chrono::Duration::zero()).then(|| left.to_std().unwrap_or_default())
 }

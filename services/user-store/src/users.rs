@@ -500,7 +500,7 @@ impl Users {
         if row.used_at.is_some() {
             return Err(StoreError::TicketUsed);
         }
-        if row.expires_at <= Utc::now() {
+        if row.expires_at <= self.repository.now() {
             return Err(StoreError::TicketExpired);
         }
         Ok(row)
@@ -516,8 +516,8 @@ impl Users {
     ) -> Result<(Ticket, DateTime<Utc>), StoreError> {
         let ticket = Ticket::generate()
             .map_err(|e| StoreError::Internal(format!("no randomness for a ticket: {e}")))?;
-        let expires_at =
-            Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(1));
+        let expires_at = self.repository.now()
+            + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(1));
         self.repository
             .insert_ticket(
                 &tickets::ticket_hash(ticket.expose()),
