@@ -1,7 +1,7 @@
 //! Backfill: everyone who never logs in is imported with their legacy hash — exactly once,
 //! resumably, alongside logins — on both backends.
 
-use super::{assert_status, login};
+use crate::support::{logged_in_user, login, login_refused};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -161,13 +161,7 @@ async fn backfill_imports_everyone_once_with_their_legacy_hashes(backend: Backen
         .login(login("user5@example.com", "pw-5"))
         .await
         .expect("user 5 migrates on login");
-    let six = client
-        .login(login("user6@example.com", "pw-6"))
-        .await
-        .expect("user 6 migrates")
-        .into_inner()
-        .user
-        .expect("user");
+    let six = logged_in_user(&mut client, "user6@example.com", "pw-6").await;
     client
         .delete_user(DeleteUserRequest {
             user_id: six.user_id,
@@ -265,11 +259,14 @@ async fn backfill_imports_everyone_once_with_their_legacy_hashes(backend: Backen
             after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "upgraded on login"
         );
-        let wrong = client
-            .login(login(&email, "pw-0"))
-            .await
-            .expect_err("wrong password");
-        assert_status(&wrong, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+        login_refused(
+            &mut client,
+            &email,
+            "pw-0",
+            Code::Unauthenticated,
+            reason::INVALID_CREDENTIALS,
+        )
+        .await;
     }
     let status = admin
         .get_status(GetStatusRequest {})

@@ -40,7 +40,7 @@ async fn legacy_hashes_above_the_cost_caps_are_not_verified() {
         .login(login("costly@example.com"))
         .await
         .expect_err("a hash above max_bcrypt_cost is not verified");
-    super::assert_status(
+    crate::support::assert_status(
         &refused,
         tonic::Code::Unauthenticated,
         trickle_service_kit::rpc::reason::INVALID_CREDENTIALS,
@@ -65,7 +65,7 @@ async fn legacy_hashes_above_the_cost_caps_are_not_verified() {
 /// logins working: a normal legacy user migrates at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_rows_without_a_usable_password_are_answered_as_wrong_passwords() {
-    use super::assert_status;
+    use crate::support::assert_status;
     use trickle_proto::migration::v1::GetStatusRequest;
     use trickle_service_kit::rpc::reason;
     let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));

@@ -1,7 +1,7 @@
 //! The web-service legacy backend (Basic Auth, JSON, optional TLS with a private CA) against a
 //! real HTTP server started by the test, including every way it can fail.
 
-use super::{assert_status, login};
+use crate::support::{assert_status, login, login_refused};
 use base64::Engine as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
@@ -166,11 +166,14 @@ async fn http_backend_migrates_and_fails_loudly() {
         ("nobody@example.com", "whatever"),
     ] {
         // web@ is in the store now; nobody@ is rejected by the web service (401).
-        let status = client
-            .login(login(email, password))
-            .await
-            .expect_err("rejected");
-        assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+        login_refused(
+            &mut client,
+            email,
+            password,
+            Code::Unauthenticated,
+            reason::INVALID_CREDENTIALS,
+        )
+        .await;
     }
     for email in [
         "broken@example.com",
@@ -178,18 +181,24 @@ async fn http_backend_migrates_and_fails_loudly() {
         "garbage@example.com",
         "noid@example.com",
     ] {
-        let status = client
-            .login(login(email, "whatever"))
-            .await
-            .expect_err("the web service failed");
-        assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+        login_refused(
+            &mut client,
+            email,
+            "whatever",
+            Code::Unavailable,
+            reason::LEGACY_UNAVAILABLE,
+        )
+        .await;
     }
     let started = Instant::now();
-    let status = client
-        .login(login("slow@example.com", "whatever"))
-        .await
-        .expect_err("too slow");
-    assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+    login_refused(
+        &mut client,
+        "slow@example.com",
+        "whatever",
+        Code::Unavailable,
+        reason::LEGACY_UNAVAILABLE,
+    )
+    .await;
     assert!(
         started.elapsed() < Duration::from_millis(2500),
         "cut off at the deadline, not after {:?}",

@@ -1,7 +1,7 @@
 //! The whole user lifecycle during a migration — reset, verification, change of email and
 //! password, delete — and the cutover that ends it (docs/ARCHITECTURE.md, "Flows"), on both backends.
 
-use super::{alice, assert_status, login, violated_fields};
+use crate::support::{alice, assert_status, logged_in_user, login, login_refused, violated_fields};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use trickle_proto::auth::v1::{
@@ -100,11 +100,14 @@ async fn reset_migrates_an_unmigrated_user_with_the_legacy_profile(backend: Back
         "profile from Get User"
     );
 
-    let status = client
-        .login(login("alice@example.com", "legacy-password"))
-        .await
-        .expect_err("old password");
-    assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    login_refused(
+        &mut client,
+        "alice@example.com",
+        "legacy-password",
+        Code::Unauthenticated,
+        reason::INVALID_CREDENTIALS,
+    )
+    .await;
     let logged_in = client
         .login(login("alice@example.com", "a brand new password"))
         .await
@@ -165,13 +168,7 @@ async fn tickets_work_once_expire_and_never_appear_in_logs(backend: Backend) {
     .await;
     alice(&trickle, "legacy-password").await;
     let mut client = trickle.client().await;
-    let user = client
-        .login(login("alice@example.com", "legacy-password"))
-        .await
-        .expect("migrates")
-        .into_inner()
-        .user
-        .expect("user");
+    let user = logged_in_user(&mut client, "alice@example.com", "legacy-password").await;
 
     let ticket = reset_ticket(&trickle, "alice@example.com").await;
     client
@@ -281,13 +278,7 @@ async fn changed_email_keeps_the_old_email_out(backend: Backend) {
     let trickle = TestTrickle::start(backend).await;
     alice(&trickle, "legacy-password").await;
     let mut client = trickle.client().await;
-    let user = client
-        .login(login("alice@example.com", "legacy-password"))
-        .await
-        .expect("migrates")
-        .into_inner()
-        .user
-        .expect("user");
+    let user = logged_in_user(&mut client, "alice@example.com", "legacy-password").await;
 
     let changed = client
         .change_email(ChangeEmailRequest {
@@ -304,11 +295,14 @@ async fn changed_email_keeps_the_old_email_out(backend: Backend) {
 
     // The legacy store still has the old email and password: they must not make a second
     // account (legacy_id is unique) nor open this one.
-    let status = client
-        .login(login("alice@example.com", "legacy-password"))
-        .await
-        .expect_err("old email");
-    assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    login_refused(
+        &mut client,
+        "alice@example.com",
+        "legacy-password",
+        Code::Unauthenticated,
+        reason::INVALID_CREDENTIALS,
+    )
+    .await;
     assert_eq!(trickle.store.user_count().await, 1);
     client
         .login(login("alice@wonderland.example", "legacy-password"))
@@ -324,11 +318,14 @@ async fn changed_email_keeps_the_old_email_out(backend: Backend) {
         })
         .await
         .expect("change password");
-    let old = client
-        .login(login("alice@wonderland.example", "legacy-password"))
-        .await
-        .expect_err("old password");
-    assert_status(&old, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    login_refused(
+        &mut client,
+        "alice@wonderland.example",
+        "legacy-password",
+        Code::Unauthenticated,
+        reason::INVALID_CREDENTIALS,
+    )
+    .await;
     let wrong = client
         .change_password(ChangePasswordRequest {
             user_id: user.user_id,
@@ -344,13 +341,7 @@ async fn deleted_users_stay_deleted_but_the_email_is_free(backend: Backend) {
     let trickle = TestTrickle::start(backend).await;
     alice(&trickle, "legacy-password").await;
     let mut client = trickle.client().await;
-    let user = client
-        .login(login("alice@example.com", "legacy-password"))
-        .await
-        .expect("migrates")
-        .into_inner()
-        .user
-        .expect("user");
+    let user = logged_in_user(&mut client, "alice@example.com", "legacy-password").await;
 
     client
         .delete_user(DeleteUserRequest {
@@ -368,11 +359,14 @@ async fn deleted_users_stay_deleted_but_the_email_is_free(backend: Backend) {
     assert_status(&again, Code::NotFound, reason::USER_NOT_FOUND);
 
     // The legacy store still has her: neither login nor reset nor lookup brings her back.
-    let status = client
-        .login(login("alice@example.com", "legacy-password"))
-        .await
-        .expect_err("tombstoned");
-    assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    login_refused(
+        &mut client,
+        "alice@example.com",
+        "legacy-password",
+        Code::Unauthenticated,
+        reason::INVALID_CREDENTIALS,
+    )
+    .await;
     let status = client
         .create_password_reset_ticket(CreatePasswordResetTicketRequest {
             email: "alice@example.com".into(),
@@ -407,11 +401,14 @@ async fn deleted_users_stay_deleted_but_the_email_is_free(backend: Backend) {
         .login(login("alice@example.com", "a brand new password"))
         .await
         .expect("the new account logs in");
-    let status = client
-        .login(login("alice@example.com", "legacy-password"))
-        .await
-        .expect_err("legacy password");
-    assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    login_refused(
+        &mut client,
+        "alice@example.com",
+        "legacy-password",
+        Code::Unauthenticated,
+        reason::INVALID_CREDENTIALS,
+    )
+    .await;
     assert_eq!(trickle.store.user_count().await, 1);
 }
 
@@ -427,13 +424,7 @@ async fn change_email_to_another_legacy_users_email_is_refused(backend: Backend)
         ))
         .await;
     let mut client = trickle.client().await;
-    let user = client
-        .login(login("alice@example.com", "legacy-password"))
-        .await
-        .expect("migrates")
-        .into_inner()
-        .user
-        .expect("user");
+    let user = logged_in_user(&mut client, "alice@example.com", "legacy-password").await;
 
     let status = client
         .change_email(ChangeEmailRequest {
@@ -492,13 +483,7 @@ async fn status_counts_match_the_databases(backend: Backend) {
         .login(login("alice@example.com", "alice-password"))
         .await
         .expect("alice migrates");
-    let bob = client
-        .login(login("bob@example.com", "bob-password"))
-        .await
-        .expect("bob migrates")
-        .into_inner()
-        .user
-        .expect("user");
+    let bob = logged_in_user(&mut client, "bob@example.com", "bob-password").await;
     let _ = client
         .login(login("carol@example.com", "not carol's password"))
         .await
@@ -643,18 +628,21 @@ async fn cutover_refuses_with_users_left_then_forced_ends_the_legacy_path(backen
         .stop_legacy_connector()
         .await
         .expect("stop the connector");
-    crate::wait_for_cutover(&trickle, "bob@example.com").await;
+    crate::support::wait_for_cutover(&trickle, "bob@example.com").await;
     for _ in 0..3 {
         client
             .login(login("alice@example.com", "alice-password"))
             .await
             .expect("migrated users log in");
     }
-    let status = client
-        .login(login("bob@example.com", "bob-password"))
-        .await
-        .expect_err("legacy-only user");
-    assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
+    login_refused(
+        &mut client,
+        "bob@example.com",
+        "bob-password",
+        Code::Unauthenticated,
+        reason::INVALID_CREDENTIALS,
+    )
+    .await;
     let status = client
         .create_password_reset_ticket(CreatePasswordResetTicketRequest {
             email: "bob@example.com".into(),
@@ -895,15 +883,12 @@ async fn trickle_admin_prints_tables_and_json() {
     use trickle::admin::{AdminCommand, run};
     let trickle = TestTrickle::start(Backend::Sqlite).await;
     alice(&trickle, "alice-password").await;
-    let user = trickle
-        .client()
-        .await
-        .login(login("alice@example.com", "alice-password"))
-        .await
-        .expect("login")
-        .into_inner()
-        .user
-        .expect("user");
+    let user = logged_in_user(
+        &mut trickle.client().await,
+        "alice@example.com",
+        "alice-password",
+    )
+    .await;
     let address = trickle.cluster.coordinator.admin_url();
 
     let table = run(&address, AdminCommand::Status, false)

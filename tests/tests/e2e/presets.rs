@@ -3,7 +3,7 @@
 //! (tests/vectors): a login migrates, the backfill imports the rest, and the store then
 //! verifies them on its own.
 
-use super::{assert_status, login};
+use crate::support::{assert_status, login};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! What SREs see: one trace per login across the four services, exported over OTLP/gRPC to a
 //! real receiver, with RPC and migration attributes and no secret anywhere.
 
-use super::{alice, login};
+use crate::support::{alice, login};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;

@@ -3,7 +3,8 @@
 //! same lock; a guesser naming another source cannot lock the owner out (until the per-email
 //! ceiling); a completed password reset lifts every lock for the owner.
 
-use super::{assert_status, login};
+use crate::support::{alice, assert_status, login, login_refused};
+use std::time::Duration;
 use tonic::Code;
 use trickle_proto::auth::v1::{
     ChangePasswordRequest, CreatePasswordResetTicketRequest, LoginRequest, ResetPasswordRequest,
@@ -106,11 +107,14 @@ async fn a_burst_of_parallel_guesses_cannot_race_past_the_lock() {
             let mut client = trickle.client().await;
             let mut locked = false;
             for _ in 0..50 {
-                let status = client
-                    .login(login(email, "the-real-password"))
-                    .await
-                    .expect_err("throttled");
-                assert_status(&status, Code::ResourceExhausted, reason::RATE_LIMITED);
+                let status = login_refused(
+                    &mut client,
+                    email,
+                    "the-real-password",
+                    Code::ResourceExhausted,
+                    reason::RATE_LIMITED,
+                )
+                .await;
                 let retry = tonic_types::StatusExt::get_error_details(&status)
                     .retry_info()
                     .and_then(|r| r.retry_delay)
@@ -254,11 +258,14 @@ async fn change_password_guesses_count_and_lock_the_account() {
         .await
         .expect_err("locked: not even the right password is checked");
     assert_status(&status, Code::ResourceExhausted, reason::RATE_LIMITED);
-    let status = client
-        .login(login("carol@example.com", "carols-password"))
-        .await
-        .expect_err("the same lock holds for logins");
-    assert_status(&status, Code::ResourceExhausted, reason::RATE_LIMITED);
+    login_refused(
+        &mut client,
+        "carol@example.com",
+        "carols-password",
+        Code::ResourceExhausted,
+        reason::RATE_LIMITED,
+    )
+    .await;
 }
 
 /// A guesser locked the owner out; the owner resets the password through a ticket and logs
@@ -276,15 +283,115 @@ async fn a_completed_reset_lifts_the_lock() {
             .login(login("erin@example.com", &format!("guess-{guess}")))
             .await;
     }
-    let status = client
-        .login(login("erin@example.com", "erins-password"))
-        .await
-        .expect_err("locked");
-    assert_status(&status, Code::ResourceExhausted, reason::RATE_LIMITED);
+    login_refused(
+        &mut client,
+        "erin@example.com",
+        "erins-password",
+        Code::ResourceExhausted,
+        reason::RATE_LIMITED,
+    )
+    .await;
 
     reset_password(&mut client, "erin@example.com", "a fresh start for erin").await;
     client
         .login(login("erin@example.com", "a fresh start for erin"))
         .await
         .expect("the reset lifted the lock");
+}
+
+on_both_backends!(failed_logins_lock_the_email_on_every_replica);
+
+async fn failed_logins_lock_the_email_on_every_replica(backend: Backend) {
+    let trickle = TestTrickle::start_with(backend, |config| {
+        config.store.login_throttle_failures = 3;
+        config.store.login_throttle_window_seconds = 60;
+        config.store.login_throttle_lockout_seconds = 300;
+    })
+    .await;
+    alice(&trickle, "through-the-looking-glass").await;
+    let mut client = trickle.client().await;
+    client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("migrates");
+
+    for _ in 0..3 {
+        login_refused(
+            &mut client,
+            "alice@example.com",
+            "guess",
+            Code::Unauthenticated,
+            reason::INVALID_CREDENTIALS,
+        )
+        .await;
+    }
+    // Locked: even the right password is not checked, on this replica or another.
+    let locked = login_refused(
+        &mut client,
+        "ALICE@example.com",
+        "through-the-looking-glass",
+        Code::ResourceExhausted,
+        reason::RATE_LIMITED,
+    )
+    .await;
+    let retry = tonic_types::StatusExt::get_error_details(&locked)
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("retry delay");
+    assert!(
+        retry > Duration::from_secs(290) && retry <= Duration::from_secs(300),
+        "{retry:?}"
+    );
+    let replica = trickle.second_cluster(|_| {}).await;
+    let mut other = trickle_proto::auth::v1::auth_service_client::AuthServiceClient::connect(
+        replica.frontend.url(),
+    )
+    .await
+    .expect("connect");
+    login_refused(
+        &mut other,
+        "alice@example.com",
+        "through-the-looking-glass",
+        Code::ResourceExhausted,
+        reason::RATE_LIMITED,
+    )
+    .await;
+
+    // The lock ends; a success clears the count.
+    trickle.clock.advance(Duration::from_secs(300));
+    client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("unlocked");
+    for _ in 0..2 {
+        client
+            .login(login("alice@example.com", "guess"))
+            .await
+            .expect_err("wrong");
+    }
+    client
+        .login(login("alice@example.com", "through-the-looking-glass"))
+        .await
+        .expect("two failures do not lock");
+
+    // Failures the legacy store decides count too, for emails no one has.
+    for _ in 0..3 {
+        login_refused(
+            &mut client,
+            "nobody@example.com",
+            "guess",
+            Code::Unauthenticated,
+            reason::INVALID_CREDENTIALS,
+        )
+        .await;
+    }
+    login_refused(
+        &mut client,
+        "nobody@example.com",
+        "guess",
+        Code::ResourceExhausted,
+        reason::RATE_LIMITED,
+    )
+    .await;
+    replica.stop().await.expect("stop");
 }

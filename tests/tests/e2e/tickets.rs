@@ -1,7 +1,7 @@
 //! Reset tickets: bound to the email they were sent to, and used up together — a completed
 //! reset or a password change revokes every other outstanding reset ticket of the user.
 
-use super::assert_status;
+use crate::support::assert_status;
 use tonic::Code;
 use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
 use trickle_proto::auth::v1::{

@@ -17,7 +17,7 @@ use trickle_proto::migration::v1::{Mode, SetModeRequest, StartBackfillRequest};
 use trickle_service_kit::rpc::reason;
 use trickle_tests::{Backend, TestTrickle, bcrypt, generous_deadlines};
 
-use crate::{assert_status, login};
+use crate::support::{assert_status, login};
 
 /// Rounds per phase: each round refuses one login of every class, in an order that rotates.
 const ROUNDS: usize = 40;
@@ -125,7 +125,7 @@ async fn every_refused_login_costs_the_same_for_every_class_of_user() {
         })
         .await
         .expect("cutover");
-    crate::wait_for_cutover(&trickle, "legacy0@example.com").await;
+    crate::support::wait_for_cutover(&trickle, "legacy0@example.com").await;
     // After cutover a legacy user who never migrated is an email nobody has.
     let after = measure(&trickle, BEFORE_CUTOVER).await;
 
