@@ -559,7 +559,7 @@ async fn follow_name(
     loop {
         match tokio::net::lookup_host((host.as_str(), port)).await {
             Ok(found) => {
-                let found: std::collections::BTreeSet<SocketAddr> = found.collect();
+                let found = reachable(found.collect()).await;
                 if found.is_empty() {
                     if !warned {
                         tracing::warn!(%host, "the service name resolves to no address; keeping the last known replicas");
@@ -601,6 +601,29 @@ async fn follow_name(
         }
         tokio::time::sleep(RESOLVE_INTERVAL).await;
     }
+}
+
+/// Of the addresses a name resolves to, those that accept a connection now (all of them when
+/// none does). A replica not listening yet (still starting) or any more (stopped before the
+/// name forgot it) must stay out of the balancer: tonic's lazy connections report "ready"
+/// after a failed connect, so the balancer would route the next call there and fail it while
+/// another replica was healthy.
+async fn reachable(
+    found: std::collections::BTreeSet<SocketAddr>,
+) -> std::collections::BTreeSet<SocketAddr> {
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+    let probes = found.iter().map(|addr| async move {
+        let accepted = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .is_ok_and(|connected| connected.is_ok());
+        accepted.then_some(*addr)
+    });
+    let up: std::collections::BTreeSet<SocketAddr> = futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if up.is_empty() { found } else { up }
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.

@@ -10,7 +10,7 @@
 
 use crate::config::Mode;
 use crate::error::CoordinatorError;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerSource};
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,10 +29,44 @@ const MAX_LISTED_UNSUPPORTED: i64 = 1000;
 /// Pages in flight between the legacy stream and the checkpoint.
 const PIPELINE_DEPTH: usize = 3;
 
+/// Where a backfill job stands (the `state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Cancelled => "cancelled",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+impl TryFrom<String> for JobState {
+    type Error = crate::ledger::UnknownValue;
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        match stored.as_str() {
+            "running" => Ok(JobState::Running),
+            "completed" => Ok(JobState::Completed),
+            "cancelled" => Ok(JobState::Cancelled),
+            "failed" => Ok(JobState::Failed),
+            _ => Err(crate::ledger::UnknownValue(stored)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Job {
     pub job_id: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
     pub batch_size: i32,
     pub cursor: Option<String>,
     pub processed: i64,
@@ -162,9 +196,9 @@ impl Backfiller {
         }
         let now = self.ledger.now();
         if let Some(latest) = self.job(None).await? {
-            match latest.state.as_str() {
-                "running" => return Ok(latest),
-                "failed" | "cancelled" => {
+            match latest.state {
+                JobState::Running => return Ok(latest),
+                JobState::Failed | JobState::Cancelled => {
                     with_db!(&self.db, pool => {
                         sqlx::query(
                             "UPDATE backfill_jobs SET state = 'running', owner = $2, heartbeat_at = $3, updated_at = $3, \
@@ -184,7 +218,7 @@ impl Backfiller {
                         .await?
                         .ok_or_else(|| CoordinatorError::Internal("backfill vanished".into()));
                 }
-                _ => {}
+                JobState::Completed => {}
             }
         }
         let total = self
@@ -261,7 +295,7 @@ impl Backfiller {
                             jobs.spawn(async move {
                                 if let Err(e) = runner.run(&job_id).await {
                                     tracing::error!(%job_id, error = %e, "backfill failed");
-                                    let _ = runner.finish(&job_id, "failed", Some(&e.to_string())).await;
+                                    let _ = runner.finish(&job_id, JobState::Failed, Some(&e.to_string())).await;
                                 }
                                 runner.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&job_id);
                             });
@@ -314,7 +348,7 @@ impl Backfiller {
     async fn finish(
         &self,
         job_id: &str,
-        state: &str,
+        state: JobState,
         error: Option<&str>,
     ) -> Result<(), sqlx::Error> {
         let now = self.ledger.now();
@@ -324,7 +358,7 @@ impl Backfiller {
                  WHERE job_id = $1 AND state = 'running' AND owner = $5",
             )
             .bind(job_id)
-            .bind(state)
+            .bind(state.as_str())
             .bind(error)
             .bind(now)
             .bind(&self.owner)
@@ -452,7 +486,11 @@ impl Backfiller {
             .into_iter()
             .map(|u| (u.user_id, u.legacy_id))
             .collect();
-        if let Err(e) = self.ledger.record_migrations(&backfilled, "backfill").await {
+        if let Err(e) = self
+            .ledger
+            .record_migrations(&backfilled, LedgerSource::Backfill)
+            .await
+        {
             tracing::error!(error = %e, "could not record backfilled users in the ledger");
         }
         self.record_unsupported(job_id, &unsupported).await?;
@@ -506,7 +544,7 @@ impl Backfiller {
                 return Ok(());
             }
         }
-        self.finish(job_id, "completed", None).await?;
+        self.finish(job_id, JobState::Completed, None).await?;
         tracing::info!(%job_id, "backfill completed");
         Ok(())
     }

@@ -1,10 +1,11 @@
 //! The tonic layer: proto ⇄ domain conversions only.
 
 use crate::admin::{Lookup, Status as MigrationStatus};
-use crate::backfill::{Backfiller, DEFAULT_BATCH_SIZE, Job, MAX_BATCH_SIZE};
+use crate::backfill::{Backfiller, DEFAULT_BATCH_SIZE, Job, JobState, MAX_BATCH_SIZE};
 use crate::config::Mode;
 use crate::error::CoordinatorError;
-use crate::migrate_on_login::{Coordinator, MigrationOutcome};
+use crate::ledger::LedgerSource;
+use crate::migrate_on_login::{Coordinator, LoginMigration};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::migration::v1::{
@@ -47,16 +48,16 @@ impl MigrationCoordinator for CoordinatorService {
             return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
         };
         let (outcome, user) = match self.coordinator.migrate_on_login(&email, password).await? {
-            MigrationOutcome::Migrated(user) => (Outcome::Migrated, Some(user)),
-            MigrationOutcome::AlreadyMigrated(user) => (Outcome::AlreadyMigrated, Some(user)),
+            LoginMigration::Migrated(user) => (Outcome::Migrated, Some(user)),
+            LoginMigration::AlreadyMigrated(user) => (Outcome::AlreadyMigrated, Some(user)),
             // Answered exactly like a wrong password: the caller must not learn that the
             // record exists.
-            MigrationOutcome::LegacyRejected | MigrationOutcome::UnusableLegacyHash => {
+            LoginMigration::LegacyRejected | LoginMigration::UnusableLegacyHash => {
                 (Outcome::LegacyRejected, None)
             }
-            MigrationOutcome::Conflict => (Outcome::Conflict, None),
-            MigrationOutcome::NotImporting => (Outcome::NotImporting, None),
-            MigrationOutcome::Tombstoned => (Outcome::Tombstoned, None),
+            LoginMigration::Conflict => (Outcome::Conflict, None),
+            LoginMigration::NotImporting => (Outcome::NotImporting, None),
+            LoginMigration::Tombstoned => (Outcome::Tombstoned, None),
         };
         Ok(Response::new(MigrateOnLoginResponse {
             outcome: outcome.into(),
@@ -166,12 +167,11 @@ fn backfill_to_proto(job: Job, unsupported: Vec<(String, String)>) -> pb::Backfi
         finished_at,
         error,
     } = job;
-    let state = match state.as_str() {
-        "running" => pb::BackfillState::Running,
-        "completed" => pb::BackfillState::Completed,
-        "cancelled" => pb::BackfillState::Cancelled,
-        "failed" => pb::BackfillState::Failed,
-        _ => pb::BackfillState::Unspecified,
+    let state = match state {
+        JobState::Running => pb::BackfillState::Running,
+        JobState::Completed => pb::BackfillState::Completed,
+        JobState::Cancelled => pb::BackfillState::Cancelled,
+        JobState::Failed => pb::BackfillState::Failed,
     };
     let elapsed = (finished_at.unwrap_or(updated_at) - started_at)
         .num_milliseconds()
@@ -234,14 +234,12 @@ fn failure_counts(rows: Vec<(String, i64)>) -> Vec<FailureCount> {
         .collect()
 }
 
-fn source_to_proto(source: &str) -> trickle_proto::auth::v1::Source {
+fn source_to_proto(source: LedgerSource) -> trickle_proto::auth::v1::Source {
     use trickle_proto::auth::v1::Source;
     match source {
-        "login_migration" => Source::LoginMigration,
-        "reset_migration" => Source::ResetMigration,
-        "backfill" => Source::Backfill,
-        "signup" => Source::Signup,
-        _ => Source::Unspecified,
+        LedgerSource::LoginMigration => Source::LoginMigration,
+        LedgerSource::ResetMigration => Source::ResetMigration,
+        LedgerSource::Backfill => Source::Backfill,
     }
 }
 
@@ -341,7 +339,7 @@ impl MigrationAdmin for AdminService {
         let events = events
             .into_iter()
             .map(|e| pb::MigrationEvent {
-                source: source_to_proto(&e.source).into(),
+                source: source_to_proto(e.source).into(),
                 event_id: e.event_id,
                 user_id: e.user_id,
                 legacy_id: e.legacy_id,

@@ -94,7 +94,7 @@ impl Ledger {
         &self,
         user_id: &str,
         legacy_id: &str,
-        source: &str,
+        source: LedgerSource,
     ) -> Result<(), sqlx::Error> {
         let now = self.clock.now();
         with_db!(&self.db, pool => {
@@ -104,7 +104,7 @@ impl Ledger {
             )
             .bind(user_id)
             .bind(legacy_id)
-            .bind(source)
+            .bind(source.as_str())
             .bind(now)
             .execute(pool)
             .await
@@ -117,7 +117,7 @@ impl Ledger {
     pub async fn record_migrations(
         &self,
         users: &[(String, String)],
-        source: &str,
+        source: LedgerSource,
     ) -> Result<(), sqlx::Error> {
         if users.is_empty() {
             return Ok(());
@@ -132,7 +132,7 @@ impl Ledger {
                 )
                 .bind(users.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
                 .bind(users.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>())
-                .bind(source)
+                .bind(source.as_str())
                 .bind(now)
                 .execute(pool)
                 .await?;
@@ -144,7 +144,7 @@ impl Ledger {
                 insert.push_values(users, |mut row, (user_id, legacy_id)| {
                     row.push_bind(user_id.as_str())
                         .push_bind(legacy_id.as_str())
-                        .push_bind(source)
+                        .push_bind(source.as_str())
                         .push_bind(now);
                 });
                 insert.push(" ON CONFLICT DO NOTHING");
@@ -246,12 +246,48 @@ impl Ledger {
     }
 }
 
+/// How a ledger event's user moved into the store (the `source` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerSource {
+    LoginMigration,
+    ResetMigration,
+    Backfill,
+}
+
+impl LedgerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerSource::LoginMigration => "login_migration",
+            LedgerSource::ResetMigration => "reset_migration",
+            LedgerSource::Backfill => "backfill",
+        }
+    }
+}
+
+impl TryFrom<String> for LedgerSource {
+    type Error = UnknownValue;
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        match stored.as_str() {
+            "login_migration" => Ok(LedgerSource::LoginMigration),
+            "reset_migration" => Ok(LedgerSource::ResetMigration),
+            "backfill" => Ok(LedgerSource::Backfill),
+            _ => Err(UnknownValue(stored)),
+        }
+    }
+}
+
+/// A stored word this release does not know (a newer release wrote it).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown stored value {0:?}")]
+pub struct UnknownValue(pub String);
+
 /// One row of the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MigrationEvent {
     pub event_id: String,
     pub user_id: String,
     pub legacy_id: String,
-    pub source: String,
+    #[sqlx(try_from = "String")]
+    pub source: LedgerSource,
     pub occurred_at: DateTime<Utc>,
 }

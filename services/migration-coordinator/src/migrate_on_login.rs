@@ -4,8 +4,8 @@
 use crate::breaker::LegacyBreaker;
 use crate::config::Mode;
 use crate::error::CoordinatorError;
-use crate::ledger::Ledger;
-use crate::upstream::{ImportAnswer, LegacyLogin, Upstreams};
+use crate::ledger::{Ledger, LedgerSource};
+use crate::upstream::{LegacyLogin, StoreImport, Upstreams};
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::legacy::v1 as legacy;
@@ -14,8 +14,10 @@ use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
 use trickle_service_kit::server::Channel;
 
+/// How one login's migration ended (the coordinator's step; the store's own step is its
+/// `ImportOutcome`, seen from here as [`crate::upstream::StoreImport`]).
 #[derive(Debug)]
-pub enum MigrationOutcome {
+pub enum LoginMigration {
     /// This login moved the user into the store.
     Migrated(auth::User),
     /// A concurrent login moved the user first; the password matches.
@@ -33,30 +35,30 @@ pub enum MigrationOutcome {
     Tombstoned,
 }
 
-impl MigrationOutcome {
+impl LoginMigration {
     /// For logs and traces (a bounded set).
     pub fn as_str(&self) -> &'static str {
         match self {
-            MigrationOutcome::Migrated(_) => "migrated",
-            MigrationOutcome::AlreadyMigrated(_) => "already_migrated",
-            MigrationOutcome::LegacyRejected => "legacy_rejected",
-            MigrationOutcome::UnusableLegacyHash => "unusable_legacy_hash",
-            MigrationOutcome::Conflict => "conflict",
-            MigrationOutcome::NotImporting => "not_importing",
-            MigrationOutcome::Tombstoned => "tombstoned",
+            LoginMigration::Migrated(_) => "migrated",
+            LoginMigration::AlreadyMigrated(_) => "already_migrated",
+            LoginMigration::LegacyRejected => "legacy_rejected",
+            LoginMigration::UnusableLegacyHash => "unusable_legacy_hash",
+            LoginMigration::Conflict => "conflict",
+            LoginMigration::NotImporting => "not_importing",
+            LoginMigration::Tombstoned => "tombstoned",
         }
     }
 
     /// Outcomes operators count as failed migrations.
     fn failure_reason(&self) -> Option<&'static str> {
         match self {
-            MigrationOutcome::LegacyRejected
-            | MigrationOutcome::UnusableLegacyHash
-            | MigrationOutcome::Conflict
-            | MigrationOutcome::Tombstoned => Some(self.as_str()),
-            MigrationOutcome::Migrated(_)
-            | MigrationOutcome::AlreadyMigrated(_)
-            | MigrationOutcome::NotImporting => None,
+            LoginMigration::LegacyRejected
+            | LoginMigration::UnusableLegacyHash
+            | LoginMigration::Conflict
+            | LoginMigration::Tombstoned => Some(self.as_str()),
+            LoginMigration::Migrated(_)
+            | LoginMigration::AlreadyMigrated(_)
+            | LoginMigration::NotImporting => None,
         }
     }
 }
@@ -103,7 +105,7 @@ impl Coordinator {
         &self,
         email: &Email,
         password: Password,
-    ) -> Result<MigrationOutcome, CoordinatorError> {
+    ) -> Result<LoginMigration, CoordinatorError> {
         let outcome = self.migrate(email, password).await;
         let label = match &outcome {
             Ok(outcome) => outcome.as_str(),
@@ -112,8 +114,7 @@ impl Coordinator {
         };
         let span = tracing::Span::current();
         span.record("trickle.migration.outcome", label);
-        if let Ok(MigrationOutcome::Migrated(user) | MigrationOutcome::AlreadyMigrated(user)) =
-            &outcome
+        if let Ok(LoginMigration::Migrated(user) | LoginMigration::AlreadyMigrated(user)) = &outcome
         {
             span.record("trickle.user.id", user.user_id.as_str());
             span.record("trickle.legacy.id", user.legacy_id.as_str());
@@ -138,7 +139,7 @@ impl Coordinator {
             });
         }
         match &outcome {
-            Ok(MigrationOutcome::Migrated(user)) => {
+            Ok(LoginMigration::Migrated(user)) => {
                 tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, outcome = label, "user migrated on login");
             }
             _ => tracing::debug!(outcome = label, "migration on login finished"),
@@ -150,14 +151,14 @@ impl Coordinator {
         &self,
         email: &Email,
         password: Password,
-    ) -> Result<MigrationOutcome, CoordinatorError> {
+    ) -> Result<LoginMigration, CoordinatorError> {
         if self.mode().await? == Mode::Authoritative {
-            return Ok(MigrationOutcome::NotImporting);
+            return Ok(LoginMigration::NotImporting);
         }
         let legacy_user = match self.upstream.legacy_login(email, &password).await? {
             LegacyLogin::Authenticated(user) => user,
-            LegacyLogin::Rejected => return Ok(MigrationOutcome::LegacyRejected),
-            LegacyLogin::UnusablePassword => return Ok(MigrationOutcome::UnusableLegacyHash),
+            LegacyLogin::Rejected => return Ok(LoginMigration::LegacyRejected),
+            LegacyLogin::UnusablePassword => return Ok(LoginMigration::UnusableLegacyHash),
         };
         // The connector only returns rows whose email matches, but the import must never
         // depend on a connector someone else wrote getting that right.
@@ -170,17 +171,17 @@ impl Coordinator {
             tracing::warn!(
                 "legacy connector returned a user with a different email; refusing the login"
             );
-            return Ok(MigrationOutcome::Conflict);
+            return Ok(LoginMigration::Conflict);
         }
         Ok(
             match self
                 .import(legacy_user, &password, auth::Source::LoginMigration, None)
                 .await?
             {
-                ImportAnswer::Created(user) => MigrationOutcome::Migrated(user),
-                ImportAnswer::Existing(user) => MigrationOutcome::AlreadyMigrated(user),
-                ImportAnswer::Conflict => MigrationOutcome::Conflict,
-                ImportAnswer::Tombstoned => MigrationOutcome::Tombstoned,
+                StoreImport::Created(user) => LoginMigration::Migrated(user),
+                StoreImport::Existing(user) => LoginMigration::AlreadyMigrated(user),
+                StoreImport::Conflict => LoginMigration::Conflict,
+                StoreImport::Tombstoned => LoginMigration::Tombstoned,
             },
         )
     }
@@ -211,19 +212,19 @@ impl Coordinator {
         password: &Password,
         source: auth::Source,
         reset_ticket: Option<&str>,
-    ) -> Result<ImportAnswer, CoordinatorError> {
+    ) -> Result<StoreImport, CoordinatorError> {
         let imported = self
             .upstream
             .import_user(legacy_user, password, source, reset_ticket)
             .await?;
-        if let ImportAnswer::Created(user) = &imported {
+        if let StoreImport::Created(user) = &imported {
             // The user is committed in the store; the ledger is the audit trail of it.
             // Failing the call now would not undo the import, so a ledger failure is
             // logged loudly instead.
             let label = if source == auth::Source::ResetMigration {
-                "reset_migration"
+                LedgerSource::ResetMigration
             } else {
-                "login_migration"
+                LedgerSource::LoginMigration
             };
             if let Err(e) = self
                 .ledger
@@ -265,7 +266,7 @@ impl Coordinator {
             )
             .await?
         {
-            ImportAnswer::Created(user) => {
+            StoreImport::Created(user) => {
                 tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, "user migrated on password reset");
                 metrics
                     .migrations
@@ -273,16 +274,14 @@ impl Coordinator {
                     .inc();
                 Ok((user, true))
             }
-            ImportAnswer::Existing(user) => {
+            StoreImport::Existing(user) => {
                 metrics
                     .migrations
                     .with_label_values(&["already_migrated", "reset"])
                     .inc();
                 Ok((user, false))
             }
-            ImportAnswer::Conflict | ImportAnswer::Tombstoned => {
-                Err(CoordinatorError::TicketInvalid)
-            }
+            StoreImport::Conflict | StoreImport::Tombstoned => Err(CoordinatorError::TicketInvalid),
         }
     }
 

@@ -28,7 +28,7 @@ pub enum LegacyLogin {
 
 /// What the store did with an import.
 #[derive(Debug)]
-pub enum ImportAnswer {
+pub enum StoreImport {
     Created(auth::User),
     /// Already there (a concurrent import, or a migration between reset ticket and reset).
     Existing(auth::User),
@@ -157,7 +157,7 @@ impl Upstreams {
         password: &Password,
         source: auth::Source,
         reset_ticket: Option<&str>,
-    ) -> Result<ImportAnswer, CoordinatorError> {
+    ) -> Result<StoreImport, CoordinatorError> {
         let profile = legacy_user.profile();
         let legacy::LegacyUser {
             legacy_id,
@@ -185,10 +185,10 @@ impl Upstreams {
             .into_inner();
         use store::import_user_response::Outcome;
         match (Outcome::try_from(imported.outcome), imported.user) {
-            (Ok(Outcome::Created), Some(user)) => Ok(ImportAnswer::Created(user)),
-            (Ok(Outcome::AlreadyImported), Some(user)) => Ok(ImportAnswer::Existing(user)),
-            (Ok(Outcome::Conflict), _) => Ok(ImportAnswer::Conflict),
-            (Ok(Outcome::Tombstoned), _) => Ok(ImportAnswer::Tombstoned),
+            (Ok(Outcome::Created), Some(user)) => Ok(StoreImport::Created(user)),
+            (Ok(Outcome::AlreadyImported), Some(user)) => Ok(StoreImport::Existing(user)),
+            (Ok(Outcome::Conflict), _) => Ok(StoreImport::Conflict),
+            (Ok(Outcome::Tombstoned), _) => Ok(StoreImport::Tombstoned),
             _ => Err(CoordinatorError::Internal(
                 "user store answered ImportUser without an outcome".into(),
             )),

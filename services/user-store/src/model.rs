@@ -60,3 +60,35 @@ pub struct User {
     /// When the password last changed (change or reset): older access tokens are refused.
     pub credentials_changed_at: Option<DateTime<Utc>>,
 }
+
+/// What one `login_throttle` row counts. The row's key column is called `email` for
+/// history; it holds one of these forms:
+/// - an email: every attempt on it without a source;
+/// - an email and a source digest: the attempts from that source;
+/// - an email with `source:*`: all sourced attempts on it (the ceiling that locks the email
+///   for everyone);
+/// - `client ID`: the failures of one calling service, whatever the email.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ThrottleKey(String);
+
+impl ThrottleKey {
+    pub fn email(normalized_email: &str) -> Self {
+        Self(normalized_email.to_owned())
+    }
+
+    pub fn email_from_source(normalized_email: &str, source_digest: &str) -> Self {
+        Self(format!("{normalized_email} source:{source_digest}"))
+    }
+
+    pub fn email_ceiling(normalized_email: &str) -> Self {
+        Self(format!("{normalized_email} source:*"))
+    }
+
+    pub fn client(client_id: &str) -> Self {
+        Self(format!("client {client_id}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}

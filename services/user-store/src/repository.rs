@@ -1,7 +1,7 @@
 //! The `users` table, on PostgreSQL or SQLite. Every query is written once (`$n`
 //! placeholders work on both) and uniqueness is left to the database's constraints.
 
-use crate::model::{Profile, Source, User};
+use crate::model::{Profile, Source, ThrottleKey, User};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use trickle_service_kit::db::Db;
@@ -695,7 +695,7 @@ impl Repository {
     /// failures on any replica all count.
     pub(crate) async fn record_failure(
         &self,
-        email: &str,
+        key: &ThrottleKey,
         max: i64,
         window: chrono::Duration,
         lockout: chrono::Duration,
@@ -726,7 +726,7 @@ impl Repository {
                    in_flight = CASE WHEN login_throttle.in_flight > $6 THEN login_throttle.in_flight - $6 ELSE 0 END \
                  RETURNING locked_until",
             )
-            .bind(email)
+            .bind(key.as_str())
             .bind(now)
             .bind(window_start)
             .bind(locked_until)
@@ -744,7 +744,7 @@ impl Repository {
     /// admitted them died before settling). `true` when admitted.
     pub(crate) async fn admit_attempt(
         &self,
-        key: &str,
+        key: &ThrottleKey,
         max: i64,
         window: chrono::Duration,
         stale_before: DateTime<Utc>,
@@ -773,7 +773,7 @@ impl Repository {
         );
         with_db!(&self.db, pool => {
             sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql))
-                .bind(key)
+                .bind(key.as_str())
                 .bind(now)
                 .bind(window_start)
                 .bind(stale_before)
@@ -789,7 +789,7 @@ impl Repository {
     /// waiting their turn look without taking the row's write lock.
     pub(crate) async fn attempt_state(
         &self,
-        key: &str,
+        key: &ThrottleKey,
     ) -> Result<Option<ThrottleRow>, sqlx::Error> {
         with_db!(&self.db, pool => {
             sqlx::query_as(
@@ -797,7 +797,7 @@ impl Repository {
                    CAST(in_flight AS BIGINT) AS in_flight, in_flight_since \
                  FROM login_throttle WHERE email = $1",
             )
-            .bind(key)
+            .bind(key.as_str())
             .fetch_optional(pool)
             .await
         })
@@ -805,7 +805,11 @@ impl Repository {
 
     /// An admitted attempt is over without a failure: `succeeded` forgets the key's failures
     /// (a right password), otherwise it only stops counting as in flight.
-    pub(crate) async fn end_attempt(&self, key: &str, succeeded: bool) -> Result<(), sqlx::Error> {
+    pub(crate) async fn end_attempt(
+        &self,
+        key: &ThrottleKey,
+        succeeded: bool,
+    ) -> Result<(), sqlx::Error> {
         let sql = if succeeded {
             "UPDATE login_throttle SET failures = 0, locked_until = NULL, \
                in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END WHERE email = $1"
@@ -814,7 +818,7 @@ impl Repository {
                in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END WHERE email = $1"
         };
         with_db!(&self.db, pool => {
-            sqlx::query(sql).bind(key).execute(pool).await.map(drop)
+            sqlx::query(sql).bind(key.as_str()).execute(pool).await.map(drop)
         })
     }
 

@@ -18,6 +18,7 @@
 //! The calling client (its certificate) is counted apart, failures only.
 
 use crate::error::StoreError;
+use crate::model::ThrottleKey;
 use crate::repository::Repository;
 use chrono::Utc;
 use std::collections::HashMap;
@@ -51,7 +52,7 @@ const STALE_ATTEMPT: Duration = Duration::from_secs(120);
 /// client certificate. Its failures are counted in the same table as emails', under a key
 /// no normalized email can equal (emails have no spaces).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientId(String);
+pub struct ClientId(ThrottleKey);
 
 impl ClientId {
     /// `None` for an empty id (caller unknown); an id longer than 128 bytes is refused.
@@ -61,13 +62,20 @@ impl ClientId {
         } else if id.len() > 128 || id.chars().any(char::is_whitespace) {
             Err("must be at most 128 bytes without whitespace")
         } else {
-            Ok(Some(Self(format!("client {id}"))))
+            Ok(Some(Self(ThrottleKey::client(id))))
         }
     }
 
-    fn key(&self) -> &str {
+    fn key(&self) -> &ThrottleKey {
         &self.0
     }
+}
+
+/// One counter a login attempt counts toward: its row and its limits.
+#[derive(Debug, Clone)]
+struct Counter {
+    key: ThrottleKey,
+    limits: Throttle,
 }
 
 /// Where a login attempt comes from, as the calling service knows it (the end user's IP
@@ -128,7 +136,7 @@ pub struct LoginThrottle {
     /// Attempts of this replica waiting to be admitted, by their first counter's key: a
     /// settle of that key wakes one of them (those of other replicas see it when their pause
     /// ends).
-    waiting: Arc<std::sync::Mutex<HashMap<String, Arc<Notify>>>>,
+    waiting: Arc<std::sync::Mutex<HashMap<ThrottleKey, Arc<Notify>>>>,
 }
 
 impl LoginThrottle {
@@ -148,23 +156,29 @@ impl LoginThrottle {
     }
 
     /// The counters an attempt counts toward, most specific first.
-    fn counters(&self, email: &Email, source: Option<&AttemptSource>) -> Vec<(String, Throttle)> {
+    fn counters(&self, email: &Email, source: Option<&AttemptSource>) -> Vec<Counter> {
         if !self.email.enabled() {
             return Vec::new();
         }
         let email = email.normalized();
         match source {
             Some(source) => vec![
-                (format!("{email} source:{}", source.0), self.email),
-                (
-                    format!("{email} source:*"),
-                    Throttle {
+                Counter {
+                    key: ThrottleKey::email_from_source(email, &source.0),
+                    limits: self.email,
+                },
+                Counter {
+                    key: ThrottleKey::email_ceiling(email),
+                    limits: Throttle {
                         failures: self.email_ceiling,
                         ..self.email
                     },
-                ),
+                },
             ],
-            None => vec![(email.to_owned(), self.email)],
+            None => vec![Counter {
+                key: ThrottleKey::email(email),
+                limits: self.email,
+            }],
         }
     }
 
@@ -193,7 +207,7 @@ impl LoginThrottle {
         source: Option<&AttemptSource>,
     ) -> Result<Admission, StoreError> {
         let counters = self.counters(email, source);
-        let Some((first_key, _)) = counters.first() else {
+        let Some(Counter { key: first_key, .. }) = counters.first() else {
             return Ok(Admission::Admitted);
         };
         let started = std::time::Instant::now();
@@ -222,12 +236,12 @@ impl LoginThrottle {
         answer
     }
 
-    fn wait_turn(&self, key: &str) -> Arc<Notify> {
+    fn wait_turn(&self, key: &ThrottleKey) -> Arc<Notify> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(waiting.entry(key.to_owned()).or_default())
+        Arc::clone(waiting.entry(key.clone()).or_default())
     }
 
-    fn leave_turn(&self, key: &str, notify: Arc<Notify>) {
+    fn leave_turn(&self, key: &ThrottleKey, notify: Arc<Notify>) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         drop(notify);
         // Ours and the map's were the last: nobody else waits on this key.
@@ -237,7 +251,7 @@ impl LoginThrottle {
     }
 
     /// Wake one attempt of this replica waiting on `key`, if any.
-    fn next_turn(&self, key: &str) {
+    fn next_turn(&self, key: &ThrottleKey) {
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(notify) = waiting.get(key) {
             notify.notify_one();
@@ -247,15 +261,15 @@ impl LoginThrottle {
     /// One try: `Refused(ZERO)` when the limit is taken by attempts in flight, not a lock.
     async fn try_admit(
         &self,
-        counters: &[(String, Throttle)],
+        counters: &[Counter],
         look_first: bool,
     ) -> Result<Admission, StoreError> {
         let now = self.repository.now();
         let stale_before = now - chrono_duration(STALE_ATTEMPT);
         // A look first, for attempts waiting their turn: one that would be refused is refused
         // without a write, so that many waiting on one email do not queue on its row's lock.
-        for (key, throttle) in counters.iter().filter(|_| look_first) {
-            let window = chrono_duration(throttle.window);
+        for Counter { key, limits } in counters.iter().filter(|_| look_first) {
+            let window = chrono_duration(limits.window);
             if let Some(row) = self.repository.attempt_state(key).await? {
                 if let Some(left) = lock_left(row.locked_until, self.repository.now()) {
                     return Ok(Admission::Refused(left));
@@ -264,22 +278,22 @@ impl LoginThrottle {
                 let stale = row.in_flight_since.is_none_or(|at| at < stale_before);
                 let taken =
                     if expired { 0 } else { row.failures } + if stale { 0 } else { row.in_flight };
-                if taken >= i64::from(throttle.failures) {
+                if taken >= i64::from(limits.failures) {
                     return Ok(Admission::Refused(Duration::ZERO));
                 }
             }
         }
-        for (admitted, (key, throttle)) in counters.iter().enumerate() {
-            let window = chrono_duration(throttle.window);
+        for (admitted, Counter { key, limits }) in counters.iter().enumerate() {
+            let window = chrono_duration(limits.window);
             if self
                 .repository
-                .admit_attempt(key, i64::from(throttle.failures), window, stale_before)
+                .admit_attempt(key, i64::from(limits.failures), window, stale_before)
                 .await?
             {
                 continue;
             }
-            for (earlier, _) in &counters[..admitted] {
-                self.repository.end_attempt(earlier, false).await?;
+            for earlier in &counters[..admitted] {
+                self.repository.end_attempt(&earlier.key, false).await?;
             }
             let wait = self
                 .repository
@@ -302,10 +316,10 @@ impl LoginThrottle {
         outcome: AttemptOutcome,
     ) -> Result<Option<Duration>, StoreError> {
         let mut locked = None;
-        for (key, throttle) in self.counters(email, source) {
+        for Counter { key, limits } in self.counters(email, source) {
             match outcome {
                 AttemptOutcome::Failed => {
-                    let until = self.count_failure(&key, &throttle, true).await?;
+                    let until = self.count_failure(&key, &limits, true).await?;
                     if let Some(left) = lock_left(until, self.repository.now()) {
                         locked = locked.max(Some(left));
                     }
@@ -314,8 +328,8 @@ impl LoginThrottle {
                 AttemptOutcome::Undecided => self.repository.end_attempt(&key, false).await?,
             }
         }
-        if let Some((first_key, _)) = self.counters(email, source).first() {
-            self.next_turn(first_key);
+        if let Some(first) = self.counters(email, source).first() {
+            self.next_turn(&first.key);
         }
         if locked.is_some() {
             tracing::warn!("too many failed logins for one email: locked for a while");
@@ -328,7 +342,7 @@ impl LoginThrottle {
                 .is_some()
         {
             tracing::warn!(
-                client = client.key(),
+                client = client.key().as_str(),
                 "too many failed logins through one client: locked for a while"
             );
         }
@@ -342,7 +356,7 @@ impl LoginThrottle {
 
     async fn count_failure(
         &self,
-        key: &str,
+        key: &ThrottleKey,
         throttle: &Throttle,
         ends_attempt: bool,
     ) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
