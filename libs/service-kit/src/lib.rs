@@ -3,6 +3,7 @@
 //! PostgreSQL/SQLite pool used by the services that own tables.
 
 pub mod callers;
+pub mod client;
 pub mod clock;
 pub mod db;
 pub mod email;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use trickle_proto::migration::v1::migration_coordinator_client::MigrationCoordinatorClient;
 use trickle_proto::migration::v1::{GetModeRequest, Mode};
-use trickle_service_kit::server::Channel;
+use trickle_service_kit::client::Channel;
 
 const UNKNOWN: u8 = 0;
 const IMPORT: u8 = 1;

@@ -49,9 +49,13 @@ pub async fn build_with_clock(
 ) -> Result<BoundServer, StartError> {
     let tokens = TokenIssuer::from_config(tokens)?;
     let timeout = Duration::from_millis(config.upstream_timeout_ms);
-    let store = UserStoreClient::new(server::channel(&config.store_url, timeout, &config.tls)?)
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-    let coordinator = MigrationCoordinatorClient::new(server::channel(
+    let store = UserStoreClient::new(trickle_service_kit::client::channel(
+        &config.store_url,
+        timeout,
+        &config.tls,
+    )?)
+    .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let coordinator = MigrationCoordinatorClient::new(trickle_service_kit::client::channel(
         &config.coordinator_url,
         timeout,
         &config.tls,

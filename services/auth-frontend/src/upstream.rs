@@ -12,7 +12,7 @@ use trickle_proto::migration::v1::migration_coordinator_client::MigrationCoordin
 use trickle_proto::userstore::v1 as store;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
-use trickle_service_kit::server::Channel;
+use trickle_service_kit::client::Channel;
 
 /// Where a login attempt comes from: the calling client (its certificate's fingerprint,
 /// when the public API requires one) and the source the caller named for it (the end user's

@@ -18,8 +18,8 @@ use trickle_proto::legacy::v1 as legacy;
 use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
 use trickle_proto::userstore::v1 as store;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
+use trickle_service_kit::client::Channel;
 use trickle_service_kit::db::Db;
-use trickle_service_kit::server::Channel;
 use trickle_service_kit::with_db;
 
 pub const DEFAULT_BATCH_SIZE: i32 = 1000;

@@ -12,7 +12,7 @@ use trickle_proto::legacy::v1 as legacy;
 use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
-use trickle_service_kit::server::Channel;
+use trickle_service_kit::client::Channel;
 
 /// How one login's migration ended (the coordinator's step; the store's own step is its
 /// `ImportOutcome`, seen from here as [`crate::upstream::StoreImport`]).

@@ -68,13 +68,13 @@ pub async fn build_with_clock(
     )
     .await?;
     let mode = ledger.mode().await?;
-    let legacy = LegacyConnectorClient::new(server::channel(
+    let legacy = LegacyConnectorClient::new(trickle_service_kit::client::channel(
         &config.legacy_url,
         Duration::from_millis(config.legacy_timeout_ms),
         &config.tls,
     )?)
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-    let store = UserStoreClient::new(server::channel(
+    let store = UserStoreClient::new(trickle_service_kit::client::channel(
         &config.store_url,
         Duration::from_millis(config.store_timeout_ms),
         &config.tls,
@@ -84,13 +84,13 @@ pub async fn build_with_clock(
     let backfiller = Backfiller::new(
         ledger.db().clone(),
         ledger.clone(),
-        LegacyConnectorClient::new(server::channel(
+        LegacyConnectorClient::new(trickle_service_kit::client::channel(
             &config.legacy_url,
             BACKFILL_CALL_TIMEOUT,
             &config.tls,
         )?)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-        UserStoreClient::new(server::channel(
+        UserStoreClient::new(trickle_service_kit::client::channel(
             &config.store_url,
             BACKFILL_CALL_TIMEOUT,
             &config.tls,

@@ -14,7 +14,7 @@ use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
 use trickle_proto::userstore::v1 as store;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
-use trickle_service_kit::server::Channel;
+use trickle_service_kit::client::Channel;
 
 /// The legacy store's answer to a login.
 #[derive(Debug)]

@@ -1,5 +1,9 @@
 //! The tonic layer: proto ⇄ domain conversions and nothing else. Every request field is
 //! destructured so that a new field cannot be forgotten silently.
+//!
+//! Longer than our usual file on purpose: it is one short handler per RPC of
+//! `trickle.userstore.v1` plus the conversions they share, and splitting handlers of one
+//! service across files would only scatter the conversions.
 
 use crate::error::StoreError;
 use crate::users::{

@@ -1,5 +1,5 @@
-//! The user-store's domain types, shared by the rules (`users.rs`) and the storage
-//! (`repository.rs`), so that neither has to import the other for them.
+//! The user-store's domain types, shared by the rules (`users/`) and the storage
+//! (`repository/`), so that neither has to import the other for them.
 
 use chrono::{DateTime, Utc};
 

@@ -1,0 +1,159 @@
+//! Backfill pages: many legacy users inserted in one statement, existing and deleted ones
+//! skipped by the database's constraints.
+
+use super::*;
+
+/// One user for a backfill insert.
+pub(crate) struct BackfillRow<'a> {
+    pub legacy_id: &'a str,
+    pub email: &'a Email,
+    pub email_verified: bool,
+    pub profile: &'a Profile,
+    pub password_hash: &'a str,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct BackfillResult {
+    /// (user_id, legacy_id) of the rows inserted.
+    pub inserted: Vec<(String, String)>,
+    pub tombstoned: i64,
+    /// (user_id, legacy_id) of every user of the batch held with source backfill.
+    pub backfilled: Vec<(String, String)>,
+}
+
+impl Repository {
+    /// Insert legacy users with their legacy hashes in one statement, skipping those already
+    /// in the store (by legacy id or email: the unique constraints decide, so a concurrent
+    /// login or a replayed batch never makes a second row) and deleted ones.
+    pub(crate) async fn backfill(
+        &self,
+        users: &[BackfillRow<'_>],
+    ) -> Result<BackfillResult, sqlx::Error> {
+        if users.is_empty() {
+            return Ok(BackfillResult::default());
+        }
+        let now = self.clock.now();
+        let legacy_ids: Vec<&str> = users.iter().map(|u| u.legacy_id).collect();
+        let ids: Vec<String> = users
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let inserted: Vec<(String, String)> = match &self.db {
+            Db::Postgres(pool) => {
+                let col = |f: fn(&BackfillRow<'_>) -> Option<String>| -> Vec<Option<String>> {
+                    users.iter().map(f).collect()
+                };
+                sqlx::query_as(
+                    "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
+                       name, given_name, family_name, nickname, picture, source, created_at, updated_at) \
+                     SELECT v.user_id, v.email, v.display_email, v.email_verified, v.legacy_id, v.password_hash, \
+                       v.name, v.given_name, v.family_name, v.nickname, v.picture, 'backfill', $12, $12 \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], \
+                                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) \
+                       AS v(user_id, email, display_email, email_verified, legacy_id, password_hash, \
+                            name, given_name, family_name, nickname, picture) \
+                     WHERE NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.legacy_id = v.legacy_id) \
+                     ON CONFLICT DO NOTHING RETURNING user_id, legacy_id",
+                )
+                .bind(&ids)
+                .bind(users.iter().map(|u| u.email.normalized()).collect::<Vec<_>>())
+                .bind(users.iter().map(|u| u.email.display()).collect::<Vec<_>>())
+                .bind(users.iter().map(|u| u.email_verified).collect::<Vec<_>>())
+                .bind(&legacy_ids)
+                .bind(users.iter().map(|u| u.password_hash).collect::<Vec<_>>())
+                .bind(col(|u| u.profile.name.clone()))
+                .bind(col(|u| u.profile.given_name.clone()))
+                .bind(col(|u| u.profile.family_name.clone()))
+                .bind(col(|u| u.profile.nickname.clone()))
+                .bind(col(|u| u.profile.picture.clone()))
+                .bind(now)
+                .fetch_all(pool)
+                .await?
+            }
+            Db::Sqlite(pool) => {
+                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
+                       name, given_name, family_name, nickname, picture, source, created_at, updated_at) \
+                     SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, \
+                       column10, column11, 'backfill', column12, column12 FROM (",
+                );
+                insert.push_values(users.iter().zip(&ids), |mut row, (u, id)| {
+                    row.push_bind(id.as_str())
+                        .push_bind(u.email.normalized())
+                        .push_bind(u.email.display())
+                        .push_bind(u.email_verified)
+                        .push_bind(u.legacy_id)
+                        .push_bind(u.password_hash)
+                        .push_bind(u.profile.name.as_deref())
+                        .push_bind(u.profile.given_name.as_deref())
+                        .push_bind(u.profile.family_name.as_deref())
+                        .push_bind(u.profile.nickname.as_deref())
+                        .push_bind(u.profile.picture.as_deref())
+                        .push_bind(now);
+                });
+                // The WHERE also keeps SQLite from reading ON CONFLICT as part of the SELECT.
+                insert.push(
+                    ") WHERE column5 NOT IN (SELECT legacy_id FROM tombstones WHERE legacy_id IS NOT NULL) \
+                     ON CONFLICT DO NOTHING RETURNING user_id, legacy_id",
+                );
+                insert.build_query_as().fetch_all(pool).await?
+            }
+        };
+        // The usual page inserts everyone; only a page with skipped users (already migrated,
+        // deleted, or replayed after a crash) needs to know which and why.
+        let (tombstoned, backfilled) = if inserted.len() == users.len() {
+            (0, inserted.clone())
+        } else {
+            self.backfill_skips(&legacy_ids).await?
+        };
+        Ok(BackfillResult {
+            inserted,
+            tombstoned,
+            backfilled,
+        })
+    }
+
+    /// Of a page's legacy ids: how many are tombstoned, and which are in the store with
+    /// source backfill (inserted now or by an earlier attempt).
+    async fn backfill_skips(
+        &self,
+        legacy_ids: &[&str],
+    ) -> Result<(i64, Vec<(String, String)>), sqlx::Error> {
+        match &self.db {
+            Db::Postgres(pool) => {
+                let tombstoned: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM tombstones WHERE legacy_id = ANY($1)")
+                        .bind(legacy_ids)
+                        .fetch_one(pool)
+                        .await?;
+                let backfilled =
+                    sqlx::query_as("SELECT user_id, legacy_id FROM users WHERE legacy_id = ANY($1) AND source = 'backfill'")
+                        .bind(legacy_ids)
+                        .fetch_all(pool)
+                        .await?;
+                Ok((tombstoned, backfilled))
+            }
+            Db::Sqlite(pool) => {
+                let mut count = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "SELECT COUNT(*) FROM tombstones WHERE legacy_id IN (",
+                );
+                let mut separated = count.separated(", ");
+                for id in legacy_ids {
+                    separated.push_bind(*id);
+                }
+                count.push(")");
+                let tombstoned: i64 = count.build_query_scalar().fetch_one(pool).await?;
+                let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "SELECT user_id, legacy_id FROM users WHERE source = 'backfill' AND legacy_id IN (",
+                );
+                let mut separated = select.separated(", ");
+                for id in legacy_ids {
+                    separated.push_bind(*id);
+                }
+                select.push(")");
+                let backfilled = select.build_query_as().fetch_all(pool).await?;
+                Ok((tombstoned, backfilled))
+            }
+        }
+    }
+}
