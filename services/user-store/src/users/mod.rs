@@ -102,6 +102,20 @@ pub struct Import {
     pub source: Source,
 }
 
+impl Import {
+    /// The row this import becomes, with the password hashed for the store.
+    fn new_user<'a>(&'a self, password_hash: &'a str) -> NewUser<'a> {
+        NewUser {
+            email: &self.email,
+            email_verified: self.email_verified,
+            legacy_id: Some(&self.legacy_id),
+            password_hash,
+            profile: &self.profile,
+            source: self.source,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Users {
     repository: Repository,
@@ -353,14 +367,7 @@ impl Users {
             return Ok(outcome);
         }
         let password_hash = self.hasher.hash(import.password.clone()).await?;
-        let new_user = NewUser {
-            email: &import.email,
-            email_verified: import.email_verified,
-            legacy_id: Some(&import.legacy_id),
-            password_hash: &password_hash,
-            profile: &import.profile,
-            source: import.source,
-        };
+        let new_user = import.new_user(&password_hash);
         match self.repository.insert(&new_user).await? {
             InsertOutcome::Inserted(user) => Ok(ImportOutcome::Created(user)),
             InsertOutcome::Conflict => Ok(self

@@ -48,14 +48,7 @@ impl Users {
             return Ok(ImportOutcome::Tombstoned);
         }
         let password_hash = self.hasher.hash(import.password.clone()).await?;
-        let new_user = NewUser {
-            email: &import.email,
-            email_verified: import.email_verified,
-            legacy_id: Some(&import.legacy_id),
-            password_hash: &password_hash,
-            profile: &import.profile,
-            source: import.source,
-        };
+        let new_user = import.new_user(&password_hash);
         match self.repository.import_with_ticket(&hash, &new_user).await? {
             Some((user, true)) => Ok(ImportOutcome::Created(user)),
             Some((user, false)) => Ok(ImportOutcome::AlreadyImported(user)),
