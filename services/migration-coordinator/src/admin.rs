@@ -152,7 +152,7 @@ impl Coordinator {
         match self.find_legacy_user(email).await {
             Ok(legacy) => {
                 lookup.mode = legacy.mode;
-                lookup.legacy_user = legacy.user;
+                lookup.legacy_user = legacy.user.map(crate::upstream::LegacyUser::into_wire);
                 lookup.tombstoned = legacy.tombstoned;
             }
             Err(CoordinatorError::LegacyUnavailable(why)) => {

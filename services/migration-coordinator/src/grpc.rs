@@ -6,6 +6,7 @@ use crate::config::Mode;
 use crate::error::CoordinatorError;
 use crate::ledger::LedgerSource;
 use crate::migrate_on_login::{Coordinator, LoginMigration};
+use crate::upstream::LegacyUser;
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::migration::v1::{
@@ -48,8 +49,10 @@ impl MigrationCoordinator for CoordinatorService {
             return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
         };
         let (outcome, user) = match self.coordinator.migrate_on_login(&email, password).await? {
-            LoginMigration::Migrated(user) => (Outcome::Migrated, Some(user)),
-            LoginMigration::AlreadyMigrated(user) => (Outcome::AlreadyMigrated, Some(user)),
+            LoginMigration::Migrated(user) => (Outcome::Migrated, Some(user.into_wire())),
+            LoginMigration::AlreadyMigrated(user) => {
+                (Outcome::AlreadyMigrated, Some(user.into_wire()))
+            }
             // Answered exactly like a wrong password: the caller must not learn that the
             // record exists.
             LoginMigration::LegacyRejected | LoginMigration::UnusableLegacyHash => {
@@ -93,7 +96,7 @@ impl MigrationCoordinator for CoordinatorService {
         Ok(Response::new(FindLegacyUserResponse {
             found: lookup.user.is_some(),
             mode: mode_to_proto(lookup.mode).into(),
-            user: lookup.user,
+            user: lookup.user.map(LegacyUser::into_wire),
             tombstoned: lookup.tombstoned,
         }))
     }
@@ -137,7 +140,7 @@ impl MigrationCoordinator for CoordinatorService {
             .migrate_on_reset(&ticket, password, &legacy_id, &email)
             .await?;
         Ok(Response::new(MigrateOnResetResponse {
-            user: Some(user),
+            user: Some(user.into_wire()),
             migrated,
         }))
     }

@@ -5,10 +5,8 @@ use crate::breaker::LegacyBreaker;
 use crate::config::Mode;
 use crate::error::CoordinatorError;
 use crate::ledger::{Ledger, LedgerSource};
-use crate::upstream::{LegacyLogin, StoreImport, Upstreams};
+use crate::upstream::{LegacyLogin, LegacyUser, StoreImport, StoreUser, Upstreams};
 use trickle_password::Password;
-use trickle_proto::auth::v1 as auth;
-use trickle_proto::legacy::v1 as legacy;
 use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
@@ -19,9 +17,9 @@ use trickle_service_kit::client::Channel;
 #[derive(Debug)]
 pub enum LoginMigration {
     /// This login moved the user into the store.
-    Migrated(auth::User),
+    Migrated(StoreUser),
     /// A concurrent login moved the user first; the password matches.
-    AlreadyMigrated(auth::User),
+    AlreadyMigrated(StoreUser),
     /// Unknown to the legacy store, or wrong password.
     LegacyRejected,
     /// The legacy record holds no usable password (empty, disabled, unverifiable, over
@@ -67,7 +65,7 @@ impl LoginMigration {
 #[derive(Debug, Clone, Default)]
 pub struct LegacyLookup {
     /// Set when the legacy store has the email and its user was not deleted from the store.
-    pub user: Option<legacy::LegacyUser>,
+    pub user: Option<LegacyUser>,
     /// The legacy store has the email, but its user was deleted from the store.
     pub tombstoned: bool,
     pub mode: Mode,
@@ -116,8 +114,8 @@ impl Coordinator {
         span.record("trickle.migration.outcome", label);
         if let Ok(LoginMigration::Migrated(user) | LoginMigration::AlreadyMigrated(user)) = &outcome
         {
-            span.record("trickle.user.id", user.user_id.as_str());
-            span.record("trickle.legacy.id", user.legacy_id.as_str());
+            span.record("trickle.user.id", user.user_id());
+            span.record("trickle.legacy.id", user.legacy_id());
         }
         trickle_telemetry::metrics::metrics()
             .migrations
@@ -140,7 +138,7 @@ impl Coordinator {
         }
         match &outcome {
             Ok(LoginMigration::Migrated(user)) => {
-                tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, outcome = label, "user migrated on login");
+                tracing::info!(trickle.user.id = %user.user_id(), trickle.legacy.id = %user.legacy_id(), outcome = label, "user migrated on login");
             }
             _ => tracing::debug!(outcome = label, "migration on login finished"),
         }
@@ -162,7 +160,7 @@ impl Coordinator {
         };
         // The connector only returns rows whose email matches, but the import must never
         // depend on a connector someone else wrote getting that right.
-        if Email::parse(&legacy_user.email)
+        if Email::parse(legacy_user.email())
             .ok()
             .as_ref()
             .map(Email::normalized)
@@ -175,7 +173,7 @@ impl Coordinator {
         }
         Ok(
             match self
-                .import(legacy_user, &password, auth::Source::LoginMigration, None)
+                .import(legacy_user, &password, LedgerSource::LoginMigration, None)
                 .await?
             {
                 StoreImport::Created(user) => LoginMigration::Migrated(user),
@@ -208,9 +206,9 @@ impl Coordinator {
     /// re-hashed there) and, when this call created them, record the migration.
     async fn import(
         &self,
-        legacy_user: legacy::LegacyUser,
+        legacy_user: LegacyUser,
         password: &Password,
-        source: auth::Source,
+        source: LedgerSource,
         reset_ticket: Option<&str>,
     ) -> Result<StoreImport, CoordinatorError> {
         let imported = self
@@ -221,17 +219,12 @@ impl Coordinator {
             // The user is committed in the store; the ledger is the audit trail of it.
             // Failing the call now would not undo the import, so a ledger failure is
             // logged loudly instead.
-            let label = if source == auth::Source::ResetMigration {
-                LedgerSource::ResetMigration
-            } else {
-                LedgerSource::LoginMigration
-            };
             if let Err(e) = self
                 .ledger
-                .record_migration(&user.user_id, &user.legacy_id, label)
+                .record_migration(user.user_id(), user.legacy_id(), source)
                 .await
             {
-                tracing::error!(error = %e, trickle.user.id = %user.user_id, "could not record the migration in the ledger");
+                tracing::error!(error = %e, trickle.user.id = %user.user_id(), "could not record the migration in the ledger");
             }
         }
         Ok(imported)
@@ -247,13 +240,13 @@ impl Coordinator {
         new_password: Password,
         legacy_id: &str,
         email: &Email,
-    ) -> Result<(auth::User, bool), CoordinatorError> {
+    ) -> Result<(StoreUser, bool), CoordinatorError> {
         if self.mode().await? == Mode::Authoritative {
             return Err(CoordinatorError::LegacyDisabled);
         }
         let lookup = self.find_legacy_user(email).await?;
         // The legacy record must still be the one the ticket was issued for.
-        let Some(legacy_user) = lookup.user.filter(|u| u.legacy_id == legacy_id) else {
+        let Some(legacy_user) = lookup.user.filter(|u| u.legacy_id() == legacy_id) else {
             return Err(CoordinatorError::TicketInvalid);
         };
         let metrics = trickle_telemetry::metrics::metrics();
@@ -261,13 +254,13 @@ impl Coordinator {
             .import(
                 legacy_user,
                 &new_password,
-                auth::Source::ResetMigration,
+                LedgerSource::ResetMigration,
                 Some(ticket),
             )
             .await?
         {
             StoreImport::Created(user) => {
-                tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %user.legacy_id, "user migrated on password reset");
+                tracing::info!(trickle.user.id = %user.user_id(), trickle.legacy.id = %user.legacy_id(), "user migrated on password reset");
                 metrics
                     .migrations
                     .with_label_values(&["migrated", "reset"])
@@ -303,7 +296,7 @@ impl Coordinator {
                 mode,
             });
         };
-        let tombstoned = self.upstream.is_tombstoned(&user.legacy_id).await?;
+        let tombstoned = self.upstream.is_tombstoned(user.legacy_id()).await?;
         Ok(if tombstoned {
             LegacyLookup {
                 user: None,

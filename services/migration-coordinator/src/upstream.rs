@@ -6,6 +6,7 @@
 
 use crate::breaker::LegacyBreaker;
 use crate::error::CoordinatorError;
+use crate::ledger::LedgerSource;
 use tonic::Code;
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
@@ -16,10 +17,48 @@ use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
 use trickle_service_kit::client::Channel;
 
+/// A user as the store answered with them. The coordinator reads who they are; the record
+/// itself goes back to its caller as the store sent it.
+#[derive(Debug, Clone)]
+pub struct StoreUser(auth::User);
+
+impl StoreUser {
+    pub fn user_id(&self) -> &str {
+        &self.0.user_id
+    }
+
+    pub fn legacy_id(&self) -> &str {
+        &self.0.legacy_id
+    }
+
+    pub fn into_wire(self) -> auth::User {
+        self.0
+    }
+}
+
+/// A user as the legacy store knows them (never with a hash).
+#[derive(Debug, Clone)]
+pub struct LegacyUser(legacy::LegacyUser);
+
+impl LegacyUser {
+    pub fn legacy_id(&self) -> &str {
+        &self.0.legacy_id
+    }
+
+    /// The legacy store's own spelling.
+    pub fn email(&self) -> &str {
+        &self.0.email
+    }
+
+    pub fn into_wire(self) -> legacy::LegacyUser {
+        self.0
+    }
+}
+
 /// The legacy store's answer to a login.
 #[derive(Debug)]
 pub enum LegacyLogin {
-    Authenticated(legacy::LegacyUser),
+    Authenticated(LegacyUser),
     /// Unknown email or wrong password (one answer on purpose).
     Rejected,
     /// The record holds no usable password: a rejection, counted apart.
@@ -29,9 +68,9 @@ pub enum LegacyLogin {
 /// What the store did with an import.
 #[derive(Debug)]
 pub enum StoreImport {
-    Created(auth::User),
+    Created(StoreUser),
     /// Already there (a concurrent import, or a migration between reset ticket and reset).
-    Existing(auth::User),
+    Existing(StoreUser),
     Conflict,
     Tombstoned,
 }
@@ -94,24 +133,21 @@ impl Upstreams {
             .call(self.legacy.clone().login(request))
             .await?;
         Ok(match (answer.authenticated, answer.user) {
-            (true, Some(user)) => LegacyLogin::Authenticated(user),
+            (true, Some(user)) => LegacyLogin::Authenticated(LegacyUser(user)),
             _ if answer.unusable_password => LegacyLogin::UnusablePassword,
             _ => LegacyLogin::Rejected,
         })
     }
 
     /// The legacy record of an email, if the legacy store has one.
-    pub async fn legacy_user(
-        &self,
-        email: &Email,
-    ) -> Result<Option<legacy::LegacyUser>, CoordinatorError> {
+    pub async fn legacy_user(&self, email: &Email) -> Result<Option<LegacyUser>, CoordinatorError> {
         let answer = self
             .breaker
             .call(self.legacy.clone().get_user(legacy::GetUserRequest {
                 email: email.display().to_owned(),
             }))
             .await?;
-        Ok(answer.user.filter(|_| answer.found))
+        Ok(answer.user.filter(|_| answer.found).map(LegacyUser))
     }
 
     pub async fn equalize_refused_login(
@@ -153,12 +189,18 @@ impl Upstreams {
     /// re-hashed there, and `reset_ticket` consumed in the same transaction when given.
     pub async fn import_user(
         &self,
-        legacy_user: legacy::LegacyUser,
+        legacy_user: LegacyUser,
         password: &Password,
-        source: auth::Source,
+        source: LedgerSource,
         reset_ticket: Option<&str>,
     ) -> Result<StoreImport, CoordinatorError> {
+        let legacy_user = legacy_user.0;
         let profile = legacy_user.profile();
+        let source = match source {
+            LedgerSource::LoginMigration => auth::Source::LoginMigration,
+            LedgerSource::ResetMigration => auth::Source::ResetMigration,
+            LedgerSource::Backfill => auth::Source::Backfill,
+        };
         let legacy::LegacyUser {
             legacy_id,
             email,
@@ -185,8 +227,10 @@ impl Upstreams {
             .into_inner();
         use store::import_user_response::Outcome;
         match (Outcome::try_from(imported.outcome), imported.user) {
-            (Ok(Outcome::Created), Some(user)) => Ok(StoreImport::Created(user)),
-            (Ok(Outcome::AlreadyImported), Some(user)) => Ok(StoreImport::Existing(user)),
+            (Ok(Outcome::Created), Some(user)) => Ok(StoreImport::Created(StoreUser(user))),
+            (Ok(Outcome::AlreadyImported), Some(user)) => {
+                Ok(StoreImport::Existing(StoreUser(user)))
+            }
             (Ok(Outcome::Conflict), _) => Ok(StoreImport::Conflict),
             (Ok(Outcome::Tombstoned), _) => Ok(StoreImport::Tombstoned),
             _ => Err(CoordinatorError::Internal(
