@@ -136,6 +136,8 @@ pub struct LegacyRecord {
     pub family_name: Option<String>,
     pub nickname: Option<String>,
     pub picture: Option<String>,
+    /// Disabled in the legacy app.
+    pub blocked: bool,
 }
 
 impl LegacyRecord {
@@ -150,6 +152,7 @@ impl LegacyRecord {
             family_name: None,
             nickname: None,
             picture: None,
+            blocked: false,
         }
     }
 }
@@ -170,24 +173,26 @@ impl LegacyDb {
                 TestDatabase::mariadb().await,
                 "CREATE TABLE users (id BIGINT PRIMARY KEY, email VARCHAR(255) NOT NULL, password_hash VARCHAR(255) NOT NULL, \
                  email_verified TINYINT(1) NOT NULL DEFAULT 0, name VARCHAR(255), given_name VARCHAR(255), \
-                 family_name VARCHAR(255), nickname VARCHAR(255), picture VARCHAR(1024))",
+                 family_name VARCHAR(255), nickname VARCHAR(255), picture VARCHAR(1024), \
+                 blocked TINYINT(1) NOT NULL DEFAULT 0)",
                 // MariaDB's default collation already compares case-insensitively.
-                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture \
+                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked \
                  FROM users WHERE email = ?",
             ),
             Backend::Postgres => (
                 TestDatabase::postgres().await,
                 "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL, \
                  email_verified BOOLEAN NOT NULL DEFAULT FALSE, name TEXT, given_name TEXT, family_name TEXT, \
-                 nickname TEXT, picture TEXT)",
-                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture \
+                 nickname TEXT, picture TEXT, blocked BOOLEAN NOT NULL DEFAULT FALSE)",
+                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked \
                  FROM users WHERE lower(email) = $1",
             ),
             Backend::Sqlite => (
                 TestDatabase::sqlite(dir, "legacy.db"),
                 "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL, \
-                 email_verified INTEGER NOT NULL DEFAULT 0, name TEXT, given_name TEXT, family_name TEXT, nickname TEXT, picture TEXT)",
-                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture \
+                 email_verified INTEGER NOT NULL DEFAULT 0, name TEXT, given_name TEXT, family_name TEXT, nickname TEXT, picture TEXT, \
+                 blocked INTEGER NOT NULL DEFAULT 0)",
+                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked \
                  FROM users WHERE lower(email) = ?",
             ),
         };
@@ -199,7 +204,7 @@ impl LegacyDb {
         pool.execute(ddl)
             .await
             .expect("create the legacy users table");
-        let columns = "id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture";
+        let columns = "id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked";
         let list_users = match backend {
             Backend::Postgres => {
                 format!("SELECT {columns} FROM users WHERE id > $1 ORDER BY id LIMIT $2")
@@ -215,19 +220,14 @@ impl LegacyDb {
     }
 
     pub async fn insert(&self, record: &LegacyRecord) {
-        let (sql, verified) = if self.database.url.starts_with("postgres") {
-            (
-                "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture) \
-                 VALUES ($1, $2, $3, $4 = 1, $5, $6, $7, $8, $9)",
-                i32::from(record.email_verified),
-            )
+        let sql = if self.database.url.starts_with("postgres") {
+            "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked) \
+             VALUES ($1, $2, $3, $4 = 1, $5, $6, $7, $8, $9, $10 = 1)"
         } else {
-            (
-                "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                i32::from(record.email_verified),
-            )
+            "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         };
+        let verified = i32::from(record.email_verified);
         sqlx::query(sql)
             .bind(i32::try_from(record.id).expect("small legacy ids"))
             .bind(&record.email)
@@ -238,6 +238,7 @@ impl LegacyDb {
             .bind(record.family_name.clone())
             .bind(record.nickname.clone())
             .bind(record.picture.clone())
+            .bind(i32::from(record.blocked))
             .execute(&self.pool)
             .await
             .expect("insert legacy user");

@@ -38,6 +38,9 @@ pub mod reason {
     /// The account changed between reading and writing it (a password reset landed during a
     /// password change): `ABORTED`, safe to retry.
     pub const CONCURRENT_CHANGE: &str = "CONCURRENT_CHANGE";
+    /// The password is right but the account is blocked (`PERMISSION_DENIED`). Only ever
+    /// answered after the password was checked.
+    pub const USER_BLOCKED: &str = "USER_BLOCKED";
 }
 
 /// A status carrying an `ErrorInfo` with `reason`.

@@ -87,6 +87,7 @@ impl AuthFlows {
             Ok(success) if success.migrated => "migrated",
             Ok(_) => "success",
             Err(FrontendError::InvalidCredentials) => "invalid_credentials",
+            Err(FrontendError::UserBlocked) => "blocked",
             Err(FrontendError::LegacyUnavailable) => "legacy_unavailable",
             Err(FrontendError::StoreUnavailable) => "store_unavailable",
             Err(FrontendError::Overloaded) => "overloaded",
@@ -117,6 +118,7 @@ impl AuthFlows {
             StoreAnswer::Authenticated(user) => (user, false),
             // The store counted this failure toward the email's throttle itself.
             StoreAnswer::WrongPassword => return Err(FrontendError::InvalidCredentials),
+            StoreAnswer::Blocked => return Err(FrontendError::UserBlocked),
             StoreAnswer::Throttled(seconds) => return Err(FrontendError::RateLimited(seconds)),
             // The store paid the dummy hash and counted the failure, as for a wrong password.
             StoreAnswer::NotFound if authoritative => {
@@ -124,6 +126,11 @@ impl AuthFlows {
             }
             StoreAnswer::NotFound => self.migrate_on_login(&email, password, origin).await?,
         };
+        // A user blocked in the legacy store was imported blocked by this very login: the
+        // password was right, the account stays in the store, and there is no login.
+        if user.blocked {
+            return Err(FrontendError::UserBlocked);
+        }
         let span = tracing::Span::current();
         span.record("trickle.user.id", user.user_id.as_str());
         span.record("migrated", migrated);
@@ -202,6 +209,7 @@ impl AuthFlows {
                     .settle_login_attempt(email, origin, Settled::Undecided);
                 match self.authenticate(email, &password, true, origin).await? {
                     StoreAnswer::Authenticated(user) => Ok((user, false)),
+                    StoreAnswer::Blocked => Err(FrontendError::UserBlocked),
                     StoreAnswer::Throttled(seconds) => Err(FrontendError::RateLimited(seconds)),
                     // Counted by the store, like any failure it decides.
                     StoreAnswer::WrongPassword | StoreAnswer::NotFound => {
@@ -346,6 +354,16 @@ impl AuthFlows {
     }
 
     #[tracing::instrument(name = "auth.delete_user", skip_all, fields(trickle.user.id = %user_id))]
+    /// Block or unblock a store user; their tokens stop (or start again) validating within
+    /// `[frontend] token_subject_cache_ms`.
+    pub async fn set_blocked(
+        &self,
+        user_id: &str,
+        blocked: bool,
+    ) -> Result<auth::User, FrontendError> {
+        self.upstream.set_blocked(user_id, blocked).await
+    }
+
     pub async fn delete_user(&self, user_id: &str) -> Result<(), FrontendError> {
         self.upstream.delete_user(user_id).await
     }
@@ -370,6 +388,8 @@ impl AuthFlows {
                     .user(&UserLookup::UserId(claims.sub.clone()))
                     .await
                 {
+                    // A blocked user's tokens speak for nobody, like a deleted user's.
+                    Ok(user) if user.blocked => TokenSubject::Gone,
                     Ok(user) => TokenSubject::Present {
                         credentials_changed_at: user.credentials_changed_at.map(|t| t.seconds),
                     },

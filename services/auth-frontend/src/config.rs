@@ -96,6 +96,8 @@ pub struct PrivilegedCallers {
     pub delete_user: Option<Vec<String>>,
     pub change_email: Option<Vec<String>>,
     pub get_user: Option<Vec<String>>,
+    /// BlockUser and UnblockUser.
+    pub block_user: Option<Vec<String>>,
 }
 
 impl PrivilegedCallers {
@@ -122,6 +124,8 @@ impl PrivilegedCallers {
             ("DeleteUser", &self.delete_user),
             ("ChangeEmail", &self.change_email),
             ("GetUser", &self.get_user),
+            ("BlockUser", &self.block_user),
+            ("UnblockUser", &self.block_user),
         ] {
             if let Some(list) = list {
                 map.insert(method(name), list.clone());

@@ -16,6 +16,9 @@ pub enum FrontendError {
     EmailExists,
     #[error("user not found")]
     UserNotFound,
+    /// The password was right; the account is blocked.
+    #[error("this account is blocked")]
+    UserBlocked,
     #[error("invalid token")]
     InvalidToken,
     #[error("token expired")]
@@ -107,6 +110,11 @@ impl From<FrontendError> for Status {
             FrontendError::UserNotFound => {
                 rpc::status(Code::NotFound, reason::USER_NOT_FOUND, "no such user")
             }
+            FrontendError::UserBlocked => rpc::status(
+                Code::PermissionDenied,
+                reason::USER_BLOCKED,
+                "this account is blocked",
+            ),
             FrontendError::InvalidToken => rpc::status(
                 Code::Unauthenticated,
                 reason::INVALID_TOKEN,

@@ -8,14 +8,14 @@ use crate::upstream::UserLookup;
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::auth::v1::{
-    self as pb, ChangeEmailRequest, ChangeEmailResponse, ChangePasswordRequest,
-    ChangePasswordResponse, CreateEmailVerificationTicketRequest,
+    self as pb, BlockUserRequest, BlockUserResponse, ChangeEmailRequest, ChangeEmailResponse,
+    ChangePasswordRequest, ChangePasswordResponse, CreateEmailVerificationTicketRequest,
     CreateEmailVerificationTicketResponse, CreatePasswordResetTicketRequest,
     CreatePasswordResetTicketResponse, DeleteUserRequest, DeleteUserResponse, GetJwksRequest,
     GetJwksResponse, GetUserRequest, GetUserResponse, LoginRequest, LoginResponse,
-    ResetPasswordRequest, ResetPasswordResponse, SignUpRequest, SignUpResponse,
-    ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest, VerifyEmailResponse,
-    auth_service_server::AuthService, get_user_request::Lookup,
+    ResetPasswordRequest, ResetPasswordResponse, SignUpRequest, SignUpResponse, UnblockUserRequest,
+    UnblockUserResponse, ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest,
+    VerifyEmailResponse, auth_service_server::AuthService, get_user_request::Lookup,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -286,6 +286,30 @@ impl AuthService for AuthApi {
         violations.verdict()?;
         self.flows.delete_user(&user_id).await?;
         Ok(Response::new(DeleteUserResponse {}))
+    }
+
+    async fn block_user(
+        &self,
+        request: Request<BlockUserRequest>,
+    ) -> Result<Response<BlockUserResponse>, Status> {
+        let BlockUserRequest { user_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        let user = self.flows.set_blocked(&user_id, true).await?;
+        Ok(Response::new(BlockUserResponse { user: Some(user) }))
+    }
+
+    async fn unblock_user(
+        &self,
+        request: Request<UnblockUserRequest>,
+    ) -> Result<Response<UnblockUserResponse>, Status> {
+        let UnblockUserRequest { user_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        let user = self.flows.set_blocked(&user_id, false).await?;
+        Ok(Response::new(UnblockUserResponse { user: Some(user) }))
     }
 }
 

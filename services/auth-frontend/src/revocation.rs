@@ -13,7 +13,7 @@ const MAX_REMEMBERED: usize = 50_000;
 /// What the store said of a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenSubject {
-    /// Deleted, or never existed.
+    /// Deleted, blocked, or never existed.
     Gone,
     /// Exists; the password last changed at this time (seconds since the epoch), if ever.
     Present { credentials_changed_at: Option<i64> },

@@ -36,6 +36,8 @@ impl std::fmt::Debug for AttemptOrigin {
 #[derive(Debug)]
 pub enum StoreAnswer {
     Authenticated(auth::User),
+    /// The password is right, but the user is blocked.
+    Blocked,
     /// A wrong password, or a deleted user (refused alike; the legacy store is never asked
     /// about a deleted user).
     WrongPassword,
@@ -153,6 +155,7 @@ impl Upstreams {
         use store::authenticate_response::Outcome;
         let decoded = match (Outcome::try_from(answer.outcome), answer.user) {
             (Ok(Outcome::Authenticated), Some(user)) => StoreAnswer::Authenticated(user),
+            (Ok(Outcome::Blocked), _) => StoreAnswer::Blocked,
             (Ok(Outcome::WrongPassword | Outcome::Tombstoned), _) => StoreAnswer::WrongPassword,
             (Ok(Outcome::NotFound), _) => StoreAnswer::NotFound,
             (Ok(Outcome::Throttled), _) => {
@@ -445,6 +448,26 @@ impl Upstreams {
             .ok_or_else(|| missing("the user store's RedeemEmailVerification"))
     }
 
+    pub async fn set_blocked(
+        &self,
+        user_id: &str,
+        blocked: bool,
+    ) -> Result<auth::User, FrontendError> {
+        self.store
+            .clone()
+            .set_blocked(store::SetBlockedRequest {
+                user_id: user_id.to_owned(),
+                blocked,
+            })
+            .await
+            .map_err(store_error)?
+            .into_inner()
+            .user
+            .ok_or_else(|| {
+                FrontendError::Internal("the store answered SetBlocked without a user".into())
+            })
+    }
+
     pub async fn delete_user(&self, user_id: &str) -> Result<(), FrontendError> {
         self.store
             .clone()
@@ -464,6 +487,7 @@ fn legacy_user_view(legacy: trickle_proto::legacy::v1::LegacyUser) -> auth::User
         legacy_id,
         email,
         email_verified,
+        blocked,
         ..
     } = legacy;
     auth::User {
@@ -480,5 +504,6 @@ fn legacy_user_view(legacy: trickle_proto::legacy::v1::LegacyUser) -> auth::User
         updated_at: None,
         last_login_at: None,
         credentials_changed_at: None,
+        blocked,
     }
 }

@@ -188,6 +188,7 @@ fn user_to_proto(user: LegacyUser) -> pb::LegacyUser {
         family_name,
         nickname,
         picture,
+        blocked,
     } = user;
     pb::LegacyUser {
         legacy_id,
@@ -198,5 +199,6 @@ fn user_to_proto(user: LegacyUser) -> pb::LegacyUser {
         family_name: family_name.unwrap_or_default(),
         nickname: nickname.unwrap_or_default(),
         picture: picture.unwrap_or_default(),
+        blocked,
     }
 }

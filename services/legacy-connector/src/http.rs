@@ -54,6 +54,9 @@ struct Profile {
     family_name: Option<String>,
     nickname: Option<String>,
     picture: Option<String>,
+    /// The account is disabled in the legacy system.
+    #[serde(default)]
+    blocked: bool,
 }
 
 #[derive(Clone)]
@@ -194,6 +197,7 @@ impl HttpBackend {
             family_name: profile.family_name,
             nickname: profile.nickname,
             picture: profile.picture,
+            blocked: profile.blocked,
         }))
     }
 

@@ -101,10 +101,12 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
             HashFormat::Auto,
         ),
         Preset::Django => (
+            // An inactive account (is_active = false) migrates blocked: its owner cannot log
+            // in, as in the app, and the store keeps the account instead of losing it.
             "SELECT id, email, password AS password_hash, first_name AS given_name, last_name AS family_name, \
-             username AS nickname"
+             username AS nickname, NOT is_active AS blocked"
                 .to_owned(),
-            format!("{} WHERE is_active = TRUE AND", table("auth_user")),
+            table("auth_user"),
             format!("lower(email) = {p1}"),
             "id".to_owned(),
             CursorKind::Integer,
@@ -253,9 +255,7 @@ mod tests {
         );
         let django = with(Preset::Django, "postgres://x/app");
         assert!(
-            django
-                .list_users
-                .contains("is_active = TRUE AND id > $1 ORDER BY id LIMIT $2"),
+            django.list_users.contains("NOT is_active AS blocked"),
             "{}",
             django.list_users
         );

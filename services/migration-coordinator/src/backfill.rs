@@ -452,6 +452,7 @@ impl Backfiller {
                 legacy_id,
                 email,
                 email_verified,
+                blocked,
                 ..
             } = user;
             batch.push(store::BackfillUser {
@@ -460,6 +461,7 @@ impl Backfiller {
                 email_verified,
                 profile: Some(profile),
                 password_hash,
+                blocked,
             });
         }
         let processed = count(batch.len() + unsupported.len());

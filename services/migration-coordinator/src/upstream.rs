@@ -205,6 +205,7 @@ impl Upstreams {
             legacy_id,
             email,
             email_verified,
+            blocked,
             ..
         } = legacy_user;
         let import = store::ImportUserRequest {
@@ -217,6 +218,7 @@ impl Upstreams {
             source: source.into(),
             // The wire's empty string: no ticket to consume.
             reset_ticket: reset_ticket.unwrap_or_default().to_owned(),
+            blocked,
         };
         let imported = self
             .store

@@ -25,9 +25,10 @@ use trickle_proto::userstore::v1::{
     GetMigrationCountsResponse, GetUserRequest, GetUserResponse, ImportUserRequest,
     ImportUserResponse, RecordLoginFailureRequest, RecordLoginFailureResponse,
     RedeemEmailVerificationRequest, RedeemEmailVerificationResponse, RedeemPasswordResetRequest,
-    RedeemPasswordResetResponse, SettleLoginAttemptRequest, SettleLoginAttemptResponse,
-    authenticate_response, change_password_response, get_user_request::Lookup,
-    import_user_response, redeem_password_reset_response, user_store_server::UserStore,
+    RedeemPasswordResetResponse, SetBlockedRequest, SetBlockedResponse, SettleLoginAttemptRequest,
+    SettleLoginAttemptResponse, authenticate_response, change_password_response,
+    get_user_request::Lookup, import_user_response, redeem_password_reset_response,
+    user_store_server::UserStore,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -98,6 +99,10 @@ impl UserStore for UserStoreService {
                 response.user = Some(user_to_proto(user));
                 Outcome::Authenticated
             }
+            AuthenticateOutcome::Blocked(user) => {
+                response.user = Some(user_to_proto(user));
+                Outcome::Blocked
+            }
             AuthenticateOutcome::WrongPassword => Outcome::WrongPassword,
             AuthenticateOutcome::NotFound => Outcome::NotFound,
             AuthenticateOutcome::Tombstoned => Outcome::Tombstoned,
@@ -144,6 +149,7 @@ impl UserStore for UserStoreService {
             password,
             source,
             reset_ticket,
+            blocked,
         } = request.into_inner();
         let mut violations = Violations::default();
         if legacy_id.is_empty() {
@@ -177,6 +183,7 @@ impl UserStore for UserStoreService {
             profile,
             password,
             source,
+            blocked,
         };
         let outcome = if reset_ticket.is_empty() {
             self.users.import_user(import).await?
@@ -290,6 +297,20 @@ impl UserStore for UserStoreService {
         violations.verdict()?;
         self.users.delete_user(&user_id).await?;
         Ok(Response::new(DeleteUserResponse {}))
+    }
+
+    async fn set_blocked(
+        &self,
+        request: Request<SetBlockedRequest>,
+    ) -> Result<Response<SetBlockedResponse>, Status> {
+        let SetBlockedRequest { user_id, blocked } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        let user = self.users.set_blocked(&user_id, blocked).await?;
+        Ok(Response::new(SetBlockedResponse {
+            user: Some(user_to_proto(user)),
+        }))
     }
 
     async fn check_tombstone(
@@ -428,6 +449,7 @@ impl UserStore for UserStoreService {
                 email_verified,
                 profile,
                 password_hash,
+                blocked,
             } = user;
             let mut violations = Violations::default();
             let email = violations.check("email", Email::parse(&email));
@@ -449,6 +471,7 @@ impl UserStore for UserStoreService {
                     email_verified,
                     profile,
                     password_hash,
+                    blocked,
                 }),
                 _ => invalid_legacy_ids.push(legacy_id.chars().take(255).collect()),
             }
@@ -602,6 +625,7 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
         updated_at,
         last_login_at,
         credentials_changed_at,
+        blocked,
     } = user;
     let Profile {
         name,
@@ -638,6 +662,7 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
         last_login_at: last_login_at.map(timestamp),
         display_email,
         credentials_changed_at: credentials_changed_at.map(timestamp),
+        blocked,
     }
 }
 

@@ -59,6 +59,8 @@ pub struct User {
     pub last_login_at: Option<DateTime<Utc>>,
     /// When the password last changed (change or reset): older access tokens are refused.
     pub credentials_changed_at: Option<DateTime<Utc>>,
+    /// Logins are refused (after the password is checked) and tokens do not validate.
+    pub blocked: bool,
 }
 
 /// What one `login_throttle` row counts. The row's key column is called `email` for

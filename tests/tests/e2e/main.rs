@@ -27,6 +27,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod account_state;
 mod backfill;
 mod bench;
 mod db_tls;

@@ -47,6 +47,8 @@ struct App {
     ddl: &'static str,
     /// (email as the app stores it, password) of each user inserted.
     users: Vec<(String, String)>,
+    /// (email, password) of users the app has disabled: they arrive blocked.
+    disabled: Vec<(String, String)>,
     inserts: Vec<String>,
 }
 
@@ -116,7 +118,7 @@ async fn check(app: App) {
         i32::from(BackfillState::Completed),
         "{preset:?}: {done:?}"
     );
-    let others = i64::try_from(app.users.len() - 1).expect("count");
+    let others = i64::try_from(app.users.len() + app.disabled.len() - 1).expect("count");
     assert_eq!(
         (done.imported, done.skipped_existing, done.unsupported),
         (others, 1, 0),
@@ -135,6 +137,20 @@ async fn check(app: App) {
             .login(login(email, password))
             .await
             .unwrap_or_else(|e| panic!("{preset:?} {email}: {e:?}"));
+    }
+    // Accounts the app disabled came along, blocked: the right password says so, a wrong one
+    // does not.
+    for (email, password) in &app.disabled {
+        let status = client
+            .login(login(email, password))
+            .await
+            .expect_err("a disabled account");
+        assert_status(&status, Code::PermissionDenied, reason::USER_BLOCKED);
+        let status = client
+            .login(login(email, &format!("{password}?")))
+            .await
+            .expect_err("a wrong password");
+        assert_status(&status, Code::Unauthenticated, reason::INVALID_CREDENTIALS);
     }
 }
 
@@ -157,6 +173,7 @@ async fn wordpress_on_mariadb() {
         backend: Backend::PostgresMariaDb,
         ddl: include_str!("../../fixtures/legacy-apps/wordpress.mysql.sql"),
         users,
+        disabled: Vec::new(),
         inserts,
     })
     .await;
@@ -181,11 +198,19 @@ async fn django_on_postgresql() {
         ));
         users.push((email, v.password.clone()));
     }
+    // An account the site deactivated (is_active = false).
+    inserts.push(format!(
+        "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined) \
+         VALUES ('{}', false, 'gone', 'Gone', 'User', 'Gone@Example.com', false, false, now())",
+        v[0].hash
+    ));
+    let disabled = vec![("Gone@Example.com".to_owned(), v[0].password.clone())];
     check(App {
         preset: Preset::Django,
         backend: Backend::Postgres,
         ddl: include_str!("../../fixtures/legacy-apps/django.postgres.sql"),
         users,
+        disabled,
         inserts,
     })
     .await;
@@ -210,6 +235,7 @@ async fn laravel_on_mariadb() {
         backend: Backend::PostgresMariaDb,
         ddl: include_str!("../../fixtures/legacy-apps/laravel.mysql.sql"),
         users,
+        disabled: Vec::new(),
         inserts,
     })
     .await;
@@ -238,6 +264,7 @@ async fn aspnet_identity_on_postgresql() {
         backend: Backend::Postgres,
         ddl: include_str!("../../fixtures/legacy-apps/aspnet-identity.postgres.sql"),
         users,
+        disabled: Vec::new(),
         inserts,
     })
     .await;
@@ -273,6 +300,7 @@ async fn aspnet_membership_on_mariadb() {
         backend: Backend::PostgresMariaDb,
         ddl: include_str!("../../fixtures/legacy-apps/aspnet-membership.mysql.sql"),
         users,
+        disabled: Vec::new(),
         inserts,
     })
     .await;

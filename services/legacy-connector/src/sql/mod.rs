@@ -27,6 +27,8 @@ pub struct LegacyUser {
     pub family_name: Option<String>,
     pub nickname: Option<String>,
     pub picture: Option<String>,
+    /// Disabled in the legacy store (an optional `blocked` column): imported blocked.
+    pub blocked: bool,
 }
 
 /// A legacy row with its hash, parsed. Stays inside this crate.
@@ -624,6 +626,7 @@ impl SqlBackend {
             family_name: row.optional_text("family_name")?,
             nickname: row.optional_text("nickname")?,
             picture: row.optional_text("picture")?,
+            blocked: row.optional_flag("blocked")?,
         };
         Ok((user, hash))
     }

@@ -10,6 +10,7 @@ pub(crate) struct BackfillRow<'a> {
     pub email_verified: bool,
     pub profile: &'a Profile,
     pub password_hash: &'a str,
+    pub blocked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -45,13 +46,13 @@ impl Repository {
                 };
                 sqlx::query_as(
                     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
-                       name, given_name, family_name, nickname, picture, source, created_at, updated_at) \
+                       name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked) \
                      SELECT v.user_id, v.email, v.display_email, v.email_verified, v.legacy_id, v.password_hash, \
-                       v.name, v.given_name, v.family_name, v.nickname, v.picture, 'backfill', $12, $12 \
+                       v.name, v.given_name, v.family_name, v.nickname, v.picture, 'backfill', $12, $12, v.blocked \
                      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], \
-                                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) \
+                                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $13::bool[]) \
                        AS v(user_id, email, display_email, email_verified, legacy_id, password_hash, \
-                            name, given_name, family_name, nickname, picture) \
+                            name, given_name, family_name, nickname, picture, blocked) \
                      WHERE NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.legacy_id = v.legacy_id) \
                      ON CONFLICT DO NOTHING RETURNING user_id, legacy_id",
                 )
@@ -67,15 +68,16 @@ impl Repository {
                 .bind(col(|u| u.profile.nickname.clone()))
                 .bind(col(|u| u.profile.picture.clone()))
                 .bind(now)
+                .bind(users.iter().map(|u| u.blocked).collect::<Vec<_>>())
                 .fetch_all(pool)
                 .await?
             }
             Db::Sqlite(pool) => {
                 let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
-                       name, given_name, family_name, nickname, picture, source, created_at, updated_at) \
+                       name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked) \
                      SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, \
-                       column10, column11, 'backfill', column12, column12 FROM (",
+                       column10, column11, 'backfill', column12, column12, column13 FROM (",
                 );
                 insert.push_values(users.iter().zip(&ids), |mut row, (u, id)| {
                     row.push_bind(id.as_str())
@@ -89,7 +91,8 @@ impl Repository {
                         .push_bind(u.profile.family_name.as_deref())
                         .push_bind(u.profile.nickname.as_deref())
                         .push_bind(u.profile.picture.as_deref())
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push_bind(u.blocked);
                 });
                 // The WHERE also keeps SQLite from reading ON CONFLICT as part of the SELECT.
                 insert.push(

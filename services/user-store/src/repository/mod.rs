@@ -22,6 +22,7 @@ pub(crate) struct NewUser<'a> {
     pub password_hash: &'a str,
     pub profile: &'a Profile,
     pub source: Source,
+    pub blocked: bool,
 }
 
 pub(crate) enum InsertOutcome {
@@ -49,6 +50,7 @@ struct UserRow {
     updated_at: DateTime<Utc>,
     last_login_at: Option<DateTime<Utc>>,
     credentials_changed_at: Option<DateTime<Utc>>,
+    blocked: bool,
 }
 
 /// Counts for the migration status.
@@ -74,7 +76,7 @@ macro_rules! user_columns {
     () => {
         "user_id, email, display_email, email_verified, legacy_id, name, given_name, family_name, \
          nickname, picture, user_metadata, app_metadata, source, created_at, updated_at, last_login_at, \
-         credentials_changed_at"
+         credentials_changed_at, blocked"
     };
 }
 
@@ -113,6 +115,10 @@ const SET_EMAIL_VERIFIED: &str = concat!(
     "UPDATE users SET email_verified = TRUE, updated_at = $3 WHERE user_id = $1 AND email = $2 RETURNING ",
     user_columns!()
 );
+const SET_BLOCKED: &str = concat!(
+    "UPDATE users SET blocked = $2, updated_at = $3 WHERE user_id = $1 RETURNING ",
+    user_columns!()
+);
 const CONSUME_TICKET: &str = "UPDATE tickets SET used_at = $2 \
      WHERE ticket_hash = $1 AND used_at IS NULL AND expires_at > $2";
 const SELECT_CREDENTIALS_BY_EMAIL: &str = concat!(
@@ -149,14 +155,15 @@ macro_rules! bind_new_user {
             .bind($now)
             // The login that migrates a user is their first login in the store.
             .bind((new.source == Source::LoginMigration).then_some($now))
+            .bind(new.blocked)
     }};
 }
 
 const INSERT_USER: &str = concat!(
     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
      name, given_name, family_name, nickname, picture, user_metadata, app_metadata, source, \
-     created_at, updated_at, last_login_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16) \
+     created_at, updated_at, last_login_at, blocked) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17) \
      ON CONFLICT DO NOTHING RETURNING ",
     user_columns!()
 );
@@ -193,6 +200,7 @@ impl UserRow {
             updated_at: self.updated_at,
             last_login_at: self.last_login_at,
             credentials_changed_at: self.credentials_changed_at,
+            blocked: self.blocked,
         })
     }
 }
@@ -356,6 +364,24 @@ impl Repository {
     }
 
     /// Delete a user and leave their tombstone, in one transaction.
+    /// Block or unblock a user; `None` when there is no such user.
+    pub(crate) async fn set_blocked(
+        &self,
+        user_id: &str,
+        blocked: bool,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let now = self.clock.now();
+        let row: Option<UserRow> = with_db!(&self.db, pool => {
+            sqlx::query_as(SET_BLOCKED)
+                .bind(user_id)
+                .bind(blocked)
+                .bind(now)
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(UserRow::into_user).transpose()
+    }
+
     pub(crate) async fn delete_with_tombstone(&self, user_id: &str) -> Result<bool, sqlx::Error> {
         let now = self.clock.now();
         let tombstone_id = uuid::Uuid::now_v7().to_string();
@@ -464,6 +490,7 @@ mod tests {
                 password_hash: "hash-A",
                 profile: &Profile::default(),
                 source: Source::Signup,
+                blocked: false,
             })
             .await
             .expect("insert")

@@ -18,6 +18,8 @@ pub use crate::model::{Profile, Source, User};
 #[derive(Debug)]
 pub enum AuthenticateOutcome {
     Authenticated(User),
+    /// The password is right, but the user is blocked: no login.
+    Blocked(User),
     WrongPassword,
     NotFound,
     /// No user, and the email belongs to a deleted one.
@@ -79,6 +81,7 @@ pub struct BackfillUser {
     pub profile: Profile,
     /// A legacy hash the store can verify (checked by parsing it).
     pub password_hash: String,
+    pub blocked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +103,8 @@ pub struct Import {
     pub profile: Profile,
     pub password: Password,
     pub source: Source,
+    /// Blocked in the legacy store.
+    pub blocked: bool,
 }
 
 impl Import {
@@ -112,6 +117,7 @@ impl Import {
             password_hash,
             profile: &self.profile,
             source: self.source,
+            blocked: self.blocked,
         }
     }
 }
@@ -221,7 +227,10 @@ impl Users {
             .await;
         let outcome = match &checked {
             Ok(answer) => match answer.outcome {
-                AuthenticateOutcome::Authenticated(_) => Some(AttemptOutcome::Succeeded),
+                // A blocked user's right password is not a guess: it does not count.
+                AuthenticateOutcome::Authenticated(_) | AuthenticateOutcome::Blocked(_) => {
+                    Some(AttemptOutcome::Succeeded)
+                }
                 // Left open: the legacy store decides, and the caller settles it.
                 AuthenticateOutcome::NotFound if !store_decides => None,
                 _ => Some(AttemptOutcome::Failed),
@@ -293,6 +302,14 @@ impl Users {
         span.record("trickle.user.id", user.user_id.as_str());
         span.record("trickle.hash.scheme", scheme.as_str());
         span.record("trickle.hash.upgraded", upgraded.is_some());
+        // Decided only now that the password is known to be right: a guesser learns nothing
+        // about the account from a block. Not a login, so nothing is recorded.
+        if user.blocked {
+            return Ok(Authentication {
+                outcome: AuthenticateOutcome::Blocked(user),
+                remainder: None,
+            });
+        }
         let user = self
             .repository
             .record_login(&user.user_id, &stored, upgraded.as_deref())
@@ -341,6 +358,7 @@ impl Users {
             password_hash: &password_hash,
             profile: &profile,
             source: Source::Signup,
+            blocked: false,
         };
         match self.repository.insert(&new_user).await? {
             InsertOutcome::Inserted(user) => Ok(user),
@@ -489,6 +507,17 @@ impl Users {
     }
 
     #[tracing::instrument(name = "user_store.delete_user", skip_all, fields(trickle.user.id = %user_id))]
+    /// Block or unblock a user (their tokens stop or start validating with it).
+    pub async fn set_blocked(&self, user_id: &str, blocked: bool) -> Result<User, StoreError> {
+        let user = self
+            .repository
+            .set_blocked(user_id, blocked)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tracing::info!(trickle.user.id = %user.user_id, blocked, "user block changed");
+        Ok(user)
+    }
+
     pub async fn delete_user(&self, user_id: &str) -> Result<(), StoreError> {
         if self.repository.delete_with_tombstone(user_id).await? {
             Ok(())
@@ -518,6 +547,7 @@ impl Users {
                 email_verified: u.email_verified,
                 profile: &u.profile,
                 password_hash: &u.password_hash,
+                blocked: u.blocked,
             })
             .collect();
         let result = self.repository.backfill(&rows).await?;
