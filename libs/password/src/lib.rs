@@ -9,10 +9,12 @@
 //!   async executor, each with its own reused argon2 memory.
 
 mod argon2id;
+mod breached;
 mod pool;
 mod stored;
 
 pub use argon2id::Argon2Config;
+pub use breached::{BreachedError, BreachedPasswords};
 pub use pool::{HashPool, PoolError, Verification};
 pub use stored::{
     DigestAlgorithm, DigestEncoding, DigestTemplate, HashCost, HashFormat, HashLimits, HashScheme,

@@ -134,10 +134,11 @@ impl AuthFlows {
         let span = tracing::Span::current();
         span.record("trickle.user.id", user.user_id.as_str());
         span.record("migrated", migrated);
-        let access_token = self.tokens.issue(
+        let access_token = self.tokens.issue_flagged(
             &user.user_id,
             &user.email,
             &user.legacy_id,
+            user.password_change_required,
             self.clock.unix_seconds(),
         );
         let expires_in = i64::try_from(self.tokens.ttl().as_secs()).unwrap_or(i64::MAX);
@@ -361,7 +362,19 @@ impl AuthFlows {
         user_id: &str,
         blocked: bool,
     ) -> Result<auth::User, FrontendError> {
-        self.upstream.set_blocked(user_id, blocked).await
+        self.upstream
+            .set_account_state(user_id, Some(blocked), None)
+            .await
+    }
+
+    /// Ask a user to choose a new password (cleared by ChangePassword and ResetPassword).
+    pub async fn require_password_change(
+        &self,
+        user_id: &str,
+    ) -> Result<auth::User, FrontendError> {
+        self.upstream
+            .set_account_state(user_id, None, Some(true))
+            .await
     }
 
     pub async fn delete_user(&self, user_id: &str) -> Result<(), FrontendError> {

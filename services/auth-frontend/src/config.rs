@@ -96,8 +96,8 @@ pub struct PrivilegedCallers {
     pub delete_user: Option<Vec<String>>,
     pub change_email: Option<Vec<String>>,
     pub get_user: Option<Vec<String>>,
-    /// BlockUser and UnblockUser.
-    pub block_user: Option<Vec<String>>,
+    /// BlockUser, UnblockUser and RequirePasswordChange.
+    pub account_state: Option<Vec<String>>,
 }
 
 impl PrivilegedCallers {
@@ -124,8 +124,9 @@ impl PrivilegedCallers {
             ("DeleteUser", &self.delete_user),
             ("ChangeEmail", &self.change_email),
             ("GetUser", &self.get_user),
-            ("BlockUser", &self.block_user),
-            ("UnblockUser", &self.block_user),
+            ("BlockUser", &self.account_state),
+            ("UnblockUser", &self.account_state),
+            ("RequirePasswordChange", &self.account_state),
         ] {
             if let Some(list) = list {
                 map.insert(method(name), list.clone());

@@ -13,9 +13,10 @@ use trickle_proto::auth::v1::{
     CreateEmailVerificationTicketResponse, CreatePasswordResetTicketRequest,
     CreatePasswordResetTicketResponse, DeleteUserRequest, DeleteUserResponse, GetJwksRequest,
     GetJwksResponse, GetUserRequest, GetUserResponse, LoginRequest, LoginResponse,
-    ResetPasswordRequest, ResetPasswordResponse, SignUpRequest, SignUpResponse, UnblockUserRequest,
-    UnblockUserResponse, ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest,
-    VerifyEmailResponse, auth_service_server::AuthService, get_user_request::Lookup,
+    RequirePasswordChangeRequest, RequirePasswordChangeResponse, ResetPasswordRequest,
+    ResetPasswordResponse, SignUpRequest, SignUpResponse, UnblockUserRequest, UnblockUserResponse,
+    ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest, VerifyEmailResponse,
+    auth_service_server::AuthService, get_user_request::Lookup,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -140,6 +141,7 @@ impl AuthService for AuthApi {
             iss,
             aud,
             jti: _,
+            password_change_required,
         } = self.flows.validate_token(&access_token).await?;
         Ok(Response::new(ValidateTokenResponse {
             claims: Some(pb::Claims {
@@ -150,6 +152,7 @@ impl AuthService for AuthApi {
                 exp,
                 iss,
                 aud,
+                password_change_required,
             }),
         }))
     }
@@ -310,6 +313,20 @@ impl AuthService for AuthApi {
         violations.verdict()?;
         let user = self.flows.set_blocked(&user_id, false).await?;
         Ok(Response::new(UnblockUserResponse { user: Some(user) }))
+    }
+
+    async fn require_password_change(
+        &self,
+        request: Request<RequirePasswordChangeRequest>,
+    ) -> Result<Response<RequirePasswordChangeResponse>, Status> {
+        let RequirePasswordChangeRequest { user_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        let user = self.flows.require_password_change(&user_id).await?;
+        Ok(Response::new(RequirePasswordChangeResponse {
+            user: Some(user),
+        }))
     }
 }
 

@@ -69,6 +69,9 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub jti: String,
+    /// Present (true) only when the user should choose a new password.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub password_change_required: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -277,6 +280,18 @@ impl TokenIssuer {
 
     /// Issue a token for a user, valid from `now` (seconds since the epoch).
     pub fn issue(&self, user_id: &str, email: &str, legacy_id: &str, now: i64) -> String {
+        self.issue_flagged(user_id, email, legacy_id, false, now)
+    }
+
+    /// [`TokenIssuer::issue`], saying whether the user should choose a new password.
+    pub fn issue_flagged(
+        &self,
+        user_id: &str,
+        email: &str,
+        legacy_id: &str,
+        password_change_required: bool,
+        now: i64,
+    ) -> String {
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -287,6 +302,7 @@ impl TokenIssuer {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: uuid_like(),
+            password_change_required,
         };
         let header = Header {
             alg: "EdDSA".into(),

@@ -448,23 +448,26 @@ impl Upstreams {
             .ok_or_else(|| missing("the user store's RedeemEmailVerification"))
     }
 
-    pub async fn set_blocked(
+    /// Change a user's account state; `None` leaves a field as it is.
+    pub async fn set_account_state(
         &self,
         user_id: &str,
-        blocked: bool,
+        blocked: Option<bool>,
+        password_change_required: Option<bool>,
     ) -> Result<auth::User, FrontendError> {
         self.store
             .clone()
-            .set_blocked(store::SetBlockedRequest {
+            .set_account_state(store::SetAccountStateRequest {
                 user_id: user_id.to_owned(),
                 blocked,
+                password_change_required,
             })
             .await
             .map_err(store_error)?
             .into_inner()
             .user
             .ok_or_else(|| {
-                FrontendError::Internal("the store answered SetBlocked without a user".into())
+                FrontendError::Internal("the store answered SetAccountState without a user".into())
             })
     }
 
@@ -505,5 +508,7 @@ fn legacy_user_view(legacy: trickle_proto::legacy::v1::LegacyUser) -> auth::User
         last_login_at: None,
         credentials_changed_at: None,
         blocked,
+        // Decided when they migrate, by the password they arrive with.
+        password_change_required: false,
     }
 }

@@ -72,6 +72,10 @@ pub struct MigrationConfig {
     /// A running backfill whose coordinator sent no heartbeat for this long is taken over
     /// by another replica (or by this one after a restart).
     pub backfill_lease_seconds: u64,
+    /// A password reset that migrates a legacy user marks their email verified: the reset
+    /// ticket reached that address. Off by default, since how the ticket is delivered is the
+    /// calling service's business.
+    pub reset_verifies_email: bool,
 }
 
 impl Default for MigrationConfig {
@@ -94,6 +98,7 @@ impl Default for MigrationConfig {
             store_timeout_ms: 10_000,
             mode_cache_ms: 2000,
             backfill_lease_seconds: 30,
+            reset_verifies_email: false,
         }
     }
 }

@@ -104,7 +104,7 @@ pub async fn build_with_clock(
         Duration::from_millis(config.legacy_breaker_open_ms),
         clock,
     );
-    let coordinator = Coordinator::new(ledger, legacy, breaker, store);
+    let coordinator = Coordinator::new(ledger, legacy, breaker, store, config.reset_verifies_email);
     let gauges =
         coordinator.spawn_gauge_refresh(Duration::from_secs(config.status_refresh_seconds));
     let listener = server::bind(&config.listen).await?;

@@ -53,6 +53,12 @@ impl LegacyUser {
     pub fn into_wire(self) -> legacy::LegacyUser {
         self.0
     }
+
+    /// The same user, their email taken as verified.
+    pub fn with_email_verified(mut self) -> Self {
+        self.0.email_verified = true;
+        self
+    }
 }
 
 /// The legacy store's answer to a login.

@@ -46,6 +46,11 @@ pub struct StoreConfig {
     /// How long a ticket is kept after it expired, so that a late redemption still answers
     /// TICKET_EXPIRED rather than TICKET_INVALID.
     pub prune_tickets_after_seconds: u64,
+    /// A breached-password corpus (SHA-1 hashes; a sorted file, or a directory in the
+    /// prefix-range layout). A user who migrates with a password found there, or shorter than
+    /// the sign-up minimum, must change it (`password_change_required`). Read offline; never
+    /// sent anywhere. Empty: only the length is checked.
+    pub breached_passwords: String,
 }
 
 impl Default for StoreConfig {
@@ -70,6 +75,7 @@ impl Default for StoreConfig {
             verification_ticket_ttl_seconds: 86_400,
             prune_interval_seconds: 300,
             prune_tickets_after_seconds: 86_400,
+            breached_passwords: String::new(),
         }
     }
 }

@@ -25,10 +25,10 @@ use trickle_proto::userstore::v1::{
     GetMigrationCountsResponse, GetUserRequest, GetUserResponse, ImportUserRequest,
     ImportUserResponse, RecordLoginFailureRequest, RecordLoginFailureResponse,
     RedeemEmailVerificationRequest, RedeemEmailVerificationResponse, RedeemPasswordResetRequest,
-    RedeemPasswordResetResponse, SetBlockedRequest, SetBlockedResponse, SettleLoginAttemptRequest,
-    SettleLoginAttemptResponse, authenticate_response, change_password_response,
-    get_user_request::Lookup, import_user_response, redeem_password_reset_response,
-    user_store_server::UserStore,
+    RedeemPasswordResetResponse, SetAccountStateRequest, SetAccountStateResponse,
+    SettleLoginAttemptRequest, SettleLoginAttemptResponse, authenticate_response,
+    change_password_response, get_user_request::Lookup, import_user_response,
+    redeem_password_reset_response, user_store_server::UserStore,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -299,16 +299,23 @@ impl UserStore for UserStoreService {
         Ok(Response::new(DeleteUserResponse {}))
     }
 
-    async fn set_blocked(
+    async fn set_account_state(
         &self,
-        request: Request<SetBlockedRequest>,
-    ) -> Result<Response<SetBlockedResponse>, Status> {
-        let SetBlockedRequest { user_id, blocked } = request.into_inner();
+        request: Request<SetAccountStateRequest>,
+    ) -> Result<Response<SetAccountStateResponse>, Status> {
+        let SetAccountStateRequest {
+            user_id,
+            blocked,
+            password_change_required,
+        } = request.into_inner();
         let mut violations = Violations::default();
         violations.check_id("user_id", &user_id, 64);
         violations.verdict()?;
-        let user = self.users.set_blocked(&user_id, blocked).await?;
-        Ok(Response::new(SetBlockedResponse {
+        let user = self
+            .users
+            .set_account_state(&user_id, blocked, password_change_required)
+            .await?;
+        Ok(Response::new(SetAccountStateResponse {
             user: Some(user_to_proto(user)),
         }))
     }
@@ -626,6 +633,7 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
         last_login_at,
         credentials_changed_at,
         blocked,
+        password_change_required,
     } = user;
     let Profile {
         name,
@@ -663,6 +671,7 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
         display_email,
         credentials_changed_at: credentials_changed_at.map(timestamp),
         blocked,
+        password_change_required,
     }
 }
 

@@ -61,6 +61,8 @@ pub struct User {
     pub credentials_changed_at: Option<DateTime<Utc>>,
     /// Logins are refused (after the password is checked) and tokens do not validate.
     pub blocked: bool,
+    /// The user should choose a new password; logins still succeed and say so.
+    pub password_change_required: bool,
 }
 
 /// What one `login_throttle` row counts. The row's key column is called `email` for

@@ -24,6 +24,8 @@ pub enum StartError {
     Serve(#[from] server::ServeError),
     #[error("cannot read the listener address: {0}")]
     Io(#[from] std::io::Error),
+    #[error("[store] breached_passwords: {0}")]
+    Breached(#[from] trickle_password::BreachedError),
 }
 
 /// Connect and migrate the database, start the hashing pool, bind the listener.
@@ -80,7 +82,11 @@ pub async fn build_with_clock(
         config.login_throttle_email_ceiling,
         client_throttle,
     );
-    let users = Users::new(repository, hasher, lifetimes, login_throttle);
+    let breached = (!config.breached_passwords.is_empty())
+        .then(|| trickle_password::BreachedPasswords::open(&config.breached_passwords))
+        .transpose()?;
+    let users =
+        Users::new(repository, hasher, lifetimes, login_throttle).with_breached_passwords(breached);
     // Before the listener is bound: the first refusal must already cost what later ones do,
     // and a bound port is what readiness checks take for "serving".
     users.prepare().await;

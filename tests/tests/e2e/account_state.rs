@@ -1,12 +1,15 @@
 //! Account state carried and kept: a user blocked in the legacy store arrives blocked (by a
 //! first login or by the backfill), a block is only ever revealed after the right password,
-//! and BlockUser / UnblockUser stop and restart logins and tokens.
+//! and BlockUser / UnblockUser stop and restart logins and tokens. A user who migrates with a
+//! password too short or found in a breached-password corpus must change it, without ever
+//! being locked out.
 
 use crate::support::{logged_in_user, login_refused};
 use std::time::Duration;
 use tonic::Code;
 use trickle_proto::auth::v1::{
-    BlockUserRequest, GetUserRequest, UnblockUserRequest, ValidateTokenRequest,
+    BlockUserRequest, ChangePasswordRequest, CreatePasswordResetTicketRequest, GetUserRequest,
+    RequirePasswordChangeRequest, ResetPasswordRequest, UnblockUserRequest, ValidateTokenRequest,
     get_user_request::Lookup,
 };
 use trickle_proto::migration::v1::StartBackfillRequest;
@@ -16,6 +19,7 @@ use trickle_tests::{Backend, LegacyRecord, TestTrickle, bcrypt};
 on_both_backends!(
     a_user_blocked_in_the_legacy_store_arrives_blocked,
     blocking_refuses_logins_and_tokens_until_unblocked,
+    a_weak_migrated_password_must_be_changed_but_still_logs_in,
 );
 
 async fn blocked_legacy_user(trickle: &TestTrickle, id: i64, email: &str, password: &str) {
@@ -198,4 +202,171 @@ async fn blocking_refuses_logins_and_tokens_until_unblocked(backend: Backend) {
         .await
         .expect_err("unknown user");
     crate::support::assert_status(&status, Code::NotFound, reason::USER_NOT_FOUND);
+}
+
+/// A breached-password corpus with these passwords: a sorted file (SHA-1 per line, with
+/// counts, CRLF, as the "ordered by hash" download) or the prefix-range directory layout.
+fn breached_corpus(dir: &std::path::Path, passwords: &[&str], sorted_file: bool) -> String {
+    use sha1::Digest as _;
+    let hexes: Vec<String> = passwords
+        .iter()
+        .map(|p| {
+            sha1::Sha1::digest(p.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect()
+        })
+        .collect();
+    if sorted_file {
+        let mut lines = hexes;
+        lines.push("0000000000000000000000000000000000000000".into());
+        lines.push("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF".into());
+        lines.sort();
+        let path = dir.join("pwned-passwords-sha1-ordered-by-hash.txt");
+        let body: String = lines.iter().map(|h| format!("{h}:7\r\n")).collect();
+        std::fs::write(&path, body).expect("write corpus");
+        path.display().to_string()
+    } else {
+        let range = dir.join("range");
+        std::fs::create_dir(&range).expect("mkdir");
+        for hex in hexes {
+            let (prefix, suffix) = hex.split_at(5);
+            std::fs::write(range.join(prefix), format!("{suffix}:7\r\n")).expect("write corpus");
+        }
+        range.display().to_string()
+    }
+}
+
+async fn a_weak_migrated_password_must_be_changed_but_still_logs_in(backend: Backend) {
+    let corpus_dir = tempfile::tempdir().expect("tempdir");
+    let corpus = breached_corpus(
+        corpus_dir.path(),
+        &["password123", "iloveyou2"],
+        backend == Backend::Sqlite,
+    );
+    let trickle = TestTrickle::start_with(backend, |config| {
+        config.store.breached_passwords = corpus.clone();
+    })
+    .await;
+    let users = [
+        (7201, "short@example.com", "abc123", true),
+        (7202, "breached@example.com", "password123", true),
+        (
+            7203,
+            "fine@example.com",
+            "a perfectly good passphrase",
+            false,
+        ),
+    ];
+    for (id, email, password, _) in users {
+        trickle.legacy_user(id, email, password).await;
+    }
+    let mut client = trickle.client().await;
+    for (_, email, password, must_change) in users {
+        // The login succeeds either way (never a lockout); user and token say what to do.
+        let answer = trickle.login_ok(email, password).await;
+        let user = answer.user.expect("user");
+        assert_eq!(user.password_change_required, must_change, "{email}");
+        let claims = client
+            .validate_token(ValidateTokenRequest {
+                access_token: answer.access_token,
+            })
+            .await
+            .expect("valid")
+            .into_inner()
+            .claims
+            .expect("claims");
+        assert_eq!(claims.password_change_required, must_change, "{email}");
+        // Still there on the next login, now decided by the store alone.
+        assert_eq!(
+            logged_in_user(&mut client, email, password)
+                .await
+                .password_change_required,
+            must_change,
+            "{email}"
+        );
+    }
+
+    // Changing the password clears it.
+    let short = logged_in_user(&mut client, "short@example.com", "abc123").await;
+    client
+        .change_password(ChangePasswordRequest {
+            user_id: short.user_id.clone(),
+            old_password: "abc123".into(),
+            new_password: "a longer password now".into(),
+        })
+        .await
+        .expect("change");
+    assert!(
+        !logged_in_user(&mut client, "short@example.com", "a longer password now")
+            .await
+            .password_change_required
+    );
+
+    // An operator asks; a reset clears it.
+    let fine = logged_in_user(
+        &mut client,
+        "fine@example.com",
+        "a perfectly good passphrase",
+    )
+    .await;
+    let asked = client
+        .require_password_change(RequirePasswordChangeRequest {
+            user_id: fine.user_id.clone(),
+        })
+        .await
+        .expect("require")
+        .into_inner()
+        .user
+        .expect("user");
+    assert!(asked.password_change_required);
+    assert!(
+        logged_in_user(
+            &mut client,
+            "fine@example.com",
+            "a perfectly good passphrase"
+        )
+        .await
+        .password_change_required
+    );
+    let ticket = client
+        .create_password_reset_ticket(CreatePasswordResetTicketRequest {
+            email: "fine@example.com".into(),
+        })
+        .await
+        .expect("ticket")
+        .into_inner()
+        .ticket;
+    client
+        .reset_password(ResetPasswordRequest {
+            ticket,
+            new_password: "another good passphrase".into(),
+        })
+        .await
+        .expect("reset");
+    assert!(
+        !logged_in_user(&mut client, "fine@example.com", "another good passphrase")
+            .await
+            .password_change_required
+    );
+
+    // A backfilled user's kept legacy hash: the policy applies at their first login, when the
+    // password is known.
+    trickle
+        .legacy_user(7204, "backfilled@example.com", "iloveyou2")
+        .await;
+    let mut admin = trickle.admin().await;
+    let job = admin
+        .start_backfill(StartBackfillRequest { batch_size: 10 })
+        .await
+        .expect("start backfill")
+        .into_inner()
+        .backfill
+        .expect("job");
+    crate::backfill::wait_for_end(&mut admin, &job.job_id).await;
+    assert!(
+        logged_in_user(&mut client, "backfilled@example.com", "iloveyou2")
+            .await
+            .password_change_required
+    );
 }

@@ -17,6 +17,7 @@ use trickle_tests::{Backend, LegacyRecord, TestTrickle, bcrypt, captured_logs};
 
 on_both_backends!(
     reset_migrates_an_unmigrated_user_with_the_legacy_profile,
+    a_reset_migration_verifies_the_email_only_when_configured,
     reset_ticket_issued_before_migration_resets_the_same_user,
     tickets_work_once_expire_and_never_appear_in_logs,
     changed_email_keeps_the_old_email_out,
@@ -983,4 +984,36 @@ async fn trickle_admin_prints_tables_and_json() {
         .await
         .expect_err("nothing there");
     assert!(format!("{unreachable:#}").contains("cannot reach the migration coordinator"));
+}
+
+/// `[migration] reset_verifies_email`: a reset ticket that reached the address proves it, when
+/// the operator says their service delivers tickets there; otherwise the legacy flag stands.
+async fn a_reset_migration_verifies_the_email_only_when_configured(backend: Backend) {
+    for verifies in [false, true] {
+        let trickle = TestTrickle::start_with(backend, |config| {
+            config.migration.reset_verifies_email = verifies;
+        })
+        .await;
+        // Unverified in the legacy store.
+        trickle
+            .legacy_user(4343, "hatter@example.com", "legacy-password")
+            .await;
+        let ticket = reset_ticket(&trickle, "hatter@example.com").await;
+        let reset = trickle
+            .client()
+            .await
+            .reset_password(ResetPasswordRequest {
+                ticket,
+                new_password: "a brand new password".into(),
+            })
+            .await
+            .expect("reset")
+            .into_inner();
+        assert!(reset.migrated);
+        assert_eq!(
+            reset.user.expect("user").email_verified,
+            verifies,
+            "reset_verifies_email = {verifies}"
+        );
+    }
 }

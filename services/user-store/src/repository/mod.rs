@@ -23,6 +23,7 @@ pub(crate) struct NewUser<'a> {
     pub profile: &'a Profile,
     pub source: Source,
     pub blocked: bool,
+    pub password_change_required: bool,
 }
 
 pub(crate) enum InsertOutcome {
@@ -51,6 +52,7 @@ struct UserRow {
     last_login_at: Option<DateTime<Utc>>,
     credentials_changed_at: Option<DateTime<Utc>>,
     blocked: bool,
+    password_change_required: bool,
 }
 
 /// Counts for the migration status.
@@ -76,7 +78,7 @@ macro_rules! user_columns {
     () => {
         "user_id, email, display_email, email_verified, legacy_id, name, given_name, family_name, \
          nickname, picture, user_metadata, app_metadata, source, created_at, updated_at, last_login_at, \
-         credentials_changed_at, blocked"
+         credentials_changed_at, blocked, password_change_required"
     };
 }
 
@@ -93,16 +95,16 @@ const SELECT_CREDENTIALS_BY_ID: &str = concat!(
     ", password_hash FROM users WHERE user_id = $1"
 );
 const SET_PASSWORD: &str = concat!(
-    "UPDATE users SET password_hash = $2, updated_at = $3, credentials_changed_at = $3 WHERE user_id = $1 RETURNING ",
+    "UPDATE users SET password_hash = $2, updated_at = $3, credentials_changed_at = $3, password_change_required = FALSE WHERE user_id = $1 RETURNING ",
     user_columns!()
 );
 const SET_PASSWORD_IF_UNCHANGED: &str = concat!(
-    "UPDATE users SET password_hash = $2, updated_at = $3, credentials_changed_at = $3 \
+    "UPDATE users SET password_hash = $2, updated_at = $3, credentials_changed_at = $3, password_change_required = FALSE \
      WHERE user_id = $1 AND password_hash = $4 RETURNING ",
     user_columns!()
 );
 const SET_PASSWORD_BY_LEGACY_ID: &str = concat!(
-    "UPDATE users SET password_hash = $3, updated_at = $4, credentials_changed_at = $4 \
+    "UPDATE users SET password_hash = $3, updated_at = $4, credentials_changed_at = $4, password_change_required = FALSE \
      WHERE legacy_id = $1 AND email = $2 RETURNING ",
     user_columns!()
 );
@@ -115,8 +117,10 @@ const SET_EMAIL_VERIFIED: &str = concat!(
     "UPDATE users SET email_verified = TRUE, updated_at = $3 WHERE user_id = $1 AND email = $2 RETURNING ",
     user_columns!()
 );
-const SET_BLOCKED: &str = concat!(
-    "UPDATE users SET blocked = $2, updated_at = $3 WHERE user_id = $1 RETURNING ",
+const SET_ACCOUNT_STATE: &str = concat!(
+    "UPDATE users SET blocked = COALESCE($2, blocked), \
+       password_change_required = COALESCE($3, password_change_required), updated_at = $4 \
+     WHERE user_id = $1 RETURNING ",
     user_columns!()
 );
 const CONSUME_TICKET: &str = "UPDATE tickets SET used_at = $2 \
@@ -156,21 +160,24 @@ macro_rules! bind_new_user {
             // The login that migrates a user is their first login in the store.
             .bind((new.source == Source::LoginMigration).then_some($now))
             .bind(new.blocked)
+            .bind(new.password_change_required)
     }};
 }
 
 const INSERT_USER: &str = concat!(
     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
      name, given_name, family_name, nickname, picture, user_metadata, app_metadata, source, \
-     created_at, updated_at, last_login_at, blocked) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17) \
+     created_at, updated_at, last_login_at, blocked, password_change_required) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, $18) \
      ON CONFLICT DO NOTHING RETURNING ",
     user_columns!()
 );
 const RECORD_LOGIN: &str = concat!(
     "UPDATE users SET last_login_at = $1, \
        password_hash = CASE WHEN password_hash = $3 AND $4 IS NOT NULL THEN $4 ELSE password_hash END, \
-       updated_at = CASE WHEN password_hash = $3 AND $4 IS NOT NULL THEN $1 ELSE updated_at END \
+       updated_at = CASE WHEN password_hash = $3 AND $4 IS NOT NULL THEN $1 ELSE updated_at END, \
+       password_change_required = CASE WHEN password_hash = $3 AND $4 IS NOT NULL AND $5 \
+         THEN TRUE ELSE password_change_required END \
      WHERE user_id = $2 RETURNING ",
     user_columns!()
 );
@@ -201,6 +208,7 @@ impl UserRow {
             last_login_at: self.last_login_at,
             credentials_changed_at: self.credentials_changed_at,
             blocked: self.blocked,
+            password_change_required: self.password_change_required,
         })
     }
 }
@@ -311,6 +319,9 @@ impl Repository {
         user_id: &str,
         verified_hash: &str,
         upgraded_hash: Option<&str>,
+        // With an upgrade: the password just verified should be changed (the policy of
+        // migrated passwords, applied when a kept legacy hash is first verified).
+        requires_change: bool,
     ) -> Result<Option<User>, sqlx::Error> {
         let now = self.clock.now();
         let row: Option<UserRow> = with_db!(&self.db, pool => {
@@ -319,6 +330,7 @@ impl Repository {
                 .bind(user_id)
                 .bind(verified_hash)
                 .bind(upgraded_hash)
+                .bind(requires_change)
                 .fetch_optional(pool)
                 .await
         })?;
@@ -364,17 +376,20 @@ impl Repository {
     }
 
     /// Delete a user and leave their tombstone, in one transaction.
-    /// Block or unblock a user; `None` when there is no such user.
-    pub(crate) async fn set_blocked(
+    /// Change a user's account state (`None`: leave as is); `None` when there is no such
+    /// user.
+    pub(crate) async fn set_account_state(
         &self,
         user_id: &str,
-        blocked: bool,
+        blocked: Option<bool>,
+        password_change_required: Option<bool>,
     ) -> Result<Option<User>, sqlx::Error> {
         let now = self.clock.now();
         let row: Option<UserRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(SET_BLOCKED)
+            sqlx::query_as(SET_ACCOUNT_STATE)
                 .bind(user_id)
                 .bind(blocked)
+                .bind(password_change_required)
                 .bind(now)
                 .fetch_optional(pool)
                 .await
@@ -491,6 +506,7 @@ mod tests {
                 profile: &Profile::default(),
                 source: Source::Signup,
                 blocked: false,
+                password_change_required: false,
             })
             .await
             .expect("insert")

@@ -10,7 +10,7 @@ use crate::throttle::{Admission, LoginThrottle};
 use crate::tickets::{self, Ticket};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
-use trickle_password::{HashFormat, HashPool, Password, StoredHash};
+use trickle_password::{BreachedPasswords, HashFormat, HashPool, Password, StoredHash};
 use trickle_service_kit::Email;
 
 pub use crate::model::{Profile, Source, User};
@@ -109,7 +109,11 @@ pub struct Import {
 
 impl Import {
     /// The row this import becomes, with the password hashed for the store.
-    fn new_user<'a>(&'a self, password_hash: &'a str) -> NewUser<'a> {
+    fn new_user<'a>(
+        &'a self,
+        password_hash: &'a str,
+        password_change_required: bool,
+    ) -> NewUser<'a> {
         NewUser {
             email: &self.email,
             email_verified: self.email_verified,
@@ -118,6 +122,7 @@ impl Import {
             profile: &self.profile,
             source: self.source,
             blocked: self.blocked,
+            password_change_required,
         }
     }
 }
@@ -129,6 +134,8 @@ pub struct Users {
     lifetimes: TicketLifetimes,
     throttle: LoginThrottle,
     refusal: RefusalCost,
+    /// `[store] breached_passwords`: migrated passwords found there must be changed.
+    breached: Option<BreachedPasswords>,
 }
 
 fn unreadable_hash(user_id: &str, e: &trickle_password::ParseHashError) -> StoreError {
@@ -149,6 +156,37 @@ impl Users {
             hasher,
             lifetimes,
             throttle,
+            breached: None,
+        }
+    }
+
+    /// Check migrated passwords against this breached-password corpus too.
+    pub fn with_breached_passwords(mut self, corpus: Option<BreachedPasswords>) -> Self {
+        self.breached = corpus;
+        self
+    }
+
+    /// Whether a password a user arrives with from the legacy store should be changed:
+    /// shorter than a new password may be, or in the breached-password corpus (looked up
+    /// offline). Never fails the login: an unreadable corpus is logged and skipped.
+    async fn migrated_password_needs_change(&self, password: &Password) -> bool {
+        if matches!(password.check_new(), Err(e) if e.is_weak()) {
+            return true;
+        }
+        let Some(corpus) = self.breached.clone() else {
+            return false;
+        };
+        let password = password.clone();
+        match tokio::task::spawn_blocking(move || corpus.contains(&password)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot check a migrated password against the breached-password corpus");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the breached-password lookup failed");
+                false
+            }
         }
     }
 
@@ -310,9 +348,15 @@ impl Users {
                 remainder: None,
             });
         }
+        // A kept legacy hash verified for the first time (a backfilled user): the policy of
+        // migrated passwords applies now that the password is known.
+        let requires_change = match &upgraded {
+            Some(_) if legacy_format => self.migrated_password_needs_change(&password).await,
+            _ => false,
+        };
         let user = self
             .repository
-            .record_login(&user.user_id, &stored, upgraded.as_deref())
+            .record_login(&user.user_id, &stored, upgraded.as_deref(), requires_change)
             .await?
             .unwrap_or(user);
         Ok(Authentication {
@@ -359,6 +403,7 @@ impl Users {
             profile: &profile,
             source: Source::Signup,
             blocked: false,
+            password_change_required: false,
         };
         match self.repository.insert(&new_user).await? {
             InsertOutcome::Inserted(user) => Ok(user),
@@ -385,7 +430,8 @@ impl Users {
             return Ok(outcome);
         }
         let password_hash = self.hasher.hash(import.password.clone()).await?;
-        let new_user = import.new_user(&password_hash);
+        let requires_change = self.migrated_password_needs_change(&import.password).await;
+        let new_user = import.new_user(&password_hash, requires_change);
         match self.repository.insert(&new_user).await? {
             InsertOutcome::Inserted(user) => Ok(ImportOutcome::Created(user)),
             InsertOutcome::Conflict => Ok(self
@@ -507,14 +553,25 @@ impl Users {
     }
 
     #[tracing::instrument(name = "user_store.delete_user", skip_all, fields(trickle.user.id = %user_id))]
-    /// Block or unblock a user (their tokens stop or start validating with it).
-    pub async fn set_blocked(&self, user_id: &str, blocked: bool) -> Result<User, StoreError> {
+    /// Change a user's account state (`None`: leave as is). A block stops their logins and
+    /// tokens; a required password change is cleared by the next change or reset.
+    pub async fn set_account_state(
+        &self,
+        user_id: &str,
+        blocked: Option<bool>,
+        password_change_required: Option<bool>,
+    ) -> Result<User, StoreError> {
         let user = self
             .repository
-            .set_blocked(user_id, blocked)
+            .set_account_state(user_id, blocked, password_change_required)
             .await?
             .ok_or(StoreError::NotFound)?;
-        tracing::info!(trickle.user.id = %user.user_id, blocked, "user block changed");
+        tracing::info!(
+            trickle.user.id = %user.user_id,
+            blocked = ?blocked,
+            password_change_required = ?password_change_required,
+            "account state changed"
+        );
         Ok(user)
     }
 

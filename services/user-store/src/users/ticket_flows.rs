@@ -48,7 +48,8 @@ impl Users {
             return Ok(ImportOutcome::Tombstoned);
         }
         let password_hash = self.hasher.hash(import.password.clone()).await?;
-        let new_user = import.new_user(&password_hash);
+        // A password chosen through a reset is a new one, checked by the new-password policy.
+        let new_user = import.new_user(&password_hash, false);
         match self.repository.import_with_ticket(&hash, &new_user).await? {
             Some((user, true)) => Ok(ImportOutcome::Created(user)),
             Some((user, false)) => Ok(ImportOutcome::AlreadyImported(user)),
