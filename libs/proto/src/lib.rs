@@ -78,10 +78,29 @@ pub fn method_paths() -> std::collections::HashSet<String> {
 }
 
 impl legacy::v1::LegacyUser {
-    /// The profile a legacy user brings into the store: the legacy store has no metadata.
-    /// One conversion for the three places that need it (migration on login and on reset,
-    /// backfill, and the read-only view of a user not migrated yet).
+    /// The profile a legacy user brings into the store, their roles as
+    /// `app_metadata.roles`. One conversion for the three places that need it (migration on
+    /// login and on reset, backfill, and the read-only view of a user not migrated yet).
     pub fn profile(&self) -> auth::v1::Profile {
+        use prost_types::{ListValue, Struct, Value, value::Kind};
+        let app_metadata = (!self.roles.is_empty()).then(|| Struct {
+            fields: [(
+                "roles".to_owned(),
+                Value {
+                    kind: Some(Kind::ListValue(ListValue {
+                        values: self
+                            .roles
+                            .iter()
+                            .map(|role| Value {
+                                kind: Some(Kind::StringValue(role.clone())),
+                            })
+                            .collect(),
+                    })),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        });
         auth::v1::Profile {
             name: self.name.clone(),
             given_name: self.given_name.clone(),
@@ -89,7 +108,7 @@ impl legacy::v1::LegacyUser {
             nickname: self.nickname.clone(),
             picture: self.picture.clone(),
             user_metadata: None,
-            app_metadata: None,
+            app_metadata,
         }
     }
 }

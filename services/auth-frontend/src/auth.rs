@@ -134,13 +134,7 @@ impl AuthFlows {
         let span = tracing::Span::current();
         span.record("trickle.user.id", user.user_id.as_str());
         span.record("migrated", migrated);
-        let access_token = self.tokens.issue_flagged(
-            &user.user_id,
-            &user.email,
-            &user.legacy_id,
-            user.password_change_required,
-            self.clock.unix_seconds(),
-        );
+        let access_token = self.tokens.issue_for(&user, self.clock.unix_seconds());
         let expires_in = i64::try_from(self.tokens.ttl().as_secs()).unwrap_or(i64::MAX);
         Ok(LoginSuccess {
             user,

@@ -155,6 +155,11 @@ pub struct TokenConfig {
     pub keys_dir: String,
     /// The file name in `keys_dir` of the key that signs new tokens.
     pub current_key: String,
+    /// Claims copied from the user's profile into their tokens: claim name → where in the
+    /// profile, `app_metadata.KEY` or `user_metadata.KEY` (e.g. `roles =
+    /// "app_metadata.roles"`). At most 2 KiB of them per token; a user whose values are
+    /// larger gets a token without them (and a warning).
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -166,6 +171,7 @@ impl std::fmt::Debug for TokenConfig {
             .field("signing_key_file", &self.signing_key_file)
             .field("keys_dir", &self.keys_dir)
             .field("current_key", &self.current_key)
+            .field("claims", &self.claims)
             .field(
                 "signing_key",
                 &trickle_password::redacted(&self.signing_key),
@@ -184,6 +190,7 @@ impl Default for TokenConfig {
             signing_key: String::new(),
             keys_dir: String::new(),
             current_key: String::new(),
+            claims: std::collections::BTreeMap::new(),
         }
     }
 }

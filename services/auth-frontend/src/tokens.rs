@@ -38,6 +38,10 @@ pub enum KeyError {
     )]
     InvalidInSet { file: String },
     #[error(
+        "[tokens] claims: {name:?} = {path:?} — the name must not be a claim Trickle sets itself, and the path must be app_metadata.KEY or user_metadata.KEY"
+    )]
+    BadProfileClaim { name: String, path: String },
+    #[error(
         "[tokens] current_key = {name:?} is not a private key file in {dir} (files there: {found})"
     )]
     NoCurrent {
@@ -72,6 +76,9 @@ pub struct Claims {
     /// Present (true) only when the user should choose a new password.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub password_change_required: bool,
+    /// Claims copied from the user's profile (`[tokens] claims`).
+    #[serde(flatten)]
+    pub profile: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,7 +108,36 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     ttl: Duration,
+    /// `[tokens] claims`: claim name → (metadata, key) in the user's profile.
+    profile_claims: Vec<(String, ProfileField)>,
 }
+
+/// Which metadata of a profile a configured claim reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metadata {
+    App,
+    User,
+}
+
+type ProfileField = (Metadata, String);
+
+/// Claims Trickle sets itself: a configured claim may not take their names.
+const RESERVED_CLAIMS: &[&str] = &[
+    "sub",
+    "email",
+    "legacy_id",
+    "iat",
+    "exp",
+    "nbf",
+    "iss",
+    "aud",
+    "jti",
+    "amr",
+    "password_change_required",
+];
+
+/// The most the configured claims may add to one token (serialized JSON).
+const MAX_PROFILE_CLAIM_BYTES: usize = 2048;
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,6 +145,52 @@ impl std::fmt::Debug for TokenIssuer {
             .field("kid", &self.kid)
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
+    }
+}
+
+/// `[tokens] claims`, checked: names Trickle does not set itself, paths into the metadata.
+fn profile_claims(
+    configured: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, ProfileField)>, KeyError> {
+    configured
+        .iter()
+        .map(|(name, path)| {
+            let bad = || KeyError::BadProfileClaim {
+                name: name.clone(),
+                path: path.clone(),
+            };
+            if name.is_empty() || RESERVED_CLAIMS.contains(&name.as_str()) {
+                return Err(bad());
+            }
+            let field = match path.split_once('.') {
+                Some(("app_metadata", key)) if !key.is_empty() => (Metadata::App, key.to_owned()),
+                Some(("user_metadata", key)) if !key.is_empty() => (Metadata::User, key.to_owned()),
+                _ => return Err(bad()),
+            };
+            Ok((name.clone(), field))
+        })
+        .collect()
+}
+
+/// A protobuf `Value` as JSON.
+fn json_of(value: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::ListValue(list)) => {
+            serde_json::Value::Array(list.values.iter().map(json_of).collect())
+        }
+        Some(Kind::StructValue(object)) => serde_json::Value::Object(
+            object
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json_of(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -144,6 +226,13 @@ fn parse_key(pem: &str) -> Option<(Option<SigningKey>, VerifyingKey)> {
 
 impl TokenIssuer {
     pub fn from_config(config: &crate::config::TokenConfig) -> Result<Self, KeyError> {
+        let profile_claims = profile_claims(&config.claims)?;
+        let mut issuer = Self::keys_from_config(config)?;
+        issuer.profile_claims = profile_claims;
+        Ok(issuer)
+    }
+
+    fn keys_from_config(config: &crate::config::TokenConfig) -> Result<Self, KeyError> {
         if !config.keys_dir.is_empty() {
             return Self::from_dir(config);
         }
@@ -181,6 +270,7 @@ impl TokenIssuer {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
+            profile_claims: Vec::new(),
         })
     }
 
@@ -255,6 +345,7 @@ impl TokenIssuer {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl: Duration::from_secs(config.ttl_seconds.max(1)),
+            profile_claims: Vec::new(),
         })
     }
 
@@ -280,20 +371,52 @@ impl TokenIssuer {
 
     /// Issue a token for a user, valid from `now` (seconds since the epoch).
     pub fn issue(&self, user_id: &str, email: &str, legacy_id: &str, now: i64) -> String {
-        self.issue_flagged(user_id, email, legacy_id, false, now)
+        self.sign(&self.claims(user_id, email, legacy_id, now))
     }
 
-    /// [`TokenIssuer::issue`], saying whether the user should choose a new password.
-    pub fn issue_flagged(
+    /// The token of a login: [`TokenIssuer::issue`] plus what the user record says — a
+    /// required password change, and the `[tokens] claims` taken from the profile.
+    pub fn issue_for(&self, user: &trickle_proto::auth::v1::User, now: i64) -> String {
+        let mut claims = self.claims(&user.user_id, &user.email, &user.legacy_id, now);
+        claims.password_change_required = user.password_change_required;
+        claims.profile = self.profile_claims_of(user);
+        self.sign(&claims)
+    }
+
+    /// The configured claims of `user`'s profile, or none when together they are larger
+    /// than [`MAX_PROFILE_CLAIM_BYTES`] (a token must stay a header's size).
+    fn profile_claims_of(
         &self,
-        user_id: &str,
-        email: &str,
-        legacy_id: &str,
-        password_change_required: bool,
-        now: i64,
-    ) -> String {
+        user: &trickle_proto::auth::v1::User,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let Some(profile) = &user.profile else {
+            return out;
+        };
+        for (name, (metadata, key)) in &self.profile_claims {
+            let source = match metadata {
+                Metadata::App => &profile.app_metadata,
+                Metadata::User => &profile.user_metadata,
+            };
+            if let Some(value) = source.as_ref().and_then(|s| s.fields.get(key)) {
+                out.insert(name.clone(), json_of(value));
+            }
+        }
+        let size = serde_json::to_vec(&out).map_or(usize::MAX, |v| v.len());
+        if size > MAX_PROFILE_CLAIM_BYTES {
+            tracing::warn!(
+                trickle.user.id = %user.user_id,
+                bytes = size,
+                "the profile claims of this user are over {MAX_PROFILE_CLAIM_BYTES} bytes; the token carries none"
+            );
+            return serde_json::Map::new();
+        }
+        out
+    }
+
+    fn claims(&self, user_id: &str, email: &str, legacy_id: &str, now: i64) -> Claims {
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
-        let claims = Claims {
+        Claims {
             sub: user_id.to_owned(),
             email: email.to_owned(),
             legacy_id: legacy_id.to_owned(),
@@ -302,8 +425,12 @@ impl TokenIssuer {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: uuid_like(),
-            password_change_required,
-        };
+            password_change_required: false,
+            profile: serde_json::Map::new(),
+        }
+    }
+
+    fn sign(&self, claims: &Claims) -> String {
         let header = Header {
             alg: "EdDSA".into(),
             typ: "JWT".into(),
@@ -400,6 +527,78 @@ mod tests {
             Err(TokenError::Invalid)
         );
         assert_eq!(issuer.validate("", 1_010), Err(TokenError::Invalid));
+    }
+
+    /// Configured claims come from the profile, are bounded, and may not shadow ours.
+    #[test]
+    fn profile_claims_are_copied_bounded_and_checked() {
+        use prost_types::{ListValue, Struct, Value, value::Kind};
+        let mut config = crate::config::TokenConfig {
+            signing_key: generate_signing_key_pem().expect("key"),
+            ..Default::default()
+        };
+        config
+            .claims
+            .insert("roles".into(), "app_metadata.roles".into());
+        config
+            .claims
+            .insert("locale".into(), "user_metadata.locale".into());
+        let issuer = TokenIssuer::from_config(&config).expect("issuer");
+        let text = |s: &str| Value {
+            kind: Some(Kind::StringValue(s.into())),
+        };
+        let user = |roles: Vec<Value>| trickle_proto::auth::v1::User {
+            user_id: "u1".into(),
+            email: "a@example.com".into(),
+            profile: Some(trickle_proto::auth::v1::Profile {
+                app_metadata: Some(Struct {
+                    fields: [(
+                        "roles".to_owned(),
+                        Value {
+                            kind: Some(Kind::ListValue(ListValue { values: roles })),
+                        },
+                    )]
+                    .into_iter()
+                    .collect(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let token = issuer.issue_for(&user(vec![text("admin"), text("editor")]), 1_000);
+        let claims = issuer.validate(&token, 1_001).expect("valid");
+        assert_eq!(
+            claims.profile.get("roles"),
+            Some(&serde_json::json!(["admin", "editor"]))
+        );
+        assert!(
+            !claims.profile.contains_key("locale"),
+            "absent stays absent"
+        );
+        // Too large: no profile claims at all, the token still issued.
+        let many: Vec<Value> = (0..400).map(|i| text(&format!("role-{i}"))).collect();
+        let claims = issuer
+            .validate(&issuer.issue_for(&user(many), 1_000), 1_001)
+            .expect("valid");
+        assert!(claims.profile.is_empty());
+
+        for (name, path) in [
+            ("sub", "app_metadata.x"),
+            ("exp", "app_metadata.x"),
+            ("roles", "profile.roles"),
+            ("roles", "app_metadata."),
+        ] {
+            let mut bad = config.clone();
+            bad.claims.clear();
+            bad.claims.insert(name.into(), path.into());
+            assert!(
+                matches!(
+                    TokenIssuer::from_config(&bad),
+                    Err(KeyError::BadProfileClaim { .. })
+                ),
+                "{name} = {path}"
+            );
+        }
     }
 
     fn config_for(dir: &std::path::Path, current: &str) -> crate::config::TokenConfig {

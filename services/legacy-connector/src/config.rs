@@ -59,8 +59,14 @@ pub struct LegacyConfig {
     /// `SELECT id, email, password_hash FROM users WHERE id > ? ORDER BY id LIMIT ?`
     /// (`$1`, `$2` on PostgreSQL). Optional: without it there is no backfill.
     pub list_users: String,
-    /// The type of the id column, for `list_users`' first parameter.
+    /// The type of the id column, for `list_users`' first parameter (and `find_roles`').
     pub list_users_cursor: CursorKind,
+    /// A user's roles or groups, one row per role in a `role` column. One parameter: the
+    /// user's legacy id. E.g. `SELECT r.name AS role FROM user_roles ur JOIN roles r ON
+    /// r.id = ur.role_id WHERE ur.user_id = ?`. Optional; run only after a right password,
+    /// for the read-only lookup, and per user by the backfill. The roles land in the store
+    /// as `app_metadata.roles`.
+    pub find_roles: String,
     /// For `hash_format = "salted_digest"`: how the legacy app built its digests.
     pub salted_digest: Option<DigestTemplate>,
     /// `auto` (detect each hash's format from its prefix) or a named format: `bcrypt`,
@@ -119,6 +125,7 @@ impl Default for LegacyConfig {
             salted_digest: None,
             list_users: String::new(),
             list_users_cursor: CursorKind::Integer,
+            find_roles: String::new(),
             hash_format: HashFormat::Auto,
             query_timeout_ms: 2000,
             max_connections: 5,

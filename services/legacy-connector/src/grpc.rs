@@ -189,6 +189,7 @@ fn user_to_proto(user: LegacyUser) -> pb::LegacyUser {
         nickname,
         picture,
         blocked,
+        roles,
     } = user;
     pb::LegacyUser {
         legacy_id,
@@ -200,5 +201,6 @@ fn user_to_proto(user: LegacyUser) -> pb::LegacyUser {
         nickname: nickname.unwrap_or_default(),
         picture: picture.unwrap_or_default(),
         blocked,
+        roles,
     }
 }

@@ -57,6 +57,9 @@ struct Profile {
     /// The account is disabled in the legacy system.
     #[serde(default)]
     blocked: bool,
+    /// Roles or groups: they land in `app_metadata.roles`.
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -198,6 +201,7 @@ impl HttpBackend {
             nickname: profile.nickname,
             picture: profile.picture,
             blocked: profile.blocked,
+            roles: profile.roles,
         }))
     }
 

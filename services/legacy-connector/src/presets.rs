@@ -200,6 +200,36 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
         resolved.hash_format = format;
     }
     resolved.list_users_cursor = cursor;
+    // Roles where the app keeps them in tables of its own.
+    let find_roles = match preset {
+        // Groups, and the two flags Django's admin itself checks.
+        Preset::Django => Some(format!(
+            "SELECT r.role FROM (\
+               SELECT ug.user_id AS user_id, g.name AS role FROM {} ug JOIN {} g ON g.id = ug.group_id \
+               UNION ALL SELECT id, 'staff' FROM {} WHERE is_staff = TRUE \
+               UNION ALL SELECT id, 'superuser' FROM {} WHERE is_superuser = TRUE\
+             ) r WHERE r.user_id = {p1}",
+            table("auth_user_groups"),
+            table("auth_group"),
+            table("auth_user"),
+            table("auth_user")
+        )),
+        Preset::AspnetIdentity => Some(format!(
+            "SELECT r.{} AS role FROM {} ur JOIN {} r ON r.{} = ur.{} WHERE ur.{} = {p1}",
+            q("Name"),
+            table("AspNetUserRoles"),
+            table("AspNetRoles"),
+            q("Id"),
+            q("RoleId"),
+            q("UserId")
+        )),
+        // WordPress keeps capabilities PHP-serialized in usermeta; Laravel and Membership
+        // apps have no standard role tables.
+        Preset::Wordpress | Preset::Laravel | Preset::AspnetMembership => None,
+    };
+    if let Some(find_roles) = find_roles {
+        set(&mut resolved.find_roles, find_roles);
+    }
     Ok(resolved)
 }
 

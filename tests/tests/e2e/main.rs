@@ -38,6 +38,7 @@ mod http_backend;
 mod lifecycle;
 mod migration;
 mod presets;
+mod profile;
 mod retention;
 mod schema;
 mod signing_keys;

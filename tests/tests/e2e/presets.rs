@@ -49,6 +49,8 @@ struct App {
     users: Vec<(String, String)>,
     /// (email, password) of users the app has disabled: they arrive blocked.
     disabled: Vec<(String, String)>,
+    /// The roles the first user arrives with (`app_metadata.roles`).
+    first_user_roles: Vec<&'static str>,
     inserts: Vec<String>,
 }
 
@@ -81,6 +83,11 @@ async fn check(app: App) {
         .unwrap_or_else(|e| panic!("{preset:?} login: {e:?}"))
         .into_inner();
     assert!(first.migrated, "{preset:?}");
+    assert_eq!(
+        crate::support::roles_of(&first.user.expect("user")),
+        app.first_user_roles,
+        "{preset:?}: roles"
+    );
 
     // The backfill takes the others, with their legacy hashes.
     let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.admin_url())
@@ -174,6 +181,7 @@ async fn wordpress_on_mariadb() {
         ddl: include_str!("../../fixtures/legacy-apps/wordpress.mysql.sql"),
         users,
         disabled: Vec::new(),
+        first_user_roles: Vec::new(),
         inserts,
     })
     .await;
@@ -204,6 +212,14 @@ async fn django_on_postgresql() {
          VALUES ('{}', false, 'gone', 'Gone', 'User', 'Gone@Example.com', false, false, now())",
         v[0].hash
     ));
+    // The first user is in a group and is staff: both become roles.
+    inserts.push("INSERT INTO auth_group (name) VALUES ('editors')".into());
+    inserts.push(
+        "INSERT INTO auth_user_groups (user_id, group_id) \
+         SELECT u.id, g.id FROM auth_user u, auth_group g WHERE u.username = 'django0' AND g.name = 'editors'"
+            .into(),
+    );
+    inserts.push("UPDATE auth_user SET is_staff = true WHERE username = 'django0'".into());
     let disabled = vec![("Gone@Example.com".to_owned(), v[0].password.clone())];
     check(App {
         preset: Preset::Django,
@@ -211,6 +227,7 @@ async fn django_on_postgresql() {
         ddl: include_str!("../../fixtures/legacy-apps/django.postgres.sql"),
         users,
         disabled,
+        first_user_roles: vec!["editors", "staff"],
         inserts,
     })
     .await;
@@ -236,6 +253,7 @@ async fn laravel_on_mariadb() {
         ddl: include_str!("../../fixtures/legacy-apps/laravel.mysql.sql"),
         users,
         disabled: Vec::new(),
+        first_user_roles: Vec::new(),
         inserts,
     })
     .await;
@@ -259,12 +277,21 @@ async fn aspnet_identity_on_postgresql() {
         ));
         users.push((email, v.password.clone()));
     }
+    inserts.push(
+        "INSERT INTO \"AspNetRoles\" (\"Id\", \"Name\", \"NormalizedName\") VALUES ('r1', 'Admin', 'ADMIN')".into(),
+    );
+    inserts.push(
+        "INSERT INTO \"AspNetUserRoles\" (\"UserId\", \"RoleId\") \
+         SELECT \"Id\", 'r1' FROM \"AspNetUsers\" WHERE \"UserName\" = 'identity0'"
+            .into(),
+    );
     check(App {
         preset: Preset::AspnetIdentity,
         backend: Backend::Postgres,
         ddl: include_str!("../../fixtures/legacy-apps/aspnet-identity.postgres.sql"),
         users,
         disabled: Vec::new(),
+        first_user_roles: vec!["Admin"],
         inserts,
     })
     .await;
@@ -301,6 +328,7 @@ async fn aspnet_membership_on_mariadb() {
         ddl: include_str!("../../fixtures/legacy-apps/aspnet-membership.mysql.sql"),
         users,
         disabled: Vec::new(),
+        first_user_roles: Vec::new(),
         inserts,
     })
     .await;

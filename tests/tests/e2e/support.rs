@@ -101,3 +101,28 @@ pub(crate) async fn login_refused(
         }
     }
 }
+
+/// The strings of a `Struct` field holding a list.
+pub(crate) fn strings(value: Option<&prost_types::Value>) -> Vec<String> {
+    use prost_types::value::Kind;
+    match value.and_then(|v| v.kind.as_ref()) {
+        Some(Kind::ListValue(list)) => list
+            .values
+            .iter()
+            .filter_map(|v| match &v.kind {
+                Some(Kind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) fn roles_of(user: &trickle_proto::auth::v1::User) -> Vec<String> {
+    strings(
+        user.profile
+            .as_ref()
+            .and_then(|p| p.app_metadata.as_ref())
+            .and_then(|m| m.fields.get("roles")),
+    )
+}

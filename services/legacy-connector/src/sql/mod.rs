@@ -29,7 +29,15 @@ pub struct LegacyUser {
     pub picture: Option<String>,
     /// Disabled in the legacy store (an optional `blocked` column): imported blocked.
     pub blocked: bool,
+    /// Roles or groups (`find_roles`), sorted, without repeats: they land in the store as
+    /// `app_metadata.roles`.
+    pub roles: Vec<String>,
 }
+
+/// Roles one legacy user may bring (more are cut, with a warning).
+const MAX_ROLES: usize = 100;
+/// The longest role name kept (longer ones are skipped, with a warning).
+const MAX_ROLE_BYTES: usize = 128;
 
 /// A legacy row with its hash, parsed. Stays inside this crate.
 struct Candidate {
@@ -236,6 +244,7 @@ pub struct SqlBackend {
     find_user: Arc<str>,
     list_users: Option<Arc<str>>,
     list_users_cursor: CursorKind,
+    find_roles: Option<Arc<str>>,
     count_users: Option<Arc<str>>,
     hash_format: HashFormat,
     /// What verifying one stored hash may cost.
@@ -272,6 +281,8 @@ impl SqlBackend {
             list_users: (!config.list_users.trim().is_empty())
                 .then(|| Arc::from(config.list_users.as_str())),
             list_users_cursor: config.list_users_cursor,
+            find_roles: (!config.find_roles.trim().is_empty())
+                .then(|| Arc::from(config.find_roles.as_str())),
             count_users: (!config.count_users.trim().is_empty())
                 .then(|| Arc::from(config.count_users.as_str())),
             hash_format: config.hash_format,
@@ -401,7 +412,9 @@ impl SqlBackend {
                 let span = tracing::Span::current();
                 span.record("trickle.legacy.id", candidate.user.legacy_id.as_str());
                 span.record("trickle.hash.scheme", scheme.as_str());
-                return Ok(LoginOutcome::Authenticated(candidate.user));
+                // Roles only once the password is known right: a refusal never reads them.
+                let user = self.with_roles(candidate.user).await?;
+                return Ok(LoginOutcome::Authenticated(user));
             }
         }
         Ok(if unusable {
@@ -465,7 +478,64 @@ impl SqlBackend {
 
     #[tracing::instrument(name = "legacy.get_user", skip_all)]
     pub async fn get_user(&self, email: &Email) -> Result<Option<LegacyUser>, LegacyError> {
-        Ok(self.find(email).await?.into_iter().next().map(|c| c.user))
+        match self.find(email).await?.into_iter().next() {
+            Some(candidate) => Ok(Some(self.with_roles(candidate.user).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `user` with their roles from `find_roles` (unchanged without the query).
+    async fn with_roles(&self, mut user: LegacyUser) -> Result<LegacyUser, LegacyError> {
+        let Some(find_roles) = &self.find_roles else {
+            return Ok(user);
+        };
+        let sql = sqlx::AssertSqlSafe(find_roles.to_string());
+        // The id is bound as the type the legacy schema gives it (see list_users_cursor):
+        // PostgreSQL compares an integer column to a text parameter no better than not at all.
+        let integer_id = match self.list_users_cursor {
+            CursorKind::Integer => user.legacy_id.parse::<i64>().ok(),
+            CursorKind::Text => None,
+        };
+        let text_id = user.legacy_id.clone();
+        let found: Vec<String> = self
+            .measured("find_roles", async {
+                with_legacy_pool!(&self.pool, pool => async {
+                    let query = sqlx::query(sql);
+                    let query = match integer_id {
+                        Some(id) => query.bind(id),
+                        None => query.bind(text_id),
+                    };
+                    let rows = query.fetch_all(pool).await.map_err(classify)?;
+                    let mut roles = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        if let Some(role) = row.text_or_integer("role")? {
+                            roles.push(role);
+                        }
+                    }
+                    Ok(roles)
+                }.await)
+            })
+            .await?;
+        let mut roles: Vec<String> = found
+            .into_iter()
+            .map(|role| role.trim().to_owned())
+            .filter(|role| !role.is_empty())
+            .filter(|role| {
+                let fits = role.len() <= MAX_ROLE_BYTES;
+                if !fits {
+                    tracing::warn!(trickle.legacy.id = %user.legacy_id, "a legacy role name over {MAX_ROLE_BYTES} bytes was left out");
+                }
+                fits
+            })
+            .collect();
+        roles.sort();
+        roles.dedup();
+        if roles.len() > MAX_ROLES {
+            tracing::warn!(trickle.legacy.id = %user.legacy_id, roles = roles.len(), "more than {MAX_ROLES} legacy roles; the rest were left out");
+            roles.truncate(MAX_ROLES);
+        }
+        user.roles = roles;
+        Ok(user)
     }
 
     /// The number of legacy users, through the `count_users` query.
@@ -627,6 +697,7 @@ impl SqlBackend {
             nickname: row.optional_text("nickname")?,
             picture: row.optional_text("picture")?,
             blocked: row.optional_flag("blocked")?,
+            roles: Vec::new(),
         };
         Ok((user, hash))
     }
@@ -639,18 +710,20 @@ impl SqlBackend {
         limit: usize,
     ) -> Result<Vec<ListedUser>, LegacyError> {
         let records = self.list_records(after, limit).await?;
-        Ok(records
-            .into_iter()
-            .map(|(user, hash)| {
-                let hash = hash.and_then(|h| {
-                    let scheme = h.scheme().as_str();
-                    h.portable()
-                        .map(|p| (p.to_owned(), scheme))
-                        .ok_or_else(|| format!("{scheme} with a key only the connector holds"))
-                });
-                ListedUser { user, hash }
-            })
-            .collect())
+        let mut listed = Vec::with_capacity(records.len());
+        for (user, hash) in records {
+            let hash = hash.and_then(|h| {
+                let scheme = h.scheme().as_str();
+                h.portable()
+                    .map(|p| (p.to_owned(), scheme))
+                    .ok_or_else(|| format!("{scheme} with a key only the connector holds"))
+            });
+            // One roles query per user: simple, and the backfill's pages are streamed, so
+            // it costs time, not memory.
+            let user = self.with_roles(user).await?;
+            listed.push(ListedUser { user, hash });
+        }
+        Ok(listed)
     }
 
     /// The `list_users` query's rows, parsed.

@@ -46,13 +46,16 @@ impl Repository {
                 };
                 sqlx::query_as(
                     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
-                       name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked) \
+                       name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked, \
+                       user_metadata, app_metadata) \
                      SELECT v.user_id, v.email, v.display_email, v.email_verified, v.legacy_id, v.password_hash, \
-                       v.name, v.given_name, v.family_name, v.nickname, v.picture, 'backfill', $12, $12, v.blocked \
+                       v.name, v.given_name, v.family_name, v.nickname, v.picture, 'backfill', $12, $12, v.blocked, \
+                       v.user_metadata::jsonb, v.app_metadata::jsonb \
                      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], \
-                                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $13::bool[]) \
+                                 $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $13::bool[], \
+                                 $14::text[], $15::text[]) \
                        AS v(user_id, email, display_email, email_verified, legacy_id, password_hash, \
-                            name, given_name, family_name, nickname, picture, blocked) \
+                            name, given_name, family_name, nickname, picture, blocked, user_metadata, app_metadata) \
                      WHERE NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.legacy_id = v.legacy_id) \
                      ON CONFLICT DO NOTHING RETURNING user_id, legacy_id",
                 )
@@ -69,15 +72,18 @@ impl Repository {
                 .bind(col(|u| u.profile.picture.clone()))
                 .bind(now)
                 .bind(users.iter().map(|u| u.blocked).collect::<Vec<_>>())
+                .bind(users.iter().map(|u| json_text(&u.profile.user_metadata)).collect::<Vec<_>>())
+                .bind(users.iter().map(|u| json_text(&u.profile.app_metadata)).collect::<Vec<_>>())
                 .fetch_all(pool)
                 .await?
             }
             Db::Sqlite(pool) => {
                 let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
-                       name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked) \
+                       name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked, \
+                       user_metadata, app_metadata) \
                      SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, \
-                       column10, column11, 'backfill', column12, column12, column13 FROM (",
+                       column10, column11, 'backfill', column12, column12, column13, column14, column15 FROM (",
                 );
                 insert.push_values(users.iter().zip(&ids), |mut row, (u, id)| {
                     row.push_bind(id.as_str())
@@ -92,7 +98,9 @@ impl Repository {
                         .push_bind(u.profile.nickname.as_deref())
                         .push_bind(u.profile.picture.as_deref())
                         .push_bind(now)
-                        .push_bind(u.blocked);
+                        .push_bind(u.blocked)
+                        .push_bind(json_text(&u.profile.user_metadata))
+                        .push_bind(json_text(&u.profile.app_metadata));
                 });
                 // The WHERE also keeps SQLite from reading ON CONFLICT as part of the SELECT.
                 insert.push(
@@ -159,4 +167,9 @@ impl Repository {
             }
         }
     }
+}
+
+/// Metadata as the JSON text both databases take (PostgreSQL casts it to jsonb).
+fn json_text(metadata: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::Value::Object(metadata.clone()).to_string()
 }
