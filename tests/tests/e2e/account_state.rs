@@ -12,7 +12,6 @@ use trickle_proto::auth::v1::{
     RequirePasswordChangeRequest, ResetPasswordRequest, UnblockUserRequest, ValidateTokenRequest,
     get_user_request::Lookup,
 };
-use trickle_proto::migration::v1::StartBackfillRequest;
 use trickle_service_kit::rpc::reason;
 use trickle_tests::{Backend, LegacyRecord, TestTrickle, bcrypt};
 
@@ -96,15 +95,7 @@ async fn a_user_blocked_in_the_legacy_store_arrives_blocked(backend: Backend) {
 
     // The backfill carries the flag too.
     blocked_legacy_user(&trickle, 7002, "eve@example.com", "eves-password").await;
-    let mut admin = trickle.admin().await;
-    let job = admin
-        .start_backfill(StartBackfillRequest { batch_size: 10 })
-        .await
-        .expect("start backfill")
-        .into_inner()
-        .backfill
-        .expect("job");
-    crate::backfill::wait_for_end(&mut admin, &job.job_id).await;
+    crate::backfill::run_to_end(&trickle).await;
     login_refused(
         &mut client,
         "eve@example.com",
@@ -355,15 +346,7 @@ async fn a_weak_migrated_password_must_be_changed_but_still_logs_in(backend: Bac
     trickle
         .legacy_user(7204, "backfilled@example.com", "iloveyou2")
         .await;
-    let mut admin = trickle.admin().await;
-    let job = admin
-        .start_backfill(StartBackfillRequest { batch_size: 10 })
-        .await
-        .expect("start backfill")
-        .into_inner()
-        .backfill
-        .expect("job");
-    crate::backfill::wait_for_end(&mut admin, &job.job_id).await;
+    crate::backfill::run_to_end(&trickle).await;
     assert!(
         logged_in_user(&mut client, "backfilled@example.com", "iloveyou2")
             .await

@@ -108,6 +108,19 @@ async fn seed(trickle: &TestTrickle, n: i64) {
     trickle.legacy.insert_many(&users).await;
 }
 
+/// Run a backfill (pages of 10) and wait until it ended.
+pub(crate) async fn run_to_end(trickle: &TestTrickle) -> Backfill {
+    let mut admin = trickle.admin().await;
+    let job = admin
+        .start_backfill(StartBackfillRequest { batch_size: 10 })
+        .await
+        .expect("start backfill")
+        .into_inner()
+        .backfill
+        .expect("job");
+    wait_for_end(&mut admin, &job.job_id).await
+}
+
 pub(crate) async fn wait_for_end(
     admin: &mut MigrationAdminClient<tonic::transport::Channel>,
     job_id: &str,

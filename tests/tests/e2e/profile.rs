@@ -4,7 +4,6 @@
 
 use crate::support::{logged_in_user, roles_of, strings};
 use trickle_proto::auth::v1::{GetUserRequest, ValidateTokenRequest, get_user_request::Lookup};
-use trickle_proto::migration::v1::StartBackfillRequest;
 use trickle_tests::{Backend, TestTrickle};
 
 on_both_backends!(legacy_roles_arrive_in_app_metadata_and_in_tokens);
@@ -88,15 +87,7 @@ async fn legacy_roles_arrive_in_app_metadata_and_in_tokens(backend: Backend) {
     );
 
     // The backfill carries them too; a user without roles gets none.
-    let mut admin = trickle.admin().await;
-    let job = admin
-        .start_backfill(StartBackfillRequest { batch_size: 10 })
-        .await
-        .expect("start backfill")
-        .into_inner()
-        .backfill
-        .expect("job");
-    crate::backfill::wait_for_end(&mut admin, &job.job_id).await;
+    crate::backfill::run_to_end(&trickle).await;
     let grace = logged_in_user(&mut client, "grace@example.com", "graces-password").await;
     assert_eq!(roles_of(&grace), ["viewer"]);
     let linus = logged_in_user(&mut client, "linus@example.com", "linuss-password").await;
