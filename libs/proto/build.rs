@@ -17,6 +17,13 @@ const SECRET_FIELDS: &[&str] = &[
     "access_token",
     "ticket",
     "reset_ticket",
+    // Second factors: the login's challenge, a user's code, an authenticator secret (also
+    // inside the otpauth URI) and recovery codes.
+    "mfa_challenge",
+    "code",
+    "secret",
+    "otpauth_uri",
+    "recovery_codes",
 ];
 
 const PROTOS: &[&str] = &[

@@ -59,6 +59,10 @@ pub fn base_config(store: &StoreDb, legacy: &LegacyDb, signing_key_pem: &str) ->
     config.legacy.query_timeout_ms = 1500;
     config.migration.legacy_timeout_ms = 2500;
     config.tokens.signing_key = signing_key_pem.to_owned();
+    config.store.factor_key = trickle_user_store::config::FactorKeySetting(format!(
+        "test-key:{}",
+        trickle_user_store::factors::generate_key().expect("random factor key")
+    ));
     config
 }
 

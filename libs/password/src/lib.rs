@@ -7,11 +7,14 @@
 //!   digests, …), verified in constant time.
 //! - [`HashPool`] runs hashing and verifying on a bounded set of dedicated threads, off the
 //!   async executor, each with its own reused argon2 memory.
+//! - [`totp`]: RFC 6238 second factors (secrets, codes, otpauth URIs), for the store and
+//!   for reading the factors of legacy users.
 
 mod argon2id;
 mod breached;
 mod pool;
 mod stored;
+pub mod totp;
 
 pub use argon2id::Argon2Config;
 pub use breached::{BreachedError, BreachedPasswords};

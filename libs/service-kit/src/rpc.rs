@@ -41,6 +41,18 @@ pub mod reason {
     /// The password is right but the account is blocked (`PERMISSION_DENIED`). Only ever
     /// answered after the password was checked.
     pub const USER_BLOCKED: &str = "USER_BLOCKED";
+    /// A wrong (or already used) second-factor code (`UNAUTHENTICATED`).
+    pub const INVALID_MFA_CODE: &str = "INVALID_MFA_CODE";
+    /// The login's second-factor challenge is unknown, used, expired or spent by wrong
+    /// codes: log in again (`UNAUTHENTICATED`).
+    pub const MFA_CHALLENGE_INVALID: &str = "MFA_CHALLENGE_INVALID";
+    /// The user already has an active second factor (`ALREADY_EXISTS`).
+    pub const FACTOR_EXISTS: &str = "FACTOR_EXISTS";
+    /// The user has no second factor (to confirm, or to remove) (`NOT_FOUND` /
+    /// `FAILED_PRECONDITION`).
+    pub const FACTOR_NOT_FOUND: &str = "FACTOR_NOT_FOUND";
+    /// No key to seal second-factor secrets is configured (`FAILED_PRECONDITION`).
+    pub const FACTORS_NOT_CONFIGURED: &str = "FACTORS_NOT_CONFIGURED";
 }
 
 /// A status carrying an `ErrorInfo` with `reason`.

@@ -5,7 +5,7 @@ use crate::error::FrontendError;
 use crate::mode::ModeWatch;
 use crate::tokens::{Claims, PublicJwk, TokenError, TokenIssuer};
 use crate::upstream::{
-    FirstLogin, RefusalShare, ResetAnswer, Settled, StoreAnswer, Upstreams, UserLookup,
+    FirstLogin, MfaAnswer, RefusalShare, ResetAnswer, Settled, StoreAnswer, Upstreams, UserLookup,
 };
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
@@ -22,6 +22,26 @@ pub struct LoginSuccess {
     /// True for the one login that moved the user from the legacy store.
     pub migrated: bool,
 }
+
+/// What a right password leads to.
+#[derive(Debug)]
+pub enum LoginAnswer {
+    LoggedIn(LoginSuccess),
+    /// The user has a second factor: [`AuthFlows::verify_mfa`] with this challenge and a
+    /// code finishes the login.
+    MfaRequired {
+        challenge: String,
+    },
+}
+
+/// A right password, before the token.
+enum PasswordChecked {
+    User { user: auth::User, migrated: bool },
+    MfaRequired(String),
+}
+
+/// `amr` of a login with the password alone.
+const PASSWORD_ONLY: &[&str] = &["pwd"];
 
 #[derive(Debug, Clone)]
 pub struct AuthFlows {
@@ -77,15 +97,16 @@ impl AuthFlows {
         email: Email,
         password: Password,
         origin: AttemptOrigin,
-    ) -> Result<LoginSuccess, FrontendError> {
+    ) -> Result<LoginAnswer, FrontendError> {
         if let Some(key) = &self.email_hash_key {
             tracing::Span::current()
                 .record("trickle.user.email_hash", email_hash(key, &email).as_str());
         }
         let result = self.login_flow(email, password, &origin).await;
         let label = match &result {
-            Ok(success) if success.migrated => "migrated",
-            Ok(_) => "success",
+            Ok(LoginAnswer::LoggedIn(success)) if success.migrated => "migrated",
+            Ok(LoginAnswer::LoggedIn(_)) => "success",
+            Ok(LoginAnswer::MfaRequired { .. }) => "mfa_required",
             Err(FrontendError::InvalidCredentials) => "invalid_credentials",
             Err(FrontendError::UserBlocked) => "blocked",
             Err(FrontendError::LegacyUnavailable) => "legacy_unavailable",
@@ -107,7 +128,7 @@ impl AuthFlows {
         email: Email,
         password: Password,
         origin: &AttemptOrigin,
-    ) -> Result<LoginSuccess, FrontendError> {
+    ) -> Result<LoginAnswer, FrontendError> {
         let authoritative = self.mode.is_authoritative();
         // In IMPORT mode an unknown user goes on to the legacy store, whose check costs what
         // a wrong password costs; in AUTHORITATIVE mode the store pays a dummy hash instead.
@@ -116,6 +137,9 @@ impl AuthFlows {
             .await?
         {
             StoreAnswer::Authenticated(user) => (user, false),
+            StoreAnswer::MfaRequired(challenge) => {
+                return Ok(LoginAnswer::MfaRequired { challenge });
+            }
             // The store counted this failure toward the email's throttle itself.
             StoreAnswer::WrongPassword => return Err(FrontendError::InvalidCredentials),
             StoreAnswer::Blocked => return Err(FrontendError::UserBlocked),
@@ -124,7 +148,12 @@ impl AuthFlows {
             StoreAnswer::NotFound if authoritative => {
                 return Err(FrontendError::InvalidCredentials);
             }
-            StoreAnswer::NotFound => self.migrate_on_login(&email, password, origin).await?,
+            StoreAnswer::NotFound => match self.migrate_on_login(&email, password, origin).await? {
+                PasswordChecked::User { user, migrated } => (user, migrated),
+                PasswordChecked::MfaRequired(challenge) => {
+                    return Ok(LoginAnswer::MfaRequired { challenge });
+                }
+            },
         };
         // A user blocked in the legacy store was imported blocked by this very login: the
         // password was right, the account stays in the store, and there is no login.
@@ -134,14 +163,79 @@ impl AuthFlows {
         let span = tracing::Span::current();
         span.record("trickle.user.id", user.user_id.as_str());
         span.record("migrated", migrated);
-        let access_token = self.tokens.issue_for(&user, self.clock.unix_seconds());
+        Ok(LoginAnswer::LoggedIn(self.logged_in(
+            user,
+            migrated,
+            PASSWORD_ONLY,
+        )))
+    }
+
+    /// A login's answer: the user and their token.
+    fn logged_in(&self, user: auth::User, migrated: bool, amr: &[&str]) -> LoginSuccess {
+        let access_token = self.tokens.issue_for(&user, amr, self.clock.unix_seconds());
         let expires_in = i64::try_from(self.tokens.ttl().as_secs()).unwrap_or(i64::MAX);
-        Ok(LoginSuccess {
+        LoginSuccess {
             user,
             access_token,
             expires_in,
             migrated,
-        })
+        }
+    }
+
+    /// The second step of a login: the challenge of the first and a code from the user's
+    /// authenticator (or a recovery code).
+    #[tracing::instrument(name = "auth.verify_mfa", skip_all, fields(trickle.user.id))]
+    pub async fn verify_mfa(
+        &self,
+        challenge: &str,
+        code: &str,
+        origin: AttemptOrigin,
+    ) -> Result<LoginSuccess, FrontendError> {
+        let answer = self.upstream.verify_mfa(challenge, code, &origin).await;
+        let label = match &answer {
+            Ok(MfaAnswer::Verified(..)) => "mfa_verified",
+            Ok(MfaAnswer::WrongCode) => "invalid_mfa_code",
+            Ok(MfaAnswer::ChallengeInvalid) => "mfa_challenge_invalid",
+            Ok(MfaAnswer::Throttled(_)) => "rate_limited",
+            Ok(MfaAnswer::Blocked) => "blocked",
+            Err(FrontendError::StoreUnavailable) => "store_unavailable",
+            Err(_) => "error",
+        };
+        trickle_telemetry::metrics::metrics()
+            .logins
+            .with_label_values(&[label])
+            .inc();
+        match answer? {
+            MfaAnswer::Verified(user, amr) => {
+                tracing::Span::current().record("trickle.user.id", user.user_id.as_str());
+                Ok(self.logged_in(user, false, amr))
+            }
+            MfaAnswer::WrongCode => Err(FrontendError::InvalidMfaCode),
+            MfaAnswer::ChallengeInvalid => Err(FrontendError::MfaChallengeInvalid),
+            MfaAnswer::Throttled(seconds) => Err(FrontendError::RateLimited(seconds)),
+            MfaAnswer::Blocked => Err(FrontendError::UserBlocked),
+        }
+    }
+
+    /// A new TOTP secret for a store user, to confirm with a code.
+    pub async fn enroll_totp(
+        &self,
+        user_id: &str,
+    ) -> Result<auth::EnrollTotpResponse, FrontendError> {
+        self.upstream.enroll_totp(user_id).await
+    }
+
+    /// Activate the enrolled secret; the user's recovery codes, shown once.
+    pub async fn confirm_totp(
+        &self,
+        user_id: &str,
+        code: &str,
+    ) -> Result<(auth::User, Vec<String>), FrontendError> {
+        self.upstream.confirm_totp(user_id, code).await
+    }
+
+    pub async fn remove_factor(&self, user_id: &str) -> Result<auth::User, FrontendError> {
+        self.upstream.remove_factor(user_id).await
     }
 
     /// The store's answer; for a refusal, the legacy store's share of its cost spent too.
@@ -171,7 +265,8 @@ impl AuthFlows {
         email: &Email,
         password: Password,
         origin: &AttemptOrigin,
-    ) -> Result<(auth::User, bool), FrontendError> {
+    ) -> Result<PasswordChecked, FrontendError> {
+        let logged_in = |user, migrated| PasswordChecked::User { user, migrated };
         let first_login = match self.upstream.migrate_on_login(email, &password).await {
             Ok(first_login) => first_login,
             Err(error) => {
@@ -184,12 +279,14 @@ impl AuthFlows {
             FirstLogin::Migrated(user) => {
                 self.upstream
                     .settle_login_attempt(email, origin, Settled::Succeeded);
-                Ok((user, true))
+                Ok(logged_in(user, true))
             }
-            FirstLogin::AlreadyMigrated(user) => {
+            // Migrated by a concurrent login, and given a second factor since: the store
+            // decides, with its challenge (below), never the password alone.
+            FirstLogin::AlreadyMigrated(user) if !user.mfa_enrolled => {
                 self.upstream
                     .settle_login_attempt(email, origin, Settled::Succeeded);
-                Ok((user, false))
+                Ok(logged_in(user, false))
             }
             FirstLogin::Refused => {
                 // Failures the legacy store decided count toward the same throttle.
@@ -199,11 +296,14 @@ impl AuthFlows {
             }
             // The mode changed to AUTHORITATIVE since we last looked: the store alone decides,
             // at the cost of a wrong password (a new attempt, counted by the store).
-            FirstLogin::NotImporting => {
+            FirstLogin::NotImporting | FirstLogin::AlreadyMigrated(_) => {
                 self.upstream
                     .settle_login_attempt(email, origin, Settled::Undecided);
                 match self.authenticate(email, &password, true, origin).await? {
-                    StoreAnswer::Authenticated(user) => Ok((user, false)),
+                    StoreAnswer::Authenticated(user) => Ok(logged_in(user, false)),
+                    StoreAnswer::MfaRequired(challenge) => {
+                        Ok(PasswordChecked::MfaRequired(challenge))
+                    }
                     StoreAnswer::Blocked => Err(FrontendError::UserBlocked),
                     StoreAnswer::Throttled(seconds) => Err(FrontendError::RateLimited(seconds)),
                     // Counted by the store, like any failure it decides.

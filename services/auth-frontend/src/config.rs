@@ -98,6 +98,9 @@ pub struct PrivilegedCallers {
     pub get_user: Option<Vec<String>>,
     /// BlockUser, UnblockUser and RequirePasswordChange.
     pub account_state: Option<Vec<String>>,
+    /// EnrollTotp, ConfirmTotp and RemoveFactor: whoever can call RemoveFactor takes an
+    /// account's second factor away.
+    pub factors: Option<Vec<String>>,
 }
 
 impl PrivilegedCallers {
@@ -127,6 +130,9 @@ impl PrivilegedCallers {
             ("BlockUser", &self.account_state),
             ("UnblockUser", &self.account_state),
             ("RequirePasswordChange", &self.account_state),
+            ("EnrollTotp", &self.factors),
+            ("ConfirmTotp", &self.factors),
+            ("RemoveFactor", &self.factors),
         ] {
             if let Some(list) = list {
                 map.insert(method(name), list.clone());

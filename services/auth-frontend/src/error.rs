@@ -46,6 +46,18 @@ pub enum FrontendError {
     /// AUTHORITATIVE mode and the operation needs the legacy store.
     #[error("the migration is complete")]
     LegacyDisabled,
+    /// A wrong or already used second-factor code.
+    #[error("the code is wrong")]
+    InvalidMfaCode,
+    /// The login's challenge is unknown, used, expired or spent: log in again.
+    #[error("the second-factor challenge is not valid")]
+    MfaChallengeInvalid,
+    #[error("the user already has an active second factor")]
+    FactorExists,
+    #[error("the user has no second factor")]
+    FactorNotFound,
+    #[error("second factors are not configured")]
+    FactorsNotConfigured,
 }
 
 impl FrontendError {
@@ -54,7 +66,17 @@ impl FrontendError {
     pub fn from_upstream(status: &Status, unavailable: FrontendError) -> Self {
         let reason = rpc::reason_of(status);
         match (status.code(), reason.as_deref()) {
+            (Code::AlreadyExists, Some(reason::FACTOR_EXISTS)) => FrontendError::FactorExists,
             (Code::AlreadyExists, _) => FrontendError::EmailExists,
+            (Code::Unauthenticated, Some(reason::INVALID_MFA_CODE)) => {
+                FrontendError::InvalidMfaCode
+            }
+            (Code::FailedPrecondition, Some(reason::FACTOR_NOT_FOUND)) => {
+                FrontendError::FactorNotFound
+            }
+            (Code::FailedPrecondition, Some(reason::FACTORS_NOT_CONFIGURED)) => {
+                FrontendError::FactorsNotConfigured
+            }
             (Code::Aborted, Some(reason::CONCURRENT_CHANGE)) => FrontendError::ConcurrentChange,
             (Code::NotFound, _) => FrontendError::UserNotFound,
             (Code::ResourceExhausted, _) => FrontendError::Overloaded,
@@ -168,6 +190,31 @@ impl From<FrontendError> for Status {
                 Code::FailedPrecondition,
                 reason::LEGACY_DISABLED,
                 "the migration is complete: this ticket was for a user who never moved from the legacy store",
+            ),
+            FrontendError::InvalidMfaCode => rpc::status(
+                Code::Unauthenticated,
+                reason::INVALID_MFA_CODE,
+                "the code is wrong or was already used",
+            ),
+            FrontendError::MfaChallengeInvalid => rpc::status(
+                Code::Unauthenticated,
+                reason::MFA_CHALLENGE_INVALID,
+                "the second-factor challenge is not valid (used, expired or too many wrong codes); log in again",
+            ),
+            FrontendError::FactorExists => rpc::status(
+                Code::AlreadyExists,
+                reason::FACTOR_EXISTS,
+                "the user already has an active second factor; remove it first",
+            ),
+            FrontendError::FactorNotFound => rpc::status(
+                Code::FailedPrecondition,
+                reason::FACTOR_NOT_FOUND,
+                "the user has no second factor (EnrollTotp first)",
+            ),
+            FrontendError::FactorsNotConfigured => rpc::status(
+                Code::FailedPrecondition,
+                reason::FACTORS_NOT_CONFIGURED,
+                "second factors are not configured on this deployment ([store] factor_key)",
             ),
             FrontendError::Internal(message) => {
                 tracing::error!(%message, "auth-frontend internal error");

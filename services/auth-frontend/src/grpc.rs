@@ -1,7 +1,7 @@
 //! The tonic layer of the public API: validation of the wire format into domain values and
 //! conversions back; the flows decide.
 
-use crate::auth::{AttemptOrigin, AuthFlows, LoginSuccess};
+use crate::auth::{AttemptOrigin, AuthFlows, LoginAnswer, LoginSuccess};
 use crate::error::FrontendError;
 use crate::tokens::Claims;
 use crate::upstream::UserLookup;
@@ -9,14 +9,16 @@ use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::auth::v1::{
     self as pb, BlockUserRequest, BlockUserResponse, ChangeEmailRequest, ChangeEmailResponse,
-    ChangePasswordRequest, ChangePasswordResponse, CreateEmailVerificationTicketRequest,
-    CreateEmailVerificationTicketResponse, CreatePasswordResetTicketRequest,
-    CreatePasswordResetTicketResponse, DeleteUserRequest, DeleteUserResponse, GetJwksRequest,
-    GetJwksResponse, GetUserRequest, GetUserResponse, LoginRequest, LoginResponse,
-    RequirePasswordChangeRequest, RequirePasswordChangeResponse, ResetPasswordRequest,
-    ResetPasswordResponse, SignUpRequest, SignUpResponse, UnblockUserRequest, UnblockUserResponse,
-    ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest, VerifyEmailResponse,
-    auth_service_server::AuthService, get_user_request::Lookup,
+    ChangePasswordRequest, ChangePasswordResponse, ConfirmTotpRequest, ConfirmTotpResponse,
+    CreateEmailVerificationTicketRequest, CreateEmailVerificationTicketResponse,
+    CreatePasswordResetTicketRequest, CreatePasswordResetTicketResponse, DeleteUserRequest,
+    DeleteUserResponse, EnrollTotpRequest, EnrollTotpResponse, GetJwksRequest, GetJwksResponse,
+    GetUserRequest, GetUserResponse, LoginRequest, LoginResponse, RemoveFactorRequest,
+    RemoveFactorResponse, RequirePasswordChangeRequest, RequirePasswordChangeResponse,
+    ResetPasswordRequest, ResetPasswordResponse, SignUpRequest, SignUpResponse, UnblockUserRequest,
+    UnblockUserResponse, ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest,
+    VerifyEmailResponse, VerifyMfaRequest, auth_service_server::AuthService,
+    get_user_request::Lookup,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -28,6 +30,41 @@ pub(crate) struct AuthApi {
 
 fn invalid(violations: Violations) -> Status {
     FrontendError::InvalidRequest(violations.into_vec()).into()
+}
+
+fn login_response(success: LoginSuccess) -> LoginResponse {
+    let LoginSuccess {
+        user,
+        access_token,
+        expires_in,
+        migrated,
+    } = success;
+    LoginResponse {
+        user: Some(user),
+        access_token,
+        expires_in,
+        migrated,
+        mfa_required: false,
+        mfa_challenge: String::new(),
+    }
+}
+
+/// A second-factor code: 6 to 8 digits, or a recovery code (16 characters, dashes and
+/// spaces allowed). The store decides which; here only the size and characters.
+fn check_code(violations: &mut Violations, code: &str) {
+    let code = code.trim();
+    if code.is_empty() {
+        violations.add("code", "is required");
+    } else if code.len() > 64
+        || !code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ' ')
+    {
+        violations.add(
+            "code",
+            "must be the authenticator's 6 to 8 digit code or a recovery code",
+        );
+    }
 }
 
 #[tonic::async_trait]
@@ -59,18 +96,83 @@ impl AuthService for AuthApi {
             client_id,
             source: attempt_source,
         };
-        let LoginSuccess {
-            user,
-            access_token,
-            expires_in,
-            migrated,
-        } = self.flows.login(email, password, origin).await?;
-        Ok(Response::new(LoginResponse {
+        Ok(Response::new(
+            match self.flows.login(email, password, origin).await? {
+                LoginAnswer::LoggedIn(success) => login_response(success),
+                LoginAnswer::MfaRequired { challenge } => LoginResponse {
+                    mfa_required: true,
+                    mfa_challenge: challenge,
+                    ..LoginResponse::default()
+                },
+            },
+        ))
+    }
+
+    async fn verify_mfa(
+        &self,
+        request: Request<VerifyMfaRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let client_id = client_id(&request);
+        let VerifyMfaRequest {
+            mfa_challenge,
+            code,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        if mfa_challenge.is_empty() {
+            violations.add("mfa_challenge", "is required (LoginResponse.mfa_challenge)");
+        } else if mfa_challenge.len() > 256 {
+            violations.add("mfa_challenge", "is not a challenge Trickle issued");
+        }
+        check_code(&mut violations, &code);
+        violations.verdict()?;
+        let origin = AttemptOrigin {
+            client_id,
+            source: String::new(),
+        };
+        let success = self
+            .flows
+            .verify_mfa(&mfa_challenge, code.trim(), origin)
+            .await?;
+        Ok(Response::new(login_response(success)))
+    }
+
+    async fn enroll_totp(
+        &self,
+        request: Request<EnrollTotpRequest>,
+    ) -> Result<Response<EnrollTotpResponse>, Status> {
+        let EnrollTotpRequest { user_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        Ok(Response::new(self.flows.enroll_totp(&user_id).await?))
+    }
+
+    async fn confirm_totp(
+        &self,
+        request: Request<ConfirmTotpRequest>,
+    ) -> Result<Response<ConfirmTotpResponse>, Status> {
+        let ConfirmTotpRequest { user_id, code } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        check_code(&mut violations, &code);
+        violations.verdict()?;
+        let (user, recovery_codes) = self.flows.confirm_totp(&user_id, code.trim()).await?;
+        Ok(Response::new(ConfirmTotpResponse {
             user: Some(user),
-            access_token,
-            expires_in,
-            migrated,
+            recovery_codes,
         }))
+    }
+
+    async fn remove_factor(
+        &self,
+        request: Request<RemoveFactorRequest>,
+    ) -> Result<Response<RemoveFactorResponse>, Status> {
+        let RemoveFactorRequest { user_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        let user = self.flows.remove_factor(&user_id).await?;
+        Ok(Response::new(RemoveFactorResponse { user: Some(user) }))
     }
 
     async fn sign_up(
@@ -142,6 +244,7 @@ impl AuthService for AuthApi {
             aud,
             jti: _,
             password_change_required,
+            amr,
             profile,
         } = self.flows.validate_token(&access_token).await?;
         Ok(Response::new(ValidateTokenResponse {
@@ -155,6 +258,7 @@ impl AuthService for AuthApi {
                 aud,
                 password_change_required,
                 profile: (!profile.is_empty()).then(|| struct_of(profile)),
+                amr,
             }),
         }))
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tonic::service::Routes;
 use trickle_proto::auth::v1::auth_service_server::AuthServiceServer;
 use trickle_proto::migration::v1::migration_coordinator_client::MigrationCoordinatorClient;
+use trickle_proto::userstore::v1::user_factors_client::UserFactorsClient;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Clock;
 use trickle_service_kit::callers::CallerPolicy;
@@ -49,12 +50,11 @@ pub async fn build_with_clock(
 ) -> Result<BoundServer, StartError> {
     let tokens = TokenIssuer::from_config(tokens)?;
     let timeout = Duration::from_millis(config.upstream_timeout_ms);
-    let store = UserStoreClient::new(trickle_service_kit::client::channel(
-        &config.store_url,
-        timeout,
-        &config.tls,
-    )?)
-    .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let store_channel =
+        trickle_service_kit::client::channel(&config.store_url, timeout, &config.tls)?;
+    let factors = UserFactorsClient::new(store_channel.clone());
+    let store =
+        UserStoreClient::new(store_channel).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     let coordinator = MigrationCoordinatorClient::new(trickle_service_kit::client::channel(
         &config.coordinator_url,
         timeout,
@@ -74,7 +74,7 @@ pub async fn build_with_clock(
         clock.clone(),
     );
     let flows = AuthFlows::new(
-        crate::upstream::Upstreams::new(store, coordinator),
+        crate::upstream::Upstreams::new(store, factors, coordinator),
         tokens,
         mode,
         email_hash_key,

@@ -76,6 +76,10 @@ pub struct Claims {
     /// Present (true) only when the user should choose a new password.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub password_change_required: bool,
+    /// How the user authenticated (RFC 8176): `pwd`, plus `otp` and `mfa` with a second
+    /// factor. Empty in tokens issued before second factors existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
     /// Claims copied from the user's profile (`[tokens] claims`).
     #[serde(flatten)]
     pub profile: serde_json::Map<String, serde_json::Value>,
@@ -376,9 +380,15 @@ impl TokenIssuer {
 
     /// The token of a login: [`TokenIssuer::issue`] plus what the user record says — a
     /// required password change, and the `[tokens] claims` taken from the profile.
-    pub fn issue_for(&self, user: &trickle_proto::auth::v1::User, now: i64) -> String {
+    pub fn issue_for(
+        &self,
+        user: &trickle_proto::auth::v1::User,
+        amr: &[&str],
+        now: i64,
+    ) -> String {
         let mut claims = self.claims(&user.user_id, &user.email, &user.legacy_id, now);
         claims.password_change_required = user.password_change_required;
+        claims.amr = amr.iter().map(|&method| method.to_owned()).collect();
         claims.profile = self.profile_claims_of(user);
         self.sign(&claims)
     }
@@ -426,6 +436,7 @@ impl TokenIssuer {
             aud: self.audience.clone(),
             jti: uuid_like(),
             password_change_required: false,
+            amr: Vec::new(),
             profile: serde_json::Map::new(),
         }
     }
@@ -565,7 +576,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let token = issuer.issue_for(&user(vec![text("admin"), text("editor")]), 1_000);
+        let token = issuer.issue_for(&user(vec![text("admin"), text("editor")]), &["pwd"], 1_000);
         let claims = issuer.validate(&token, 1_001).expect("valid");
         assert_eq!(
             claims.profile.get("roles"),
@@ -578,7 +589,7 @@ mod tests {
         // Too large: no profile claims at all, the token still issued.
         let many: Vec<Value> = (0..400).map(|i| text(&format!("role-{i}"))).collect();
         let claims = issuer
-            .validate(&issuer.issue_for(&user(many), 1_000), 1_001)
+            .validate(&issuer.issue_for(&user(many), &["pwd"], 1_000), 1_001)
             .expect("valid");
         assert!(claims.profile.is_empty());
 

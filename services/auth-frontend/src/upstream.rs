@@ -10,6 +10,7 @@ use trickle_proto::auth::v1 as auth;
 use trickle_proto::migration::v1 as migration;
 use trickle_proto::migration::v1::migration_coordinator_client::MigrationCoordinatorClient;
 use trickle_proto::userstore::v1 as store;
+use trickle_proto::userstore::v1::user_factors_client::UserFactorsClient;
 use trickle_proto::userstore::v1::user_store_client::UserStoreClient;
 use trickle_service_kit::Email;
 use trickle_service_kit::client::Channel;
@@ -44,6 +45,19 @@ pub enum StoreAnswer {
     NotFound,
     /// Too many failures for the email: seconds to wait.
     Throttled(u64),
+    /// The password is right; the user's second factor is next (with this challenge).
+    MfaRequired(String),
+}
+
+/// The store's answer to a second-factor code.
+#[derive(Debug)]
+pub enum MfaAnswer {
+    /// With the `amr` values of how the user proved it.
+    Verified(auth::User, &'static [&'static str]),
+    WrongCode,
+    ChallengeInvalid,
+    Throttled(u64),
+    Blocked,
 }
 
 /// What is left to spend on a refusal the store decided, so that it costs what every
@@ -99,6 +113,7 @@ pub enum UserLookup {
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     store: UserStoreClient<Channel>,
+    factors: UserFactorsClient<Channel>,
     coordinator: MigrationCoordinatorClient<Channel>,
 }
 
@@ -121,9 +136,14 @@ fn retry_after(seconds: i64) -> u64 {
 impl Upstreams {
     pub fn new(
         store: UserStoreClient<Channel>,
+        factors: UserFactorsClient<Channel>,
         coordinator: MigrationCoordinatorClient<Channel>,
     ) -> Self {
-        Self { store, coordinator }
+        Self {
+            store,
+            factors,
+            coordinator,
+        }
     }
 
     pub async fn authenticate(
@@ -160,6 +180,9 @@ impl Upstreams {
             (Ok(Outcome::NotFound), _) => StoreAnswer::NotFound,
             (Ok(Outcome::Throttled), _) => {
                 StoreAnswer::Throttled(retry_after(answer.retry_after_seconds))
+            }
+            (Ok(Outcome::MfaRequired), _) if !answer.mfa_challenge.is_empty() => {
+                StoreAnswer::MfaRequired(answer.mfa_challenge)
             }
             _ => return Err(missing("the user store's Authenticate")),
         };
@@ -471,6 +494,98 @@ impl Upstreams {
             })
     }
 
+    /// The second step of a login.
+    pub async fn verify_mfa(
+        &self,
+        challenge: &str,
+        code: &str,
+        origin: &AttemptOrigin,
+    ) -> Result<MfaAnswer, FrontendError> {
+        let answer = self
+            .factors
+            .clone()
+            .verify_mfa(store::VerifyMfaRequest {
+                mfa_challenge: challenge.to_owned(),
+                code: code.to_owned(),
+                client_id: origin.client_id.clone(),
+            })
+            .await
+            .map_err(store_error)?
+            .into_inner();
+        use store::verify_mfa_response::{Method, Outcome};
+        Ok(
+            match (
+                Outcome::try_from(answer.outcome),
+                Method::try_from(answer.method),
+                answer.user,
+            ) {
+                (Ok(Outcome::Verified), Ok(Method::Totp), Some(user)) => {
+                    MfaAnswer::Verified(user, &["pwd", "otp", "mfa"])
+                }
+                (Ok(Outcome::Verified), Ok(Method::RecoveryCode), Some(user)) => {
+                    MfaAnswer::Verified(user, &["pwd", "mfa"])
+                }
+                (Ok(Outcome::WrongCode), _, _) => MfaAnswer::WrongCode,
+                (Ok(Outcome::ChallengeInvalid), _, _) => MfaAnswer::ChallengeInvalid,
+                (Ok(Outcome::Throttled), _, _) => {
+                    MfaAnswer::Throttled(retry_after(answer.retry_after_seconds))
+                }
+                (Ok(Outcome::Blocked), _, _) => MfaAnswer::Blocked,
+                _ => return Err(missing("the user store's VerifyMfa")),
+            },
+        )
+    }
+
+    pub async fn enroll_totp(
+        &self,
+        user_id: &str,
+    ) -> Result<auth::EnrollTotpResponse, FrontendError> {
+        self.factors
+            .clone()
+            .enroll_totp(store::EnrollTotpRequest {
+                user_id: user_id.to_owned(),
+            })
+            .await
+            .map_err(store_error)?
+            .into_inner()
+            .enrollment
+            .ok_or_else(|| missing("the user store's EnrollTotp"))
+    }
+
+    pub async fn confirm_totp(
+        &self,
+        user_id: &str,
+        code: &str,
+    ) -> Result<(auth::User, Vec<String>), FrontendError> {
+        let answer = self
+            .factors
+            .clone()
+            .confirm_totp(store::ConfirmTotpRequest {
+                user_id: user_id.to_owned(),
+                code: code.to_owned(),
+            })
+            .await
+            .map_err(store_error)?
+            .into_inner();
+        let user = answer
+            .user
+            .ok_or_else(|| missing("the user store's ConfirmTotp"))?;
+        Ok((user, answer.recovery_codes))
+    }
+
+    pub async fn remove_factor(&self, user_id: &str) -> Result<auth::User, FrontendError> {
+        self.factors
+            .clone()
+            .remove_factor(store::RemoveFactorRequest {
+                user_id: user_id.to_owned(),
+            })
+            .await
+            .map_err(store_error)?
+            .into_inner()
+            .user
+            .ok_or_else(|| missing("the user store's RemoveFactor"))
+    }
+
     pub async fn delete_user(&self, user_id: &str) -> Result<(), FrontendError> {
         self.store
             .clone()
@@ -510,5 +625,7 @@ fn legacy_user_view(legacy: trickle_proto::legacy::v1::LegacyUser) -> auth::User
         blocked,
         // Decided when they migrate, by the password they arrive with.
         password_change_required: false,
+        // Legacy second factors are not read yet: a legacy user migrates without one.
+        mfa_enrolled: false,
     }
 }

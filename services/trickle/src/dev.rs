@@ -89,6 +89,20 @@ pub fn embedded_config(
         }
         config.tokens.signing_key_file = key_file.display().to_string();
     }
+    // Second factors work out of the box too: a key sealing TOTP secrets, kept with the data.
+    if config.store.factor_key.0.is_empty() && config.store.factor_keys_dir.is_empty() {
+        let keys_dir = data_dir.join("factor-keys");
+        std::fs::create_dir_all(&keys_dir)
+            .with_context(|| format!("cannot create {}", keys_dir.display()))?;
+        let key_file = keys_dir.join("dev");
+        if !key_file.exists() {
+            let key = trickle_user_store::factors::generate_key()
+                .map_err(|e| anyhow::anyhow!("no random numbers: {e}"))?;
+            write_private(&key_file, &key)?;
+        }
+        config.store.factor_keys_dir = keys_dir.display().to_string();
+        config.store.current_factor_key = "dev".into();
+    }
     Ok(config)
 }
 

@@ -4,24 +4,35 @@
 use anyhow::Context as _;
 use std::io::{BufRead as _, IsTerminal as _};
 use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
-use trickle_proto::auth::v1::{LoginRequest, Source, ValidateTokenRequest};
+use trickle_proto::auth::v1::{LoginRequest, Source, ValidateTokenRequest, VerifyMfaRequest};
 use trickle_service_kit::rpc;
 
-/// The password from a prompt on a terminal, or the first line of standard input — never
-/// from the command line, where `ps` and shell history would keep it.
-fn read_password(email: &str) -> anyhow::Result<String> {
+/// A secret from a prompt on a terminal, or the next line of standard input — never from
+/// the command line, where `ps` and shell history would keep it.
+fn read_secret(prompt: &str, what: &str) -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
-        Ok(rpassword::prompt_password(format!(
-            "Password for {email}: "
-        ))?)
+        Ok(rpassword::prompt_password(prompt)?)
     } else {
         let mut line = String::new();
         std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .context("cannot read the password from standard input")?;
+            .with_context(|| format!("cannot read the {what} from standard input"))?;
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
     }
+}
+
+fn failed(what: &str, status: &tonic::Status) -> anyhow::Error {
+    let reason = rpc::reason_of(status).unwrap_or_else(|| "-".into());
+    let mut message = format!(
+        "{what} failed: {} ({:?}, reason {reason})",
+        status.message(),
+        status.code()
+    );
+    for v in rpc::field_violations(status) {
+        message.push_str(&format!("\n  {}: {}", v.field, v.description));
+    }
+    anyhow::anyhow!(message)
 }
 
 fn source_name(source: i32) -> &'static str {
@@ -39,7 +50,7 @@ pub async fn run(
     tls: &trickle_service_kit::tls::TlsConfig,
     email: &str,
 ) -> anyhow::Result<()> {
-    let password = read_password(email)?;
+    let password = read_secret(&format!("Password for {email}: "), "password")?;
     let channel = crate::connect::channel(
         address,
         tls,
@@ -47,28 +58,30 @@ pub async fn run(
     )
     .await?;
     let mut client = AuthServiceClient::new(channel);
-    let response = match client
+    let mut response = client
         .login(LoginRequest {
             email: email.to_owned(),
             password,
             attempt_source: String::new(),
         })
         .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(status) => {
-            let reason = rpc::reason_of(&status).unwrap_or_else(|| "-".into());
-            let mut message = format!(
-                "login failed: {} ({:?}, reason {reason})",
-                status.message(),
-                status.code()
-            );
-            for v in rpc::field_violations(&status) {
-                message.push_str(&format!("\n  {}: {}", v.field, v.description));
-            }
-            anyhow::bail!(message);
-        }
-    };
+        .map_err(|status| failed("login", &status))?
+        .into_inner();
+    // The password was right and the user has a second factor: their code finishes it.
+    if response.mfa_required {
+        let code = read_secret(
+            "Code from the authenticator app (or a recovery code): ",
+            "second-factor code",
+        )?;
+        response = client
+            .verify_mfa(VerifyMfaRequest {
+                mfa_challenge: std::mem::take(&mut response.mfa_challenge),
+                code,
+            })
+            .await
+            .map_err(|status| failed("the second factor", &status))?
+            .into_inner();
+    }
     let user = response.user.unwrap_or_default();
     let profile = user.profile.unwrap_or_default();
     println!("Logged in.");
@@ -130,5 +143,6 @@ pub async fn run(
         "  iss {}  aud {}  iat {}  exp {}",
         claims.iss, claims.aud, claims.iat, claims.exp
     );
+    println!("  amr {}", claims.amr.join(" "));
     Ok(())
 }

@@ -78,6 +78,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Generate a key that seals second-factor (TOTP) secrets at rest: 32 random bytes in
+    /// base64. Give it to the store as `[store] factor_key = "ID:KEY"`
+    /// (TRICKLE_STORE__FACTOR_KEY), or as a file named ID in `[store] factor_keys_dir`.
+    GenFactorKey,
 }
 
 /// Logs and traces for a running service. The guard flushes traces when dropped.
@@ -134,6 +138,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen { out } => keygen(out.as_deref()),
+        Command::GenFactorKey => trickle_user_store::factors::generate_key()
+            .map(|key| println!("{key}"))
+            .map_err(|e| anyhow::anyhow!("no random numbers: {e}")),
         Command::Login { email, addr, tls } => login::run(&addr, &tls.config(), &email).await,
         Command::Bench(args) => match config::load(cli.config.as_deref()) {
             Ok((config, _)) => bench::run(args, config.store.argon2).await,

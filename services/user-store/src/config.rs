@@ -51,6 +51,31 @@ pub struct StoreConfig {
     /// the sign-up minimum, must change it (`password_change_required`). Read offline; never
     /// sent anywhere. Empty: only the length is checked.
     pub breached_passwords: String,
+    /// The key that seals second-factor (TOTP) secrets at rest, `ID:KEY` with KEY 32 random
+    /// bytes in base64 (`trickle gen-factor-key`); for `TRICKLE_STORE__FACTOR_KEY` from a
+    /// Secret. The id is stored with each factor. Empty, and no `factor_keys_dir`: second
+    /// factors cannot be enrolled.
+    pub factor_key: FactorKeySetting,
+    /// Keys for rotation: a directory (a mounted Secret) with one file per key, named by its
+    /// id, holding the base64 key. `current_factor_key` seals new secrets (and reseals old
+    /// ones when they are next used); every other key still opens. Wins over `factor_key`.
+    pub factor_keys_dir: String,
+    pub current_factor_key: String,
+    /// The issuer authenticator apps show next to the account (otpauth URIs).
+    pub totp_issuer: String,
+    /// How long a login's second-factor challenge stays valid.
+    pub mfa_challenge_ttl_seconds: u64,
+}
+
+/// A key given in the configuration; `Debug` says only whether it is set.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct FactorKeySetting(pub String);
+
+impl std::fmt::Debug for FactorKeySetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(trickle_password::redacted(&self.0))
+    }
 }
 
 impl Default for StoreConfig {
@@ -76,6 +101,11 @@ impl Default for StoreConfig {
             prune_interval_seconds: 300,
             prune_tickets_after_seconds: 86_400,
             breached_passwords: String::new(),
+            factor_key: FactorKeySetting::default(),
+            factor_keys_dir: String::new(),
+            current_factor_key: String::new(),
+            totp_issuer: "Trickle".into(),
+            mfa_challenge_ttl_seconds: 300,
         }
     }
 }

@@ -27,6 +27,14 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("the account changed while this request was being handled")]
     ConcurrentChange,
+    #[error("the second-factor code is wrong")]
+    InvalidMfaCode,
+    #[error("the user already has an active second factor")]
+    FactorExists,
+    #[error("the user has no second factor")]
+    FactorNotFound,
+    #[error("no key to seal second-factor secrets is configured")]
+    FactorsNotConfigured,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -116,6 +124,26 @@ impl From<StoreError> for Status {
                 Code::Aborted,
                 reason::CONCURRENT_CHANGE,
                 "the account changed meanwhile (a password reset?); retry",
+            ),
+            StoreError::InvalidMfaCode => rpc::status(
+                Code::Unauthenticated,
+                reason::INVALID_MFA_CODE,
+                "the code is wrong",
+            ),
+            StoreError::FactorExists => rpc::status(
+                Code::AlreadyExists,
+                reason::FACTOR_EXISTS,
+                "the user already has an active second factor; remove it first",
+            ),
+            StoreError::FactorNotFound => rpc::status(
+                Code::FailedPrecondition,
+                reason::FACTOR_NOT_FOUND,
+                "the user has no second factor (EnrollTotp first)",
+            ),
+            StoreError::FactorsNotConfigured => rpc::status(
+                Code::FailedPrecondition,
+                reason::FACTORS_NOT_CONFIGURED,
+                "second factors are not configured: set [store] factor_key or factor_keys_dir",
             ),
             StoreError::Internal(message) => {
                 tracing::error!(%message, "user store internal error");

@@ -86,6 +86,7 @@ impl UserStore for UserStoreService {
             outcome: Outcome::Unspecified.into(),
             user: None,
             retry_after_seconds: 0,
+            mfa_challenge: String::new(),
             refusal_remainder: match answer.remainder {
                 None => pb::RefusalRemainder::Unspecified,
                 Some(RefusalRemainder::Nothing) => pb::RefusalRemainder::None,
@@ -102,6 +103,10 @@ impl UserStore for UserStoreService {
             AuthenticateOutcome::Blocked(user) => {
                 response.user = Some(user_to_proto(user));
                 Outcome::Blocked
+            }
+            AuthenticateOutcome::MfaRequired { challenge } => {
+                response.mfa_challenge = challenge.into_string();
+                Outcome::MfaRequired
             }
             AuthenticateOutcome::WrongPassword => Outcome::WrongPassword,
             AuthenticateOutcome::NotFound => Outcome::NotFound,
@@ -634,6 +639,7 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
         credentials_changed_at,
         blocked,
         password_change_required,
+        mfa_enrolled,
     } = user;
     let Profile {
         name,
@@ -672,6 +678,7 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
         credentials_changed_at: credentials_changed_at.map(timestamp),
         blocked,
         password_change_required,
+        mfa_enrolled,
     }
 }
 

@@ -3,7 +3,9 @@
 
 pub mod config;
 pub mod error;
+pub mod factors;
 mod grpc;
+mod grpc_factors;
 pub mod model;
 pub mod refusal;
 pub mod repository;

@@ -63,6 +63,8 @@ pub struct User {
     pub blocked: bool,
     /// The user should choose a new password; logins still succeed and say so.
     pub password_change_required: bool,
+    /// An active second factor: logins need a code after the password.
+    pub mfa_enrolled: bool,
 }
 
 /// What one `login_throttle` row counts. The row's key column is called `email` for

@@ -1,4 +1,4 @@
-//! Retention: expired tickets and throttle rows that count nothing any more are deleted by a
+//! Retention: expired tickets, second-factor challenges and throttle rows that count nothing any more are deleted by a
 //! periodic task. Every replica runs it; the deletes are idempotent, so replicas racing each
 //! other only find less to do.
 
@@ -28,7 +28,15 @@ impl Retention {
         let throttle = repository
             .prune_throttle(now - age(self.throttle_window))
             .await?;
+        // Second-factor challenges live minutes; kept as long as tickets for the same reason.
+        let challenges = repository
+            .prune_challenges(now - age(self.tickets_after))
+            .await?;
         let metrics = trickle_telemetry::metrics::metrics();
+        metrics
+            .pruned_rows
+            .with_label_values(&["mfa_challenges"])
+            .inc_by(challenges);
         metrics
             .pruned_rows
             .with_label_values(&["tickets"])

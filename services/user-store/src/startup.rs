@@ -2,17 +2,22 @@
 
 use crate::config::StoreConfig;
 use crate::grpc::UserStoreService;
+use crate::grpc_factors::UserFactorsService;
 use crate::repository::Repository;
-use crate::users::{Throttle, TicketLifetimes, Users};
+use crate::users::{FactorSettings, Throttle, TicketLifetimes, Users};
 use std::time::Duration;
 use tonic::service::Routes;
 use trickle_password::HashPool;
+use trickle_proto::userstore::v1::user_factors_server::UserFactorsServer;
 use trickle_proto::userstore::v1::user_store_server::UserStoreServer;
 use trickle_service_kit::Clock;
 use trickle_service_kit::db::Db;
 use trickle_service_kit::server::{self, BoundServer, MAX_DECODING_MESSAGE_SIZE};
 
-pub const SERVICE_NAMES: &[&str] = &["trickle.userstore.v1.UserStore"];
+pub const SERVICE_NAMES: &[&str] = &[
+    "trickle.userstore.v1.UserStore",
+    "trickle.userstore.v1.UserFactors",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -26,6 +31,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("[store] breached_passwords: {0}")]
     Breached(#[from] trickle_password::BreachedError),
+    #[error(transparent)]
+    FactorKeys(#[from] crate::factors::FactorKeyError),
 }
 
 /// Connect and migrate the database, start the hashing pool, bind the listener.
@@ -85,16 +92,35 @@ pub async fn build_with_clock(
     let breached = (!config.breached_passwords.is_empty())
         .then(|| trickle_password::BreachedPasswords::open(&config.breached_passwords))
         .transpose()?;
-    let users =
-        Users::new(repository, hasher, lifetimes, login_throttle).with_breached_passwords(breached);
+    let factor_keys = crate::factors::FactorKeys::load(
+        &config.factor_key.0,
+        &config.factor_keys_dir,
+        &config.current_factor_key,
+    )?;
+    if factor_keys.is_none() {
+        tracing::info!(
+            "no [store] factor_key or factor_keys_dir: second factors cannot be enrolled"
+        );
+    }
+    let factors = FactorSettings {
+        keys: factor_keys,
+        issuer: config.totp_issuer.clone(),
+        challenge_ttl: Duration::from_secs(config.mfa_challenge_ttl_seconds.max(1)),
+    };
+    let users = Users::new(repository, hasher, lifetimes, login_throttle)
+        .with_breached_passwords(breached)
+        .with_factors(factors);
     // Before the listener is bound: the first refusal must already cost what later ones do,
     // and a bound port is what readiness checks take for "serving".
     users.prepare().await;
     let listener = server::bind(&config.listen).await?;
     let routes = Routes::new(
-        UserStoreServer::new(UserStoreService { users })
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-    );
+        UserStoreServer::new(UserStoreService {
+            users: users.clone(),
+        })
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+    )
+    .add_service(UserFactorsServer::new(UserFactorsService { users }));
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
     let server = BoundServer::new(listener, routes, SERVICE_NAMES)
         .with_tls(&config.tls)?

@@ -101,6 +101,16 @@ impl AttemptSource {
         Ok(Some(Self::of(source)))
     }
 
+    /// The digest, as kept with a login's second-factor challenge.
+    pub fn digest(&self) -> &str {
+        &self.0
+    }
+
+    /// A source from its kept digest.
+    pub(crate) fn from_digest(digest: String) -> Self {
+        Self(digest)
+    }
+
     fn of(source: &str) -> Self {
         use sha2::Digest as _;
         let digest = sha2::Sha256::digest(source.as_bytes());

@@ -36,6 +36,7 @@ mod hash_limits;
 mod health;
 mod http_backend;
 mod lifecycle;
+mod mfa;
 mod migration;
 mod presets;
 mod profile;

@@ -53,6 +53,7 @@ struct UserRow {
     credentials_changed_at: Option<DateTime<Utc>>,
     blocked: bool,
     password_change_required: bool,
+    mfa_enrolled: bool,
 }
 
 /// Counts for the migration status.
@@ -78,7 +79,7 @@ macro_rules! user_columns {
     () => {
         "user_id, email, display_email, email_verified, legacy_id, name, given_name, family_name, \
          nickname, picture, user_metadata, app_metadata, source, created_at, updated_at, last_login_at, \
-         credentials_changed_at, blocked, password_change_required"
+         credentials_changed_at, blocked, password_change_required, mfa_enrolled"
     };
 }
 
@@ -209,6 +210,7 @@ impl UserRow {
             credentials_changed_at: self.credentials_changed_at,
             blocked: self.blocked,
             password_change_required: self.password_change_required,
+            mfa_enrolled: self.mfa_enrolled,
         })
     }
 }
@@ -469,8 +471,11 @@ impl Repository {}
 
 // After the macros above: the submodules use them (`macro_rules!` is textually scoped).
 mod backfill;
+mod factors;
 mod throttle;
 mod tickets;
+
+pub(crate) use factors::{FactorRow, MAX_WRONG_CODES, NewFactor, VerifiedBy};
 
 pub(crate) use backfill::BackfillRow;
 pub(crate) use tickets::TicketRow;

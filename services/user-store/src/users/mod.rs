@@ -28,6 +28,11 @@ pub enum AuthenticateOutcome {
     Throttled {
         retry_after: Duration,
     },
+    /// The password is right and the user has a second factor: the login goes on with this
+    /// challenge and a code ([`Users::verify_mfa`]).
+    MfaRequired {
+        challenge: Ticket,
+    },
 }
 
 /// An answer to a login and, for a refusal, what the caller must still spend on it so that
@@ -136,6 +141,7 @@ pub struct Users {
     refusal: RefusalCost,
     /// `[store] breached_passwords`: migrated passwords found there must be changed.
     breached: Option<BreachedPasswords>,
+    factors: FactorSettings,
 }
 
 fn unreadable_hash(user_id: &str, e: &trickle_password::ParseHashError) -> StoreError {
@@ -157,7 +163,14 @@ impl Users {
             lifetimes,
             throttle,
             breached: None,
+            factors: FactorSettings::default(),
         }
+    }
+
+    /// Second factors: the keys that seal their secrets, the issuer apps show.
+    pub fn with_factors(mut self, factors: FactorSettings) -> Self {
+        self.factors = factors;
+        self
     }
 
     /// Check migrated passwords against this breached-password corpus too.
@@ -260,11 +273,29 @@ impl Users {
                 }),
             });
         }
-        let checked = self
+        let checked = match self
             .check_admitted(password, store_decides, found, tombstoned)
-            .await;
+            .await
+        {
+            // The password was the first step only: a challenge, and no login yet.
+            Ok(Authentication {
+                outcome: AuthenticateOutcome::Authenticated(user),
+                remainder,
+            }) if user.mfa_enrolled => {
+                self.begin_challenge(&user, source)
+                    .await
+                    .map(|challenge| Authentication {
+                        outcome: AuthenticateOutcome::MfaRequired { challenge },
+                        remainder,
+                    })
+            }
+            other => other,
+        };
         let outcome = match &checked {
             Ok(answer) => match answer.outcome {
+                // Not a success yet: a success would forgive the account's failures, and
+                // the code is still to be guessed. Settled by the second step.
+                AuthenticateOutcome::MfaRequired { .. } => Some(AttemptOutcome::Undecided),
                 // A blocked user's right password is not a guess: it does not count.
                 AuthenticateOutcome::Authenticated(_) | AuthenticateOutcome::Blocked(_) => {
                     Some(AttemptOutcome::Succeeded)
@@ -637,6 +668,9 @@ impl Users {
     }
 }
 
+mod factors;
 mod ticket_flows;
+
+pub use factors::{Enrollment, FactorSettings, MfaMethod, MfaOutcome};
 
 pub use ticket_flows::{RedeemResetOutcome, TicketLifetimes};

@@ -1,0 +1,342 @@
+//! Second factors: enrolling a TOTP authenticator, and the second step of a login. A login
+//! whose password is right for a user with a factor ends in a challenge, not a login; the
+//! challenge and a code finish it. Wrong codes count toward the account's throttle exactly
+//! as wrong passwords do (the same counters, admitted and settled the same way), so a
+//! password holder gets as few code guesses as a stranger gets password guesses.
+
+use super::*;
+use crate::factors::{self, FactorKeys};
+use crate::repository::{FactorRow, NewFactor, VerifiedBy};
+use trickle_password::totp::{Totp, TotpAlgorithm, TotpParams, TotpSecret};
+
+/// What the store needs for second factors.
+#[derive(Debug, Clone)]
+pub struct FactorSettings {
+    /// `None`: no key configured, nothing can be enrolled.
+    pub keys: Option<FactorKeys>,
+    /// Shown by authenticator apps.
+    pub issuer: String,
+    pub challenge_ttl: Duration,
+}
+
+impl Default for FactorSettings {
+    fn default() -> Self {
+        Self {
+            keys: None,
+            issuer: "Trickle".into(),
+            challenge_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A secret to show to the user once.
+#[derive(Debug)]
+pub struct Enrollment {
+    pub secret: TotpSecret,
+    pub otpauth_uri: String,
+    pub params: TotpParams,
+}
+
+/// How a second step ended.
+#[derive(Debug)]
+pub enum MfaOutcome {
+    Verified { user: User, method: MfaMethod },
+    WrongCode,
+    ChallengeInvalid,
+    Throttled { retry_after: Duration },
+    Blocked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaMethod {
+    Totp,
+    RecoveryCode,
+}
+
+impl Users {
+    fn factor_keys(&self) -> Result<&FactorKeys, StoreError> {
+        self.factors
+            .keys
+            .as_ref()
+            .ok_or(StoreError::FactorsNotConfigured)
+    }
+
+    fn now_unix(&self) -> u64 {
+        u64::try_from(self.repository.now().timestamp()).unwrap_or(0)
+    }
+
+    /// Open a stored factor.
+    fn open_factor(&self, user_id: &str, row: &FactorRow) -> Result<Totp, StoreError> {
+        let secret = self
+            .factor_keys()?
+            .open(&row.key_id, user_id, &row.secret_ciphertext)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let params = TotpParams {
+            algorithm: TotpAlgorithm::parse(&row.algorithm).ok_or_else(|| {
+                StoreError::Internal(format!("factor of user {user_id}: unknown algorithm"))
+            })?,
+            digits: u32::try_from(row.digits).unwrap_or(0),
+            period_seconds: u32::try_from(row.period_seconds).unwrap_or(0),
+        };
+        Totp::new(secret, params)
+            .map_err(|e| StoreError::Internal(format!("factor of user {user_id}: {e}")))
+    }
+
+    /// A new secret for `user_id`, not active until confirmed.
+    #[tracing::instrument(name = "user_store.enroll_totp", skip_all, fields(trickle.user.id = %user_id))]
+    pub async fn enroll_totp(&self, user_id: &str) -> Result<Enrollment, StoreError> {
+        let keys = self.factor_keys()?;
+        let user = self
+            .repository
+            .find_by_id(user_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if user.mfa_enrolled {
+            return Err(StoreError::FactorExists);
+        }
+        let params = TotpParams::default();
+        let secret = TotpSecret::generate().map_err(|e| StoreError::Internal(e.to_string()))?;
+        let (key_id, sealed) = keys.seal(user_id, &secret).map_err(StoreError::Internal)?;
+        let stored = self
+            .repository
+            .put_unconfirmed_factor(&NewFactor {
+                user_id,
+                key_id: &key_id,
+                secret_ciphertext: &sealed,
+                algorithm: params.algorithm.as_str(),
+                digits: i32::try_from(params.digits).unwrap_or(6),
+                period_seconds: i32::try_from(params.period_seconds).unwrap_or(30),
+            })
+            .await?;
+        if !stored {
+            // Confirmed concurrently, or deleted.
+            return Err(match self.repository.find_by_id(user_id).await? {
+                Some(_) => StoreError::FactorExists,
+                None => StoreError::NotFound,
+            });
+        }
+        let factor = Totp::new(secret, params).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let otpauth_uri = factor
+            .otpauth_uri(&self.factors.issuer, &user.display_email)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(Enrollment {
+            secret: factor.secret,
+            otpauth_uri,
+            params,
+        })
+    }
+
+    /// Activate the enrolled factor with a code from it; the user's new recovery codes.
+    #[tracing::instrument(name = "user_store.confirm_totp", skip_all, fields(trickle.user.id = %user_id))]
+    pub async fn confirm_totp(
+        &self,
+        user_id: &str,
+        code: &str,
+    ) -> Result<(User, Vec<String>), StoreError> {
+        let row = match self.repository.factor(user_id).await? {
+            Some(row) if row.confirmed_at.is_none() => row,
+            Some(_) => return Err(StoreError::FactorExists),
+            None => {
+                return Err(match self.repository.find_by_id(user_id).await? {
+                    Some(_) => StoreError::FactorNotFound,
+                    None => StoreError::NotFound,
+                });
+            }
+        };
+        let factor = self.open_factor(user_id, &row)?;
+        let step = factor
+            .verify(code, self.now_unix())
+            .ok_or(StoreError::InvalidMfaCode)?;
+        let codes = (0..factors::RECOVERY_CODES)
+            .map(|_| factors::generate_recovery_code())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let hashes: Vec<String> = codes
+            .iter()
+            .filter_map(|code| factors::normalize_recovery_code(code))
+            .map(|code| factors::recovery_code_hash(&code))
+            .collect();
+        let user = self
+            .repository
+            .confirm_factor(user_id, i64::try_from(step).unwrap_or(i64::MAX), &hashes)
+            .await?
+            .ok_or(StoreError::FactorNotFound)?;
+        tracing::info!(trickle.user.id = %user_id, "second factor enrolled");
+        Ok((user, codes))
+    }
+
+    /// Remove the user's factor and recovery codes.
+    #[tracing::instrument(name = "user_store.remove_factor", skip_all, fields(trickle.user.id = %user_id))]
+    pub async fn remove_factor(&self, user_id: &str) -> Result<User, StoreError> {
+        match self.repository.remove_factor(user_id).await? {
+            Some((user, true)) => {
+                tracing::info!(trickle.user.id = %user_id, "second factor removed");
+                Ok(user)
+            }
+            Some((_, false)) => Err(StoreError::FactorNotFound),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    /// A challenge for the second step of `user`'s login.
+    pub(super) async fn begin_challenge(
+        &self,
+        user: &User,
+        source: Option<&AttemptSource>,
+    ) -> Result<Ticket, StoreError> {
+        let challenge = Ticket::generate().map_err(|e| StoreError::Internal(e.to_string()))?;
+        let ttl = chrono::Duration::from_std(self.factors.challenge_ttl)
+            .unwrap_or(chrono::Duration::minutes(5));
+        self.repository
+            .insert_challenge(
+                &tickets::ticket_hash(challenge.expose()),
+                &user.user_id,
+                &user.email,
+                source.map(AttemptSource::digest),
+                self.repository.now() + ttl,
+            )
+            .await?;
+        Ok(challenge)
+    }
+
+    /// The second step of a login: a code (TOTP, or a recovery code) for a challenge.
+    #[tracing::instrument(name = "user_store.verify_mfa", skip_all, fields(trickle.user.id, trickle.mfa.method))]
+    pub async fn verify_mfa(
+        &self,
+        challenge: &str,
+        code: &str,
+        client: Option<&ClientId>,
+    ) -> Result<MfaOutcome, StoreError> {
+        if !tickets::is_well_formed(challenge) {
+            return Ok(MfaOutcome::ChallengeInvalid);
+        }
+        let challenge_hash = tickets::ticket_hash(challenge);
+        let Some(row) = self.repository.find_challenge(&challenge_hash).await? else {
+            return Ok(MfaOutcome::ChallengeInvalid);
+        };
+        let now = self.repository.now();
+        if row.used_at.is_some()
+            || row.expires_at <= now
+            || row.wrong_codes >= crate::repository::MAX_WRONG_CODES
+        {
+            return Ok(MfaOutcome::ChallengeInvalid);
+        }
+        tracing::Span::current().record("trickle.user.id", row.user_id.as_str());
+        if let Some(retry_after) = self.throttle.client_lock(client).await? {
+            return Ok(MfaOutcome::Throttled { retry_after });
+        }
+        let email = Email::parse(&row.email)
+            .map_err(|_| StoreError::Internal("a challenge holds an unreadable email".into()))?;
+        let source = row.attempt_source.clone().map(AttemptSource::from_digest);
+        // Counted before it is checked, on the counters of the login it finishes.
+        if let Admission::Refused(retry_after) =
+            self.throttle.admit(&email, source.as_ref()).await?
+        {
+            return Ok(MfaOutcome::Throttled { retry_after });
+        }
+        let checked = self.check_code(&challenge_hash, &row.user_id, code).await;
+        let settled = match &checked {
+            Ok(MfaOutcome::Verified { .. }) => AttemptOutcome::Succeeded,
+            Ok(MfaOutcome::WrongCode) => AttemptOutcome::Failed,
+            _ => AttemptOutcome::Undecided,
+        };
+        self.throttle
+            .settle(&email, source.as_ref(), client, settled)
+            .await?;
+        if matches!(checked, Ok(MfaOutcome::WrongCode)) {
+            self.repository.count_wrong_code(&challenge_hash).await?;
+        }
+        checked
+    }
+
+    async fn check_code(
+        &self,
+        challenge_hash: &str,
+        user_id: &str,
+        code: &str,
+    ) -> Result<MfaOutcome, StoreError> {
+        let Some(row) = self
+            .repository
+            .factor(user_id)
+            .await?
+            .filter(|row| row.confirmed_at.is_some())
+        else {
+            // Removed since the password was checked: the login starts over.
+            return Ok(MfaOutcome::ChallengeInvalid);
+        };
+        let factor = self.open_factor(user_id, &row)?;
+        let code = code.trim();
+        let (verified, recovery_hash, method) =
+            if trickle_password::totp::is_code(code, factor.params.digits) {
+                match factor.verify(code, self.now_unix()) {
+                    Some(step) => (
+                        VerifiedBy::TotpStep(i64::try_from(step).unwrap_or(i64::MAX)),
+                        None,
+                        MfaMethod::Totp,
+                    ),
+                    None => return Ok(MfaOutcome::WrongCode),
+                }
+            } else {
+                match factors::normalize_recovery_code(code) {
+                    Some(normalized) => (
+                        VerifiedBy::RecoveryCode,
+                        Some(factors::recovery_code_hash(&normalized)),
+                        MfaMethod::RecoveryCode,
+                    ),
+                    None => return Ok(MfaOutcome::WrongCode),
+                }
+            };
+        match self
+            .repository
+            .complete_challenge(challenge_hash, user_id, verified, recovery_hash.as_deref())
+            .await?
+        {
+            None => return Ok(MfaOutcome::ChallengeInvalid),
+            // A code already used (a replayed TOTP step, a spent recovery code).
+            Some(false) => return Ok(MfaOutcome::WrongCode),
+            Some(true) => {}
+        }
+        self.reseal_if_rotated(user_id, &row, &factor).await;
+        tracing::Span::current().record(
+            "trickle.mfa.method",
+            match method {
+                MfaMethod::Totp => "totp",
+                MfaMethod::RecoveryCode => "recovery_code",
+            },
+        );
+        let user = self
+            .repository
+            .find_by_id(user_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if user.blocked {
+            return Ok(MfaOutcome::Blocked);
+        }
+        Ok(MfaOutcome::Verified { user, method })
+    }
+
+    /// A factor sealed with a key that is no longer current is resealed with the current
+    /// one, so that old keys can be retired once every active user has logged in.
+    async fn reseal_if_rotated(&self, user_id: &str, row: &FactorRow, factor: &Totp) {
+        let Ok(keys) = self.factor_keys() else {
+            return;
+        };
+        if row.key_id == keys.current_id() {
+            return;
+        }
+        let resealed = match keys.seal(user_id, &factor.secret) {
+            Ok((key_id, sealed)) => {
+                self.repository
+                    .reseal_factor(user_id, &row.secret_ciphertext, &key_id, &sealed)
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reseal a second-factor secret");
+                return;
+            }
+        };
+        if let Err(e) = resealed {
+            tracing::warn!(error = %e, "cannot reseal a second-factor secret");
+        }
+    }
+}
