@@ -81,7 +81,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let metrics = Metrics {
         logins: counter(
             "trickle_logins_total",
-            "Logins answered by the auth-frontend, by result.",
+            "Logins (and second-factor steps) answered by the auth-frontend, by result.",
             &["result"],
         )?,
         migrations: counter(
