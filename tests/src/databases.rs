@@ -138,6 +138,8 @@ pub struct LegacyRecord {
     pub picture: Option<String>,
     /// Disabled in the legacy app.
     pub blocked: bool,
+    /// A TOTP secret (base32), when the user has a second factor in the legacy app.
+    pub totp_secret: Option<String>,
 }
 
 impl LegacyRecord {
@@ -153,6 +155,7 @@ impl LegacyRecord {
             nickname: None,
             picture: None,
             blocked: false,
+            totp_secret: None,
         }
     }
 }
@@ -174,25 +177,25 @@ impl LegacyDb {
                 "CREATE TABLE users (id BIGINT PRIMARY KEY, email VARCHAR(255) NOT NULL, password_hash VARCHAR(255) NOT NULL, \
                  email_verified TINYINT(1) NOT NULL DEFAULT 0, name VARCHAR(255), given_name VARCHAR(255), \
                  family_name VARCHAR(255), nickname VARCHAR(255), picture VARCHAR(1024), \
-                 blocked TINYINT(1) NOT NULL DEFAULT 0)",
+                 blocked TINYINT(1) NOT NULL DEFAULT 0, totp_secret VARCHAR(64))",
                 // MariaDB's default collation already compares case-insensitively.
-                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked \
+                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked, totp_secret \
                  FROM users WHERE email = ?",
             ),
             Backend::Postgres => (
                 TestDatabase::postgres().await,
                 "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL, \
                  email_verified BOOLEAN NOT NULL DEFAULT FALSE, name TEXT, given_name TEXT, family_name TEXT, \
-                 nickname TEXT, picture TEXT, blocked BOOLEAN NOT NULL DEFAULT FALSE)",
-                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked \
+                 nickname TEXT, picture TEXT, blocked BOOLEAN NOT NULL DEFAULT FALSE, totp_secret TEXT)",
+                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked, totp_secret \
                  FROM users WHERE lower(email) = $1",
             ),
             Backend::Sqlite => (
                 TestDatabase::sqlite(dir, "legacy.db"),
                 "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL, \
                  email_verified INTEGER NOT NULL DEFAULT 0, name TEXT, given_name TEXT, family_name TEXT, nickname TEXT, picture TEXT, \
-                 blocked INTEGER NOT NULL DEFAULT 0)",
-                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked \
+                 blocked INTEGER NOT NULL DEFAULT 0, totp_secret TEXT)",
+                "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked, totp_secret \
                  FROM users WHERE lower(email) = ?",
             ),
         };
@@ -204,7 +207,7 @@ impl LegacyDb {
         pool.execute(ddl)
             .await
             .expect("create the legacy users table");
-        let columns = "id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked";
+        let columns = "id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked, totp_secret";
         let list_users = match backend {
             Backend::Postgres => {
                 format!("SELECT {columns} FROM users WHERE id > $1 ORDER BY id LIMIT $2")
@@ -221,11 +224,11 @@ impl LegacyDb {
 
     pub async fn insert(&self, record: &LegacyRecord) {
         let sql = if self.database.url.starts_with("postgres") {
-            "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked) \
-             VALUES ($1, $2, $3, $4 = 1, $5, $6, $7, $8, $9, $10 = 1)"
+            "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked, totp_secret) \
+             VALUES ($1, $2, $3, $4 = 1, $5, $6, $7, $8, $9, $10 = 1, $11)"
         } else {
-            "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO users (id, email, password_hash, email_verified, name, given_name, family_name, nickname, picture, blocked, totp_secret) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         };
         let verified = i32::from(record.email_verified);
         sqlx::query(sql)
@@ -239,6 +242,7 @@ impl LegacyDb {
             .bind(record.nickname.clone())
             .bind(record.picture.clone())
             .bind(i32::from(record.blocked))
+            .bind(record.totp_secret.clone())
             .execute(&self.pool)
             .await
             .expect("insert legacy user");

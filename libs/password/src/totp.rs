@@ -6,8 +6,9 @@
 use zeroize::Zeroizing;
 
 /// The HMAC of a factor. SHA-1 is what nearly every authenticator app implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TotpAlgorithm {
+    #[default]
     Sha1,
     Sha256,
     Sha512,
@@ -99,7 +100,7 @@ impl TotpParams {
 }
 
 /// A factor's shared secret (raw bytes). Its `Debug` prints nothing; wiped on drop.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TotpSecret(Zeroizing<Vec<u8>>);
 
 impl std::fmt::Debug for TotpSecret {
@@ -179,7 +180,7 @@ impl TotpSecret {
 pub const SKEW_STEPS: u64 = 1;
 
 /// A factor: a secret and its parameters.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Totp {
     pub secret: TotpSecret,
     pub params: TotpParams,

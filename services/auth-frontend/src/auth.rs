@@ -193,7 +193,8 @@ impl AuthFlows {
     ) -> Result<LoginSuccess, FrontendError> {
         let answer = self.upstream.verify_mfa(challenge, code, &origin).await;
         let label = match &answer {
-            Ok(MfaAnswer::Verified(..)) => "mfa_verified",
+            Ok(MfaAnswer::Verified { migrated: true, .. }) => "migrated",
+            Ok(MfaAnswer::Verified { .. }) => "mfa_verified",
             Ok(MfaAnswer::WrongCode) => "invalid_mfa_code",
             Ok(MfaAnswer::ChallengeInvalid) => "mfa_challenge_invalid",
             Ok(MfaAnswer::Throttled(_)) => "rate_limited",
@@ -206,9 +207,17 @@ impl AuthFlows {
             .with_label_values(&[label])
             .inc();
         match answer? {
-            MfaAnswer::Verified(user, amr) => {
+            MfaAnswer::Verified {
+                user,
+                amr,
+                migrated,
+            } => {
                 tracing::Span::current().record("trickle.user.id", user.user_id.as_str());
-                Ok(self.logged_in(user, false, amr))
+                if migrated {
+                    self.upstream
+                        .record_mfa_migration(&user.user_id, &user.legacy_id);
+                }
+                Ok(self.logged_in(user, migrated, amr))
             }
             MfaAnswer::WrongCode => Err(FrontendError::InvalidMfaCode),
             MfaAnswer::ChallengeInvalid => Err(FrontendError::MfaChallengeInvalid),
@@ -287,6 +296,13 @@ impl AuthFlows {
                 self.upstream
                     .settle_login_attempt(email, origin, Settled::Succeeded);
                 Ok(logged_in(user, false))
+            }
+            // The password was right; the code decides. Not a success yet (a success would
+            // forgive the account's failures while the code is still to be guessed).
+            FirstLogin::MfaRequired(challenge) => {
+                self.upstream
+                    .settle_login_attempt(email, origin, Settled::Undecided);
+                Ok(PasswordChecked::MfaRequired(challenge))
             }
             FirstLogin::Refused => {
                 // Failures the legacy store decided count toward the same throttle.

@@ -52,8 +52,13 @@ pub enum StoreAnswer {
 /// The store's answer to a second-factor code.
 #[derive(Debug)]
 pub enum MfaAnswer {
-    /// With the `amr` values of how the user proved it.
-    Verified(auth::User, &'static [&'static str]),
+    /// With the `amr` values of how the user proved it, and whether this code moved them
+    /// from the legacy store.
+    Verified {
+        user: auth::User,
+        amr: &'static [&'static str],
+        migrated: bool,
+    },
     WrongCode,
     ChallengeInvalid,
     Throttled(u64),
@@ -90,6 +95,9 @@ pub enum FirstLogin {
     Refused,
     /// The coordinator is in AUTHORITATIVE mode: the store alone decides.
     NotImporting,
+    /// The password is right and the legacy user has a second factor: nothing is imported
+    /// until a code from it (VerifyMfa with this challenge).
+    MfaRequired(String),
 }
 
 /// The store's answer to a password reset.
@@ -256,6 +264,9 @@ impl Upstreams {
                 FirstLogin::Refused
             }
             (Ok(Outcome::NotImporting), _) => FirstLogin::NotImporting,
+            (Ok(Outcome::MfaRequired), _) if !answer.mfa_challenge.is_empty() => {
+                FirstLogin::MfaRequired(answer.mfa_challenge)
+            }
             _ => return Err(missing("the coordinator's MigrateOnLogin")),
         })
     }
@@ -519,11 +530,17 @@ impl Upstreams {
                 Method::try_from(answer.method),
                 answer.user,
             ) {
-                (Ok(Outcome::Verified), Ok(Method::Totp), Some(user)) => {
-                    MfaAnswer::Verified(user, &["pwd", "otp", "mfa"])
-                }
+                (Ok(Outcome::Verified), Ok(Method::Totp), Some(user)) => MfaAnswer::Verified {
+                    user,
+                    amr: &["pwd", "otp", "mfa"],
+                    migrated: answer.migrated,
+                },
                 (Ok(Outcome::Verified), Ok(Method::RecoveryCode), Some(user)) => {
-                    MfaAnswer::Verified(user, &["pwd", "mfa"])
+                    MfaAnswer::Verified {
+                        user,
+                        amr: &["pwd", "mfa"],
+                        migrated: answer.migrated,
+                    }
                 }
                 (Ok(Outcome::WrongCode), _, _) => MfaAnswer::WrongCode,
                 (Ok(Outcome::ChallengeInvalid), _, _) => MfaAnswer::ChallengeInvalid,
@@ -534,6 +551,22 @@ impl Upstreams {
                 _ => return Err(missing("the user store's VerifyMfa")),
             },
         )
+    }
+
+    /// Have the coordinator record a migration the store completed with a second-factor
+    /// code. In the background: the user is in the store either way, and the ledger entry
+    /// is its audit trail (a failure is logged, as the coordinator does for its own).
+    pub fn record_mfa_migration(&self, user_id: &str, legacy_id: &str) {
+        let request = migration::RecordMfaMigrationRequest {
+            user_id: user_id.to_owned(),
+            legacy_id: legacy_id.to_owned(),
+        };
+        let mut coordinator = self.coordinator.clone();
+        tokio::spawn(async move {
+            if let Err(status) = coordinator.record_mfa_migration(request).await {
+                tracing::error!(code = ?status.code(), message = status.message(), "could not record a migration completed by a second-factor code in the ledger");
+            }
+        });
     }
 
     pub async fn enroll_totp(

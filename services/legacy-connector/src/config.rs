@@ -24,6 +24,17 @@ pub enum CursorKind {
     Text,
 }
 
+/// How the legacy app stored TOTP secrets (`totp_secret` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TotpEncoding {
+    /// RFC 4648 base32, as authenticator apps show them (most apps, pyotp, ASP.NET Identity).
+    #[default]
+    Base32,
+    /// Hexadecimal (django-otp).
+    Hex,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LegacyConfig {
@@ -67,6 +78,11 @@ pub struct LegacyConfig {
     /// for the read-only lookup, and per user by the backfill. The roles land in the store
     /// as `app_metadata.roles`.
     pub find_roles: String,
+    /// How `find_user`'s optional `totp_secret` column encodes a user's TOTP secret. With
+    /// the secret, optional `totp_algorithm` (SHA1, SHA256, SHA512), `totp_digits` and
+    /// `totp_period` columns; a NULL or empty secret: no second factor. A user with one never
+    /// migrates on the password alone (the first login asks for a code).
+    pub totp_secret_encoding: TotpEncoding,
     /// For `hash_format = "salted_digest"`: how the legacy app built its digests.
     pub salted_digest: Option<DigestTemplate>,
     /// `auto` (detect each hash's format from its prefix) or a named format: `bcrypt`,
@@ -123,6 +139,7 @@ impl Default for LegacyConfig {
             find_user: String::new(),
             count_users: String::new(),
             salted_digest: None,
+            totp_secret_encoding: TotpEncoding::Base32,
             list_users: String::new(),
             list_users_cursor: CursorKind::Integer,
             find_roles: String::new(),

@@ -190,6 +190,7 @@ fn user_to_proto(user: LegacyUser) -> pb::LegacyUser {
         picture,
         blocked,
         roles,
+        totp,
     } = user;
     pb::LegacyUser {
         legacy_id,
@@ -202,5 +203,11 @@ fn user_to_proto(user: LegacyUser) -> pb::LegacyUser {
         picture: picture.unwrap_or_default(),
         blocked,
         roles,
+        totp: totp.map(|totp| pb::LegacyTotp {
+            secret: totp.secret.expose_bytes().to_vec(),
+            algorithm: totp.params.algorithm.as_str().to_owned(),
+            digits: totp.params.digits,
+            period_seconds: totp.params.period_seconds,
+        }),
     }
 }

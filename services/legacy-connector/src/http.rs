@@ -13,6 +13,7 @@ use crate::sql::{LegacyUser, LoginOutcome};
 use serde::Deserialize;
 use std::time::Duration;
 use trickle_password::Password;
+use trickle_password::totp::{Totp, TotpAlgorithm, TotpParams, TotpSecret};
 use trickle_service_kit::Email;
 
 /// `[legacy.http]`.
@@ -60,6 +61,50 @@ struct Profile {
     /// Roles or groups: they land in `app_metadata.roles`.
     #[serde(default)]
     roles: Vec<String>,
+    /// The user's TOTP secret, base32, when they have a second factor; with optional
+    /// `totp_algorithm` (SHA1), `totp_digits` (6) and `totp_period` (30).
+    totp_secret: Option<SecretText>,
+    totp_algorithm: Option<String>,
+    totp_digits: Option<u32>,
+    totp_period: Option<u32>,
+}
+
+/// A secret in the web service's answer: `Debug` says only whether it is set.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct SecretText(String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(trickle_password::redacted(&self.0))
+    }
+}
+
+impl Profile {
+    /// The second factor, if the profile carries one. One that cannot be read is an error:
+    /// the user must not get in on the password alone.
+    fn totp(&self) -> Result<Option<Totp>, LegacyError> {
+        let Some(secret) = self.totp_secret.as_ref().filter(|s| !s.0.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let unreadable = |why: String| {
+            LegacyError::Http(format!("the profile's second factor is unreadable: {why}"))
+        };
+        let algorithm = match &self.totp_algorithm {
+            None => TotpAlgorithm::Sha1,
+            Some(name) => TotpAlgorithm::parse(name)
+                .ok_or_else(|| unreadable(format!("totp_algorithm {name:?}")))?,
+        };
+        let params = TotpParams {
+            algorithm,
+            digits: self.totp_digits.unwrap_or(6),
+            period_seconds: self.totp_period.unwrap_or(30),
+        };
+        let secret = TotpSecret::from_base32(&secret.0).map_err(|e| unreadable(e.to_string()))?;
+        Totp::new(secret, params)
+            .map(Some)
+            .map_err(|e| unreadable(e.to_string()))
+    }
 }
 
 #[derive(Clone)]
@@ -182,6 +227,7 @@ impl HttpBackend {
                 "the legacy web service answered malformed JSON: {e}"
             ))
         })?;
+        let totp = profile.totp()?;
         let legacy_id = match profile.id {
             serde_json::Value::String(s) if !s.is_empty() => s,
             serde_json::Value::Number(n) => n.to_string(),
@@ -193,6 +239,7 @@ impl HttpBackend {
         };
         Ok(Some(LegacyUser {
             legacy_id,
+            totp,
             email: profile.email,
             email_verified: profile.email_verified,
             name: profile.name,

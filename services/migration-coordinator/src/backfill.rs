@@ -453,6 +453,7 @@ impl Backfiller {
                 email,
                 email_verified,
                 blocked,
+                totp,
                 ..
             } = user;
             batch.push(store::BackfillUser {
@@ -462,6 +463,8 @@ impl Backfiller {
                 profile: Some(profile),
                 password_hash,
                 blocked,
+                // The second factor moves with the user: their first login asks for a code.
+                totp,
             });
         }
         let processed = count(batch.len() + unsupported.len());

@@ -15,9 +15,10 @@ use trickle_proto::migration::v1::{
     GetBackfillRequest, GetBackfillResponse, GetModeRequest, GetModeResponse, GetStatusRequest,
     GetStatusResponse, ListMigrationEventsRequest, ListMigrationEventsResponse, LookupUserRequest,
     LookupUserResponse, MigrateOnLoginRequest, MigrateOnLoginResponse, MigrateOnResetRequest,
-    MigrateOnResetResponse, SetModeRequest, SetModeResponse, StartBackfillRequest,
-    StartBackfillResponse, migrate_on_login_response::Outcome,
-    migration_admin_server::MigrationAdmin, migration_coordinator_server::MigrationCoordinator,
+    MigrateOnResetResponse, RecordMfaMigrationRequest, RecordMfaMigrationResponse, SetModeRequest,
+    SetModeResponse, StartBackfillRequest, StartBackfillResponse,
+    migrate_on_login_response::Outcome, migration_admin_server::MigrationAdmin,
+    migration_coordinator_server::MigrationCoordinator,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -48,6 +49,7 @@ impl MigrationCoordinator for CoordinatorService {
         let Some(email) = email.filter(|_| violations.is_empty()) else {
             return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
         };
+        let mut mfa_challenge = String::new();
         let (outcome, user) = match self.coordinator.migrate_on_login(&email, password).await? {
             LoginMigration::Migrated(user) => (Outcome::Migrated, Some(user.into_wire())),
             LoginMigration::AlreadyMigrated(user) => {
@@ -61,11 +63,33 @@ impl MigrationCoordinator for CoordinatorService {
             LoginMigration::Conflict => (Outcome::Conflict, None),
             LoginMigration::NotImporting => (Outcome::NotImporting, None),
             LoginMigration::Tombstoned => (Outcome::Tombstoned, None),
+            LoginMigration::MfaRequired(challenge) => {
+                mfa_challenge = challenge;
+                (Outcome::MfaRequired, None)
+            }
         };
         Ok(Response::new(MigrateOnLoginResponse {
             outcome: outcome.into(),
             user,
+            mfa_challenge,
         }))
+    }
+
+    async fn record_mfa_migration(
+        &self,
+        request: Request<RecordMfaMigrationRequest>,
+    ) -> Result<Response<RecordMfaMigrationResponse>, Status> {
+        let RecordMfaMigrationRequest { user_id, legacy_id } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.check_id("legacy_id", &legacy_id, 255);
+        if !violations.is_empty() {
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        }
+        self.coordinator
+            .record_mfa_migration(&user_id, &legacy_id)
+            .await?;
+        Ok(Response::new(RecordMfaMigrationResponse {}))
     }
 
     async fn equalize_refused_login(

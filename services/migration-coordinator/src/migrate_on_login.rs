@@ -31,6 +31,9 @@ pub enum LoginMigration {
     NotImporting,
     /// The legacy user was deleted from the store and must not come back.
     Tombstoned,
+    /// The password is right and the legacy user has a second factor: nothing is imported
+    /// until a code from it (the store holds the import under this challenge).
+    MfaRequired(String),
 }
 
 impl LoginMigration {
@@ -44,6 +47,7 @@ impl LoginMigration {
             LoginMigration::Conflict => "conflict",
             LoginMigration::NotImporting => "not_importing",
             LoginMigration::Tombstoned => "tombstoned",
+            LoginMigration::MfaRequired(_) => "mfa_required",
         }
     }
 
@@ -56,7 +60,8 @@ impl LoginMigration {
             | LoginMigration::Tombstoned => Some(self.as_str()),
             LoginMigration::Migrated(_)
             | LoginMigration::AlreadyMigrated(_)
-            | LoginMigration::NotImporting => None,
+            | LoginMigration::NotImporting
+            | LoginMigration::MfaRequired(_) => None,
         }
     }
 }
@@ -184,8 +189,28 @@ impl Coordinator {
                 StoreImport::Existing(user) => LoginMigration::AlreadyMigrated(user),
                 StoreImport::Conflict => LoginMigration::Conflict,
                 StoreImport::Tombstoned => LoginMigration::Tombstoned,
+                StoreImport::MfaRequired(challenge) => LoginMigration::MfaRequired(challenge),
             },
         )
+    }
+
+    /// A login migration the store completed with a second-factor code: the ledger entry and
+    /// the metric a migration on the password alone gets in [`Coordinator::migrate_on_login`].
+    #[tracing::instrument(name = "migration.record_mfa_migration", skip_all, fields(trickle.user.id = %user_id, trickle.legacy.id = %legacy_id))]
+    pub async fn record_mfa_migration(
+        &self,
+        user_id: &str,
+        legacy_id: &str,
+    ) -> Result<(), CoordinatorError> {
+        self.ledger
+            .record_migration(user_id, legacy_id, LedgerSource::LoginMigration)
+            .await?;
+        trickle_telemetry::metrics::metrics()
+            .migrations
+            .with_label_values(&["migrated", "login"])
+            .inc();
+        tracing::info!("user migrated on login with their second factor");
+        Ok(())
     }
 
     /// For a login the store refused while importing: have the legacy connector spend what
@@ -286,6 +311,10 @@ impl Coordinator {
                 Ok((user, false))
             }
             StoreImport::Conflict | StoreImport::Tombstoned => Err(CoordinatorError::TicketInvalid),
+            // Only login migrations are held for a code.
+            StoreImport::MfaRequired(_) => Err(CoordinatorError::Internal(
+                "the store held a reset migration for a second factor".into(),
+            )),
         }
     }
 

@@ -50,8 +50,13 @@ impl LegacyUser {
         &self.0.email
     }
 
+    /// The user as the frontend and operators see them: without the second factor's
+    /// secret, which goes to the user store only.
     pub fn into_wire(self) -> legacy::LegacyUser {
-        self.0
+        legacy::LegacyUser {
+            totp: None,
+            ..self.0
+        }
     }
 
     /// The same user, their email taken as verified.
@@ -79,6 +84,9 @@ pub enum StoreImport {
     Existing(StoreUser),
     Conflict,
     Tombstoned,
+    /// A login migration of a user with a second factor, held by the store until a code
+    /// from it (with this challenge).
+    MfaRequired(String),
 }
 
 /// Users in the store by where they came from, and deleted legacy users.
@@ -212,6 +220,7 @@ impl Upstreams {
             email,
             email_verified,
             blocked,
+            totp,
             ..
         } = legacy_user;
         let import = store::ImportUserRequest {
@@ -225,6 +234,7 @@ impl Upstreams {
             // The wire's empty string: no ticket to consume.
             reset_ticket: reset_ticket.unwrap_or_default().to_owned(),
             blocked,
+            totp,
         };
         let imported = self
             .store
@@ -241,6 +251,9 @@ impl Upstreams {
             }
             (Ok(Outcome::Conflict), _) => Ok(StoreImport::Conflict),
             (Ok(Outcome::Tombstoned), _) => Ok(StoreImport::Tombstoned),
+            (Ok(Outcome::MfaRequired), _) if !imported.mfa_challenge.is_empty() => {
+                Ok(StoreImport::MfaRequired(imported.mfa_challenge))
+            }
             _ => Err(CoordinatorError::Internal(
                 "user store answered ImportUser without an outcome".into(),
             )),

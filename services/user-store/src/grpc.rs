@@ -155,8 +155,10 @@ impl UserStore for UserStoreService {
             source,
             reset_ticket,
             blocked,
+            totp,
         } = request.into_inner();
         let mut violations = Violations::default();
+        let totp = crate::grpc_factors::totp_from_proto(totp, &mut violations);
         if legacy_id.is_empty() {
             violations.add("legacy_id", "legacy_id is required");
         } else if legacy_id.len() > 255 {
@@ -189,6 +191,7 @@ impl UserStore for UserStoreService {
             password,
             source,
             blocked,
+            totp,
         };
         let outcome = if reset_ticket.is_empty() {
             self.users.import_user(import).await?
@@ -203,10 +206,18 @@ impl UserStore for UserStoreService {
             }
             ImportOutcome::Conflict => (Outcome::Conflict, None),
             ImportOutcome::Tombstoned => (Outcome::Tombstoned, None),
+            ImportOutcome::MfaRequired(challenge) => {
+                return Ok(Response::new(ImportUserResponse {
+                    outcome: Outcome::MfaRequired.into(),
+                    user: None,
+                    mfa_challenge: challenge.into_string(),
+                }));
+            }
         };
         Ok(Response::new(ImportUserResponse {
             outcome: outcome.into(),
             user,
+            mfa_challenge: String::new(),
         }))
     }
 
@@ -462,8 +473,10 @@ impl UserStore for UserStoreService {
                 profile,
                 password_hash,
                 blocked,
+                totp,
             } = user;
             let mut violations = Violations::default();
+            let totp = crate::grpc_factors::totp_from_proto(totp, &mut violations);
             let email = violations.check("email", Email::parse(&email));
             let profile = profile_from_proto(profile, &mut violations);
             let readable = trickle_password::StoredHash::parse(
@@ -484,6 +497,7 @@ impl UserStore for UserStoreService {
                     profile,
                     password_hash,
                     blocked,
+                    totp,
                 }),
                 _ => invalid_legacy_ids.push(legacy_id.chars().take(255).collect()),
             }

@@ -4,6 +4,7 @@ use crate::error::StoreError;
 use crate::grpc::user_to_proto;
 use crate::users::{ClientId, MfaMethod, MfaOutcome, Users};
 use tonic::{Request, Response, Status};
+use trickle_password::totp::{Totp, TotpAlgorithm, TotpParams, TotpSecret};
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::userstore::v1::{
     ConfirmTotpRequest, ConfirmTotpResponse, EnrollTotpRequest, EnrollTotpResponse,
@@ -18,6 +19,45 @@ const MAX_CODE_BYTES: usize = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct UserFactorsService {
     pub users: Users,
+}
+
+/// A legacy factor as imports carry it; a bad one is a field violation (the import is
+/// refused rather than made without its factor).
+pub(crate) fn totp_from_proto(
+    totp: Option<trickle_proto::legacy::v1::LegacyTotp>,
+    violations: &mut Violations,
+) -> Option<Totp> {
+    let trickle_proto::legacy::v1::LegacyTotp {
+        secret,
+        algorithm,
+        digits,
+        period_seconds,
+    } = totp?;
+    let algorithm = if algorithm.is_empty() {
+        Some(TotpAlgorithm::Sha1)
+    } else {
+        TotpAlgorithm::parse(&algorithm)
+    };
+    let Some(algorithm) = algorithm else {
+        violations.add("totp.algorithm", "must be SHA1, SHA256 or SHA512");
+        return None;
+    };
+    let params = TotpParams {
+        algorithm,
+        digits: if digits == 0 { 6 } else { digits },
+        period_seconds: if period_seconds == 0 {
+            30
+        } else {
+            period_seconds
+        },
+    };
+    match TotpSecret::from_bytes(secret).and_then(|secret| Totp::new(secret, params)) {
+        Ok(totp) => Some(totp),
+        Err(e) => {
+            violations.add("totp", e.to_string());
+            None
+        }
+    }
 }
 
 fn check_code(violations: &mut Violations, code: &str) {
@@ -57,8 +97,13 @@ impl UserFactors for UserFactorsService {
             .verify_mfa(&mfa_challenge, &code, client.as_ref())
             .await?
         {
-            MfaOutcome::Verified { user, method } => {
+            MfaOutcome::Verified {
+                user,
+                method,
+                migrated,
+            } => {
                 response.user = Some(user_to_proto(user));
+                response.migrated = migrated;
                 response.method = match method {
                     MfaMethod::Totp => Method::Totp,
                     MfaMethod::RecoveryCode => Method::RecoveryCode,

@@ -33,7 +33,7 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Profile {
     pub name: Option<String>,
     pub given_name: Option<String>,

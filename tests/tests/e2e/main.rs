@@ -37,6 +37,7 @@ mod health;
 mod http_backend;
 mod lifecycle;
 mod mfa;
+mod mfa_legacy;
 mod migration;
 mod presets;
 mod profile;

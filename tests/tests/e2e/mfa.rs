@@ -22,10 +22,10 @@ on_both_backends!(
     second_factor_requests_are_validated,
 );
 
-type Client = AuthServiceClient<Channel>;
+pub(crate) type Client = AuthServiceClient<Channel>;
 
 /// The factor an authenticator app would hold after scanning the enrollment.
-fn authenticator(secret_base32: &str) -> Totp {
+pub(crate) fn authenticator(secret_base32: &str) -> Totp {
     Totp::new(
         TotpSecret::from_base32(secret_base32).expect("the enrollment's secret is base32"),
         TotpParams::default(),
@@ -33,12 +33,12 @@ fn authenticator(secret_base32: &str) -> Totp {
     .expect("default parameters")
 }
 
-fn now(trickle: &TestTrickle) -> u64 {
+pub(crate) fn now(trickle: &TestTrickle) -> u64 {
     u64::try_from(trickle.clock.unix_seconds()).expect("after 1970")
 }
 
 /// A code that is not the factor's at any accepted step.
-fn wrong_code(factor: &Totp, at: u64) -> String {
+pub(crate) fn wrong_code(factor: &Totp, at: u64) -> String {
     let accepted: Vec<String> = [at - 30, at, at + 30]
         .iter()
         .map(|t| factor.code_at(*t))
@@ -49,8 +49,13 @@ fn wrong_code(factor: &Totp, at: u64) -> String {
         .expect("a wrong code")
 }
 
-/// Enroll and confirm a factor for `user_id`: the authenticator and the recovery codes.
-async fn enroll(trickle: &TestTrickle, client: &mut Client, user_id: &str) -> (Totp, Vec<String>) {
+/// Enroll and confirm a factor for `user_id`: the authenticator, the recovery codes and the
+/// code that confirmed it (spent; a test must not assume which step "now" falls in).
+async fn enroll(
+    trickle: &TestTrickle,
+    client: &mut Client,
+    user_id: &str,
+) -> (Totp, Vec<String>, String) {
     let enrollment = client
         .enroll_totp(EnrollTotpRequest {
             user_id: user_id.into(),
@@ -77,20 +82,21 @@ async fn enroll(trickle: &TestTrickle, client: &mut Client, user_id: &str) -> (T
         ("SHA1", 6, 30)
     );
     let factor = authenticator(&enrollment.secret);
+    let code = factor.code_at(now(trickle));
     let confirmed = client
         .confirm_totp(ConfirmTotpRequest {
             user_id: user_id.into(),
-            code: factor.code_at(now(trickle)),
+            code: code.clone(),
         })
         .await
         .expect("confirm")
         .into_inner();
     assert!(confirmed.user.expect("user").mfa_enrolled);
-    (factor, confirmed.recovery_codes)
+    (factor, confirmed.recovery_codes, code)
 }
 
 /// A login that must stop at the second factor: its challenge.
-async fn challenge_of(client: &mut Client, email: &str, password: &str) -> String {
+pub(crate) async fn challenge_of(client: &mut Client, email: &str, password: &str) -> String {
     let answer: LoginResponse = client
         .login(login(email, password))
         .await
@@ -105,7 +111,7 @@ async fn challenge_of(client: &mut Client, email: &str, password: &str) -> Strin
     answer.mfa_challenge
 }
 
-async fn verify(
+pub(crate) async fn verify(
     client: &mut Client,
     challenge: &str,
     code: &str,
@@ -119,7 +125,7 @@ async fn verify(
         .map(tonic::Response::into_inner)
 }
 
-async fn amr_of(client: &mut Client, token: String) -> Vec<String> {
+pub(crate) async fn amr_of(client: &mut Client, token: String) -> Vec<String> {
     client
         .validate_token(ValidateTokenRequest {
             access_token: token,
@@ -162,7 +168,7 @@ async fn a_user_with_a_second_factor_needs_a_code_after_the_password(backend: Ba
     assert_status(&status, Code::Unauthenticated, reason::INVALID_MFA_CODE);
 
     // Enrolling again replaces the unconfirmed secret; confirming it hands out ten codes.
-    let (factor, recovery_codes) = enroll(&trickle, &mut client, &user_id).await;
+    let (factor, recovery_codes, confirming_code) = enroll(&trickle, &mut client, &user_id).await;
     assert_ne!(factor.secret.expose_bytes(), pending.secret.expose_bytes());
     assert_eq!(recovery_codes.len(), 10);
     let mut unique = recovery_codes.clone();
@@ -198,7 +204,7 @@ async fn a_user_with_a_second_factor_needs_a_code_after_the_password(backend: Ba
 
     // The right password: a challenge, no token. The code used to confirm is spent.
     let challenge = challenge_of(&mut client, "alice@example.com", "correct horse").await;
-    let spent = verify(&mut client, &challenge, &factor.code_at(now(&trickle)))
+    let spent = verify(&mut client, &challenge, &confirming_code)
         .await
         .expect_err("the confirmation's code serves once");
     assert_status(&spent, Code::Unauthenticated, reason::INVALID_MFA_CODE);
@@ -304,7 +310,7 @@ async fn a_user_with_a_second_factor_needs_a_code_after_the_password(backend: Ba
 }
 
 /// Log in expecting a token at once: the token.
-async fn logged_in(client: &mut Client, email: &str, password: &str) -> String {
+pub(crate) async fn logged_in(client: &mut Client, email: &str, password: &str) -> String {
     let answer = client
         .login(login(email, password))
         .await
@@ -333,7 +339,7 @@ async fn wrong_codes_spend_the_challenge_and_count_toward_the_throttle(backend: 
         .into_inner()
         .user
         .expect("user");
-    let (factor, _) = enroll(&trickle, &mut client, &user.user_id).await;
+    let (factor, _, _) = enroll(&trickle, &mut client, &user.user_id).await;
     trickle.clock.advance(Duration::from_secs(30));
 
     // Five wrong codes spend a challenge: even the right code is refused on it then.

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use trickle_password::totp::{Totp, TotpAlgorithm, TotpParams, TotpSecret};
 use trickle_password::{DigestTemplate, HashFormat, HashPool, Password, StoredHash};
 use trickle_service_kit::Email;
 
@@ -32,6 +33,8 @@ pub struct LegacyUser {
     /// Roles or groups (`find_roles`), sorted, without repeats: they land in the store as
     /// `app_metadata.roles`.
     pub roles: Vec<String>,
+    /// The user's TOTP second factor in the legacy app.
+    pub totp: Option<Totp>,
 }
 
 /// Roles one legacy user may bring (more are cut, with a warning).
@@ -250,6 +253,7 @@ pub struct SqlBackend {
     /// What verifying one stored hash may cost.
     hash_limits: trickle_password::HashLimits,
     salted_digest: Option<DigestTemplate>,
+    totp_encoding: crate::config::TotpEncoding,
     query_timeout: Duration,
     hasher: HashPool,
     /// The hash a refusal verifies when it has no real one to check.
@@ -288,6 +292,7 @@ impl SqlBackend {
             hash_format: config.hash_format,
             hash_limits: config.hash_limits,
             salted_digest: config.salted_digest.clone(),
+            totp_encoding: config.totp_secret_encoding,
             query_timeout,
             hasher,
             refusal_hash: Arc::new(RwLock::new(configured_refusal_hash(config)?)),
@@ -698,8 +703,57 @@ impl SqlBackend {
             picture: row.optional_text("picture")?,
             blocked: row.optional_flag("blocked")?,
             roles: Vec::new(),
+            totp: None,
+        };
+        // A second factor that cannot be read must not let the user in on the password
+        // alone: the record is unusable, and says why (logged once per user).
+        let (user, hash) = match self.totp(row) {
+            Ok(totp) => (LegacyUser { totp, ..user }, hash),
+            Err(why) => (user, Err(why)),
         };
         Ok((user, hash))
+    }
+
+    /// The optional `totp_secret` column (and its parameters), decoded.
+    fn totp(&self, row: &impl LegacyRow) -> Result<Option<Totp>, String> {
+        let unreadable = |what: String| format!("an unreadable second factor ({what})");
+        let Some(secret) = row
+            .optional_text("totp_secret")
+            .map_err(|e| unreadable(e.to_string()))?
+            .filter(|s| !s.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let secret = match self.totp_encoding {
+            crate::config::TotpEncoding::Base32 => TotpSecret::from_base32(&secret),
+            crate::config::TotpEncoding::Hex => TotpSecret::from_hex(&secret),
+        }
+        .map_err(|e| unreadable(e.to_string()))?;
+        let number = |column: &str, default: u32| -> Result<u32, String> {
+            match row
+                .optional_integer(column)
+                .map_err(|e| unreadable(e.to_string()))?
+            {
+                None => Ok(default),
+                Some(n) => u32::try_from(n).map_err(|_| unreadable(format!("{column} {n}"))),
+            }
+        };
+        let algorithm = match row
+            .optional_text("totp_algorithm")
+            .map_err(|e| unreadable(e.to_string()))?
+        {
+            None => TotpAlgorithm::Sha1,
+            Some(name) => TotpAlgorithm::parse(&name)
+                .ok_or_else(|| unreadable(format!("totp_algorithm {name:?}")))?,
+        };
+        let params = TotpParams {
+            algorithm,
+            digits: number("totp_digits", 6)?,
+            period_seconds: number("totp_period", 30)?,
+        };
+        Totp::new(secret, params)
+            .map(Some)
+            .map_err(|e| unreadable(e.to_string()))
     }
 
     /// One page of every legacy user, after `after` in legacy-id order, through the

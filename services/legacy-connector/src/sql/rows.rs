@@ -55,6 +55,21 @@ pub(super) trait LegacyRow {
         Ok(self.text(column)?.filter(|s| !s.is_empty()))
     }
 
+    /// An optional integer column (integer type, or text holding digits); NULL: `None`.
+    fn optional_integer(&self, column: &str) -> Result<Option<i64>, LegacyError> {
+        if !self.has_column(column) {
+            return Ok(None);
+        }
+        match self.text_or_integer(column)? {
+            None => Ok(None),
+            Some(text) => {
+                text.trim().parse().map(Some).map_err(|_| {
+                    LegacyError::Config(format!("column {column:?} is not an integer"))
+                })
+            }
+        }
+    }
+
     fn optional_flag(&self, column: &str) -> Result<bool, LegacyError> {
         if !self.has_column(column) {
             return Ok(false);

@@ -39,3 +39,26 @@ CREATE TABLE mfa_challenges (
     used_at        TEXT
 );
 CREATE INDEX mfa_challenges_expires_at ON mfa_challenges (expires_at);
+
+-- A login migration held for the second factor: the legacy password was right and the legacy
+-- user has a TOTP factor, so nothing is imported until a code from it. Holds what the import
+-- will write (the argon2id hash of the password just verified, the profile as JSON, the
+-- factor sealed like user_factors under the user id chosen now), for minutes.
+CREATE TABLE pending_imports (
+    challenge_hash    TEXT PRIMARY KEY NOT NULL,
+    user_id           TEXT NOT NULL,
+    legacy_id         TEXT NOT NULL,
+    email             TEXT NOT NULL,
+    import_json       TEXT NOT NULL,
+    password_hash     TEXT NOT NULL,
+    key_id            TEXT NOT NULL,
+    secret_ciphertext BLOB NOT NULL,
+    algorithm         TEXT NOT NULL,
+    digits            INTEGER NOT NULL,
+    period_seconds    INTEGER NOT NULL,
+    wrong_codes       INTEGER NOT NULL DEFAULT 0,
+    created_at        TEXT NOT NULL,
+    expires_at        TEXT NOT NULL,
+    used_at           TEXT
+);
+CREATE INDEX pending_imports_expires_at ON pending_imports (expires_at);

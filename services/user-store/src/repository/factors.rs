@@ -46,8 +46,62 @@ pub(crate) enum VerifiedBy {
     RecoveryCode,
 }
 
+/// What a held login migration will import, besides the hash and the factor.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct HeldImport {
+    pub display_email: String,
+    pub email_verified: bool,
+    pub profile: Profile,
+    pub blocked: bool,
+    pub password_change_required: bool,
+}
+
+/// A login migration held for the second factor, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PendingImportRow {
+    pub user_id: String,
+    pub legacy_id: String,
+    pub email: String,
+    pub import_json: String,
+    pub password_hash: String,
+    #[sqlx(flatten)]
+    pub factor: PendingFactor,
+    pub wrong_codes: i32,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// The sealed factor of a held import (the columns of [`FactorRow`] but confirmation).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct PendingFactor {
+    pub key_id: String,
+    pub secret_ciphertext: Vec<u8>,
+    pub algorithm: String,
+    pub digits: i32,
+    pub period_seconds: i32,
+}
+
+impl PendingFactor {
+    pub fn as_row(&self) -> FactorRow {
+        FactorRow {
+            key_id: self.key_id.clone(),
+            secret_ciphertext: self.secret_ciphertext.clone(),
+            algorithm: self.algorithm.clone(),
+            digits: self.digits,
+            period_seconds: self.period_seconds,
+            confirmed_at: None,
+        }
+    }
+}
+
 /// Wrong codes after which a challenge is spent.
 pub(crate) const MAX_WRONG_CODES: i32 = 5;
+
+/// A factor inserted active with its user (an import): $1 user, $2 key id, $3 sealed secret,
+/// $4 algorithm, $5 digits, $6 period, $7 last used step, $8 now.
+pub(super) const INSERT_ACTIVE_FACTOR: &str = "INSERT INTO user_factors (user_id, kind, key_id, \
+     secret_ciphertext, algorithm, digits, period_seconds, last_used_step, created_at, confirmed_at) \
+     VALUES ($1, 'totp', $2, $3, $4, $5, $6, $7, $8, $8)";
 
 const CONSUME_CHALLENGE: &str = "UPDATE mfa_challenges SET used_at = $2 \
      WHERE challenge_hash = $1 AND used_at IS NULL AND expires_at > $2 AND wrong_codes < $3";
@@ -315,14 +369,151 @@ impl Repository {
         }.await)
     }
 
-    /// Delete challenges that expired before `before`; how many.
+    /// Delete challenges and held imports that expired before `before`; how many.
     pub(crate) async fn prune_challenges(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        let mut pruned = 0;
+        for sql in [
+            "DELETE FROM mfa_challenges WHERE expires_at < $1",
+            "DELETE FROM pending_imports WHERE expires_at < $1",
+        ] {
+            pruned += with_db!(&self.db, pool => {
+                sqlx::query(sql)
+                    .bind(before)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            })?;
+        }
+        Ok(pruned)
+    }
+
+    /// Insert a user with an active factor (`last_used_step`: the step of the code that
+    /// proved it, 0 when none did), in one transaction: never the user without the factor.
+    /// With `pending`, the held import it completes is consumed in the same transaction.
+    /// `None`: the user's email or legacy id is taken (nothing written), or the held import
+    /// was consumed, spent or expired meanwhile.
+    pub(crate) async fn insert_with_factor(
+        &self,
+        new: &NewUser<'_>,
+        factor: &NewFactor<'_>,
+        last_used_step: i64,
+        pending: Option<&str>,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let now = self.clock.now();
+        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            if let Some(challenge_hash) = pending {
+                let consumed = sqlx::query(
+                    "UPDATE pending_imports SET used_at = $2 \
+                     WHERE challenge_hash = $1 AND used_at IS NULL AND expires_at > $2 AND wrong_codes < $3",
+                )
+                .bind(challenge_hash)
+                .bind(now)
+                .bind(MAX_WRONG_CODES)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if consumed != 1 {
+                    return Ok(None);
+                }
+            }
+            let created: Option<UserRow> =
+                bind_new_user!(sqlx::query_as(INSERT_USER), new, factor.user_id, now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if created.is_none() {
+                return Ok(None);
+            }
+            sqlx::query(INSERT_ACTIVE_FACTOR)
+            .bind(factor.user_id)
+            .bind(factor.key_id)
+            .bind(factor.secret_ciphertext)
+            .bind(factor.algorithm)
+            .bind(factor.digits)
+            .bind(factor.period_seconds)
+            .bind(last_used_step)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let row: Option<UserRow> = sqlx::query_as(concat!(
+                "UPDATE users SET mfa_enrolled = TRUE WHERE user_id = $1 RETURNING ",
+                user_columns!()
+            ))
+            .bind(factor.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_some() {
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }.await)?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    /// Hold a login migration for the second factor.
+    pub(crate) async fn insert_pending_import(
+        &self,
+        challenge: (&str, DateTime<Utc>),
+        (legacy_id, email): (&str, &str),
+        import: &HeldImport,
+        password_hash: &str,
+        factor: &NewFactor<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let (challenge_hash, expires_at) = challenge;
+        let import_json =
+            serde_json::to_string(import).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         with_db!(&self.db, pool => {
-            sqlx::query("DELETE FROM mfa_challenges WHERE expires_at < $1")
-                .bind(before)
+            sqlx::query(
+                "INSERT INTO pending_imports (challenge_hash, user_id, legacy_id, email, import_json, \
+                   password_hash, key_id, secret_ciphertext, algorithm, digits, period_seconds, \
+                   wrong_codes, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13)",
+            )
+            .bind(challenge_hash)
+            .bind(factor.user_id)
+            .bind(legacy_id)
+            .bind(email)
+            .bind(&import_json)
+            .bind(password_hash)
+            .bind(factor.key_id)
+            .bind(factor.secret_ciphertext)
+            .bind(factor.algorithm)
+            .bind(factor.digits)
+            .bind(factor.period_seconds)
+            .bind(self.clock.now())
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+    }
+
+    pub(crate) async fn find_pending_import(
+        &self,
+        challenge_hash: &str,
+    ) -> Result<Option<PendingImportRow>, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT user_id, legacy_id, email, import_json, password_hash, key_id, \
+                   secret_ciphertext, algorithm, digits, period_seconds, wrong_codes, expires_at, used_at \
+                 FROM pending_imports WHERE challenge_hash = $1",
+            )
+            .bind(challenge_hash)
+            .fetch_optional(pool)
+            .await
+        })
+    }
+
+    pub(crate) async fn count_wrong_pending_code(
+        &self,
+        challenge_hash: &str,
+    ) -> Result<(), sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query("UPDATE pending_imports SET wrong_codes = wrong_codes + 1 WHERE challenge_hash = $1")
+                .bind(challenge_hash)
                 .execute(pool)
                 .await
-                .map(|done| done.rows_affected())
+                .map(|_| ())
         })
     }
 }

@@ -475,7 +475,9 @@ mod factors;
 mod throttle;
 mod tickets;
 
-pub(crate) use factors::{FactorRow, MAX_WRONG_CODES, NewFactor, VerifiedBy};
+pub(crate) use factors::{
+    FactorRow, HeldImport, MAX_WRONG_CODES, NewFactor, PendingImportRow, VerifiedBy,
+};
 
 pub(crate) use backfill::BackfillRow;
 pub(crate) use tickets::TicketRow;

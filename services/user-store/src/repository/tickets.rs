@@ -111,9 +111,11 @@ impl Repository {
         &self,
         ticket_hash: &str,
         new: &NewUser<'_>,
+        user_id: &str,
+        // The user's second factor, sealed for `user_id`: inserted active with a new user.
+        factor: Option<&NewFactor<'_>>,
     ) -> Result<Option<(User, bool)>, sqlx::Error> {
         let now = self.clock.now();
-        let user_id = uuid::Uuid::now_v7().to_string();
         let legacy_id = new.legacy_id.unwrap_or_default();
         let result: Option<(UserRow, bool)> = with_db!(&self.db, pool => async {
             let mut tx = pool.begin().await?;
@@ -121,9 +123,29 @@ impl Repository {
             if consumed != 1 {
                 return Ok(None);
             }
-            let created: Option<UserRow> = bind_new_user!(sqlx::query_as(INSERT_USER), new, &user_id, now)
+            let mut created: Option<UserRow> = bind_new_user!(sqlx::query_as(INSERT_USER), new, user_id, now)
                 .fetch_optional(&mut *tx)
                 .await?;
+            if let (Some(_), Some(factor)) = (&created, factor) {
+                sqlx::query(super::factors::INSERT_ACTIVE_FACTOR)
+                .bind(user_id)
+                .bind(factor.key_id)
+                .bind(factor.secret_ciphertext)
+                .bind(factor.algorithm)
+                .bind(factor.digits)
+                .bind(factor.period_seconds)
+                .bind(0_i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                created = sqlx::query_as(concat!(
+                    "UPDATE users SET mfa_enrolled = TRUE WHERE user_id = $1 RETURNING ",
+                    user_columns!()
+                ))
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            }
             let outcome = match created {
                 Some(row) => Some((row, true)),
                 None => sqlx::query_as::<_, UserRow>(SET_PASSWORD_BY_LEGACY_ID)

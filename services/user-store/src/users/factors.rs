@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::factors::{self, FactorKeys};
-use crate::repository::{FactorRow, NewFactor, VerifiedBy};
+use crate::repository::{FactorRow, HeldImport, NewFactor, PendingImportRow, VerifiedBy};
 use trickle_password::totp::{Totp, TotpAlgorithm, TotpParams, TotpSecret};
 
 /// What the store needs for second factors.
@@ -40,10 +40,17 @@ pub struct Enrollment {
 /// How a second step ended.
 #[derive(Debug)]
 pub enum MfaOutcome {
-    Verified { user: User, method: MfaMethod },
+    /// `migrated`: this code completed a login migration held for it.
+    Verified {
+        user: User,
+        method: MfaMethod,
+        migrated: bool,
+    },
     WrongCode,
     ChallengeInvalid,
-    Throttled { retry_after: Duration },
+    Throttled {
+        retry_after: Duration,
+    },
     Blocked,
 }
 
@@ -178,6 +185,81 @@ impl Users {
         }
     }
 
+    /// Seal `factor` for `user_id` with the current key: the row to store.
+    pub(super) fn seal<'a>(
+        &self,
+        user_id: &'a str,
+        factor: &Totp,
+        sealed: &'a mut (String, Vec<u8>),
+    ) -> Result<NewFactor<'a>, StoreError> {
+        *sealed = self
+            .factor_keys()?
+            .seal(user_id, &factor.secret)
+            .map_err(StoreError::Internal)?;
+        Ok(NewFactor {
+            user_id,
+            key_id: &sealed.0,
+            secret_ciphertext: &sealed.1,
+            algorithm: factor.params.algorithm.as_str(),
+            digits: i32::try_from(factor.params.digits).unwrap_or(6),
+            period_seconds: i32::try_from(factor.params.period_seconds).unwrap_or(30),
+        })
+    }
+
+    /// A login migration of a user with a legacy second factor: nothing is imported on the
+    /// password. What the import will write is held (the password already hashed) until a
+    /// code from the factor ([`Users::verify_mfa`]); the challenge to send it with.
+    pub(super) async fn hold_import_for_mfa(
+        &self,
+        import: &Import,
+        factor: &Totp,
+    ) -> Result<Ticket, StoreError> {
+        let password_hash = self.hasher.hash(import.password.clone()).await?;
+        let password_change_required = self.migrated_password_needs_change(&import.password).await;
+        let user_id = uuid::Uuid::now_v7().to_string();
+        let mut sealed = Default::default();
+        let new_factor = self.seal(&user_id, factor, &mut sealed)?;
+        let challenge = Ticket::generate().map_err(|e| StoreError::Internal(e.to_string()))?;
+        let ttl = chrono::Duration::from_std(self.factors.challenge_ttl)
+            .unwrap_or(chrono::Duration::minutes(5));
+        self.repository
+            .insert_pending_import(
+                (
+                    &tickets::ticket_hash(challenge.expose()),
+                    self.repository.now() + ttl,
+                ),
+                (&import.legacy_id, import.email.normalized()),
+                &HeldImport {
+                    display_email: import.email.display().to_owned(),
+                    email_verified: import.email_verified,
+                    profile: import.profile.clone(),
+                    blocked: import.blocked,
+                    password_change_required,
+                },
+                &password_hash,
+                &new_factor,
+            )
+            .await?;
+        Ok(challenge)
+    }
+
+    /// Import a legacy user together with their second factor (a password reset, the
+    /// backfill: no code to ask for), in one transaction. `None`: the email or legacy id is
+    /// taken.
+    pub(super) async fn insert_with_factor(
+        &self,
+        new: &NewUser<'_>,
+        factor: &Totp,
+    ) -> Result<Option<User>, StoreError> {
+        let user_id = uuid::Uuid::now_v7().to_string();
+        let mut sealed = Default::default();
+        let new_factor = self.seal(&user_id, factor, &mut sealed)?;
+        Ok(self
+            .repository
+            .insert_with_factor(new, &new_factor, 0, None)
+            .await?)
+    }
+
     /// A challenge for the second step of `user`'s login.
     pub(super) async fn begin_challenge(
         &self,
@@ -212,7 +294,13 @@ impl Users {
         }
         let challenge_hash = tickets::ticket_hash(challenge);
         let Some(row) = self.repository.find_challenge(&challenge_hash).await? else {
-            return Ok(MfaOutcome::ChallengeInvalid);
+            return match self.repository.find_pending_import(&challenge_hash).await? {
+                Some(held) => {
+                    self.verify_held_import(&challenge_hash, held, code, client)
+                        .await
+                }
+                None => Ok(MfaOutcome::ChallengeInvalid),
+            };
         };
         let now = self.repository.now();
         if row.used_at.is_some()
@@ -312,7 +400,108 @@ impl Users {
         if user.blocked {
             return Ok(MfaOutcome::Blocked);
         }
-        Ok(MfaOutcome::Verified { user, method })
+        Ok(MfaOutcome::Verified {
+            user,
+            method,
+            migrated: false,
+        })
+    }
+
+    /// The second step of a login migration held for the legacy factor: a right code
+    /// imports the user with the factor, in one transaction; nothing else imports anything.
+    async fn verify_held_import(
+        &self,
+        challenge_hash: &str,
+        held: PendingImportRow,
+        code: &str,
+        client: Option<&ClientId>,
+    ) -> Result<MfaOutcome, StoreError> {
+        if held.used_at.is_some()
+            || held.expires_at <= self.repository.now()
+            || held.wrong_codes >= crate::repository::MAX_WRONG_CODES
+        {
+            return Ok(MfaOutcome::ChallengeInvalid);
+        }
+        if let Some(retry_after) = self.throttle.client_lock(client).await? {
+            return Ok(MfaOutcome::Throttled { retry_after });
+        }
+        let email = Email::parse(&held.email)
+            .map_err(|_| StoreError::Internal("a held import has an unreadable email".into()))?;
+        if let Admission::Refused(retry_after) = self.throttle.admit(&email, None).await? {
+            return Ok(MfaOutcome::Throttled { retry_after });
+        }
+        let checked = self.import_held(challenge_hash, &held, code.trim()).await;
+        let settled = match &checked {
+            Ok(MfaOutcome::Verified { .. }) => AttemptOutcome::Succeeded,
+            Ok(MfaOutcome::WrongCode) => AttemptOutcome::Failed,
+            _ => AttemptOutcome::Undecided,
+        };
+        self.throttle.settle(&email, None, client, settled).await?;
+        if matches!(checked, Ok(MfaOutcome::WrongCode)) {
+            self.repository
+                .count_wrong_pending_code(challenge_hash)
+                .await?;
+        }
+        checked
+    }
+
+    async fn import_held(
+        &self,
+        challenge_hash: &str,
+        held: &PendingImportRow,
+        code: &str,
+    ) -> Result<MfaOutcome, StoreError> {
+        let factor = self.open_factor(&held.user_id, &held.factor.as_row())?;
+        let Some(step) = factor.verify(code, self.now_unix()) else {
+            // A legacy user has no recovery codes here yet: only their authenticator counts.
+            return Ok(MfaOutcome::WrongCode);
+        };
+        let import: HeldImport = serde_json::from_str(&held.import_json)
+            .map_err(|e| StoreError::Internal(format!("a held import is unreadable: {e}")))?;
+        let email = Email::parse(&import.display_email)
+            .map_err(|_| StoreError::Internal("a held import has an unreadable email".into()))?;
+        let new = NewUser {
+            email: &email,
+            email_verified: import.email_verified,
+            legacy_id: Some(&held.legacy_id),
+            password_hash: &held.password_hash,
+            profile: &import.profile,
+            source: Source::LoginMigration,
+            blocked: import.blocked,
+            password_change_required: import.password_change_required,
+        };
+        let new_factor = NewFactor {
+            user_id: &held.user_id,
+            key_id: &held.factor.key_id,
+            secret_ciphertext: &held.factor.secret_ciphertext,
+            algorithm: &held.factor.algorithm,
+            digits: held.factor.digits,
+            period_seconds: held.factor.period_seconds,
+        };
+        let Some(user) = self
+            .repository
+            .insert_with_factor(
+                &new,
+                &new_factor,
+                i64::try_from(step).unwrap_or(i64::MAX),
+                Some(challenge_hash),
+            )
+            .await?
+        else {
+            // Consumed meanwhile, or the user arrived another way (a concurrent login's
+            // code, a reset): the next login finds them in the store.
+            return Ok(MfaOutcome::ChallengeInvalid);
+        };
+        tracing::Span::current().record("trickle.user.id", user.user_id.as_str());
+        tracing::info!(trickle.user.id = %user.user_id, trickle.legacy.id = %held.legacy_id, "user migrated on login with their second factor");
+        if user.blocked {
+            return Ok(MfaOutcome::Blocked);
+        }
+        Ok(MfaOutcome::Verified {
+            user,
+            method: MfaMethod::Totp,
+            migrated: true,
+        })
     }
 
     /// A factor sealed with a key that is no longer current is resealed with the current

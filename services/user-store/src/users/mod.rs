@@ -65,6 +65,8 @@ pub enum ImportOutcome {
     Conflict,
     /// The legacy id belongs to a deleted user.
     Tombstoned,
+    /// A login migration of a user with a second factor, held until a code from it.
+    MfaRequired(Ticket),
 }
 
 #[derive(Debug)]
@@ -87,6 +89,8 @@ pub struct BackfillUser {
     /// A legacy hash the store can verify (checked by parsing it).
     pub password_hash: String,
     pub blocked: bool,
+    /// The legacy second factor, imported with the user.
+    pub totp: Option<trickle_password::totp::Totp>,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +114,9 @@ pub struct Import {
     pub source: Source,
     /// Blocked in the legacy store.
     pub blocked: bool,
+    /// The legacy second factor: imported with the user; a login migration waits for a
+    /// code from it.
+    pub totp: Option<trickle_password::totp::Totp>,
 }
 
 impl Import {
@@ -460,12 +467,28 @@ impl Users {
         if let Some(outcome) = self.existing_import(&import).await? {
             return Ok(outcome);
         }
+        // Never a password-only window for a user who had a second factor: their first login
+        // imports nothing until a code from it.
+        if let Some(factor) = &import.totp
+            && import.source == Source::LoginMigration
+        {
+            return Ok(ImportOutcome::MfaRequired(
+                self.hold_import_for_mfa(&import, factor).await?,
+            ));
+        }
         let password_hash = self.hasher.hash(import.password.clone()).await?;
         let requires_change = self.migrated_password_needs_change(&import.password).await;
         let new_user = import.new_user(&password_hash, requires_change);
-        match self.repository.insert(&new_user).await? {
-            InsertOutcome::Inserted(user) => Ok(ImportOutcome::Created(user)),
-            InsertOutcome::Conflict => Ok(self
+        let inserted = match &import.totp {
+            Some(factor) => self.insert_with_factor(&new_user, factor).await?,
+            None => match self.repository.insert(&new_user).await? {
+                InsertOutcome::Inserted(user) => Some(user),
+                InsertOutcome::Conflict => None,
+            },
+        };
+        match inserted {
+            Some(user) => Ok(ImportOutcome::Created(user)),
+            None => Ok(self
                 .existing_import(&import)
                 .await?
                 .unwrap_or(ImportOutcome::Conflict)),
@@ -627,7 +650,11 @@ impl Users {
     /// natively at the users' next login and upgrades them to argon2id then.
     #[tracing::instrument(name = "user_store.backfill", skip_all, fields(batch = users.len()))]
     pub async fn backfill(&self, users: &[BackfillUser]) -> Result<BackfillOutcome, StoreError> {
-        let rows: Vec<BackfillRow<'_>> = users
+        // Users with a second factor are inserted one by one, each with its factor in one
+        // transaction (never a user without the factor they had); the rest in one statement.
+        let (with_factor, plain): (Vec<&BackfillUser>, Vec<&BackfillUser>) =
+            users.iter().partition(|u| u.totp.is_some());
+        let rows: Vec<BackfillRow<'_>> = plain
             .iter()
             .map(|u| BackfillRow {
                 legacy_id: &u.legacy_id,
@@ -638,7 +665,49 @@ impl Users {
                 blocked: u.blocked,
             })
             .collect();
-        let result = self.repository.backfill(&rows).await?;
+        let mut result = self.repository.backfill(&rows).await?;
+        for user in with_factor {
+            let Some(factor) = &user.totp else { continue };
+            if self
+                .repository
+                .is_legacy_id_tombstoned(&user.legacy_id)
+                .await?
+            {
+                result.tombstoned += 1;
+                continue;
+            }
+            let new = NewUser {
+                email: &user.email,
+                email_verified: user.email_verified,
+                legacy_id: Some(&user.legacy_id),
+                password_hash: &user.password_hash,
+                profile: &user.profile,
+                source: Source::Backfill,
+                blocked: user.blocked,
+                password_change_required: false,
+            };
+            match self.insert_with_factor(&new, factor).await? {
+                Some(inserted) => {
+                    let ids = (inserted.user_id, user.legacy_id.clone());
+                    result.inserted.push(ids.clone());
+                    result.backfilled.push(ids);
+                }
+                // Already in the store: by this backfill before (a replayed page), or by a
+                // login or another import.
+                None => {
+                    if let Some(existing) = self
+                        .repository
+                        .find_by_legacy_id(&user.legacy_id)
+                        .await?
+                        .filter(|u| u.source == Source::Backfill)
+                    {
+                        result
+                            .backfilled
+                            .push((existing.user_id, user.legacy_id.clone()));
+                    }
+                }
+            }
+        }
         if !result.inserted.is_empty() {
             // New legacy hashes in the store: price refusals from them on the next one.
             self.refusal.mark_stale();

@@ -50,7 +50,19 @@ impl Users {
         let password_hash = self.hasher.hash(import.password.clone()).await?;
         // A password chosen through a reset is a new one, checked by the new-password policy.
         let new_user = import.new_user(&password_hash, false);
-        match self.repository.import_with_ticket(&hash, &new_user).await? {
+        // The legacy second factor moves with the user (the reset proved the email, not the
+        // factor: logins still ask for a code).
+        let user_id = uuid::Uuid::now_v7().to_string();
+        let mut sealed = Default::default();
+        let factor = match &import.totp {
+            Some(totp) => Some(self.seal(&user_id, totp, &mut sealed)?),
+            None => None,
+        };
+        match self
+            .repository
+            .import_with_ticket(&hash, &new_user, &user_id, factor.as_ref())
+            .await?
+        {
             Some((user, true)) => Ok(ImportOutcome::Created(user)),
             Some((user, false)) => Ok(ImportOutcome::AlreadyImported(user)),
             // Consumed or expired concurrently, or the legacy id now belongs to a user under
