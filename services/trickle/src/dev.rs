@@ -27,6 +27,15 @@ pub const DEMO_USERS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// A demo user with a TOTP second factor in the legacy app: (id, email, password, base32
+/// secret). Their first login asks for a code and moves the factor with them.
+pub const DEMO_TOTP_USER: (&str, &str, &str, &str) = (
+    "1004",
+    "dana@example.com",
+    "two-factors-are-better",
+    "ORZGSY3LNRSS2ZDFNVXS25DPORYCCIJB",
+);
+
 /// Fill in the embedded defaults for every part `explicit` did not set.
 pub fn embedded_config(
     mut config: Config,
@@ -73,12 +82,12 @@ pub fn embedded_config(
     }
     if !explicit.has("legacy", "database_url") {
         config.legacy.database_url = url("legacy-demo.db");
-        config.legacy.find_user = "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname \
-             FROM users WHERE lower(email) = ?"
+        config.legacy.find_user = "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, \
+             totp_secret FROM users WHERE lower(email) = ?"
             .into();
         config.legacy.count_users = "SELECT COUNT(*) FROM users".into();
-        config.legacy.list_users = "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname \
-             FROM users WHERE id > ? ORDER BY id LIMIT ?"
+        config.legacy.list_users = "SELECT id, email, password_hash, email_verified, name, given_name, family_name, nickname, \
+             totp_secret FROM users WHERE id > ? ORDER BY id LIMIT ?"
             .into();
     }
     if config.tokens.signing_key.is_empty() && config.tokens.signing_key_file.is_empty() {
@@ -119,11 +128,12 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Create and seed the demo legacy database unless it exists.
+/// Create and seed the demo legacy database unless it exists (a data directory from before
+/// second factors gets the factor column and the demo user with one).
 pub async fn seed_demo_legacy(data_dir: &Path) -> anyhow::Result<()> {
     let path = data_dir.join("legacy-demo.db");
     if path.exists() {
-        return Ok(());
+        return add_demo_factor(&path).await;
     }
     let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
         .create_if_missing(true)
@@ -132,7 +142,8 @@ pub async fn seed_demo_legacy(data_dir: &Path) -> anyhow::Result<()> {
         .context("cannot create the demo legacy database")?;
     sqlx::query(
         "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL, \
-         email_verified INTEGER NOT NULL DEFAULT 0, name TEXT, given_name TEXT, family_name TEXT, nickname TEXT)",
+         email_verified INTEGER NOT NULL DEFAULT 0, name TEXT, given_name TEXT, family_name TEXT, nickname TEXT, \
+         totp_secret TEXT)",
     )
     .execute(&mut conn)
     .await?;
@@ -162,6 +173,38 @@ pub async fn seed_demo_legacy(data_dir: &Path) -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
     }
+    conn.close().await?;
+    add_demo_factor(&path).await
+}
+
+/// The demo user with a second factor (and, in an older demo database, its column).
+async fn add_demo_factor(path: &Path) -> anyhow::Result<()> {
+    let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        .connect()
+        .await
+        .context("cannot open the demo legacy database")?;
+    let has_column: bool = sqlx::query_scalar(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('users') WHERE name = 'totp_secret'",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    if !has_column {
+        sqlx::query("ALTER TABLE users ADD COLUMN totp_secret TEXT")
+            .execute(&mut conn)
+            .await?;
+    }
+    let (id, email, password, secret) = DEMO_TOTP_USER;
+    let hash = legacy_formats::bcrypt(password, 10).map_err(anyhow::Error::msg)?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO users (id, email, password_hash, email_verified, name, given_name, \
+           family_name, nickname, totp_secret) VALUES (?, ?, ?, 1, 'Dana Legacy', 'Dana', 'Legacy', 'dana', ?)",
+    )
+    .bind(id.parse::<i64>()?)
+    .bind(email)
+    .bind(hash)
+    .bind(secret)
+    .execute(&mut conn)
+    .await?;
     conn.close().await?;
     Ok(())
 }
@@ -204,10 +247,17 @@ pub async fn run(config: Config, explicit: &Explicit, data_dir: &Path) -> anyhow
         for (_, email, password, format) in DEMO_USERS {
             println!("  {email:<22} password {password:<24} ({format})");
         }
+        let (_, email, password, secret) = DEMO_TOTP_USER;
+        println!("  {email:<22} password {password:<24} (bcrypt, and a TOTP second factor)");
         println!();
         println!("Try it from another terminal:");
         println!("  trickle login alice@example.com          # first login: migrated = true");
         println!("  trickle login alice@example.com          # again: served by the store");
+        println!("  trickle login {email}           # asks for a code after the password:");
+        println!("  trickle totp-code {secret}   # prints the current code");
+        println!(
+            "    (or add otpauth://totp/Trickle%20demo:{email}?secret={secret} to an authenticator app)"
+        );
     }
     println!();
     println!("Press Ctrl-C to stop.");

@@ -146,3 +146,24 @@ pub async fn run(
     println!("  amr {}", claims.amr.join(" "));
     Ok(())
 }
+
+/// `trickle totp-code`: the current code of a base32 secret, and how long it stays valid.
+pub fn print_totp_code(secret: Option<&str>) -> anyhow::Result<()> {
+    use trickle_password::totp::{Totp, TotpParams, TotpSecret};
+    let secret = match secret {
+        Some(secret) => secret.to_owned(),
+        None => read_secret("TOTP secret (base32): ", "TOTP secret")?,
+    };
+    let factor = Totp::new(
+        TotpSecret::from_base32(&secret).context("not a TOTP secret")?,
+        TotpParams::default(),
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let period = u64::from(factor.params.period_seconds);
+    println!("{}", factor.code_at(now));
+    eprintln!("valid for {} more seconds", period - now % period);
+    Ok(())
+}

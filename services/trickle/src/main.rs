@@ -82,6 +82,10 @@ enum Command {
     /// base64. Give it to the store as `[store] factor_key = "ID:KEY"`
     /// (TRICKLE_STORE__FACTOR_KEY), or as a file named ID in `[store] factor_keys_dir`.
     GenFactorKey,
+    /// Print the current TOTP code of a base32 secret, as an authenticator app would (for
+    /// the `trickle dev` demo user with a second factor, and for tests). Reads the secret
+    /// from standard input when it is not given.
+    TotpCode { secret: Option<String> },
 }
 
 /// Logs and traces for a running service. The guard flushes traces when dropped.
@@ -138,6 +142,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen { out } => keygen(out.as_deref()),
+        Command::TotpCode { secret } => login::print_totp_code(secret.as_deref()),
         Command::GenFactorKey => trickle_user_store::factors::generate_key()
             .map(|key| println!("{key}"))
             .map_err(|e| anyhow::anyhow!("no random numbers: {e}")),

@@ -1272,3 +1272,51 @@ async fn store_replicas_share_logins_and_a_rolling_restart_loses_none() {
         let _ = child.wait();
     }
 }
+
+/// `trickle login` as a newcomer runs it against `trickle dev`: the demo user with a legacy
+/// second factor is asked for a code after the password (here from standard input, the code
+/// from `trickle totp-code`), migrates with it, and the token says how they logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickle_login_asks_the_demo_user_with_a_factor_for_a_code() {
+    let dev = DevProcess::start();
+    let (_, email, password, secret) = trickle::dev::DEMO_TOTP_USER;
+    let trickle = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trickle"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run trickle");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let output = child.wait_with_output().expect("wait");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, code, _) = trickle(&["totp-code", secret], "");
+    assert!(ok && code.trim().len() == 6, "{code}");
+
+    // A wrong code: refused, and said so.
+    let (ok, _, stderr) = trickle(
+        &["login", email, "--addr", &dev.api],
+        &format!("{password}\n000000\n"),
+    );
+    assert!(!ok && stderr.contains("INVALID_MFA_CODE"), "{stderr}");
+
+    let (ok, stdout, stderr) = trickle(
+        &["login", email, "--addr", &dev.api],
+        &format!("{password}\n{}\n", code.trim()),
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("migrated now    yes"), "{stdout}");
+    assert!(stdout.contains("amr pwd otp mfa"), "{stdout}");
+}

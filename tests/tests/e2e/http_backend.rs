@@ -14,6 +14,7 @@ use trickle_service_kit::rpc::reason;
 use trickle_tests::{Backend, TestTrickle};
 
 const BASIC: &str = "trickle:s3cret";
+const WEB_TOTP_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DP";
 
 fn profile(id: &str, email: &str) -> String {
     format!(
@@ -61,6 +62,19 @@ async fn legacy_app(
                 "web@example.com" if password == "web-password" => {
                     reply(200, profile("w-1", "Web@Example.com"))
                 }
+                // A second factor in the profile (base32, SHA-1, 6 digits, 30 s by default).
+                "totp@example.com" if password == "totp-password" => reply(
+                    200,
+                    format!(
+                        r#"{{"user_id": "w-3", "email": "totp@example.com", "totp_secret": "{WEB_TOTP_SECRET}"}}"#
+                    ),
+                ),
+                // A second factor nobody can read: refused loudly, never a password-only login.
+                "badtotp@example.com" => reply(
+                    200,
+                    r#"{"user_id": "w-4", "email": "badtotp@example.com", "totp_secret": "not base32!"}"#
+                        .into(),
+                ),
                 "broken@example.com" => reply(500, "internal error".into()),
                 "teapot@example.com" => reply(418, "short and stout".into()),
                 "garbage@example.com" => reply(200, "this is not json".into()),
@@ -175,7 +189,22 @@ async fn http_backend_migrates_and_fails_loudly() {
         )
         .await;
     }
+    // A profile with a second factor: a code from it is needed before anything moves.
+    let challenge =
+        crate::mfa::challenge_of(&mut client, "totp@example.com", "totp-password").await;
+    assert_eq!(trickle.store.user_count().await, 1);
+    let factor = crate::mfa::authenticator(WEB_TOTP_SECRET);
+    let with_factor = crate::mfa::verify(
+        &mut client,
+        &challenge,
+        &factor.code_at(crate::mfa::now(&trickle)),
+    )
+    .await
+    .expect("the web profile's factor");
+    assert!(with_factor.migrated && with_factor.user.expect("user").mfa_enrolled);
+
     for email in [
+        "badtotp@example.com",
         "broken@example.com",
         "teapot@example.com",
         "garbage@example.com",
@@ -224,7 +253,7 @@ async fn http_backend_migrates_and_fails_loudly() {
         .await
         .expect_err("a legacy user");
     assert_status(&status, Code::AlreadyExists, reason::EMAIL_EXISTS);
-    assert_eq!(trickle.store.user_count().await, 1);
+    assert_eq!(trickle.store.user_count().await, 2);
 
     // Wrong Basic Auth credentials are a configuration problem, never "wrong password".
     let misconfigured = start(&base_url, "trickle:wrong", "").await;
