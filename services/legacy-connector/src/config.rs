@@ -47,6 +47,12 @@ pub struct LegacyConfig {
     pub preset: Option<crate::presets::Preset>,
     /// The app's table prefix (WordPress: `wp_` unless set).
     pub table_prefix: Option<String>,
+    /// Whether the preset reads the app's second factors (`wordpress`: the Two Factor
+    /// plugin's TOTP key; `aspnet-identity`: the authenticator key of users with
+    /// TwoFactorEnabled; `django`: django-otp's confirmed TOTP device). On by default,
+    /// except for `django`, whose apps have django-otp's table only when they use it: set
+    /// `true` there if they do.
+    pub preset_factors: Option<bool>,
     /// For `backend = "http"`.
     pub http: crate::http::HttpConfig,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
@@ -129,6 +135,7 @@ impl Default for LegacyConfig {
             listen: "127.0.0.1:50053".into(),
             backend: Backend::Sql,
             preset: None,
+            preset_factors: None,
             table_prefix: None,
             http: crate::http::HttpConfig::default(),
             metrics_listen: "127.0.0.1:9103".into(),

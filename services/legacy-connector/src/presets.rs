@@ -89,7 +89,8 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
         ));
     }
     let table = |name: &str| q(&format!("{prefix}{name}"));
-    let (select, from, by_email, key, cursor, format) = match preset {
+    let factors = config.preset_factors.unwrap_or(preset != Preset::Django);
+    let (mut select, from, by_email, key, cursor, format) = match preset {
         Preset::Wordpress => (
             "SELECT ID AS id, user_email AS email, user_pass AS password_hash, display_name AS name, \
              user_nicename AS nickname"
@@ -166,6 +167,16 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
             HashFormat::AspnetMembershipSha1,
         ),
     };
+    // The app's own second factors, as `totp_*` columns (see the connector's find_user).
+    if factors {
+        if let Some(columns) = factor_columns(preset, &table, &q) {
+            select.push_str(&columns);
+        }
+        if preset == Preset::Django {
+            // django-otp keeps keys in hex.
+            resolved.totp_secret_encoding = crate::config::TotpEncoding::Hex;
+        }
+    }
     // `from` either ends in a table (then WHERE follows) or in "… AND" (a filter of its own).
     let (find_where, list_where) = if from.ends_with(" AND") {
         (format!("{from} {by_email}"), format!("{from} {key} > {p1}"))
@@ -231,6 +242,67 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
         set(&mut resolved.find_roles, find_roles);
     }
     Ok(resolved)
+}
+
+/// The columns that read a user's TOTP factor where the app keeps it: correlated subqueries
+/// (an app may keep several devices; the first confirmed one is taken).
+fn factor_columns(
+    preset: Preset,
+    table: &dyn Fn(&str) -> String,
+    q: &dyn Fn(&str) -> String,
+) -> Option<String> {
+    match preset {
+        // django-otp: a confirmed TOTPDevice (hex key; step, digits and t0 per device).
+        Preset::Django => {
+            let device = |column: &str| {
+                format!(
+                    "(SELECT d.{column} FROM {devices} d WHERE d.user_id = {users}.id AND d.confirmed = TRUE \
+                     ORDER BY d.id LIMIT 1)",
+                    devices = table("otp_totp_totpdevice"),
+                    users = table("auth_user"),
+                )
+            };
+            Some(format!(
+                ", {} AS totp_secret, {} AS totp_digits, {} AS totp_period, {} AS totp_t0",
+                device("key"),
+                device("digits"),
+                device("step"),
+                device("t0")
+            ))
+        }
+        // The Two Factor plugin: the TOTP key in user meta, used only while the TOTP
+        // provider is among the user's enabled ones (a PHP-serialized array).
+        Preset::Wordpress => {
+            let meta = table("usermeta");
+            let users = table("users");
+            Some(format!(
+                ", (SELECT k.meta_value FROM {meta} k WHERE k.user_id = {users}.ID \
+                   AND k.meta_key = '_two_factor_totp_key' \
+                   AND EXISTS (SELECT 1 FROM {meta} p WHERE p.user_id = {users}.ID \
+                     AND p.meta_key = '_two_factor_enabled_providers' \
+                     AND p.meta_value LIKE '%Two_Factor_Totp%') \
+                   LIMIT 1) AS totp_secret"
+            ))
+        }
+        // ASP.NET Core Identity: the authenticator key in AspNetUserTokens, for users with
+        // TwoFactorEnabled.
+        Preset::AspnetIdentity => Some(format!(
+            ", CASE WHEN {enabled} = TRUE THEN (SELECT t.{value} FROM {tokens} t \
+               WHERE t.{user_id} = {users}.{id} AND t.{provider} = '[AspNetUserStore]' \
+               AND t.{name} = 'AuthenticatorKey') END AS totp_secret",
+            enabled = q("TwoFactorEnabled"),
+            value = q("Value"),
+            tokens = table("AspNetUserTokens"),
+            user_id = q("UserId"),
+            users = table("AspNetUsers"),
+            id = q("Id"),
+            provider = q("LoginProvider"),
+            name = q("Name"),
+        )),
+        // Laravel Fortify encrypts its secrets with the app's APP_KEY; Membership apps have
+        // no standard second factor.
+        Preset::Laravel | Preset::AspnetMembership => None,
+    }
 }
 
 #[cfg(test)]

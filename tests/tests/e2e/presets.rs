@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::Code;
 use trickle_legacy_connector::presets::Preset;
+use trickle_password::totp::{Totp, TotpAlgorithm, TotpParams, TotpSecret};
 use trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient;
 use trickle_proto::migration::v1::{BackfillState, GetBackfillRequest, StartBackfillRequest};
 use trickle_service_kit::rpc::reason;
@@ -51,7 +52,89 @@ struct App {
     disabled: Vec<(String, String)>,
     /// The roles the first user arrives with (`app_metadata.roles`).
     first_user_roles: Vec<&'static str>,
+    /// (email, password, their authenticator) of users with a second factor in the app,
+    /// written where the app keeps it. The first migrates on login, the others by backfill.
+    factor_users: Vec<(String, String, Totp)>,
     inserts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct FactorVectors {
+    at: u64,
+    django: Vec<DjangoDevice>,
+    aspnet_identity: Vec<IdentityKey>,
+    wordpress: Vec<WordpressKey>,
+}
+
+/// A TOTPDevice row as django-otp wrote it.
+#[derive(Deserialize)]
+struct DjangoDevice {
+    key: String,
+    step: u32,
+    digits: u32,
+    t0: i64,
+    code_at: String,
+}
+
+#[derive(Deserialize)]
+struct IdentityKey {
+    authenticator_key: String,
+    code_at: String,
+}
+
+#[derive(Deserialize)]
+struct WordpressKey {
+    totp_key: String,
+    code_at: String,
+}
+
+fn factor_vectors() -> FactorVectors {
+    serde_json::from_str(include_str!("../../vectors/totp-factors.json")).expect("factor vectors")
+}
+
+fn totp(secret: TotpSecret, digits: u32, period_seconds: u32) -> Totp {
+    Totp::new(
+        secret,
+        TotpParams {
+            algorithm: TotpAlgorithm::Sha1,
+            digits,
+            period_seconds,
+        },
+    )
+    .expect("params")
+}
+
+/// The codes django-otp and pyotp computed for the vectors' moment are the codes Trickle
+/// computes from the secrets as the apps stored them.
+#[test]
+fn trickle_computes_the_codes_the_apps_libraries_compute() {
+    let v = factor_vectors();
+    for device in &v.django {
+        assert_eq!(device.t0, 0);
+        let factor = totp(
+            TotpSecret::from_hex(&device.key).expect("hex key"),
+            device.digits,
+            device.step,
+        );
+        assert_eq!(factor.code_at(v.at), device.code_at, "django-otp");
+        assert!(factor.verify(&device.code_at, v.at).is_some());
+    }
+    for key in &v.aspnet_identity {
+        let factor = totp(
+            TotpSecret::from_base32(&key.authenticator_key).expect("base32"),
+            6,
+            30,
+        );
+        assert_eq!(factor.code_at(v.at), key.code_at, "identity");
+    }
+    for key in &v.wordpress {
+        let factor = totp(
+            TotpSecret::from_base32(&key.totp_key).expect("base32"),
+            6,
+            30,
+        );
+        assert_eq!(factor.code_at(v.at), key.code_at, "wordpress");
+    }
 }
 
 async fn check(app: App) {
@@ -63,6 +146,8 @@ async fn check(app: App) {
     let preset = app.preset;
     let mut trickle = TestTrickle::start_with_legacy(app.backend, dir, legacy, |config| {
         config.legacy.preset = Some(preset);
+        // Django apps have django-otp's table only when they use it: opted in here.
+        config.legacy.preset_factors = Some(true);
         config.legacy.find_user = String::new();
         config.legacy.count_users = String::new();
         config.legacy.list_users = String::new();
@@ -88,6 +173,23 @@ async fn check(app: App) {
         app.first_user_roles,
         "{preset:?}: roles"
     );
+
+    // A user with a second factor in the app: the right password moves nothing; a code from
+    // the factor the app stored moves them with it.
+    let migrated_with_factor = match app.factor_users.first() {
+        Some((email, password, factor)) => {
+            let before = trickle.store.user_count().await;
+            let challenge = crate::mfa::challenge_of(&mut client, email, password).await;
+            assert_eq!(trickle.store.user_count().await, before, "{preset:?}");
+            let code = factor.code_at(crate::mfa::now(&trickle));
+            let answer = crate::mfa::verify(&mut client, &challenge, &code)
+                .await
+                .unwrap_or_else(|e| panic!("{preset:?}: the app's factor: {e:?}"));
+            assert!(answer.migrated && answer.user.expect("user").mfa_enrolled);
+            1
+        }
+        None => 0,
+    };
 
     // The backfill takes the others, with their legacy hashes.
     let mut admin = MigrationAdminClient::connect(trickle.cluster.coordinator.admin_url())
@@ -125,25 +227,45 @@ async fn check(app: App) {
         i32::from(BackfillState::Completed),
         "{preset:?}: {done:?}"
     );
-    let others = i64::try_from(app.users.len() + app.disabled.len() - 1).expect("count");
+    let migrated = 1 + migrated_with_factor;
+    let others =
+        i64::try_from(app.users.len() + app.disabled.len() + app.factor_users.len() - migrated)
+            .expect("count");
+    let migrated = i64::try_from(migrated).expect("count");
     assert_eq!(
         (done.imported, done.skipped_existing, done.unsupported),
-        (others, 1, 0),
+        (others, migrated, 0),
         "{preset:?}: {done:?}"
     );
     assert_eq!(
         done.legacy_users_total,
-        Some(others + 1),
+        Some(others + migrated),
         "{preset:?}: count_users"
     );
 
     // Without the legacy store, every backfilled user logs in with the legacy password.
     trickle.cluster.stop_legacy_connector().await.expect("stop");
     for (email, password) in &app.users[1..] {
-        client
+        let answer = client
             .login(login(email, password))
             .await
-            .unwrap_or_else(|e| panic!("{preset:?} {email}: {e:?}"));
+            .unwrap_or_else(|e| panic!("{preset:?} {email}: {e:?}"))
+            .into_inner();
+        assert!(
+            !answer.mfa_required && answer.user.is_some(),
+            "{preset:?} {email}: logged in on the password (no second factor in the app)"
+        );
+    }
+    // Backfilled users with a factor brought it: the password alone is not a login.
+    for (email, password, factor) in app.factor_users.iter().skip(1) {
+        let challenge = crate::mfa::challenge_of(&mut client, email, password).await;
+        crate::mfa::verify(
+            &mut client,
+            &challenge,
+            &factor.code_at(crate::mfa::now(&trickle)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{preset:?} {email}: {e:?}"));
     }
     // Accounts the app disabled came along, blocked: the right password says so, a wrong one
     // does not.
@@ -175,6 +297,43 @@ async fn wordpress_on_mariadb() {
         ));
         users.push((email, v.password.clone()));
     }
+    // The Two Factor plugin's user meta: a TOTP key, used while TOTP is an enabled provider
+    // (a PHP-serialized array, as the plugin writes it).
+    let mut factor_users = Vec::new();
+    let enabled = |login: &str, provider: &str| {
+        format!(
+            "INSERT INTO wp_usermeta (user_id, meta_key, meta_value) SELECT ID, '_two_factor_enabled_providers', \
+             'a:1:{{i:0;s:{}:\"{provider}\";}}' FROM wp_users WHERE user_login = '{login}'",
+            provider.len()
+        )
+    };
+    let key = |login: &str, key: &str| {
+        format!(
+            "INSERT INTO wp_usermeta (user_id, meta_key, meta_value) SELECT ID, '_two_factor_totp_key', '{key}' \
+             FROM wp_users WHERE user_login = '{login}'"
+        )
+    };
+    for (i, wp) in factor_vectors().wordpress.iter().enumerate() {
+        let (login, email) = (format!("wptotp{i}"), format!("WPTotp{i}@Example.com"));
+        inserts.push(format!(
+            "INSERT INTO wp_users (user_login, user_pass, user_nicename, user_email, display_name) \
+             VALUES ('{login}', '{}', '{login}', '{email}', 'WP TOTP {i}')",
+            v[0].hash
+        ));
+        inserts.push(key(&login, &wp.totp_key));
+        inserts.push(enabled(&login, "Two_Factor_Totp"));
+        let factor = totp(TotpSecret::from_base32(&wp.totp_key).expect("key"), 6, 30);
+        factor_users.push((email, v[0].password.clone(), factor));
+    }
+    // A key left behind while only email codes are enabled is not a factor.
+    inserts.push(format!(
+        "INSERT INTO wp_users (user_login, user_pass, user_nicename, user_email, display_name) \
+         VALUES ('wpemail', '{}', 'wpemail', 'WPEmail@Example.com', 'WP Email')",
+        v[0].hash
+    ));
+    inserts.push(key("wpemail", &factor_vectors().wordpress[0].totp_key));
+    inserts.push(enabled("wpemail", "Two_Factor_Email"));
+    users.push(("WPEmail@Example.com".to_owned(), v[0].password.clone()));
     check(App {
         preset: Preset::Wordpress,
         backend: Backend::PostgresMariaDb,
@@ -182,6 +341,7 @@ async fn wordpress_on_mariadb() {
         users,
         disabled: Vec::new(),
         first_user_roles: Vec::new(),
+        factor_users,
         inserts,
     })
     .await;
@@ -221,6 +381,36 @@ async fn django_on_postgresql() {
     );
     inserts.push("UPDATE auth_user SET is_staff = true WHERE username = 'django0'".into());
     let disabled = vec![("Gone@Example.com".to_owned(), v[0].password.clone())];
+    // django-otp devices, as django-otp wrote them: confirmed ones are factors.
+    let mut factor_users = Vec::new();
+    let device = |username: &str, d: &DjangoDevice, confirmed: bool| {
+        format!(
+            "INSERT INTO otp_totp_totpdevice (name, confirmed, key, step, t0, digits, tolerance, drift, last_t, \
+             user_id, throttling_failure_count) SELECT 'default', {confirmed}, '{}', {}, {}, {}, 1, 0, -1, id, 0 \
+             FROM auth_user WHERE username = '{username}'",
+            d.key, d.step, d.t0, d.digits
+        )
+    };
+    let devices = factor_vectors().django;
+    for (i, d) in devices.iter().enumerate() {
+        let (username, email) = (format!("otp{i}"), format!("Otp{i}@Example.com"));
+        inserts.push(format!(
+            "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined) \
+             VALUES ('{}', false, '{username}', 'OTP', 'User {i}', '{email}', false, true, now())",
+            v[0].hash
+        ));
+        inserts.push(device(&username, d, true));
+        let factor = totp(TotpSecret::from_hex(&d.key).expect("hex"), d.digits, d.step);
+        factor_users.push((email, v[0].password.clone(), factor));
+    }
+    // A device never confirmed is not a factor.
+    inserts.push(format!(
+        "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined) \
+         VALUES ('{}', false, 'pending', 'Pending', 'Device', 'Pending@Example.com', false, true, now())",
+        v[0].hash
+    ));
+    inserts.push(device("pending", &devices[0], false));
+    users.push(("Pending@Example.com".to_owned(), v[0].password.clone()));
     check(App {
         preset: Preset::Django,
         backend: Backend::Postgres,
@@ -228,6 +418,7 @@ async fn django_on_postgresql() {
         users,
         disabled,
         first_user_roles: vec!["editors", "staff"],
+        factor_users,
         inserts,
     })
     .await;
@@ -254,6 +445,7 @@ async fn laravel_on_mariadb() {
         users,
         disabled: Vec::new(),
         first_user_roles: Vec::new(),
+        factor_users: Vec::new(),
         inserts,
     })
     .await;
@@ -285,6 +477,40 @@ async fn aspnet_identity_on_postgresql() {
          SELECT \"Id\", 'r1' FROM \"AspNetUsers\" WHERE \"UserName\" = 'identity0'"
             .into(),
     );
+    // Authenticator keys where Identity keeps them, for users with TwoFactorEnabled.
+    let mut factor_users = Vec::new();
+    let user = |name: &str, email: &str, two_factor: bool| {
+        format!(
+            "INSERT INTO \"AspNetUsers\" (\"Id\", \"UserName\", \"NormalizedUserName\", \"Email\", \"NormalizedEmail\", \
+             \"EmailConfirmed\", \"PasswordHash\", \"PhoneNumberConfirmed\", \"TwoFactorEnabled\", \"LockoutEnabled\", \"AccessFailedCount\") \
+             VALUES ('{name}', '{name}', '{}', '{email}', '{}', true, '{}', false, {two_factor}, true, 0)",
+            name.to_uppercase(),
+            email.to_uppercase(),
+            v[0].hash
+        )
+    };
+    let token = |name: &str, key: &str| {
+        format!(
+            "INSERT INTO \"AspNetUserTokens\" (\"UserId\", \"LoginProvider\", \"Name\", \"Value\") \
+             VALUES ('{name}', '[AspNetUserStore]', 'AuthenticatorKey', '{key}')"
+        )
+    };
+    let keys = factor_vectors().aspnet_identity;
+    for (i, k) in keys.iter().enumerate() {
+        let (name, email) = (format!("totp{i}"), format!("Totp{i}@Example.com"));
+        inserts.push(user(&name, &email, true));
+        inserts.push(token(&name, &k.authenticator_key));
+        let factor = totp(
+            TotpSecret::from_base32(&k.authenticator_key).expect("key"),
+            6,
+            30,
+        );
+        factor_users.push((email, v[0].password.clone(), factor));
+    }
+    // A key set up once, with two-factor sign-in turned off since, is not a factor.
+    inserts.push(user("off", "Off@Example.com", false));
+    inserts.push(token("off", &keys[0].authenticator_key));
+    users.push(("Off@Example.com".to_owned(), v[0].password.clone()));
     check(App {
         preset: Preset::AspnetIdentity,
         backend: Backend::Postgres,
@@ -292,6 +518,7 @@ async fn aspnet_identity_on_postgresql() {
         users,
         disabled: Vec::new(),
         first_user_roles: vec!["Admin"],
+        factor_users,
         inserts,
     })
     .await;
@@ -329,6 +556,7 @@ async fn aspnet_membership_on_mariadb() {
         users,
         disabled: Vec::new(),
         first_user_roles: Vec::new(),
+        factor_users: Vec::new(),
         inserts,
     })
     .await;

@@ -746,6 +746,11 @@ impl SqlBackend {
             Some(name) => TotpAlgorithm::parse(&name)
                 .ok_or_else(|| unreadable(format!("totp_algorithm {name:?}")))?,
         };
+        // django-otp's t0 (the Unix time codes count from): anything but 0 is rare, and
+        // not supported — refused rather than checked against the wrong steps.
+        if number("totp_t0", 0)? != 0 {
+            return Err(unreadable("a t0 other than 0".into()));
+        }
         let params = TotpParams {
             algorithm,
             digits: number("totp_digits", 6)?,
