@@ -14,13 +14,21 @@ Python):
 - aspnet_identity: the authenticator key as ASP.NET Core Identity stores it in
   AspNetUserTokens (base32 of 20 random bytes, upper case, no padding), made here with pyotp's
   random_base32(32) (the same alphabet and length), and a code from pyotp.TOTP.
+- laravel: Fortify's `two_factor_secret`, as Laravel's Encrypter::encrypt() writes it (the
+  secret PHP-serialized, AES-256-CBC with a random IV, HMAC-SHA256 over iv . value, all in
+  base64 JSON), with Python's `cryptography` following Illuminate/Encryption/Encrypter.php;
+  the secret is what Fortify's Google2FA makes (base32; 32 characters here, pyotp's
+  alphabet), and a code from pyotp.TOTP.
 - wordpress: the Two Factor plugin's `_two_factor_totp_key` user meta (base32 of 20 random
   bytes, its default key size of 160 bits) made with pyotp.random_base32(32), and a code
   from pyotp.TOTP.
 """
 
+import base64
+import hashlib
+import hmac
 import json
-import time
+import os
 
 import django
 from django.conf import settings
@@ -77,6 +85,35 @@ for _ in range(2):
         "totp_key": wp_key,
         "code_at": pyotp.TOTP(wp_key).at(AT),
         "source": "pyotp.random_base32(32), pyotp.TOTP",
+    })
+
+from cryptography.hazmat.primitives import padding  # noqa: E402
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: E402
+
+
+def laravel_encrypt(key: bytes, value: str) -> str:
+    """Illuminate\\Encryption\\Encrypter::encrypt($value, serialize: true), AES-256-CBC."""
+    plain = f's:{len(value.encode())}:"{value}";'.encode()
+    iv = os.urandom(16)
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(plain) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    value_b64 = base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode()
+    iv_b64 = base64.b64encode(iv).decode()
+    mac = hmac.new(key, (iv_b64 + value_b64).encode(), hashlib.sha256).hexdigest()
+    payload = {"iv": iv_b64, "value": value_b64, "mac": mac, "tag": ""}
+    return base64.b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+
+
+app_key = os.urandom(32)
+vectors["laravel"] = {"app_key": "base64:" + base64.b64encode(app_key).decode(), "users": []}
+for _ in range(2):
+    secret = pyotp.random_base32(32)
+    vectors["laravel"]["users"].append({
+        "secret": secret,
+        "two_factor_secret": laravel_encrypt(app_key, secret),
+        "code_at": pyotp.TOTP(secret).at(AT),
+        "source": "Laravel Encrypter format via cryptography, pyotp.TOTP",
     })
 
 print(json.dumps(vectors, indent=2))

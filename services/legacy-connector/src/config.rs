@@ -33,6 +33,8 @@ pub enum TotpEncoding {
     Base32,
     /// Hexadecimal (django-otp).
     Hex,
+    /// Laravel-encrypted base32 (Fortify's `two_factor_secret`), with `laravel_app_key`.
+    Laravel,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +91,10 @@ pub struct LegacyConfig {
     /// `totp_period` columns; a NULL or empty secret: no second factor. A user with one never
     /// migrates on the password alone (the first login asks for a code).
     pub totp_secret_encoding: TotpEncoding,
+    /// The Laravel app's `APP_KEY` (`base64:…`), to read Fortify's encrypted second-factor
+    /// secrets (`totp_secret_encoding = "laravel"`; the `laravel` preset reads them when it
+    /// is set). A secret: pass it as `TRICKLE_LEGACY__LARAVEL_APP_KEY` from a Secret.
+    pub laravel_app_key: ConfiguredHash,
     /// For `hash_format = "salted_digest"`: how the legacy app built its digests.
     pub salted_digest: Option<DigestTemplate>,
     /// `auto` (detect each hash's format from its prefix) or a named format: `bcrypt`,
@@ -118,7 +124,7 @@ pub struct LegacyConfig {
     pub dummy_hash: ConfiguredHash,
 }
 
-/// A stored hash given in the configuration; `Debug` says only whether it is set.
+/// A stored hash or key given in the configuration; `Debug` says only whether it is set.
 #[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
 pub struct ConfiguredHash(pub String);
@@ -147,6 +153,7 @@ impl Default for LegacyConfig {
             count_users: String::new(),
             salted_digest: None,
             totp_secret_encoding: TotpEncoding::Base32,
+            laravel_app_key: ConfiguredHash::default(),
             list_users: String::new(),
             list_users_cursor: CursorKind::Integer,
             find_roles: String::new(),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 mod grpc;
 pub mod http;
+pub mod laravel;
 pub mod presets;
 pub mod sql;
 pub mod startup;

@@ -89,7 +89,12 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
         ));
     }
     let table = |name: &str| q(&format!("{prefix}{name}"));
-    let factors = config.preset_factors.unwrap_or(preset != Preset::Django);
+    let factors = config.preset_factors.unwrap_or(match preset {
+        Preset::Django => false,
+        // Fortify's secrets can be read only with the app's key.
+        Preset::Laravel => !config.laravel_app_key.0.trim().is_empty(),
+        _ => true,
+    });
     let (mut select, from, by_email, key, cursor, format) = match preset {
         Preset::Wordpress => (
             "SELECT ID AS id, user_email AS email, user_pass AS password_hash, display_name AS name, \
@@ -172,9 +177,14 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
         if let Some(columns) = factor_columns(preset, &table, &q) {
             select.push_str(&columns);
         }
-        if preset == Preset::Django {
+        match preset {
             // django-otp keeps keys in hex.
-            resolved.totp_secret_encoding = crate::config::TotpEncoding::Hex;
+            Preset::Django => resolved.totp_secret_encoding = crate::config::TotpEncoding::Hex,
+            // Fortify encrypts them with the app's key.
+            Preset::Laravel => {
+                resolved.totp_secret_encoding = crate::config::TotpEncoding::Laravel;
+            }
+            _ => {}
         }
     }
     // `from` either ends in a table (then WHERE follows) or in "… AND" (a filter of its own).
@@ -299,9 +309,11 @@ fn factor_columns(
             provider = q("LoginProvider"),
             name = q("Name"),
         )),
-        // Laravel Fortify encrypts its secrets with the app's APP_KEY; Membership apps have
-        // no standard second factor.
-        Preset::Laravel | Preset::AspnetMembership => None,
+        // Laravel Fortify: the secret encrypted with the app's APP_KEY (decrypted by the
+        // connector with `laravel_app_key`).
+        Preset::Laravel => Some(", two_factor_secret AS totp_secret".to_owned()),
+        // Membership apps have no standard second factor.
+        Preset::AspnetMembership => None,
     }
 }
 

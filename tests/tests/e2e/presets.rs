@@ -55,6 +55,8 @@ struct App {
     /// (email, password, their authenticator) of users with a second factor in the app,
     /// written where the app keeps it. The first migrates on login, the others by backfill.
     factor_users: Vec<(String, String, Totp)>,
+    /// For Laravel: the app's APP_KEY (Fortify's secrets are encrypted with it).
+    laravel_app_key: Option<String>,
     inserts: Vec<String>,
 }
 
@@ -64,6 +66,7 @@ struct FactorVectors {
     django: Vec<DjangoDevice>,
     aspnet_identity: Vec<IdentityKey>,
     wordpress: Vec<WordpressKey>,
+    laravel: LaravelFactors,
 }
 
 /// A TOTPDevice row as django-otp wrote it.
@@ -86,6 +89,19 @@ struct IdentityKey {
 struct WordpressKey {
     totp_key: String,
     code_at: String,
+}
+
+#[derive(Deserialize)]
+struct LaravelFactors {
+    app_key: String,
+    users: Vec<LaravelUser>,
+}
+
+/// A Fortify user: the secret, and `two_factor_secret` as Laravel's encrypter wrote it.
+#[derive(Deserialize)]
+struct LaravelUser {
+    secret: String,
+    two_factor_secret: String,
 }
 
 fn factor_vectors() -> FactorVectors {
@@ -144,10 +160,15 @@ async fn check(app: App) {
         legacy.execute(insert.clone()).await;
     }
     let preset = app.preset;
+    let app_key = app.laravel_app_key.clone().unwrap_or_default();
     let mut trickle = TestTrickle::start_with_legacy(app.backend, dir, legacy, |config| {
+        config.legacy.laravel_app_key.0 = app_key;
         config.legacy.preset = Some(preset);
-        // Django apps have django-otp's table only when they use it: opted in here.
-        config.legacy.preset_factors = Some(true);
+        // Django apps have django-otp's table only when they use it: opted in here. The
+        // other presets read factors by default (Laravel: when the APP_KEY is given).
+        if preset == Preset::Django {
+            config.legacy.preset_factors = Some(true);
+        }
         config.legacy.find_user = String::new();
         config.legacy.count_users = String::new();
         config.legacy.list_users = String::new();
@@ -342,6 +363,7 @@ async fn wordpress_on_mariadb() {
         disabled: Vec::new(),
         first_user_roles: Vec::new(),
         factor_users,
+        laravel_app_key: None,
         inserts,
     })
     .await;
@@ -419,6 +441,7 @@ async fn django_on_postgresql() {
         disabled,
         first_user_roles: vec!["editors", "staff"],
         factor_users,
+        laravel_app_key: None,
         inserts,
     })
     .await;
@@ -442,10 +465,41 @@ async fn laravel_on_mariadb() {
         preset: Preset::Laravel,
         backend: Backend::PostgresMariaDb,
         ddl: include_str!("../../fixtures/legacy-apps/laravel.mysql.sql"),
-        users,
+        users: users.clone(),
         disabled: Vec::new(),
         first_user_roles: Vec::new(),
         factor_users: Vec::new(),
+        laravel_app_key: None,
+        inserts: inserts.clone(),
+    })
+    .await;
+    // With the app's APP_KEY, Fortify's second factors come along (encrypted as Laravel
+    // encrypts them).
+    let fortify = factor_vectors().laravel;
+    let mut factor_users = Vec::new();
+    for (i, user) in fortify.users.iter().enumerate() {
+        let email = format!("fortify{i}@example.com");
+        inserts.push(format!(
+            "INSERT INTO users (name, email, password, two_factor_secret, two_factor_confirmed_at) \
+             VALUES ('Fortify {i}', '{email}', '{}', '{}', NOW())",
+            v[0].hash, user.two_factor_secret
+        ));
+        let factor = totp(
+            TotpSecret::from_base32(&user.secret).expect("base32"),
+            6,
+            30,
+        );
+        factor_users.push((email, v[0].password.clone(), factor));
+    }
+    check(App {
+        preset: Preset::Laravel,
+        backend: Backend::PostgresMariaDb,
+        ddl: include_str!("../../fixtures/legacy-apps/laravel.mysql.sql"),
+        users,
+        disabled: Vec::new(),
+        first_user_roles: Vec::new(),
+        factor_users,
+        laravel_app_key: Some(fortify.app_key),
         inserts,
     })
     .await;
@@ -519,6 +573,7 @@ async fn aspnet_identity_on_postgresql() {
         disabled: Vec::new(),
         first_user_roles: vec!["Admin"],
         factor_users,
+        laravel_app_key: None,
         inserts,
     })
     .await;
@@ -557,6 +612,7 @@ async fn aspnet_membership_on_mariadb() {
         disabled: Vec::new(),
         first_user_roles: Vec::new(),
         factor_users: Vec::new(),
+        laravel_app_key: None,
         inserts,
     })
     .await;

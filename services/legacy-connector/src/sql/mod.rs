@@ -254,6 +254,8 @@ pub struct SqlBackend {
     hash_limits: trickle_password::HashLimits,
     salted_digest: Option<DigestTemplate>,
     totp_encoding: crate::config::TotpEncoding,
+    /// For `totp_secret_encoding = "laravel"`.
+    laravel_app_key: Option<crate::laravel::AppKey>,
     query_timeout: Duration,
     hasher: HashPool,
     /// The hash a refusal verifies when it has no real one to check.
@@ -293,6 +295,16 @@ impl SqlBackend {
             hash_limits: config.hash_limits,
             salted_digest: config.salted_digest.clone(),
             totp_encoding: config.totp_secret_encoding,
+            laravel_app_key: match config.totp_secret_encoding {
+                crate::config::TotpEncoding::Laravel => Some(
+                    crate::laravel::AppKey::parse(&config.laravel_app_key.0).map_err(|e| {
+                        LegacyError::Config(format!(
+                            "[legacy] laravel_app_key (needed to read Fortify's second factors): {e}"
+                        ))
+                    })?,
+                ),
+                _ => None,
+            },
             query_timeout,
             hasher,
             refusal_hash: Arc::new(RwLock::new(configured_refusal_hash(config)?)),
@@ -727,6 +739,14 @@ impl SqlBackend {
         let secret = match self.totp_encoding {
             crate::config::TotpEncoding::Base32 => TotpSecret::from_base32(&secret),
             crate::config::TotpEncoding::Hex => TotpSecret::from_hex(&secret),
+            crate::config::TotpEncoding::Laravel => {
+                let key = self
+                    .laravel_app_key
+                    .as_ref()
+                    .ok_or_else(|| unreadable("no laravel_app_key".into()))?;
+                let decrypted = crate::laravel::decrypt(key, &secret).map_err(unreadable)?;
+                TotpSecret::from_base32(&decrypted)
+            }
         }
         .map_err(|e| unreadable(e.to_string()))?;
         let number = |column: &str, default: u32| -> Result<u32, String> {
