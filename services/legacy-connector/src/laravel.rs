@@ -126,7 +126,11 @@ mod tests {
         let first = laravel["users"][0]["two_factor_secret"]
             .as_str()
             .expect("s");
-        assert!(decrypt(&other, first).unwrap_err().contains("MAC"));
+        assert!(
+            decrypt(&other, first)
+                .expect_err("another key")
+                .contains("MAC")
+        );
         assert!(decrypt(&key, "not base64!").is_err());
         assert!(AppKey::parse("base64:c2hvcnQ=").is_err());
         assert_eq!(unserialize_string("s:3:\"abc\";"), Ok("abc"));
