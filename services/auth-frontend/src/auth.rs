@@ -487,6 +487,17 @@ impl AuthFlows {
             .await
     }
 
+    /// Set the named profile fields of a store user (the store validates the values).
+    #[tracing::instrument(name = "auth.update_profile", skip_all, fields(trickle.user.id = %user_id))]
+    pub async fn update_profile(
+        &self,
+        user_id: &str,
+        profile: auth::Profile,
+        fields: Vec<String>,
+    ) -> Result<auth::User, FrontendError> {
+        self.upstream.update_profile(user_id, profile, fields).await
+    }
+
     pub async fn delete_user(&self, user_id: &str) -> Result<(), FrontendError> {
         self.upstream.delete_user(user_id).await
     }

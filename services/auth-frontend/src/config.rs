@@ -101,6 +101,9 @@ pub struct PrivilegedCallers {
     /// EnrollTotp, ConfirmTotp and RemoveFactor: whoever can call RemoveFactor takes an
     /// account's second factor away.
     pub factors: Option<Vec<String>>,
+    /// UpdateAppMetadata: app_metadata holds what applications decide (roles, a plan) and
+    /// what tokens may carry as claims.
+    pub app_metadata: Option<Vec<String>>,
 }
 
 impl PrivilegedCallers {
@@ -133,6 +136,7 @@ impl PrivilegedCallers {
             ("EnrollTotp", &self.factors),
             ("ConfirmTotp", &self.factors),
             ("RemoveFactor", &self.factors),
+            ("UpdateAppMetadata", &self.app_metadata),
         ] {
             if let Some(list) = list {
                 map.insert(method(name), list.clone());

@@ -16,7 +16,8 @@ use trickle_proto::auth::v1::{
     GetUserRequest, GetUserResponse, LoginRequest, LoginResponse, RemoveFactorRequest,
     RemoveFactorResponse, RequirePasswordChangeRequest, RequirePasswordChangeResponse,
     ResetPasswordRequest, ResetPasswordResponse, SignUpRequest, SignUpResponse, UnblockUserRequest,
-    UnblockUserResponse, ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest,
+    UnblockUserResponse, UpdateAppMetadataRequest, UpdateAppMetadataResponse, UpdateProfileRequest,
+    UpdateProfileResponse, ValidateTokenRequest, ValidateTokenResponse, VerifyEmailRequest,
     VerifyEmailResponse, VerifyMfaRequest, auth_service_server::AuthService,
     get_user_request::Lookup,
 };
@@ -160,6 +161,70 @@ impl AuthService for AuthApi {
         Ok(Response::new(ConfirmTotpResponse {
             user: Some(user),
             recovery_codes,
+        }))
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<UpdateProfileRequest>,
+    ) -> Result<Response<UpdateProfileResponse>, Status> {
+        let UpdateProfileRequest {
+            user_id,
+            profile,
+            update_mask,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
+        if paths.is_empty() {
+            violations.add("update_mask", "name the fields to change");
+        }
+        for path in &paths {
+            match path.as_str() {
+                "name" | "given_name" | "family_name" | "nickname" | "picture"
+                | "user_metadata" => {}
+                "app_metadata" => violations.add(
+                    "update_mask",
+                    "app_metadata is for applications: UpdateAppMetadata",
+                ),
+                other => violations.add(
+                    "update_mask",
+                    format!(
+                        "{:?} is not a field a user may change (name, given_name, family_name, nickname, picture, user_metadata)",
+                        other.chars().take(64).collect::<String>()
+                    ),
+                ),
+            }
+        }
+        violations.verdict()?;
+        let user = self
+            .flows
+            .update_profile(&user_id, profile.unwrap_or_default(), paths)
+            .await?;
+        Ok(Response::new(UpdateProfileResponse { user: Some(user) }))
+    }
+
+    async fn update_app_metadata(
+        &self,
+        request: Request<UpdateAppMetadataRequest>,
+    ) -> Result<Response<UpdateAppMetadataResponse>, Status> {
+        let UpdateAppMetadataRequest {
+            user_id,
+            app_metadata,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        violations.verdict()?;
+        let profile = pb::Profile {
+            app_metadata: Some(app_metadata.unwrap_or_default()),
+            ..pb::Profile::default()
+        };
+        let user = self
+            .flows
+            .update_profile(&user_id, profile, vec!["app_metadata".into()])
+            .await?;
+        Ok(Response::new(UpdateAppMetadataResponse {
+            user: Some(user),
         }))
     }
 

@@ -619,6 +619,27 @@ impl Upstreams {
             .ok_or_else(|| missing("the user store's RemoveFactor"))
     }
 
+    /// Set the named profile fields of a store user.
+    pub async fn update_profile(
+        &self,
+        user_id: &str,
+        profile: auth::Profile,
+        fields: Vec<String>,
+    ) -> Result<auth::User, FrontendError> {
+        self.store
+            .clone()
+            .update_profile(store::UpdateProfileRequest {
+                user_id: user_id.to_owned(),
+                profile: Some(profile),
+                fields,
+            })
+            .await
+            .map_err(store_error)?
+            .into_inner()
+            .user
+            .ok_or_else(|| missing("the user store's UpdateProfile"))
+    }
+
     pub async fn delete_user(&self, user_id: &str) -> Result<(), FrontendError> {
         self.store
             .clone()

@@ -336,6 +336,41 @@ impl UserStore for UserStoreService {
         }))
     }
 
+    async fn update_profile(
+        &self,
+        request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        let pb::UpdateProfileRequest {
+            user_id,
+            profile,
+            fields,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        violations.check_id("user_id", &user_id, 64);
+        let mut set = users::ProfileFields::default();
+        for field in &fields {
+            if !set.set(field) {
+                violations.add(
+                    "fields",
+                    format!(
+                        "{:?} is not a profile field ({})",
+                        field.chars().take(64).collect::<String>(),
+                        users::ProfileFields::NAMES.join(", ")
+                    ),
+                );
+            }
+        }
+        if set.is_empty() && violations.is_empty() {
+            violations.add("fields", "name at least one field to set");
+        }
+        let profile = profile_from_proto(profile, &mut violations);
+        violations.verdict()?;
+        let user = self.users.update_profile(&user_id, set, &profile).await?;
+        Ok(Response::new(pb::UpdateProfileResponse {
+            user: Some(user_to_proto(user)),
+        }))
+    }
+
     async fn check_tombstone(
         &self,
         request: Request<CheckTombstoneRequest>,

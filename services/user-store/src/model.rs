@@ -44,6 +44,51 @@ pub struct Profile {
     pub app_metadata: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Which profile fields an update sets (the rest stay as they are).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProfileFields {
+    pub name: bool,
+    pub given_name: bool,
+    pub family_name: bool,
+    pub nickname: bool,
+    pub picture: bool,
+    pub user_metadata: bool,
+    pub app_metadata: bool,
+}
+
+impl ProfileFields {
+    /// The names an update may use, as in the API.
+    pub const NAMES: [&'static str; 7] = [
+        "name",
+        "given_name",
+        "family_name",
+        "nickname",
+        "picture",
+        "user_metadata",
+        "app_metadata",
+    ];
+
+    /// Mark `name` as set; `false` for a name that is not a profile field.
+    pub fn set(&mut self, name: &str) -> bool {
+        let field = match name {
+            "name" => &mut self.name,
+            "given_name" => &mut self.given_name,
+            "family_name" => &mut self.family_name,
+            "nickname" => &mut self.nickname,
+            "picture" => &mut self.picture,
+            "user_metadata" => &mut self.user_metadata,
+            "app_metadata" => &mut self.app_metadata,
+            _ => return false,
+        };
+        *field = true;
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// A user as the store returns it: never with the password hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {

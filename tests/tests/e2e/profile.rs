@@ -6,7 +6,176 @@ use crate::support::{logged_in_user, roles_of, strings};
 use trickle_proto::auth::v1::{GetUserRequest, ValidateTokenRequest, get_user_request::Lookup};
 use trickle_tests::{Backend, TestTrickle};
 
-on_both_backends!(legacy_roles_arrive_in_app_metadata_and_in_tokens);
+on_both_backends!(
+    legacy_roles_arrive_in_app_metadata_and_in_tokens,
+    users_update_their_profile_and_applications_their_app_metadata,
+);
+
+fn object(json: serde_json::Value) -> prost_types::Struct {
+    fn value(json: serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        prost_types::Value {
+            kind: Some(match json {
+                serde_json::Value::Null => Kind::NullValue(0),
+                serde_json::Value::Bool(b) => Kind::BoolValue(b),
+                serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+                serde_json::Value::String(s) => Kind::StringValue(s),
+                serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                    values: a.into_iter().map(value).collect(),
+                }),
+                serde_json::Value::Object(o) => Kind::StructValue(object(o.into())),
+            }),
+        }
+    }
+    let serde_json::Value::Object(map) = json else {
+        panic!("an object");
+    };
+    prost_types::Struct {
+        fields: map.into_iter().map(|(k, v)| (k, value(v))).collect(),
+    }
+}
+
+async fn users_update_their_profile_and_applications_their_app_metadata(backend: Backend) {
+    use crate::support::assert_status;
+    use tonic::Code;
+    use trickle_proto::auth::v1::{Profile, UpdateAppMetadataRequest, UpdateProfileRequest};
+    use trickle_service_kit::rpc::reason;
+    let trickle = TestTrickle::start_with(backend, |config| {
+        config
+            .tokens
+            .claims
+            .insert("plan".into(), "app_metadata.plan".into());
+    })
+    .await;
+    trickle
+        .legacy_user(8101, "ida@example.com", "idas-password")
+        .await;
+    let mut client = trickle.client().await;
+    let user = logged_in_user(&mut client, "ida@example.com", "idas-password").await;
+    let mask = |paths: &[&str]| {
+        Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        })
+    };
+
+    // Only the fields in the mask change; user_metadata is replaced whole.
+    let updated = client
+        .update_profile(UpdateProfileRequest {
+            user_id: user.user_id.clone(),
+            profile: Some(Profile {
+                name: "Ida Lovelace".into(),
+                nickname: "ignored: not in the mask".into(),
+                user_metadata: Some(object(
+                    serde_json::json!({"theme": "dark", "langs": ["en", "fr"]}),
+                )),
+                ..Profile::default()
+            }),
+            update_mask: mask(&["name", "user_metadata"]),
+        })
+        .await
+        .expect("update")
+        .into_inner()
+        .user
+        .expect("user");
+    let profile = updated.profile.clone().expect("profile");
+    assert_eq!(profile.name, "Ida Lovelace");
+    assert_eq!(
+        profile.nickname,
+        user.profile.clone().expect("profile").nickname
+    );
+    assert_eq!(
+        strings(
+            profile
+                .user_metadata
+                .as_ref()
+                .and_then(|m| m.fields.get("langs"))
+        ),
+        ["en", "fr"]
+    );
+    let seconds = |t: Option<prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos));
+    assert!(seconds(updated.updated_at) > seconds(user.updated_at));
+
+    // app_metadata is not a user's to change: its own RPC, privileged where callers have
+    // identities (tls.rs).
+    for (paths, why) in [
+        (vec!["app_metadata"], "app_metadata"),
+        (vec!["email"], "not a profile field"),
+        (vec![], "an empty mask"),
+    ] {
+        let status = client
+            .update_profile(UpdateProfileRequest {
+                user_id: user.user_id.clone(),
+                profile: None,
+                update_mask: mask(&paths),
+            })
+            .await
+            .expect_err(why);
+        assert_status(&status, Code::InvalidArgument, reason::INVALID_REQUEST);
+    }
+    let too_big = client
+        .update_profile(UpdateProfileRequest {
+            user_id: user.user_id.clone(),
+            profile: Some(Profile {
+                user_metadata: Some(object(serde_json::json!({"blob": "x".repeat(20_000)}))),
+                ..Profile::default()
+            }),
+            update_mask: mask(&["user_metadata"]),
+        })
+        .await
+        .expect_err("over 16 KiB");
+    assert_status(&too_big, Code::InvalidArgument, reason::INVALID_REQUEST);
+    let nobody = client
+        .update_profile(UpdateProfileRequest {
+            user_id: "0190f1e2-0000-7000-8000-000000000000".into(),
+            profile: None,
+            update_mask: mask(&["name"]),
+        })
+        .await
+        .expect_err("no such user");
+    assert_status(&nobody, Code::NotFound, reason::USER_NOT_FOUND);
+
+    let with_plan = client
+        .update_app_metadata(UpdateAppMetadataRequest {
+            user_id: user.user_id.clone(),
+            app_metadata: Some(object(serde_json::json!({"plan": "gold"}))),
+        })
+        .await
+        .expect("app metadata")
+        .into_inner()
+        .user
+        .expect("user");
+    let profile = with_plan.profile.expect("profile");
+    assert_eq!(profile.name, "Ida Lovelace", "the rest stays");
+    assert_eq!(
+        strings(
+            profile
+                .app_metadata
+                .as_ref()
+                .and_then(|m| m.fields.get("plan"))
+        ),
+        ["gold"]
+    );
+    // The next token carries it as a configured claim.
+    let token = client
+        .login(crate::support::login("ida@example.com", "idas-password"))
+        .await
+        .expect("login")
+        .into_inner()
+        .access_token;
+    let claims = client
+        .validate_token(ValidateTokenRequest {
+            access_token: token,
+        })
+        .await
+        .expect("validate")
+        .into_inner()
+        .claims
+        .expect("claims");
+    assert_eq!(
+        strings(claims.profile.as_ref().and_then(|p| p.fields.get("plan"))),
+        ["gold"]
+    );
+}
 
 async fn legacy_roles_arrive_in_app_metadata_and_in_tokens(backend: Backend) {
     let trickle = TestTrickle::start_with(backend, |config| {

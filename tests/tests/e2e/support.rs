@@ -102,7 +102,7 @@ pub(crate) async fn login_refused(
     }
 }
 
-/// The strings of a `Struct` field holding a list.
+/// The strings of a `Struct` field holding a list (or one string).
 pub(crate) fn strings(value: Option<&prost_types::Value>) -> Vec<String> {
     use prost_types::value::Kind;
     match value.and_then(|v| v.kind.as_ref()) {
@@ -114,6 +114,7 @@ pub(crate) fn strings(value: Option<&prost_types::Value>) -> Vec<String> {
                 _ => None,
             })
             .collect(),
+        Some(Kind::StringValue(s)) => vec![s.clone()],
         _ => Vec::new(),
     }
 }

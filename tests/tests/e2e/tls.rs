@@ -439,6 +439,8 @@ async fn privileged_public_rpcs_are_allowed_per_caller_identity() {
             .frontend
             .privileged_callers
             .create_password_reset_ticket = Some(vec!["support.trickle.test".into()]);
+        config.frontend.privileged_callers.app_metadata = Some(vec!["support.trickle.test".into()]);
+        config.frontend.privileged_callers.factors = Some(vec!["support.trickle.test".into()]);
     })
     .await;
     let addr = trickle.cluster.frontend.local_addr;
@@ -482,6 +484,27 @@ async fn privileged_public_rpcs_are_allowed_per_caller_identity() {
         .create_password_reset_ticket(reset())
         .await
         .expect("support may create reset tickets");
+    // What applications decide about a user, and a user's second factor, likewise.
+    let app_metadata = || trickle_proto::auth::v1::UpdateAppMetadataRequest {
+        user_id: user.user_id.clone(),
+        app_metadata: None,
+    };
+    assert_caller_refused(
+        as_app.update_app_metadata(app_metadata()).await,
+        "app: app_metadata",
+    );
+    as_support
+        .update_app_metadata(app_metadata())
+        .await
+        .expect("support may set app_metadata");
+    assert_caller_refused(
+        as_app
+            .remove_factor(trickle_proto::auth::v1::RemoveFactorRequest {
+                user_id: user.user_id.clone(),
+            })
+            .await,
+        "app: remove a factor",
+    );
 
     // By default (public TLS, no privileged_callers) nobody may create a reset ticket.
     let closed = TestTrickle::start_with(Backend::Sqlite, |config| {

@@ -1,7 +1,7 @@
 //! The `users` table, on PostgreSQL or SQLite. Every query is written once (`$n`
 //! placeholders work on both) and uniqueness is left to the database's constraints.
 
-use crate::model::{Profile, Source, ThrottleKey, User};
+use crate::model::{Profile, ProfileFields, Source, ThrottleKey, User};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use trickle_service_kit::db::Db;
@@ -121,6 +121,19 @@ const SET_EMAIL_VERIFIED: &str = concat!(
 const SET_ACCOUNT_STATE: &str = concat!(
     "UPDATE users SET blocked = COALESCE($2, blocked), \
        password_change_required = COALESCE($3, password_change_required), updated_at = $4 \
+     WHERE user_id = $1 RETURNING ",
+    user_columns!()
+);
+const UPDATE_PROFILE: &str = concat!(
+    "UPDATE users SET \
+       name = CASE WHEN $2 THEN $3 ELSE name END, \
+       given_name = CASE WHEN $4 THEN $5 ELSE given_name END, \
+       family_name = CASE WHEN $6 THEN $7 ELSE family_name END, \
+       nickname = CASE WHEN $8 THEN $9 ELSE nickname END, \
+       picture = CASE WHEN $10 THEN $11 ELSE picture END, \
+       user_metadata = CASE WHEN $12 THEN $13 ELSE user_metadata END, \
+       app_metadata = CASE WHEN $14 THEN $15 ELSE app_metadata END, \
+       updated_at = $16 \
      WHERE user_id = $1 RETURNING ",
     user_columns!()
 );
@@ -392,6 +405,39 @@ impl Repository {
                 .bind(user_id)
                 .bind(blocked)
                 .bind(password_change_required)
+                .bind(now)
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    /// Set the `fields` of `profile` on a user, in one statement (a concurrent update of
+    /// other fields is not lost). `None`: no such user.
+    pub(crate) async fn update_profile(
+        &self,
+        user_id: &str,
+        fields: ProfileFields,
+        profile: &Profile,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let now = self.clock.now();
+        let row: Option<UserRow> = with_db!(&self.db, pool => {
+            sqlx::query_as(UPDATE_PROFILE)
+                .bind(user_id)
+                .bind(fields.name)
+                .bind(profile.name.as_deref())
+                .bind(fields.given_name)
+                .bind(profile.given_name.as_deref())
+                .bind(fields.family_name)
+                .bind(profile.family_name.as_deref())
+                .bind(fields.nickname)
+                .bind(profile.nickname.as_deref())
+                .bind(fields.picture)
+                .bind(profile.picture.as_deref())
+                .bind(fields.user_metadata)
+                .bind(Json(&profile.user_metadata))
+                .bind(fields.app_metadata)
+                .bind(Json(&profile.app_metadata))
                 .bind(now)
                 .fetch_optional(pool)
                 .await

@@ -13,7 +13,7 @@ use std::time::Duration;
 use trickle_password::{BreachedPasswords, HashFormat, HashPool, Password, StoredHash};
 use trickle_service_kit::Email;
 
-pub use crate::model::{Profile, Source, User};
+pub use crate::model::{Profile, ProfileFields, Source, User};
 
 #[derive(Debug)]
 pub enum AuthenticateOutcome {
@@ -627,6 +627,20 @@ impl Users {
             "account state changed"
         );
         Ok(user)
+    }
+
+    /// Set the named profile fields of a user (validated by the caller like a sign-up's).
+    #[tracing::instrument(name = "user_store.update_profile", skip_all, fields(trickle.user.id = %user_id))]
+    pub async fn update_profile(
+        &self,
+        user_id: &str,
+        fields: ProfileFields,
+        profile: &Profile,
+    ) -> Result<User, StoreError> {
+        self.repository
+            .update_profile(user_id, fields, profile)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     pub async fn delete_user(&self, user_id: &str) -> Result<(), StoreError> {
