@@ -77,14 +77,64 @@ pub fn method_paths() -> std::collections::HashSet<String> {
     paths
 }
 
+/// `google.protobuf.Struct` ⇄ JSON objects, for the metadata every service carries.
+pub mod json {
+    use prost_types::{ListValue, Struct, Value, value::Kind};
+
+    pub type Object = serde_json::Map<String, serde_json::Value>;
+
+    pub fn to_struct(object: Object) -> Struct {
+        Struct {
+            fields: object.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+        }
+    }
+
+    pub fn to_value(value: serde_json::Value) -> Value {
+        let kind = match value {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            serde_json::Value::String(s) => Kind::StringValue(s),
+            serde_json::Value::Array(items) => Kind::ListValue(ListValue {
+                values: items.into_iter().map(to_value).collect(),
+            }),
+            serde_json::Value::Object(object) => Kind::StructValue(to_struct(object)),
+        };
+        Value { kind: Some(kind) }
+    }
+
+    pub fn from_struct(s: Struct) -> Object {
+        s.fields
+            .into_iter()
+            .map(|(k, v)| (k, from_value(v)))
+            .collect()
+    }
+
+    /// Numbers JSON cannot hold (NaN, infinities) become null.
+    pub fn from_value(value: Value) -> serde_json::Value {
+        match value.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+            Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+            Some(Kind::StructValue(s)) => serde_json::Value::Object(from_struct(s)),
+            Some(Kind::ListValue(l)) => {
+                serde_json::Value::Array(l.values.into_iter().map(from_value).collect())
+            }
+        }
+    }
+}
+
 impl legacy::v1::LegacyUser {
-    /// The profile a legacy user brings into the store, their roles as
-    /// `app_metadata.roles`. One conversion for the three places that need it (migration on
+    /// The profile a legacy user brings into the store: their mapped metadata, and their
+    /// roles as `app_metadata.roles` (over a mapped `roles` key). One conversion for the three places that need it (migration on
     /// login and on reset, backfill, and the read-only view of a user not migrated yet).
     pub fn profile(&self) -> auth::v1::Profile {
         use prost_types::{ListValue, Struct, Value, value::Kind};
-        let app_metadata = (!self.roles.is_empty()).then(|| Struct {
-            fields: [(
+        let mut app_metadata = self.app_metadata.clone().unwrap_or_default();
+        if !self.roles.is_empty() {
+            app_metadata.fields.insert(
                 "roles".to_owned(),
                 Value {
                     kind: Some(Kind::ListValue(ListValue {
@@ -97,18 +147,17 @@ impl legacy::v1::LegacyUser {
                             .collect(),
                     })),
                 },
-            )]
-            .into_iter()
-            .collect(),
-        });
+            );
+        }
+        let present = |s: Struct| (!s.fields.is_empty()).then_some(s);
         auth::v1::Profile {
             name: self.name.clone(),
             given_name: self.given_name.clone(),
             family_name: self.family_name.clone(),
             nickname: self.nickname.clone(),
             picture: self.picture.clone(),
-            user_metadata: None,
-            app_metadata,
+            user_metadata: self.user_metadata.clone().and_then(present),
+            app_metadata: present(app_metadata),
         }
     }
 }

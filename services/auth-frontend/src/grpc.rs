@@ -21,6 +21,7 @@ use trickle_proto::auth::v1::{
     VerifyEmailResponse, VerifyMfaRequest, auth_service_server::AuthService,
     get_user_request::Lookup,
 };
+use trickle_proto::json::to_struct as struct_of;
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
 
@@ -514,25 +515,4 @@ fn client_id<T>(request: &Request<T>) -> String {
             format!("sha256:{hex}")
         })
         .unwrap_or_default()
-}
-
-/// JSON claims as a protobuf `Struct`.
-fn struct_of(object: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
-    fn value_of(value: serde_json::Value) -> prost_types::Value {
-        use prost_types::value::Kind;
-        let kind = match value {
-            serde_json::Value::Null => Kind::NullValue(0),
-            serde_json::Value::Bool(b) => Kind::BoolValue(b),
-            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-            serde_json::Value::String(s) => Kind::StringValue(s),
-            serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-                values: items.into_iter().map(value_of).collect(),
-            }),
-            serde_json::Value::Object(object) => Kind::StructValue(struct_of(object)),
-        };
-        prost_types::Value { kind: Some(kind) }
-    }
-    prost_types::Struct {
-        fields: object.into_iter().map(|(k, v)| (k, value_of(v))).collect(),
-    }
 }

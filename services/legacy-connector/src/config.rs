@@ -95,6 +95,11 @@ pub struct LegacyConfig {
     /// secrets (`totp_secret_encoding = "laravel"`; the `laravel` preset reads them when it
     /// is set). A secret: pass it as `TRICKLE_LEGACY__LARAVEL_APP_KEY` from a Secret.
     pub laravel_app_key: ConfiguredHash,
+    /// Other columns of `find_user` / `list_users` to carry into the store's metadata:
+    /// column → `user_metadata.KEY` or `app_metadata.KEY` (the value as the column types it),
+    /// or `user_metadata` / `app_metadata` for a JSON column holding an object, merged in.
+    /// E.g. `plan = "app_metadata.plan"`, `preferences = "user_metadata"`.
+    pub metadata: std::collections::BTreeMap<String, String>,
     /// For `hash_format = "salted_digest"`: how the legacy app built its digests.
     pub salted_digest: Option<DigestTemplate>,
     /// `auto` (detect each hash's format from its prefix) or a named format: `bcrypt`,
@@ -153,6 +158,7 @@ impl Default for LegacyConfig {
             count_users: String::new(),
             salted_digest: None,
             totp_secret_encoding: TotpEncoding::Base32,
+            metadata: std::collections::BTreeMap::new(),
             laravel_app_key: ConfiguredHash::default(),
             list_users: String::new(),
             list_users_cursor: CursorKind::Integer,

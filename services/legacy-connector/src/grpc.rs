@@ -191,6 +191,8 @@ fn user_to_proto(user: LegacyUser) -> pb::LegacyUser {
         blocked,
         roles,
         totp,
+        user_metadata,
+        app_metadata,
     } = user;
     pb::LegacyUser {
         legacy_id,
@@ -209,5 +211,9 @@ fn user_to_proto(user: LegacyUser) -> pb::LegacyUser {
             digits: totp.params.digits,
             period_seconds: totp.params.period_seconds,
         }),
+        user_metadata: (!user_metadata.is_empty())
+            .then(|| trickle_proto::json::to_struct(user_metadata)),
+        app_metadata: (!app_metadata.is_empty())
+            .then(|| trickle_proto::json::to_struct(app_metadata)),
     }
 }

@@ -67,6 +67,11 @@ struct Profile {
     totp_algorithm: Option<String>,
     totp_digits: Option<u32>,
     totp_period: Option<u32>,
+    /// Free-form data, as in Auth0's profiles.
+    #[serde(default)]
+    user_metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    app_metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A secret in the web service's answer: `Debug` says only whether it is set.
@@ -237,7 +242,7 @@ impl HttpBackend {
                 ));
             }
         };
-        Ok(Some(LegacyUser {
+        let mut user = LegacyUser {
             legacy_id,
             totp,
             email: profile.email,
@@ -249,7 +254,11 @@ impl HttpBackend {
             picture: profile.picture,
             blocked: profile.blocked,
             roles: profile.roles,
-        }))
+            user_metadata: profile.user_metadata,
+            app_metadata: profile.app_metadata,
+        };
+        user.cap_metadata();
+        Ok(Some(user))
     }
 
     #[tracing::instrument(name = "legacy.login", skip_all)]

@@ -72,22 +72,9 @@ pub fn decrypt(key: &AppKey, encrypted: &str) -> Result<Zeroizing<String>, Strin
         .map_err(|_| "the value does not decrypt".to_owned())?;
     let plain =
         Zeroizing::new(String::from_utf8(plain).map_err(|_| "the value is not text".to_owned())?);
-    Ok(Zeroizing::new(unserialize_string(&plain)?.to_owned()))
-}
-
-/// PHP's `serialize` of a string is `s:LEN:"…";`; anything else is taken as it is (values
-/// encrypted with `serialize = false`).
-fn unserialize_string(text: &str) -> Result<&str, String> {
-    let Some(rest) = text.strip_prefix("s:") else {
-        return Ok(text);
-    };
-    let (len, rest) = rest
-        .split_once(":\"")
-        .ok_or("a PHP-serialized value that is not a string")?;
-    let len: usize = len.parse().map_err(|_| "a bad PHP string length")?;
-    rest.get(..len)
-        .filter(|_| rest.get(len..) == Some("\";"))
-        .ok_or_else(|| "a bad PHP-serialized string".to_owned())
+    Ok(Zeroizing::new(
+        crate::php::unserialize_string(&plain)?.to_owned(),
+    ))
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
@@ -133,8 +120,6 @@ mod tests {
         );
         assert!(decrypt(&key, "not base64!").is_err());
         assert!(AppKey::parse("base64:c2hvcnQ=").is_err());
-        assert_eq!(unserialize_string("s:3:\"abc\";"), Ok("abc"));
-        assert!(unserialize_string("s:4:\"abc\";").is_err());
         assert_eq!(format!("{key:?}"), "AppKey(<redacted>)");
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 mod grpc;
 pub mod http;
 pub mod laravel;
+mod php;
 pub mod presets;
 pub mod sql;
 pub mod startup;

@@ -244,9 +244,14 @@ pub fn resolve(config: &LegacyConfig) -> Result<LegacyConfig, LegacyError> {
             q("RoleId"),
             q("UserId")
         )),
-        // WordPress keeps capabilities PHP-serialized in usermeta; Laravel and Membership
-        // apps have no standard role tables.
-        Preset::Wordpress | Preset::Laravel | Preset::AspnetMembership => None,
+        // WordPress keeps a user's roles as a PHP-serialized array in the
+        // `{prefix}capabilities` user meta (the connector reads its true keys).
+        Preset::Wordpress => Some(format!(
+            "SELECT meta_value AS role FROM {} WHERE user_id = {p1} AND meta_key = '{prefix}capabilities'",
+            table("usermeta")
+        )),
+        // Laravel and Membership apps have no standard role tables.
+        Preset::Laravel | Preset::AspnetMembership => None,
     };
     if let Some(find_roles) = find_roles {
         set(&mut resolved.find_roles, find_roles);

@@ -10,10 +10,10 @@ use crate::users::{
     self, AttemptOutcome, AttemptSource, AuthenticateOutcome, ChangePasswordOutcome, ClientId,
     Import, ImportOutcome, Profile, RedeemResetOutcome, RefusalRemainder, Source, User, Users,
 };
-use prost_types::value::Kind;
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::auth::v1 as auth;
+use trickle_proto::json::{from_struct as struct_to_json, to_struct as json_to_struct};
 use trickle_proto::userstore::v1 as pb;
 use trickle_proto::userstore::v1::{
     AuthenticateRequest, AuthenticateResponse, BackfillUser, BackfillUsersRequest,
@@ -736,48 +736,4 @@ fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
     }
-}
-
-fn struct_to_json(s: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
-    s.fields
-        .into_iter()
-        .map(|(k, v)| (k, value_to_json(v)))
-        .collect()
-}
-
-fn value_to_json(v: prost_types::Value) -> serde_json::Value {
-    match v.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)
-            .map_or(serde_json::Value::Null, serde_json::Value::Number),
-        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
-        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
-        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s)),
-        Some(Kind::ListValue(l)) => {
-            serde_json::Value::Array(l.values.into_iter().map(value_to_json).collect())
-        }
-    }
-}
-
-fn json_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: map
-            .into_iter()
-            .map(|(k, v)| (k, json_to_value(v)))
-            .collect(),
-    }
-}
-
-fn json_to_value(v: serde_json::Value) -> prost_types::Value {
-    let kind = match v {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.into_iter().map(json_to_value).collect(),
-        }),
-        serde_json::Value::Object(o) => Kind::StructValue(json_to_struct(o)),
-    };
-    prost_types::Value { kind: Some(kind) }
 }

@@ -318,6 +318,12 @@ async fn wordpress_on_mariadb() {
         ));
         users.push((email, v.password.clone()));
     }
+    // Roles as WordPress keeps them: a PHP-serialized array of flags in wp_capabilities.
+    inserts.push(
+        "INSERT INTO wp_usermeta (user_id, meta_key, meta_value) SELECT ID, 'wp_capabilities', \
+         'a:2:{s:13:\"administrator\";b:1;s:6:\"editor\";b:0;}' FROM wp_users WHERE user_login = 'wpuser0'"
+            .into(),
+    );
     // The Two Factor plugin's user meta: a TOTP key, used while TOTP is an enabled provider
     // (a PHP-serialized array, as the plugin writes it).
     let mut factor_users = Vec::new();
@@ -361,7 +367,7 @@ async fn wordpress_on_mariadb() {
         ddl: include_str!("../../fixtures/legacy-apps/wordpress.mysql.sql"),
         users,
         disabled: Vec::new(),
-        first_user_roles: Vec::new(),
+        first_user_roles: vec!["administrator"],
         factor_users,
         laravel_app_key: None,
         inserts,

@@ -9,7 +9,104 @@ use trickle_tests::{Backend, TestTrickle};
 on_both_backends!(
     legacy_roles_arrive_in_app_metadata_and_in_tokens,
     users_update_their_profile_and_applications_their_app_metadata,
+    mapped_legacy_columns_arrive_in_metadata,
 );
+
+/// `[legacy.metadata]`: a text and an integer column into app_metadata keys, a JSON column
+/// merged into user_metadata; by first login and by backfill alike. A JSON column that holds
+/// no object is left out, and the user migrates anyway.
+async fn mapped_legacy_columns_arrive_in_metadata(backend: Backend) {
+    let trickle = TestTrickle::start_with(backend, |config| {
+        // `?` placeholders: the legacy database is MariaDB or SQLite in these scenarios.
+        let columns = "SELECT u.id, u.email, u.password_hash, p.plan, p.score, p.prefs \
+                       FROM users u LEFT JOIN profiles p ON p.user_id = u.id";
+        config.legacy.find_user = format!("{columns} WHERE lower(u.email) = ?");
+        config.legacy.list_users = format!("{columns} WHERE u.id > ? ORDER BY u.id LIMIT ?");
+        for (column, target) in [
+            ("plan", "app_metadata.plan"),
+            ("score", "app_metadata.score"),
+            ("prefs", "user_metadata"),
+        ] {
+            config.legacy.metadata.insert(column.into(), target.into());
+        }
+    })
+    .await;
+    trickle
+        .legacy
+        .execute(
+            "CREATE TABLE profiles (user_id INTEGER NOT NULL, plan VARCHAR(32), score INTEGER, prefs TEXT)"
+                .into(),
+        )
+        .await;
+    for (id, email, prefs) in [
+        (
+            8201,
+            "ann@example.com",
+            r#"{"theme": "dark", "lang": "fr"}"#,
+        ),
+        (8202, "ben@example.com", "not json"),
+        (8203, "cat@example.com", r#"{"theme": "light"}"#),
+    ] {
+        trickle.legacy_user(id, email, "a-long-password").await;
+        trickle
+            .legacy
+            .execute(format!(
+                "INSERT INTO profiles (user_id, plan, score, prefs) VALUES ({id}, 'gold', {}, '{prefs}')",
+                id - 8200
+            ))
+            .await;
+    }
+    let mut client = trickle.client().await;
+    let metadata = |user: &trickle_proto::auth::v1::User| {
+        let profile = user.profile.clone().expect("profile");
+        (
+            trickle_proto::json::from_struct(profile.app_metadata.unwrap_or_default()),
+            trickle_proto::json::from_struct(profile.user_metadata.unwrap_or_default()),
+        )
+    };
+    let ann = logged_in_user(&mut client, "ann@example.com", "a-long-password").await;
+    assert_eq!(
+        metadata(&ann),
+        (
+            serde_json::json!({"plan": "gold", "score": 1.0})
+                .as_object()
+                .cloned()
+                .expect("object"),
+            serde_json::json!({"theme": "dark", "lang": "fr"})
+                .as_object()
+                .cloned()
+                .expect("object"),
+        )
+    );
+    let ben = logged_in_user(&mut client, "ben@example.com", "a-long-password").await;
+    assert_eq!(
+        metadata(&ben).1,
+        serde_json::Map::new(),
+        "no JSON object: left out, the user still migrates"
+    );
+    crate::backfill::run_to_end(&trickle).await;
+    let cat = client
+        .get_user(GetUserRequest {
+            lookup: Some(Lookup::Email("cat@example.com".into())),
+        })
+        .await
+        .expect("backfilled")
+        .into_inner();
+    assert!(cat.migrated);
+    assert_eq!(
+        metadata(&cat.user.expect("user")),
+        (
+            serde_json::json!({"plan": "gold", "score": 3.0})
+                .as_object()
+                .cloned()
+                .expect("object"),
+            serde_json::json!({"theme": "light"})
+                .as_object()
+                .cloned()
+                .expect("object"),
+        )
+    );
+}
 
 fn object(json: serde_json::Value) -> prost_types::Struct {
     fn value(json: serde_json::Value) -> prost_types::Value {

@@ -35,6 +35,93 @@ pub struct LegacyUser {
     pub roles: Vec<String>,
     /// The user's TOTP second factor in the legacy app.
     pub totp: Option<Totp>,
+    /// Columns mapped by `[legacy.metadata]`.
+    pub user_metadata: serde_json::Map<String, serde_json::Value>,
+    pub app_metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl LegacyUser {
+    /// Metadata over what the store accepts is left out, with a warning: the user still
+    /// migrates, without it.
+    pub fn cap_metadata(&mut self) {
+        for (name, object) in [
+            ("user_metadata", &mut self.user_metadata),
+            ("app_metadata", &mut self.app_metadata),
+        ] {
+            let size = serde_json::to_vec(&*object).map_or(usize::MAX, |v| v.len());
+            if size > MAX_METADATA_BYTES {
+                tracing::warn!(
+                    trickle.legacy.id = %self.legacy_id,
+                    bytes = size,
+                    "the legacy {name} is over {MAX_METADATA_BYTES} bytes; left out"
+                );
+                object.clear();
+            }
+        }
+    }
+}
+
+/// Where `[legacy.metadata]` puts one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataColumn {
+    pub column: String,
+    /// `true`: app_metadata; `false`: user_metadata.
+    pub app: bool,
+    /// `None`: the column holds a JSON object, merged in.
+    pub key: Option<String>,
+}
+
+/// The most metadata one legacy user may bring (JSON), as the store accepts it.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+impl MetadataColumn {
+    /// `[legacy.metadata]`, checked: column names are identifiers, targets are
+    /// `user_metadata[.KEY]` or `app_metadata[.KEY]`.
+    pub fn parse_all(
+        config: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<Self>, LegacyError> {
+        config
+            .iter()
+            .map(|(column, target)| {
+                let identifier = !column.is_empty()
+                    && column.len() <= 64
+                    && column.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !identifier {
+                    return Err(LegacyError::Config(format!(
+                        "[legacy.metadata] {column:?}: a column name (letters, digits, '_')"
+                    )));
+                }
+                let (object, key) = match target.split_once('.') {
+                    Some((object, key)) => (object, Some(key)),
+                    None => (target.as_str(), None),
+                };
+                let app = match object {
+                    "app_metadata" => true,
+                    "user_metadata" => false,
+                    _ => {
+                        return Err(LegacyError::Config(format!(
+                            "[legacy.metadata] {column}: {target:?} is not user_metadata[.KEY] or app_metadata[.KEY]"
+                        )));
+                    }
+                };
+                if key.is_some_and(|k| k.is_empty() || k.len() > 128) {
+                    return Err(LegacyError::Config(format!(
+                        "[legacy.metadata] {column}: the key after {object}. must be 1 to 128 bytes"
+                    )));
+                }
+                if app && key == Some("roles") {
+                    return Err(LegacyError::Config(format!(
+                        "[legacy.metadata] {column}: app_metadata.roles is find_roles'"
+                    )));
+                }
+                Ok(Self {
+                    column: column.clone(),
+                    app,
+                    key: key.map(str::to_owned),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Roles one legacy user may bring (more are cut, with a warning).
@@ -254,6 +341,7 @@ pub struct SqlBackend {
     hash_limits: trickle_password::HashLimits,
     salted_digest: Option<DigestTemplate>,
     totp_encoding: crate::config::TotpEncoding,
+    metadata: Arc<[MetadataColumn]>,
     /// For `totp_secret_encoding = "laravel"`.
     laravel_app_key: Option<crate::laravel::AppKey>,
     query_timeout: Duration,
@@ -295,6 +383,7 @@ impl SqlBackend {
             hash_limits: config.hash_limits,
             salted_digest: config.salted_digest.clone(),
             totp_encoding: config.totp_secret_encoding,
+            metadata: MetadataColumn::parse_all(&config.metadata)?.into(),
             laravel_app_key: match config.totp_secret_encoding {
                 crate::config::TotpEncoding::Laravel => Some(
                     crate::laravel::AppKey::parse(&config.laravel_app_key.0).map_err(|e| {
@@ -535,6 +624,8 @@ impl SqlBackend {
             .await?;
         let mut roles: Vec<String> = found
             .into_iter()
+            // A PHP-serialized array of flags (WordPress' capabilities): its true keys.
+            .flat_map(|role| crate::php::true_keys_of_array(&role).unwrap_or_else(|| vec![role]))
             .map(|role| role.trim().to_owned())
             .filter(|role| !role.is_empty())
             .filter(|role| {
@@ -716,7 +807,10 @@ impl SqlBackend {
             blocked: row.optional_flag("blocked")?,
             roles: Vec::new(),
             totp: None,
+            user_metadata: serde_json::Map::new(),
+            app_metadata: serde_json::Map::new(),
         };
+        let user = self.with_metadata(row, user)?;
         // A second factor that cannot be read must not let the user in on the password
         // alone: the record is unusable, and says why (logged once per user).
         let (user, hash) = match self.totp(row) {
@@ -724,6 +818,48 @@ impl SqlBackend {
             Err(why) => (user, Err(why)),
         };
         Ok((user, hash))
+    }
+
+    /// The `[legacy.metadata]` columns of a row. A JSON column that holds no object, or
+    /// metadata over what the store accepts, is left out with a warning: the user still
+    /// migrates, without it.
+    fn with_metadata(
+        &self,
+        row: &impl LegacyRow,
+        mut user: LegacyUser,
+    ) -> Result<LegacyUser, LegacyError> {
+        for mapping in self.metadata.iter() {
+            let Some(value) = row.json_value(&mapping.column)? else {
+                continue;
+            };
+            let target = if mapping.app {
+                &mut user.app_metadata
+            } else {
+                &mut user.user_metadata
+            };
+            match (&mapping.key, value) {
+                (Some(key), value) => {
+                    target.insert(key.clone(), value);
+                }
+                (None, serde_json::Value::String(text)) => {
+                    match serde_json::from_str::<serde_json::Value>(&text) {
+                        Ok(serde_json::Value::Object(object)) => target.extend(object),
+                        _ => tracing::warn!(
+                            trickle.legacy.id = %user.legacy_id,
+                            column = %mapping.column,
+                            "[legacy.metadata]: the column holds no JSON object; left out"
+                        ),
+                    }
+                }
+                (None, _) => tracing::warn!(
+                    trickle.legacy.id = %user.legacy_id,
+                    column = %mapping.column,
+                    "[legacy.metadata]: the column holds no JSON object; left out"
+                ),
+            }
+        }
+        user.cap_metadata();
+        Ok(user)
     }
 
     /// The optional `totp_secret` column (and its parameters), decoded.

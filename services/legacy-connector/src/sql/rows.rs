@@ -70,6 +70,11 @@ pub(super) trait LegacyRow {
         }
     }
 
+    /// A column as a JSON value, typed as the database types it (integers as numbers,
+    /// booleans, text); NULL: `None`. A column the query does not return is a
+    /// configuration error.
+    fn json_value(&self, column: &str) -> Result<Option<serde_json::Value>, LegacyError>;
+
     fn optional_flag(&self, column: &str) -> Result<bool, LegacyError> {
         if !self.has_column(column) {
             return Ok(false);
@@ -115,6 +120,25 @@ macro_rules! impl_legacy_row {
                     return Ok(v);
                 }
                 self.text(column)
+            }
+
+            fn json_value(&self, column: &str) -> Result<Option<serde_json::Value>, LegacyError> {
+                if !self.has_column(column) {
+                    return Err(missing_column(column));
+                }
+                if let Ok(v) = self.try_get::<Option<i64>, _>(column) {
+                    return Ok(v.map(serde_json::Value::from));
+                }
+                if let Ok(v) = self.try_get::<Option<i32>, _>(column) {
+                    return Ok(v.map(serde_json::Value::from));
+                }
+                if let Ok(v) = self.try_get::<Option<bool>, _>(column) {
+                    return Ok(v.map(serde_json::Value::from));
+                }
+                if let Ok(v) = self.try_get::<Option<f64>, _>(column) {
+                    return Ok(v.map(serde_json::Value::from));
+                }
+                Ok(self.text(column)?.map(serde_json::Value::from))
             }
 
             fn flag(&self, column: &str) -> Result<bool, LegacyError> {
