@@ -193,5 +193,36 @@ mod tests {
             ..Default::default()
         };
         assert!(!format!("{import:?}").contains("secret"));
+        // Second factors: the challenge, the code, secrets (raw and in the URI), recovery
+        // codes, and a legacy factor inside an import.
+        let verify = crate::auth::v1::VerifyMfaRequest {
+            mfa_challenge: "challenge-secret".into(),
+            code: "123456".into(),
+        };
+        let printed = format!("{verify:?}");
+        assert!(
+            !printed.contains("secret") && !printed.contains("123456"),
+            "{printed}"
+        );
+        let enrolled = crate::auth::v1::EnrollTotpResponse {
+            secret: "JBSWY3DPSECRET".into(),
+            otpauth_uri: "otpauth://totp/x?secret=JBSWY3DPSECRET".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{enrolled:?}").contains("SECRET"));
+        let confirmed = crate::auth::v1::ConfirmTotpResponse {
+            recovery_codes: vec!["abcd-efgh-secret".into()],
+            ..Default::default()
+        };
+        assert!(!format!("{confirmed:?}").contains("secret"));
+        let import = crate::userstore::v1::ImportUserRequest {
+            totp: Some(crate::legacy::v1::LegacyTotp {
+                secret: b"legacy-secret".to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let printed = format!("{import:?}");
+        assert!(!printed.contains("108, 101, 103"), "{printed}");
     }
 }

@@ -10,7 +10,8 @@ pub mod error;
 mod grpc;
 pub mod http;
 pub mod laravel;
-mod php;
+#[doc(hidden)]
+pub mod php;
 pub mod presets;
 pub mod sql;
 pub mod startup;

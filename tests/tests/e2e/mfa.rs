@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use trickle_password::totp::{Totp, TotpParams, TotpSecret};
 use trickle_proto::auth::v1::auth_service_client::AuthServiceClient;
 use trickle_proto::auth::v1::{
-    ConfirmTotpRequest, EnrollTotpRequest, LoginResponse, RemoveFactorRequest, SignUpRequest,
+    ConfirmTotpRequest, EnrollTotpRequest, LoginResponse, RemoveFactorRequest, SignUpRequest, User,
     ValidateTokenRequest, VerifyMfaRequest,
 };
 use trickle_service_kit::rpc::reason;
@@ -309,6 +309,21 @@ async fn a_user_with_a_second_factor_needs_a_code_after_the_password(backend: Ba
     assert_status(&none, Code::FailedPrecondition, reason::FACTOR_NOT_FOUND);
 }
 
+/// A user who signed up with `email` and `password`.
+async fn signed_up(client: &mut Client, email: &str, password: &str) -> User {
+    client
+        .sign_up(SignUpRequest {
+            email: email.into(),
+            password: password.into(),
+            profile: None,
+        })
+        .await
+        .expect("sign up")
+        .into_inner()
+        .user
+        .expect("user")
+}
+
 /// Log in expecting a token at once: the token.
 pub(crate) async fn logged_in(client: &mut Client, email: &str, password: &str) -> String {
     let answer = client
@@ -328,17 +343,7 @@ async fn wrong_codes_spend_the_challenge_and_count_toward_the_throttle(backend: 
     })
     .await;
     let mut client = trickle.client().await;
-    let user = client
-        .sign_up(SignUpRequest {
-            email: "bob@example.com".into(),
-            password: "bobs long password".into(),
-            profile: None,
-        })
-        .await
-        .expect("sign up")
-        .into_inner()
-        .user
-        .expect("user");
+    let user = signed_up(&mut client, "bob@example.com", "bobs long password").await;
     let (factor, _, _) = enroll(&trickle, &mut client, &user.user_id).await;
     trickle.clock.advance(Duration::from_secs(30));
 
@@ -403,17 +408,7 @@ async fn second_factor_requests_are_validated(backend: Backend) {
         .expect_err("no such user");
     assert_status(&nobody, Code::NotFound, reason::USER_NOT_FOUND);
     let confirm_nothing = {
-        let user = client
-            .sign_up(SignUpRequest {
-                email: "carol@example.com".into(),
-                password: "carols long password".into(),
-                profile: None,
-            })
-            .await
-            .expect("sign up")
-            .into_inner()
-            .user
-            .expect("user");
+        let user = signed_up(&mut client, "carol@example.com", "carols long password").await;
         client
             .confirm_totp(ConfirmTotpRequest {
                 user_id: user.user_id,
@@ -434,17 +429,7 @@ async fn second_factor_requests_are_validated(backend: Backend) {
     })
     .await;
     let mut client = keyless.client().await;
-    let user = client
-        .sign_up(SignUpRequest {
-            email: "dave@example.com".into(),
-            password: "daves long password".into(),
-            profile: None,
-        })
-        .await
-        .expect("sign up")
-        .into_inner()
-        .user
-        .expect("user");
+    let user = signed_up(&mut client, "dave@example.com", "daves long password").await;
     let status = client
         .enroll_totp(EnrollTotpRequest {
             user_id: user.user_id,

@@ -528,10 +528,46 @@ pub(crate) use factors::{
 pub(crate) use backfill::BackfillRow;
 pub(crate) use tickets::TicketRow;
 
+/// A migrated SQLite store in `dir`, for unit tests.
+#[cfg(test)]
+pub(crate) async fn test_repository(dir: &std::path::Path, clock: Clock) -> Repository {
+    let url = format!("sqlite://{}", dir.join("store.db").display());
+    let db = Db::connect("user-store", &url, 2).await.expect("sqlite");
+    db.migrate(
+        &crate::startup::migrator_postgres(),
+        &crate::startup::migrator_sqlite(),
+    )
+    .await
+    .expect("migrate");
+    Repository::new(db, clock)
+}
+
+/// A user who signed up with `email`, their hash `password_hash`, for unit tests.
+#[cfg(test)]
+pub(crate) async fn test_user(repository: &Repository, email: &str, password_hash: &str) -> User {
+    let email = Email::parse(email).expect("email");
+    let InsertOutcome::Inserted(user) = repository
+        .insert(&NewUser {
+            email: &email,
+            email_verified: false,
+            legacy_id: None,
+            password_hash,
+            profile: &Profile::default(),
+            source: Source::Signup,
+            blocked: false,
+            password_change_required: false,
+        })
+        .await
+        .expect("insert")
+    else {
+        panic!("a fresh database has no conflict");
+    };
+    user
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Profile, Source};
 
     /// ChangePassword's compare-and-swap with the interleaving that matters, step by step
     /// (no timing involved): the change verified the old password against hash A; a reset
@@ -539,33 +575,9 @@ mod tests {
     /// reset wins and the change is told to retry.
     #[tokio::test]
     async fn a_password_change_never_overwrites_a_concurrent_reset() {
-        let path = std::env::temp_dir().join(format!("trickle-cas-{}.db", uuid::Uuid::now_v7()));
-        let url = format!("sqlite://{}", path.display());
-        let db = Db::connect("user-store", &url, 2).await.expect("sqlite");
-        db.migrate(
-            &crate::startup::migrator_postgres(),
-            &crate::startup::migrator_sqlite(),
-        )
-        .await
-        .expect("migrate");
-        let repository = Repository::new(db, Clock::system());
-        let email = Email::parse("cas@example.com").expect("email");
-        let InsertOutcome::Inserted(user) = repository
-            .insert(&NewUser {
-                email: &email,
-                email_verified: false,
-                legacy_id: None,
-                password_hash: "hash-A",
-                profile: &Profile::default(),
-                source: Source::Signup,
-                blocked: false,
-                password_change_required: false,
-            })
-            .await
-            .expect("insert")
-        else {
-            panic!("a fresh database has no conflict");
-        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repository = test_repository(dir.path(), Clock::system()).await;
+        let user = test_user(&repository, "cas@example.com", "hash-A").await;
         // The reset lands between the change's check and its write.
         assert!(
             repository
@@ -585,6 +597,5 @@ mod tests {
             .expect("read")
             .expect("user");
         assert_eq!(stored, "hash-B");
-        let _ = std::fs::remove_file(&path);
     }
 }

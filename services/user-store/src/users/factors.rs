@@ -529,3 +529,125 @@ impl Users {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::throttle::LoginThrottle;
+    use trickle_service_kit::Clock;
+
+    async fn users_with_keys(
+        repository: &Repository,
+        dir: &std::path::Path,
+        current: &str,
+    ) -> Users {
+        let throttle = Throttle {
+            failures: 10,
+            window: Duration::from_secs(900),
+            lockout: Duration::from_secs(900),
+        };
+        let hasher = HashPool::new(
+            "test",
+            trickle_password::Argon2Config {
+                memory_kib: 1024,
+                iterations: 1,
+                parallelism: 1,
+            },
+            1,
+            4,
+        )
+        .expect("pool");
+        let keys = FactorKeys::load("", &dir.display().to_string(), current)
+            .expect("keys")
+            .expect("set");
+        Users::new(
+            repository.clone(),
+            hasher,
+            TicketLifetimes {
+                password_reset: Duration::from_secs(60),
+                email_verification: Duration::from_secs(60),
+            },
+            LoginThrottle::new(repository.clone(), throttle, 100, throttle),
+        )
+        .with_factors(FactorSettings {
+            keys: Some(keys),
+            ..FactorSettings::default()
+        })
+    }
+
+    /// Key rotation as the README promises it: a factor sealed with a key that is no longer
+    /// current still works, and its next good code reseals it with the current key, so the
+    /// old key can be retired.
+    #[tokio::test]
+    async fn a_factor_sealed_with_an_old_key_is_resealed_by_its_next_code() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Clock::system();
+        let repository = crate::repository::test_repository(dir.path(), clock.clone()).await;
+        let user = crate::repository::test_user(&repository, "rotate@example.com", "unused").await;
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).expect("keys dir");
+        std::fs::write(
+            keys.join("2025"),
+            crate::factors::generate_key().expect("rng"),
+        )
+        .expect("key");
+        let before = users_with_keys(&repository, &keys, "2025").await;
+        let enrollment = before.enroll_totp(&user.user_id).await.expect("enroll");
+        let factor = Totp::new(enrollment.secret, enrollment.params).expect("factor");
+        let now = || u64::try_from(clock.unix_seconds()).expect("after 1970");
+        before
+            .confirm_totp(&user.user_id, &factor.code_at(now()))
+            .await
+            .expect("confirm");
+        let key_of = || async {
+            repository
+                .factor(&user.user_id)
+                .await
+                .expect("read")
+                .expect("factor")
+                .key_id
+        };
+        assert_eq!(key_of().await, "2025");
+
+        // A new key becomes current; the old one stays to open what it sealed.
+        std::fs::write(
+            keys.join("2026"),
+            crate::factors::generate_key().expect("rng"),
+        )
+        .expect("key");
+        let after = users_with_keys(&repository, &keys, "2026").await;
+        let user = repository
+            .find_by_id(&user.user_id)
+            .await
+            .expect("read")
+            .expect("user");
+        let challenge = after.begin_challenge(&user, None).await.expect("challenge");
+        clock.advance(Duration::from_secs(30));
+        let outcome = after
+            .verify_mfa(challenge.expose(), &factor.code_at(now()), None)
+            .await
+            .expect("verify");
+        assert!(
+            matches!(outcome, MfaOutcome::Verified { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(key_of().await, "2026", "resealed with the current key");
+
+        // With the old key gone, the factor still opens.
+        std::fs::remove_file(keys.join("2025")).expect("retire");
+        let retired = users_with_keys(&repository, &keys, "2026").await;
+        let challenge = retired
+            .begin_challenge(&user, None)
+            .await
+            .expect("challenge");
+        clock.advance(Duration::from_secs(30));
+        let outcome = retired
+            .verify_mfa(challenge.expose(), &factor.code_at(now()), None)
+            .await
+            .expect("verify");
+        assert!(
+            matches!(outcome, MfaOutcome::Verified { .. }),
+            "{outcome:?}"
+        );
+    }
+}
