@@ -223,9 +223,13 @@ impl Totp {
         let now = self.step_at(unix_seconds);
         let period = u64::from(self.params.period_seconds);
         // Newest first: with two matching steps (never in practice), the later one is used up.
-        (now.saturating_sub(SKEW_STEPS)..=now + SKEW_STEPS)
+        // Checked: a time near the end of u64 (a corrupt clock, a fuzzer) must not overflow.
+        (now.saturating_sub(SKEW_STEPS)..=now.saturating_add(SKEW_STEPS))
             .rev()
-            .find(|step| totp.check(code, step * period).is_some())
+            .find(|step| {
+                step.checked_mul(period)
+                    .is_some_and(|at| totp.check(code, at).is_some())
+            })
     }
 
     /// `otpauth://totp/ISSUER:ACCOUNT?secret=…` (Key Uri Format), for a QR code.
@@ -304,6 +308,9 @@ mod tests {
         assert_eq!(factor.verify(&factor.code_at(now + 60), now), None);
         assert_eq!(factor.verify("12345", now), None);
         assert_eq!(factor.verify("abcdef", now), None);
+        // The end of time neither overflows nor refuses the code of its own step.
+        let end = u64::MAX;
+        assert!(factor.verify(&factor.code_at(end), end).is_some());
     }
 
     #[test]
