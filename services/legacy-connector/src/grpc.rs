@@ -2,7 +2,7 @@
 
 use crate::backend::LegacyBackend;
 use crate::error::LegacyError;
-use crate::sql::{LegacyUser, ListedUser, LoginOutcome};
+use crate::sql::{HashProblem, LegacyUser, ListedUser, LoginOutcome, UnusableHash};
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
 use trickle_proto::legacy::v1::{
@@ -166,15 +166,37 @@ const MAX_LIST_BATCH: i32 = 10_000;
 
 fn record_to_proto(listed: ListedUser) -> pb::LegacyUserRecord {
     let ListedUser { user, hash } = listed;
-    let (password_hash, hash_scheme, unsupported_reason) = match hash {
-        Ok((hash, scheme)) => (hash, scheme.to_owned(), String::new()),
-        Err(reason) => (String::new(), String::new(), reason),
+    let (password_hash, hash_scheme, unsupported_reason, hash_status) = match hash {
+        Ok((hash, scheme)) => (
+            hash,
+            scheme.to_owned(),
+            String::new(),
+            pb::HashStatus::Portable,
+        ),
+        Err(UnusableHash {
+            problem,
+            scheme,
+            reason,
+        }) => (
+            String::new(),
+            scheme.unwrap_or_default().to_owned(),
+            reason,
+            match problem {
+                HashProblem::ConnectorOnly => pb::HashStatus::ConnectorOnly,
+                HashProblem::Empty => pb::HashStatus::Empty,
+                HashProblem::Locked => pb::HashStatus::Locked,
+                HashProblem::UnknownFormat => pb::HashStatus::UnknownFormat,
+                HashProblem::OverCostLimits => pb::HashStatus::OverCostLimits,
+                HashProblem::UnreadableFactor => pb::HashStatus::UnreadableFactor,
+            },
+        ),
     };
     pb::LegacyUserRecord {
         user: Some(user_to_proto(user)),
         password_hash,
         hash_scheme,
         unsupported_reason,
+        hash_status: hash_status.into(),
     }
 }
 

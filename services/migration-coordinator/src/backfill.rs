@@ -440,6 +440,7 @@ impl Backfiller {
                 user,
                 password_hash,
                 hash_scheme: _,
+                hash_status: _,
                 unsupported_reason,
             } = record;
             let Some(user) = user else { continue };

@@ -25,6 +25,10 @@ pub enum CoordinatorError {
     TicketInvalid,
     #[error("no such backfill")]
     BackfillNotFound,
+    /// The legacy connector has no way to list its users (no `list_users` query, or an
+    /// HTTP backend).
+    #[error("the legacy connector cannot list its users")]
+    ListUnsupported,
     /// A client error from the user-store (ticket used or expired, …), passed on as it is.
     #[error("user store refused: {}", .0.message())]
     Refused(Status),
@@ -97,6 +101,11 @@ impl From<CoordinatorError> for Status {
                 Code::ResourceExhausted,
                 reason::OVERLOADED,
                 "too many password checks in progress; retry shortly",
+            ),
+            CoordinatorError::ListUnsupported => rpc::status(
+                Code::FailedPrecondition,
+                reason::LIST_UNSUPPORTED,
+                "the legacy connector cannot list its users: set [legacy] list_users (an HTTP legacy backend cannot list)",
             ),
             CoordinatorError::LegacyDisabled => rpc::status(
                 Code::FailedPrecondition,

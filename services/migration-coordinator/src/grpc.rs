@@ -6,6 +6,7 @@ use crate::config::Mode;
 use crate::error::CoordinatorError;
 use crate::ledger::LedgerSource;
 use crate::migrate_on_login::{Coordinator, LoginMigration};
+use crate::preflight::CensusOptions;
 use crate::upstream::LegacyUser;
 use tonic::{Request, Response, Status};
 use trickle_password::Password;
@@ -15,10 +16,10 @@ use trickle_proto::migration::v1::{
     GetBackfillRequest, GetBackfillResponse, GetModeRequest, GetModeResponse, GetStatusRequest,
     GetStatusResponse, ListMigrationEventsRequest, ListMigrationEventsResponse, LookupUserRequest,
     LookupUserResponse, MigrateOnLoginRequest, MigrateOnLoginResponse, MigrateOnResetRequest,
-    MigrateOnResetResponse, RecordMfaMigrationRequest, RecordMfaMigrationResponse, SetModeRequest,
-    SetModeResponse, StartBackfillRequest, StartBackfillResponse,
-    migrate_on_login_response::Outcome, migration_admin_server::MigrationAdmin,
-    migration_coordinator_server::MigrationCoordinator,
+    MigrateOnResetResponse, RecordMfaMigrationRequest, RecordMfaMigrationResponse,
+    RunPreflightRequest, RunPreflightResponse, SetModeRequest, SetModeResponse,
+    StartBackfillRequest, StartBackfillResponse, migrate_on_login_response::Outcome,
+    migration_admin_server::MigrationAdmin, migration_coordinator_server::MigrationCoordinator,
 };
 use trickle_service_kit::Email;
 use trickle_service_kit::rpc::Violations;
@@ -233,6 +234,9 @@ impl AdminService {
     }
 }
 
+const DEFAULT_PREFLIGHT_SAMPLES: i32 = 10;
+const MAX_PREFLIGHT_SAMPLES: i32 = 1000;
+
 fn check_job_id(job_id: &str) -> Result<Option<&str>, CoordinatorError> {
     if job_id.is_empty() {
         return Ok(None);
@@ -300,6 +304,7 @@ impl MigrationAdmin for AdminService {
             failures_last_hour: failure_counts(failures_last_hour),
             failures_last_day: failure_counts(failures_last_day),
             last_migration_at: last_migration_at.map(timestamp),
+            last_preflight: self.coordinator.last_preflight().await?,
         }))
     }
 
@@ -456,5 +461,80 @@ impl MigrationAdmin for AdminService {
         Ok(Response::new(CancelBackfillResponse {
             backfill: Some(self.backfill_view(job).await?),
         }))
+    }
+
+    type RunPreflightStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<RunPreflightResponse, Status>> + Send + 'static>,
+    >;
+
+    async fn run_preflight(
+        &self,
+        request: Request<RunPreflightRequest>,
+    ) -> Result<Response<Self::RunPreflightStream>, Status> {
+        let RunPreflightRequest {
+            batch_size,
+            sample_size,
+            show_emails,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        let batch_size = match batch_size {
+            0 => DEFAULT_BATCH_SIZE,
+            n if (1..=MAX_BATCH_SIZE).contains(&n) => n,
+            _ => {
+                violations.add(
+                    "batch_size",
+                    format!("batch_size must be between 1 and {MAX_BATCH_SIZE}"),
+                );
+                0
+            }
+        };
+        let sample_size = match sample_size {
+            0 => DEFAULT_PREFLIGHT_SAMPLES,
+            n if (1..=MAX_PREFLIGHT_SAMPLES).contains(&n) => n,
+            _ => {
+                violations.add(
+                    "sample_size",
+                    format!("sample_size must be between 1 and {MAX_PREFLIGHT_SAMPLES}"),
+                );
+                0
+            }
+        };
+        if !violations.is_empty() {
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        }
+        let options = CensusOptions {
+            sample_size: usize::try_from(sample_size).unwrap_or_default(),
+            show_emails,
+        };
+        let run = self.coordinator.open_census(options, batch_size).await?;
+        let total = run.legacy_users_total;
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let progress = sender.clone();
+            let result = run
+                .run(|users_read| {
+                    // Progress is a hint: a slow reader misses some, never the report.
+                    let _ = progress.try_send(Ok(RunPreflightResponse {
+                        users_read,
+                        legacy_users_total: total,
+                        report: None,
+                    }));
+                    !progress.is_closed()
+                })
+                .await;
+            let last = match result {
+                Ok(Some(report)) => Ok(RunPreflightResponse {
+                    users_read: report.users,
+                    legacy_users_total: total,
+                    report: Some(report),
+                }),
+                Ok(None) => return,
+                Err(e) => Err(Status::from(e)),
+            };
+            let _ = sender.send(last).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 }

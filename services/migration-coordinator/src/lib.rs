@@ -11,6 +11,7 @@ pub mod error;
 mod grpc;
 pub mod ledger;
 pub mod migrate_on_login;
+pub mod preflight;
 pub mod startup;
 pub mod upstream;
 

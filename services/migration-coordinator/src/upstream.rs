@@ -179,6 +179,25 @@ impl Upstreams {
         Ok(())
     }
 
+    /// Every legacy user, in pages of `batch_size`, from the start (the preflight census).
+    pub async fn list_users(
+        &self,
+        batch_size: i32,
+    ) -> Result<tonic::Streaming<legacy::ListUsersResponse>, CoordinatorError> {
+        self.legacy
+            .clone()
+            .list_users(legacy::ListUsersRequest {
+                after_legacy_id: String::new(),
+                batch_size,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| match status.code() {
+                Code::Unimplemented => CoordinatorError::ListUnsupported,
+                _ => CoordinatorError::from_legacy(&status),
+            })
+    }
+
     /// The legacy store's user count, or why it cannot be had.
     pub async fn legacy_count(&self) -> Result<i64, String> {
         match self

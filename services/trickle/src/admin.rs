@@ -7,11 +7,12 @@ use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use tonic::transport::Channel;
 use trickle_proto::auth::v1 as auth;
+use trickle_proto::legacy::v1::HashStatus;
 use trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient;
 use trickle_proto::migration::v1::{
     Backfill, BackfillState, CancelBackfillRequest, FailureCount, GetBackfillRequest,
-    GetStatusRequest, ListMigrationEventsRequest, LookupUserRequest, Mode, SetModeRequest,
-    StartBackfillRequest,
+    GetStatusRequest, ListMigrationEventsRequest, LookupUserRequest, Mode, PreflightReport,
+    RunPreflightRequest, SetModeRequest, StartBackfillRequest,
 };
 use trickle_service_kit::rpc;
 use trickle_service_kit::tls::TlsConfig;
@@ -45,6 +46,24 @@ pub enum AdminCommand {
     Backfill {
         #[command(subcommand)]
         action: BackfillAction,
+    },
+    /// A read-only census of the legacy store: what the migration will meet.
+    ///
+    /// Best run before the migration starts. Counts users by hash format and what can
+    /// verify them, and finds the records that will not migrate cleanly (emails that
+    /// collide case-insensitively, invalid emails, repeated legacy ids, hashes no password
+    /// can match), with sample legacy ids. Writes nothing but the report, which
+    /// `trickle admin status` shows afterwards.
+    Preflight {
+        /// Users per page read from the legacy store.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i32,
+        /// Sample legacy ids kept per finding (at most 1000).
+        #[arg(long, default_value_t = 10)]
+        samples: i32,
+        /// Show sample emails as well. Off by default, since reports end up in tickets.
+        #[arg(long)]
+        show_emails: bool,
     },
 }
 
@@ -188,6 +207,175 @@ async fn follow(
     }
 }
 
+/// Who can verify a hash of this class, for people.
+fn verified_by(status: i32) -> &'static str {
+    match HashStatus::try_from(status) {
+        Ok(HashStatus::Portable) => "the store",
+        Ok(HashStatus::ConnectorOnly) => "the connector only",
+        Ok(HashStatus::Empty) => "nothing: empty",
+        Ok(HashStatus::Locked) => "nothing: locked",
+        Ok(HashStatus::OverCostLimits) => "nothing: over the cost caps",
+        Ok(HashStatus::UnreadableFactor) => "nothing: unreadable second factor",
+        _ => "nothing: unknown format",
+    }
+}
+
+fn status_name(status: i32) -> &'static str {
+    match HashStatus::try_from(status) {
+        Ok(HashStatus::Portable) => "store_verifiable",
+        Ok(HashStatus::ConnectorOnly) => "connector_only",
+        Ok(HashStatus::Empty) => "empty",
+        Ok(HashStatus::Locked) => "locked",
+        Ok(HashStatus::OverCostLimits) => "over_cost_limits",
+        Ok(HashStatus::UnreadableFactor) => "unreadable_second_factor",
+        _ => "unknown_format",
+    }
+}
+
+fn preflight_json(r: &PreflightReport) -> serde_json::Value {
+    json!({
+        "users": r.users,
+        "store_verifiable": r.store_verifiable,
+        "connector_only": r.connector_only,
+        "unusable": r.unusable,
+        "with_second_factor": r.with_second_factor,
+        "blocked": r.blocked,
+        "hashes": r.hashes.iter().map(|h| json!({
+            "scheme": (!h.scheme.is_empty()).then_some(&h.scheme),
+            "status": status_name(h.status),
+            "users": h.users,
+        })).collect::<Vec<_>>(),
+        "findings": r.findings.iter().map(|f| {
+            let mut finding = json!({
+                "kind": f.kind, "users": f.users, "description": f.description,
+                "sample_legacy_ids": f.sample_legacy_ids,
+            });
+            if !f.sample_emails.is_empty() {
+                finding["sample_emails"] = json!(f.sample_emails);
+            }
+            finding
+        }).collect::<Vec<_>>(),
+        "started_at": r.started_at.as_ref().map(|t| time(Some(t))),
+        "finished_at": r.finished_at.as_ref().map(|t| time(Some(t))),
+    })
+}
+
+fn preflight_table(r: &PreflightReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<32}{:>10}", "legacy users", r.users);
+    for (what, n, meaning) in [
+        (
+            "  the store can verify",
+            r.store_verifiable,
+            "the backfill can carry them",
+        ),
+        (
+            "  only the connector verifies",
+            r.connector_only,
+            "they migrate on login only",
+        ),
+        (
+            "  no password can match",
+            r.unusable,
+            "only a password reset brings them over",
+        ),
+        ("  with a second factor", r.with_second_factor, ""),
+        ("  blocked in the legacy app", r.blocked, ""),
+    ] {
+        let _ = writeln!(
+            out,
+            "{what:<32}{n:>10}{}",
+            if meaning.is_empty() || n == 0 {
+                String::new()
+            } else {
+                format!("   ({meaning})")
+            }
+        );
+    }
+    let _ = writeln!(out, "\n{:<32}{:>10}   verified by", "hash format", "users");
+    for h in &r.hashes {
+        let scheme = if h.scheme.is_empty() { "-" } else { &h.scheme };
+        let _ = writeln!(
+            out,
+            "  {scheme:<30}{:>10}   {}",
+            h.users,
+            verified_by(h.status)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<32}{:>10}   sample legacy ids",
+        "finding", "users"
+    );
+    if r.findings.is_empty() {
+        let _ = writeln!(out, "  none: every user can migrate as they are");
+    }
+    for f in &r.findings {
+        let _ = writeln!(
+            out,
+            "  {:<30}{:>10}   {}",
+            f.kind,
+            f.users,
+            f.sample_legacy_ids.join(", ")
+        );
+        if !f.sample_emails.is_empty() {
+            let _ = writeln!(out, "  {:<43}{}", "", f.sample_emails.join(", "));
+        }
+        let _ = writeln!(out, "    {}", f.description);
+    }
+    let _ = writeln!(
+        out,
+        "\nfinished {} (started {})",
+        time(r.finished_at.as_ref()),
+        time(r.started_at.as_ref())
+    );
+    out
+}
+
+/// Follow a census: a progress bar on a terminal, a line every few seconds otherwise.
+async fn run_preflight(
+    client: &mut MigrationAdminClient<Channel>,
+    request: RunPreflightRequest,
+) -> anyhow::Result<PreflightReport> {
+    let mut stream = client
+        .run_preflight(request)
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut last_line = started;
+    while let Some(message) = stream.message().await.map_err(explain)? {
+        if let Some(report) = message.report {
+            if terminal {
+                eprintln!();
+            }
+            return Ok(report);
+        }
+        let total = message.legacy_users_total.filter(|t| *t > 0);
+        let rate = message.users_read as f64 / started.elapsed().as_secs_f64().max(0.001);
+        if terminal {
+            let fraction = total.map_or(0.0, |t| (message.users_read as f64 / t as f64).min(1.0));
+            let filled = (fraction * 30.0) as usize;
+            eprint!(
+                "\r[{}{}] {:>3.0}% {}/{} users read · {rate:.0} users/s   ",
+                "#".repeat(filled),
+                " ".repeat(30 - filled),
+                fraction * 100.0,
+                message.users_read,
+                total.map_or_else(|| "?".to_owned(), |t| t.to_string()),
+            );
+        } else if last_line.elapsed() >= std::time::Duration::from_secs(5) {
+            eprintln!(
+                "preflight: {} users read · {rate:.0} users/s",
+                message.users_read
+            );
+            last_line = std::time::Instant::now();
+        }
+    }
+    anyhow::bail!("the coordinator ended the preflight without a report")
+}
+
 fn mode_name(mode: i32) -> &'static str {
     match Mode::try_from(mode) {
         Ok(Mode::Import) => "import",
@@ -266,6 +454,7 @@ pub async fn run_with_tls(
                     "failures_last_hour": failures(&s.failures_last_hour),
                     "failures_last_day": failures(&s.failures_last_day),
                     "last_migration_at": s.last_migration_at.as_ref().map(|t| time(Some(t))),
+                    "last_preflight": s.last_preflight.as_ref().map(preflight_json),
                 })
                 .to_string());
             }
@@ -316,6 +505,27 @@ pub async fn run_with_tls(
                     .find(|h| h.reason == day.reason)
                     .map_or(0, |h| h.count);
                 let _ = writeln!(out, "  {:<26}{:>9}   {:>8}", day.reason, hour, day.count);
+            }
+            match &s.last_preflight {
+                Some(p) => {
+                    let _ = writeln!(
+                        out,
+                        "{:<28}{}: {} users, {} no password can match, {} findings \
+                         (trickle admin preflight --json for the details)",
+                        "last preflight",
+                        time(p.finished_at.as_ref()),
+                        p.users,
+                        p.unusable,
+                        p.findings.iter().map(|f| f.users).sum::<i64>()
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{:<28}never run (trickle admin preflight)",
+                        "last preflight"
+                    );
+                }
             }
             Ok(out)
         }
@@ -428,6 +638,25 @@ pub async fn run_with_tls(
                 return Ok(backfill_json(&b).to_string());
             }
             Ok(backfill_table(&b))
+        }
+        AdminCommand::Preflight {
+            batch_size,
+            samples,
+            show_emails,
+        } => {
+            let report = run_preflight(
+                &mut client,
+                RunPreflightRequest {
+                    batch_size,
+                    sample_size: samples,
+                    show_emails,
+                },
+            )
+            .await?;
+            if as_json {
+                return Ok(preflight_json(&report).to_string());
+            }
+            Ok(preflight_table(&report))
         }
         AdminCommand::User { email } => {
             let found = client

@@ -39,6 +39,7 @@ mod lifecycle;
 mod mfa;
 mod mfa_legacy;
 mod migration;
+mod preflight;
 mod presets;
 mod profile;
 mod retention;

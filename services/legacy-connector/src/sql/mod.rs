@@ -133,7 +133,38 @@ const MAX_ROLE_BYTES: usize = 128;
 struct Candidate {
     user: LegacyUser,
     /// The hash, or why no password can match this record.
-    hash: Result<StoredHash, String>,
+    hash: Result<StoredHash, UnusableHash>,
+}
+
+/// Why a legacy record's hash cannot be used as it is: the class (which the preflight census
+/// counts), the scheme when it is known, and a sentence for logs and reports. Never the hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusableHash {
+    pub problem: HashProblem,
+    pub scheme: Option<&'static str>,
+    pub reason: String,
+}
+
+/// The classes of [`UnusableHash`]; `ConnectorOnly` still verifies here, it only cannot
+/// leave the connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashProblem {
+    ConnectorOnly,
+    Empty,
+    Locked,
+    UnknownFormat,
+    OverCostLimits,
+    UnreadableFactor,
+}
+
+impl UnusableHash {
+    fn new(problem: HashProblem, reason: impl Into<String>) -> Self {
+        Self {
+            problem,
+            scheme: None,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// At most this many legacy ids are remembered as "already logged as unusable"; past it the
@@ -145,7 +176,7 @@ const MAX_REMEMBERED_UNUSABLE: usize = 100_000;
 #[derive(Debug)]
 pub struct ListedUser {
     pub user: LegacyUser,
-    pub hash: Result<(String, &'static str), String>,
+    pub hash: Result<(String, &'static str), UnusableHash>,
 }
 
 /// A legacy login's answer. Unknown email and wrong password are one variant on purpose.
@@ -504,7 +535,7 @@ impl SqlBackend {
                     // No password can match: spend what a wrong password costs, so the
                     // answer is the same in code and in time, and count it apart.
                     unusable = true;
-                    self.note_unusable(&candidate.user.legacy_id, &why);
+                    self.note_unusable(&candidate.user.legacy_id, &why.reason);
                     self.verify_refusal_hash(password.clone()).await?;
                     continue;
                 }
@@ -758,7 +789,7 @@ impl SqlBackend {
     fn record(
         &self,
         row: &impl LegacyRow,
-    ) -> Result<(LegacyUser, Result<StoredHash, String>), LegacyError> {
+    ) -> Result<(LegacyUser, Result<StoredHash, UnusableHash>), LegacyError> {
         let legacy_id = row
             .text_or_integer("id")?
             .ok_or_else(|| LegacyError::Config("the query returned a NULL id".into()))?;
@@ -766,13 +797,20 @@ impl SqlBackend {
             .text("email")?
             .ok_or_else(|| LegacyError::Config("the query returned a NULL email".into()))?;
         let hash = match row.text("password_hash")? {
-            None => Err("no password_hash (NULL)".to_owned()),
-            Some(hash) if hash.trim().is_empty() => Err("an empty password_hash".to_owned()),
+            None => Err(UnusableHash::new(
+                HashProblem::Empty,
+                "no password_hash (NULL)",
+            )),
+            Some(hash) if hash.trim().is_empty() => Err(UnusableHash::new(
+                HashProblem::Empty,
+                "an empty password_hash",
+            )),
             // Unix shadow files, Django's set_unusable_password() and many apps lock an
             // account with a leading '!' or '*' (alone, or before the real hash).
-            Some(hash) if hash.trim_start().starts_with(['!', '*']) => {
-                Err("a disabled-account marker ('!' or '*')".to_owned())
-            }
+            Some(hash) if hash.trim_start().starts_with(['!', '*']) => Err(UnusableHash::new(
+                HashProblem::Locked,
+                "a disabled-account marker ('!' or '*')",
+            )),
             Some(hash) => {
                 let salt = row.optional_text("password_salt")?;
                 StoredHash::parse_with(
@@ -781,15 +819,19 @@ impl SqlBackend {
                     self.hash_format,
                     self.salted_digest.as_ref(),
                 )
-                .map_err(|e| e.to_string())
+                .map_err(|e| UnusableHash::new(HashProblem::UnknownFormat, e.to_string()))
                 .and_then(|parsed| {
                     match parsed.cost().exceeds(&self.hash_limits) {
                         // Verifying it could take a hashing thread for minutes, or the pod
                         // past its memory limit: [legacy.hash_limits].
-                        Some(why) => Err(format!(
-                            "the stored {} hash {why} ([legacy.hash_limits])",
-                            parsed.scheme().as_str()
-                        )),
+                        Some(why) => Err(UnusableHash {
+                            problem: HashProblem::OverCostLimits,
+                            scheme: Some(parsed.scheme().as_str()),
+                            reason: format!(
+                                "the stored {} hash {why} ([legacy.hash_limits])",
+                                parsed.scheme().as_str()
+                            ),
+                        }),
                         None => Ok(parsed),
                     }
                 })
@@ -815,7 +857,10 @@ impl SqlBackend {
         // alone: the record is unusable, and says why (logged once per user).
         let (user, hash) = match self.totp(row) {
             Ok(totp) => (LegacyUser { totp, ..user }, hash),
-            Err(why) => (user, Err(why)),
+            Err(why) => (
+                user,
+                Err(UnusableHash::new(HashProblem::UnreadableFactor, why)),
+            ),
         };
         Ok((user, hash))
     }
@@ -931,7 +976,11 @@ impl SqlBackend {
                 let scheme = h.scheme().as_str();
                 h.portable()
                     .map(|p| (p.to_owned(), scheme))
-                    .ok_or_else(|| format!("{scheme} with a key only the connector holds"))
+                    .ok_or_else(|| UnusableHash {
+                        problem: HashProblem::ConnectorOnly,
+                        scheme: Some(scheme),
+                        reason: format!("{scheme} with a key only the connector holds"),
+                    })
             });
             // One roles query per user: simple, and the backfill's pages are streamed, so
             // it costs time, not memory.
@@ -946,7 +995,7 @@ impl SqlBackend {
         &self,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(LegacyUser, Result<StoredHash, String>)>, LegacyError> {
+    ) -> Result<Vec<(LegacyUser, Result<StoredHash, UnusableHash>)>, LegacyError> {
         let Some(list_users) = &self.list_users else {
             return Err(LegacyError::ListUnsupported);
         };
