@@ -20,8 +20,8 @@ pub use argon2id::Argon2Config;
 pub use breached::{BreachedError, BreachedPasswords};
 pub use pool::{HashPool, PoolError, Verification};
 pub use stored::{
-    DigestAlgorithm, DigestEncoding, DigestTemplate, HashCost, HashFormat, HashLimits, HashScheme,
-    ParseHashError, SaltPosition, StoredHash,
+    Auth0CustomHash, DigestAlgorithm, DigestEncoding, DigestTemplate, HashCost, HashFormat,
+    HashLimits, HashScheme, ParseHashError, SaltPosition, StoredHash, auth0_custom_hash,
 };
 
 use zeroize::Zeroizing;

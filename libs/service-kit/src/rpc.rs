@@ -32,6 +32,10 @@ pub mod reason {
     pub const COUNT_UNSUPPORTED: &str = "COUNT_UNSUPPORTED";
     pub const LIST_UNSUPPORTED: &str = "LIST_UNSUPPORTED";
     pub const BACKFILL_NOT_FOUND: &str = "BACKFILL_NOT_FOUND";
+    /// No import with that id (`NOT_FOUND`).
+    pub const IMPORT_NOT_FOUND: &str = "IMPORT_NOT_FOUND";
+    /// An import's stream ended before its last page (`ABORTED`): send it again to resume.
+    pub const IMPORT_INCOMPLETE: &str = "IMPORT_INCOMPLETE";
     /// Mutual TLS admitted the caller, but its certificate names no identity allowed to
     /// call this method (`PERMISSION_DENIED`).
     pub const CALLER_NOT_ALLOWED: &str = "CALLER_NOT_ALLOWED";

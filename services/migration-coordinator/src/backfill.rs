@@ -86,12 +86,12 @@ const JOB_COLUMNS: &str = "job_id, state, batch_size, cursor, processed, importe
 
 /// What one page changed.
 #[derive(Debug, Default, Clone, Copy)]
-struct PageCounts {
-    processed: i64,
-    imported: i64,
-    skipped_existing: i64,
-    skipped_tombstoned: i64,
-    unsupported: i64,
+pub(crate) struct PageCounts {
+    pub processed: i64,
+    pub imported: i64,
+    pub skipped_existing: i64,
+    pub skipped_tombstoned: i64,
+    pub unsupported: i64,
 }
 
 #[derive(Debug)]
@@ -135,6 +135,14 @@ impl Backfiller {
             lease,
             running: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     async fn fetch(
@@ -399,7 +407,7 @@ impl Backfiller {
         })
     }
 
-    async fn record_unsupported(
+    pub(crate) async fn record_unsupported(
         &self,
         job_id: &str,
         users: &[(String, String)],
@@ -424,7 +432,6 @@ impl Backfiller {
         job_id: &str,
         page: legacy::ListUsersResponse,
     ) -> Result<Option<(String, PageCounts)>, CoordinatorError> {
-        let metrics = trickle_telemetry::metrics::metrics();
         let Some(last) = page
             .users
             .last()
@@ -433,9 +440,22 @@ impl Backfiller {
         else {
             return Ok(None);
         };
-        let mut batch = Vec::with_capacity(page.users.len());
+        let (counts, unsupported) = self.store_page(page.users).await?;
+        self.record_unsupported(job_id, &unsupported).await?;
+        Ok(Some((last, counts)))
+    }
+
+    /// Insert users with their hashes into the store in one call and record the ledger
+    /// entries; answers the counts and the users not imported (legacy id, reason). Shared
+    /// by the backfill and by file imports.
+    pub(crate) async fn store_page(
+        &self,
+        users: Vec<legacy::LegacyUserRecord>,
+    ) -> Result<(PageCounts, Vec<(String, String)>), CoordinatorError> {
+        let metrics = trickle_telemetry::metrics::metrics();
+        let mut batch = Vec::with_capacity(users.len());
         let mut unsupported = Vec::new();
-        for record in page.users {
+        for record in users {
             let legacy::LegacyUserRecord {
                 user,
                 password_hash,
@@ -499,7 +519,6 @@ impl Backfiller {
         {
             tracing::error!(error = %e, "could not record backfilled users in the ledger");
         }
-        self.record_unsupported(job_id, &unsupported).await?;
         metrics
             .migrations
             .with_label_values(&["migrated", "backfill"])
@@ -511,7 +530,7 @@ impl Backfiller {
             skipped_tombstoned: answer.skipped_tombstoned,
             unsupported: count(unsupported.len()),
         };
-        Ok(Some((last, counts)))
+        Ok((counts, unsupported))
     }
 
     #[tracing::instrument(name = "backfill.run", skip(self))]

@@ -25,6 +25,14 @@ pub enum CoordinatorError {
     TicketInvalid,
     #[error("no such backfill")]
     BackfillNotFound,
+    #[error("no such import")]
+    ImportNotFound,
+    /// The import's stream ended without its last page.
+    #[error("the import's stream ended before its last page")]
+    ImportIncomplete,
+    /// Another run of the same import took it over; this one stops.
+    #[error("another run of import {0} took it over")]
+    ImportTakenOver(String),
     /// The legacy connector has no way to list its users (no `list_users` query, or an
     /// HTTP backend).
     #[error("the legacy connector cannot list its users")]
@@ -138,6 +146,21 @@ impl From<CoordinatorError> for Status {
                 Code::NotFound,
                 reason::BACKFILL_NOT_FOUND,
                 "no such backfill",
+            ),
+            CoordinatorError::ImportIncomplete => rpc::status(
+                Code::Aborted,
+                reason::IMPORT_INCOMPLETE,
+                "the import's stream ended before its last page (the client stopped); send the import again to resume it",
+            ),
+            CoordinatorError::ImportNotFound => {
+                rpc::status(Code::NotFound, reason::IMPORT_NOT_FOUND, "no such import")
+            }
+            CoordinatorError::ImportTakenOver(import_id) => rpc::status(
+                Code::Aborted,
+                reason::CONCURRENT_CHANGE,
+                format!(
+                    "another run of import {import_id} took it over; this one stopped (the other continues from where it got to)"
+                ),
             ),
             CoordinatorError::Database(e) => {
                 tracing::error!(error = %e, "coordinator database error");

@@ -4,6 +4,7 @@ use crate::admin::{Lookup, Status as MigrationStatus};
 use crate::backfill::{Backfiller, DEFAULT_BATCH_SIZE, Job, JobState, MAX_BATCH_SIZE};
 use crate::config::Mode;
 use crate::error::CoordinatorError;
+use crate::import::{ImportJob, ImportRun, ImportState};
 use crate::ledger::LedgerSource;
 use crate::migrate_on_login::{Coordinator, LoginMigration};
 use crate::preflight::CensusOptions;
@@ -13,12 +14,13 @@ use trickle_password::Password;
 use trickle_proto::migration::v1::{
     self as pb, CancelBackfillRequest, CancelBackfillResponse, EqualizeRefusedLoginRequest,
     EqualizeRefusedLoginResponse, FailureCount, FindLegacyUserRequest, FindLegacyUserResponse,
-    GetBackfillRequest, GetBackfillResponse, GetModeRequest, GetModeResponse, GetStatusRequest,
-    GetStatusResponse, ListMigrationEventsRequest, ListMigrationEventsResponse, LookupUserRequest,
-    LookupUserResponse, MigrateOnLoginRequest, MigrateOnLoginResponse, MigrateOnResetRequest,
-    MigrateOnResetResponse, RecordMfaMigrationRequest, RecordMfaMigrationResponse,
-    RunPreflightRequest, RunPreflightResponse, SetModeRequest, SetModeResponse,
-    StartBackfillRequest, StartBackfillResponse, migrate_on_login_response::Outcome,
+    GetBackfillRequest, GetBackfillResponse, GetImportRequest, GetImportResponse, GetModeRequest,
+    GetModeResponse, GetStatusRequest, GetStatusResponse, ImportUsersRequest, ImportUsersResponse,
+    ListMigrationEventsRequest, ListMigrationEventsResponse, LookupUserRequest, LookupUserResponse,
+    MigrateOnLoginRequest, MigrateOnLoginResponse, MigrateOnResetRequest, MigrateOnResetResponse,
+    RecordMfaMigrationRequest, RecordMfaMigrationResponse, RunPreflightRequest,
+    RunPreflightResponse, SetModeRequest, SetModeResponse, StartBackfillRequest,
+    StartBackfillResponse, migrate_on_login_response::Outcome,
     migration_admin_server::MigrationAdmin, migration_coordinator_server::MigrationCoordinator,
 };
 use trickle_service_kit::Email;
@@ -227,7 +229,129 @@ fn backfill_to_proto(job: Job, unsupported: Vec<(String, String)>) -> pb::Backfi
     }
 }
 
+fn import_to_proto(
+    job: ImportJob,
+    unsupported: Vec<(String, String)>,
+    run: Option<&ImportRun>,
+) -> pb::Import {
+    let ImportJob {
+        import_id,
+        format,
+        state,
+        next_position,
+        imported,
+        skipped_existing,
+        skipped_tombstoned,
+        unsupported: unsupported_count,
+        started_at,
+        updated_at,
+        finished_at,
+        error,
+    } = job;
+    let state = match state {
+        ImportState::Running => pb::BackfillState::Running,
+        ImportState::Completed => pb::BackfillState::Completed,
+        ImportState::Failed => pb::BackfillState::Failed,
+    };
+    let elapsed = run.map_or_else(
+        || {
+            (finished_at.unwrap_or(updated_at) - started_at)
+                .num_milliseconds()
+                .max(1) as f64
+                / 1000.0
+        },
+        |run| run.started.elapsed().as_secs_f64().max(0.001),
+    );
+    let skipped_already_done = run.map_or(0, |run| run.skipped_already_done);
+    pb::Import {
+        import_id,
+        format,
+        state: state.into(),
+        next_position,
+        imported,
+        skipped_existing,
+        skipped_tombstoned,
+        unsupported: unsupported_count,
+        unsupported_users: unsupported
+            .into_iter()
+            .map(|(legacy_id, reason)| pb::UnsupportedUser { legacy_id, reason })
+            .collect(),
+        skipped_already_done,
+        started_at: Some(timestamp(started_at)),
+        updated_at: Some(timestamp(updated_at)),
+        finished_at: finished_at.map(timestamp),
+        users_per_second: (next_position - skipped_already_done).max(0) as f64 / elapsed,
+        error: error.unwrap_or_default(),
+    }
+}
+
+/// A checked ImportUsers message: its first position, users, and unconvertible records.
+type ImportPage = (
+    i64,
+    Vec<trickle_proto::legacy::v1::LegacyUserRecord>,
+    Vec<(String, String)>,
+);
+
+/// Users per ImportUsers message, and the longest import id and format name.
+const MAX_IMPORT_PAGE: usize = 1000;
+const MAX_IMPORT_ID: usize = 200;
+const MAX_FORMAT: usize = 32;
+
 impl AdminService {
+    async fn import_view(
+        &self,
+        import_id: &str,
+        run: Option<&ImportRun>,
+    ) -> Result<pb::Import, CoordinatorError> {
+        let job = self
+            .backfiller
+            .import_job(import_id)
+            .await?
+            .ok_or(CoordinatorError::ImportNotFound)?;
+        let unsupported = self.backfiller.unsupported(import_id).await?;
+        Ok(import_to_proto(job, unsupported, run))
+    }
+
+    /// One ImportUsers message, checked: its users and the records the client could not
+    /// convert.
+    fn import_page(
+        message: ImportUsersRequest,
+        import_id: &str,
+    ) -> Result<ImportPage, CoordinatorError> {
+        let ImportUsersRequest {
+            import_id: this_id,
+            format: _,
+            first_position,
+            users,
+            unsupported,
+            last_page: _,
+        } = message;
+        let mut violations = Violations::default();
+        if this_id != import_id {
+            violations.add(
+                "import_id",
+                "every message of a stream names the same import",
+            );
+        }
+        if first_position < 0 {
+            violations.add("first_position", "must not be negative");
+        }
+        if users.len() + unsupported.len() > MAX_IMPORT_PAGE {
+            violations.add(
+                "users",
+                format!("at most {MAX_IMPORT_PAGE} records per message"),
+            );
+        }
+        if !violations.is_empty() {
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()));
+        }
+        let unsupported = unsupported
+            .into_iter()
+            .map(|u| (u.legacy_id, u.reason))
+            .collect();
+        Ok((first_position, users, unsupported))
+    }
+
     async fn backfill_view(&self, job: Job) -> Result<pb::Backfill, CoordinatorError> {
         let unsupported = self.backfiller.unsupported(&job.job_id).await?;
         Ok(backfill_to_proto(job, unsupported))
@@ -460,6 +584,99 @@ impl MigrationAdmin for AdminService {
             .ok_or(CoordinatorError::BackfillNotFound)?;
         Ok(Response::new(CancelBackfillResponse {
             backfill: Some(self.backfill_view(job).await?),
+        }))
+    }
+
+    async fn import_users(
+        &self,
+        request: Request<tonic::Streaming<ImportUsersRequest>>,
+    ) -> Result<Response<ImportUsersResponse>, Status> {
+        let mut stream = request.into_inner();
+        let Some(first) = stream.message().await? else {
+            let mut violations = Violations::default();
+            violations.add("import_id", "the stream sent no message");
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        };
+        let mut violations = Violations::default();
+        if first.import_id.is_empty() || first.import_id.chars().count() > MAX_IMPORT_ID {
+            violations.add(
+                "import_id",
+                format!("1 to {MAX_IMPORT_ID} characters naming the import"),
+            );
+        }
+        if first.format.is_empty() || first.format.chars().count() > MAX_FORMAT {
+            violations.add("format", format!("1 to {MAX_FORMAT} characters"));
+        }
+        if !violations.is_empty() {
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        }
+        let import_id = first.import_id.clone();
+        let mut run = self
+            .backfiller
+            .begin_import(&import_id, &first.format)
+            .await?;
+        let mut next = Some(first);
+        let mut read_to_the_end = false;
+        while let Some(message) = next {
+            read_to_the_end = message.last_page;
+            let written = match Self::import_page(message, &import_id) {
+                Ok((position, users, unsupported)) => {
+                    self.backfiller
+                        .import_page(&mut run, position, users, unsupported)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                let why = e.to_string();
+                if !matches!(e, CoordinatorError::ImportTakenOver(_)) {
+                    self.backfiller
+                        .finish_import(&run, ImportState::Failed, Some(&why))
+                        .await?;
+                }
+                return Err(e.into());
+            }
+            next = match stream.message().await {
+                Ok(message) => message,
+                Err(status) => {
+                    let why = format!("the client's stream broke off: {}", status.message());
+                    self.backfiller
+                        .finish_import(&run, ImportState::Failed, Some(&why))
+                        .await?;
+                    return Err(status);
+                }
+            };
+        }
+        if !read_to_the_end {
+            let why = "the stream ended before its last page (the client stopped)";
+            self.backfiller
+                .finish_import(&run, ImportState::Failed, Some(why))
+                .await?;
+            return Err(CoordinatorError::ImportIncomplete.into());
+        }
+        self.backfiller
+            .finish_import(&run, ImportState::Completed, None)
+            .await?;
+        Ok(Response::new(ImportUsersResponse {
+            import: Some(self.import_view(&import_id, Some(&run)).await?),
+        }))
+    }
+
+    async fn get_import(
+        &self,
+        request: Request<GetImportRequest>,
+    ) -> Result<Response<GetImportResponse>, Status> {
+        let GetImportRequest { import_id } = request.into_inner();
+        if import_id.is_empty() || import_id.chars().count() > MAX_IMPORT_ID {
+            let mut violations = Violations::default();
+            violations.add(
+                "import_id",
+                format!("1 to {MAX_IMPORT_ID} characters naming the import"),
+            );
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        }
+        Ok(Response::new(GetImportResponse {
+            import: Some(self.import_view(&import_id, None).await?),
         }))
     }
 

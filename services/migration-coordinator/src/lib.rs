@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod config;
 pub mod error;
 mod grpc;
+pub mod import;
 pub mod ledger;
 pub mod migrate_on_login;
 pub mod preflight;

@@ -35,7 +35,7 @@ pub struct CensusOptions {
 }
 
 /// The kinds of finding, in the order a report lists them, with what each means.
-const FINDINGS: [(&str, &str); 9] = [
+const FINDINGS: [(&str, &str); 10] = [
     (
         "email_collision",
         "another legacy user has the same email once compared case-insensitively; only the first of them to migrate keeps it, the other can no longer log in with it",
@@ -58,7 +58,7 @@ const FINDINGS: [(&str, &str); 9] = [
     ),
     (
         "unknown_hash_format",
-        "a hash format Trickle cannot read: no password matches until [legacy] hash_format or [legacy.salted_digest] describes it",
+        "a hash format Trickle cannot read: no password matches (a legacy store's: describe it with [legacy] hash_format or [legacy.salted_digest]; an import file's: the import lists the reason)",
     ),
     (
         "over_cost_limits",
@@ -67,6 +67,10 @@ const FINDINGS: [(&str, &str); 9] = [
     (
         "unreadable_second_factor",
         "the user's second factor cannot be read, so the record is refused (never a password-only login)",
+    ),
+    (
+        "unreadable_record",
+        "a record of the import file could not be read (not JSON, a required field missing, an unreadable second factor): it is left out",
     ),
     (
         "connector_only_hash",
@@ -143,6 +147,14 @@ impl Census {
                 tally.emails.push(email.to_owned());
             }
         }
+    }
+
+    /// Count a record of an import file that could not be read as a user: `where_` is its
+    /// legacy id, or its line.
+    pub fn observe_unreadable(&mut self, where_: &str) {
+        self.users += 1;
+        self.unusable += 1;
+        self.note("unreadable_record", where_, "");
     }
 
     /// Count one listed user.

@@ -2,10 +2,12 @@
 //! coordinator. Human-readable tables by default, `--json` for scripts; every failure is a
 //! clear message and a non-zero exit.
 
+use crate::import::{ImportFormat, Unreadable, read_file};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use tonic::transport::Channel;
+use trickle_migration_coordinator::preflight::{Census, CensusOptions};
 use trickle_proto::auth::v1 as auth;
 use trickle_proto::legacy::v1::HashStatus;
 use trickle_proto::migration::v1::migration_admin_client::MigrationAdminClient;
@@ -14,6 +16,7 @@ use trickle_proto::migration::v1::{
     GetStatusRequest, ListMigrationEventsRequest, LookupUserRequest, Mode, PreflightReport,
     RunPreflightRequest, SetModeRequest, StartBackfillRequest,
 };
+use trickle_proto::migration::v1::{GetImportRequest, Import, ImportUsersRequest, UnsupportedUser};
 use trickle_service_kit::rpc;
 use trickle_service_kit::tls::TlsConfig;
 
@@ -64,6 +67,36 @@ pub enum AdminCommand {
         /// Show sample emails as well. Off by default, since reports end up in tickets.
         #[arg(long)]
         show_emails: bool,
+        /// Read an export file here instead of the legacy store (no service is called).
+        #[arg(long, requires = "format")]
+        file: Option<std::path::PathBuf>,
+        /// The file's format (with --file).
+        #[arg(long, value_enum)]
+        format: Option<ImportFormat>,
+    },
+    /// Import the users of another identity provider's export file, with their hashes.
+    ///
+    /// Each record goes into the store the way the backfill puts legacy users there: with
+    /// their hash (verified by the store at their first login, then upgraded to argon2id),
+    /// profile, metadata, blocked flag and TOTP factor. Users the store already has (by
+    /// legacy id or email) and deleted ones are skipped and counted, so running the same
+    /// file again is safe; an import broken off resumes where it stopped when run again.
+    Import {
+        /// The file's format.
+        #[arg(long, value_enum)]
+        format: ImportFormat,
+        /// The export file.
+        file: std::path::PathBuf,
+        /// Read and check every record and print what an import would meet (the preflight
+        /// report of the file); write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Users per page sent to the store (at most 1000).
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        /// Names the import, to resume it (default: the format and the file's SHA-256).
+        #[arg(long)]
+        import_id: Option<String>,
     },
 }
 
@@ -376,6 +409,192 @@ async fn run_preflight(
     anyhow::bail!("the coordinator ended the preflight without a report")
 }
 
+/// A census of an export file, done here: nothing is sent anywhere.
+fn file_preflight(
+    path: &std::path::Path,
+    format: ImportFormat,
+    options: CensusOptions,
+) -> anyhow::Result<PreflightReport> {
+    let started = chrono::Utc::now();
+    let mut census = Census::new(options);
+    read_file(path, format, |record, _| {
+        match record {
+            Ok(record) => census.observe(&record),
+            Err(Unreadable { legacy_id, .. }) => census.observe_unreadable(&legacy_id),
+        }
+        true
+    })?;
+    let mut report = census.report();
+    let stamp = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    };
+    report.started_at = Some(stamp(started));
+    report.finished_at = Some(stamp(chrono::Utc::now()));
+    Ok(report)
+}
+
+/// `format:sha256` of the file: the same file names the same import, so a second run resumes.
+fn file_import_id(path: &std::path::Path, format: ImportFormat) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let mut digest = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        digest.update(&buffer[..n]);
+    }
+    let hex: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!("{}:{hex}", format.as_str()))
+}
+
+fn import_json(i: &Import) -> serde_json::Value {
+    json!({
+        "import_id": i.import_id, "format": i.format, "state": backfill_state(i.state),
+        "records": i.next_position, "imported": i.imported, "skipped_existing": i.skipped_existing,
+        "skipped_tombstoned": i.skipped_tombstoned, "skipped_already_done": i.skipped_already_done,
+        "unsupported": i.unsupported,
+        "unsupported_users": i.unsupported_users.iter().map(|u| json!({"legacy_id": u.legacy_id, "reason": u.reason})).collect::<Vec<_>>(),
+        "users_per_second": i.users_per_second,
+        "started_at": time(i.started_at.as_ref()), "finished_at": i.finished_at.as_ref().map(|t| time(Some(t))),
+        "error": (!i.error.is_empty()).then_some(&i.error),
+    })
+}
+
+fn import_table(i: &Import) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<26}{}", "import", i.import_id);
+    let _ = writeln!(out, "{:<26}{}", "state", backfill_state(i.state));
+    let _ = writeln!(out, "{:<26}{}", "records read", i.next_position);
+    let _ = writeln!(out, "{:<26}{}", "imported", i.imported);
+    let _ = writeln!(out, "{:<26}{}", "already in the store", i.skipped_existing);
+    let _ = writeln!(out, "{:<26}{}", "deleted (skipped)", i.skipped_tombstoned);
+    if i.skipped_already_done > 0 {
+        let _ = writeln!(
+            out,
+            "{:<26}{}",
+            "done by an earlier run", i.skipped_already_done
+        );
+    }
+    let _ = writeln!(out, "{:<26}{}", "not imported", i.unsupported);
+    for u in i.unsupported_users.iter().take(10) {
+        let _ = writeln!(out, "  {:<24}{}", u.legacy_id, u.reason);
+    }
+    if i.unsupported > 10 {
+        let _ = writeln!(out, "  … (--json lists up to 1000)");
+    }
+    let _ = writeln!(out, "{:<26}{:.0} records/s", "rate", i.users_per_second);
+    if !i.error.is_empty() {
+        let _ = writeln!(out, "{:<26}{}", "error", i.error);
+    }
+    out
+}
+
+/// Stream a file to the coordinator a page at a time, with a progress bar on a terminal.
+async fn run_import(
+    client: &mut MigrationAdminClient<Channel>,
+    path: &std::path::Path,
+    format: ImportFormat,
+    batch_size: usize,
+    import_id: String,
+) -> anyhow::Result<Import> {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let (pages, receiver) = tokio::sync::mpsc::channel::<ImportUsersRequest>(4);
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let read_bytes = progress.clone();
+    let reader_path = path.to_owned();
+    let reader_id = import_id.clone();
+    // The file is read on a thread of its own: parsing is blocking work, and the channel
+    // keeps at most a few pages ahead of the coordinator.
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let new_page = |first_position| ImportUsersRequest {
+            import_id: reader_id.clone(),
+            format: format.as_str().to_owned(),
+            first_position,
+            users: Vec::new(),
+            unsupported: Vec::new(),
+            last_page: false,
+        };
+        let mut page = new_page(0);
+        let mut position = 0i64;
+        let mut sent_ok = true;
+        read_file(&reader_path, format, |record, bytes| {
+            read_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            match record {
+                Ok(user) => page.users.push(user),
+                Err(Unreadable { legacy_id, reason }) => {
+                    page.unsupported.push(UnsupportedUser { legacy_id, reason })
+                }
+            }
+            position += 1;
+            if page.users.len() + page.unsupported.len() >= batch_size {
+                let full = std::mem::replace(&mut page, new_page(position));
+                sent_ok = pages.blocking_send(full).is_ok();
+            }
+            sent_ok
+        })?;
+        // The last page goes even when empty: it says the file was read to its end.
+        if sent_ok {
+            page.last_page = true;
+            let _ = pages.blocking_send(page);
+        }
+        Ok(())
+    });
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let ticker = tokio::spawn(async move {
+        let mut last_line = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let done = progress.load(std::sync::atomic::Ordering::Relaxed);
+            let fraction = if size > 0 {
+                (done as f64 / size as f64).min(1.0)
+            } else {
+                0.0
+            };
+            if terminal {
+                let filled = (fraction * 30.0) as usize;
+                eprint!(
+                    "\r[{}{}] {:>3.0}% of the file · {:.0}s   ",
+                    "#".repeat(filled),
+                    " ".repeat(30 - filled),
+                    fraction * 100.0,
+                    started.elapsed().as_secs_f64()
+                );
+            } else if last_line.elapsed() >= std::time::Duration::from_secs(5) {
+                eprintln!("import: {:.0}% of the file read", fraction * 100.0);
+                last_line = std::time::Instant::now();
+            }
+        }
+    });
+    let answer = client
+        .import_users(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await;
+    ticker.abort();
+    if terminal {
+        eprintln!();
+    }
+    let read = reader
+        .await
+        .map_err(|e| anyhow::anyhow!("the file reader failed: {e}"))?;
+    let import = answer
+        .map_err(explain)?
+        .into_inner()
+        .import
+        .unwrap_or_default();
+    read?;
+    Ok(import)
+}
+
 fn mode_name(mode: i32) -> &'static str {
     match Mode::try_from(mode) {
         Ok(Mode::Import) => "import",
@@ -414,6 +633,68 @@ fn explain(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(message)
 }
 
+/// Commands that read only a local file: no service is called. Anything else comes back.
+async fn run_local(
+    command: AdminCommand,
+    as_json: bool,
+) -> Result<anyhow::Result<String>, AdminCommand> {
+    let run = async move |command| -> anyhow::Result<String> {
+        match command {
+            AdminCommand::Preflight {
+                file: Some(file),
+                format: Some(format),
+                samples,
+                show_emails,
+                ..
+            } => {
+                let options = CensusOptions {
+                    sample_size: usize::try_from(samples.clamp(1, 1000)).unwrap_or(10),
+                    show_emails,
+                };
+                let report =
+                    tokio::task::spawn_blocking(move || file_preflight(&file, format, options))
+                        .await??;
+                if as_json {
+                    return Ok(preflight_json(&report).to_string());
+                }
+                Ok(preflight_table(&report))
+            }
+            AdminCommand::Import {
+                format,
+                file,
+                dry_run: true,
+                ..
+            } => {
+                let options = CensusOptions {
+                    sample_size: 10,
+                    show_emails: false,
+                };
+                let report =
+                    tokio::task::spawn_blocking(move || file_preflight(&file, format, options))
+                        .await??;
+                if as_json {
+                    return Ok(json!({"dry_run": true, "would_import_at_most": report.store_verifiable, "report": preflight_json(&report)}).to_string());
+                }
+                Ok(format!(
+                    "dry run: nothing was written. At most {} users would be imported (fewer if the store already has some).\n\n{}",
+                    report.store_verifiable,
+                    preflight_table(&report)
+                ))
+            }
+            _ => unreachable!("only local commands come here"),
+        }
+    };
+    match command {
+        AdminCommand::Preflight {
+            file: Some(_),
+            format: Some(_),
+            ..
+        }
+        | AdminCommand::Import { dry_run: true, .. } => Ok(run(command).await),
+        other => Err(other),
+    }
+}
+
 /// Run one admin command against the coordinator at `address`; returns what to print.
 pub async fn run(address: &str, command: AdminCommand, as_json: bool) -> anyhow::Result<String> {
     run_with_tls(address, &TlsConfig::default(), command, as_json).await
@@ -426,6 +707,10 @@ pub async fn run_with_tls(
     command: AdminCommand,
     as_json: bool,
 ) -> anyhow::Result<String> {
+    let command = match run_local(command, as_json).await {
+        Ok(printed) => return printed,
+        Err(command) => command,
+    };
     let channel =
         crate::connect::channel(address, tls, "the migration coordinator (use --addr)").await?;
     let mut client = MigrationAdminClient::new(channel);
@@ -639,10 +924,48 @@ pub async fn run_with_tls(
             }
             Ok(backfill_table(&b))
         }
+        AdminCommand::Import {
+            format,
+            file,
+            // Dry runs were answered by run_local.
+            dry_run: _,
+            batch_size,
+            import_id,
+        } => {
+            if !(1..=1000).contains(&batch_size) {
+                anyhow::bail!("--batch-size must be between 1 and 1000");
+            }
+            let import_id = match import_id {
+                Some(id) => id,
+                None => {
+                    let path = file.clone();
+                    tokio::task::spawn_blocking(move || file_import_id(&path, format)).await??
+                }
+            };
+            if let Ok(earlier) = client
+                .get_import(GetImportRequest {
+                    import_id: import_id.clone(),
+                })
+                .await
+                && let Some(earlier) = earlier.into_inner().import
+                && backfill_state(earlier.state) != "completed"
+            {
+                eprintln!(
+                    "resuming import {import_id} after record {} (an earlier run stopped there)",
+                    earlier.next_position
+                );
+            }
+            let import = run_import(&mut client, &file, format, batch_size, import_id).await?;
+            if as_json {
+                return Ok(import_json(&import).to_string());
+            }
+            Ok(import_table(&import))
+        }
         AdminCommand::Preflight {
             batch_size,
             samples,
             show_emails,
+            ..
         } => {
             let report = run_preflight(
                 &mut client,

@@ -7,5 +7,6 @@ pub mod bench;
 pub mod config;
 pub mod connect;
 pub mod dev;
+pub mod import;
 pub mod login;
 pub mod services;

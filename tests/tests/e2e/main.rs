@@ -35,6 +35,7 @@ mod faults;
 mod hash_limits;
 mod health;
 mod http_backend;
+mod import;
 mod lifecycle;
 mod mfa;
 mod mfa_legacy;

@@ -221,6 +221,8 @@ async fn preflight_counts_every_problem_class_and_writes_no_user(backend: Backen
         batch_size: 1000,
         samples: 10,
         show_emails,
+        file: None,
+        format: None,
     };
     let table = run(&address, preflight(false), false)
         .await

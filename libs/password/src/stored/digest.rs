@@ -27,12 +27,14 @@ pub(super) fn parse_template(
 }
 
 /// The store's own form of a digest whose parts came from several columns:
-/// `$trickle-digest$alg=sha1,salt=before,pw=utf16le$<salt b64>$<digest b64>`.
+/// `$trickle-digest$alg=sha1,salt=before,pw=utf16le$<salt b64>$<digest b64>`, with
+/// `,key=<hex>` for an HMAC whose key came with the hash (an import file's, per user; a
+/// legacy app's configured key never leaves the connector).
 pub(super) fn parse_portable_digest(stored: &str) -> Option<StoredHash> {
     let ("trickle-digest", params, salt, expected) = dollar_fields(stored)? else {
         return None;
     };
-    let (mut algorithm, mut salt_first, mut utf16) = (None, true, false);
+    let (mut algorithm, mut salt_first, mut utf16, mut hmac_key) = (None, true, false, None);
     for kv in params.split(',') {
         match kv.split_once('=')? {
             ("alg", v) => algorithm = DigestAlgorithm::parse(v),
@@ -40,20 +42,24 @@ pub(super) fn parse_portable_digest(stored: &str) -> Option<StoredHash> {
             ("salt", "after") => salt_first = false,
             ("pw", "utf16le") => utf16 = true,
             ("pw", "utf8") => utf16 = false,
+            ("key", v) => hmac_key = Some(unhex(v).filter(|k| !k.is_empty())?),
             _ => return None,
         }
     }
     let algorithm = algorithm?;
     let expected = b64_any(expected)?;
+    // ASP.NET Membership's own digest is SHA-1 over salt + UTF-16LE; any other combination
+    // is a salted digest like the rest.
+    let membership = utf16 && algorithm == DigestAlgorithm::Sha1 && hmac_key.is_none();
     (expected.len() == algorithm.len()).then(|| StoredHash {
         inner: Inner::Digest(DigestHash {
             algorithm,
             salt: b64_any(salt).unwrap_or_default(),
             salt_first,
             utf16,
-            hmac_key: None,
+            hmac_key,
             expected,
-            scheme: if utf16 {
+            scheme: if membership {
                 HashScheme::AspnetMembershipSha1
             } else {
                 HashScheme::SaltedDigest

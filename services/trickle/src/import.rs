@@ -1,0 +1,418 @@
+//! Export files of other identity providers, read for `trickle admin import` and
+//! `trickle admin preflight --file`: each record becomes a legacy user with their hash in a
+//! stored form the user store verifies (`LegacyUserRecord`, as the legacy connector lists
+//! users for a backfill), or a reason it cannot be read.
+//!
+//! Formats:
+//! - `jsonl`: Trickle's own, one user per line (see the README): `legacy_id`, `email`,
+//!   `password_hash` in any format Trickle verifies, and the optional profile, `blocked`,
+//!   `roles`, metadata and `totp`.
+//! - `auth0`: Auth0's user export (NDJSON, one user per line) or its bulk-import file (one
+//!   JSON array): `user_id`, `email`, `email_verified`, names, `blocked`, metadata,
+//!   `password_hash` (bcrypt) or `custom_password_hash`, and `mfa_factors` (TOTP).
+//!
+//! Lines are read one at a time, so memory stays flat in the file's size; a JSON array is
+//! read whole (prefer NDJSON for big files).
+
+use serde::Deserialize;
+use std::io::BufRead as _;
+use trickle_password::{HashFormat, HashLimits, StoredHash};
+use trickle_proto::legacy::v1::{HashStatus, LegacyTotp, LegacyUser, LegacyUserRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// Trickle's own line format: one JSON user per line.
+    Jsonl,
+    /// An Auth0 user export (NDJSON) or bulk-import file (JSON array).
+    Auth0,
+}
+
+impl ImportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportFormat::Jsonl => "jsonl",
+            ImportFormat::Auth0 => "auth0",
+        }
+    }
+}
+
+/// A record that could not become a user: where it is (its legacy id when it has one, else
+/// `line N`) and why. Never a hash or a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub legacy_id: String,
+    pub reason: String,
+}
+
+pub type Record = Result<LegacyUserRecord, Unreadable>;
+
+/// A TOTP factor as files carry it: the secret in base32.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpLine {
+    secret: String,
+    #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default)]
+    digits: Option<u32>,
+    #[serde(default)]
+    period: Option<u32>,
+}
+
+/// One line of the `jsonl` format.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrickleLine {
+    legacy_id: serde_json::Value,
+    email: String,
+    #[serde(default)]
+    email_verified: bool,
+    #[serde(default)]
+    password_hash: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    given_name: Option<String>,
+    #[serde(default)]
+    family_name: Option<String>,
+    #[serde(default)]
+    nickname: Option<String>,
+    #[serde(default)]
+    picture: Option<String>,
+    #[serde(default)]
+    blocked: bool,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    user_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    totp: Option<TotpLine>,
+}
+
+/// One user of an Auth0 export or import file (other fields are ignored).
+#[derive(Deserialize)]
+struct Auth0User {
+    #[serde(default)]
+    user_id: Option<serde_json::Value>,
+    email: String,
+    #[serde(default)]
+    email_verified: bool,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    given_name: Option<String>,
+    #[serde(default)]
+    family_name: Option<String>,
+    #[serde(default)]
+    nickname: Option<String>,
+    #[serde(default)]
+    picture: Option<String>,
+    #[serde(default)]
+    blocked: bool,
+    #[serde(default)]
+    user_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    password_hash: Option<String>,
+    #[serde(default)]
+    custom_password_hash: Option<trickle_password::Auth0CustomHash>,
+    #[serde(default)]
+    mfa_factors: Vec<Auth0Factor>,
+}
+
+#[derive(Deserialize)]
+struct Auth0Factor {
+    #[serde(default)]
+    totp: Option<TotpLine>,
+}
+
+fn text_id(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn totp(line: TotpLine) -> Result<LegacyTotp, String> {
+    let TotpLine {
+        secret,
+        algorithm,
+        digits,
+        period,
+    } = line;
+    let cleaned: String = secret
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '=')
+        .collect::<String>()
+        .to_ascii_uppercase();
+    let secret = base32_decode(&cleaned)
+        .filter(|s| (10..=128).contains(&s.len()))
+        .ok_or_else(|| "the TOTP secret is not base32 of 10 to 128 bytes".to_owned())?;
+    Ok(LegacyTotp {
+        secret,
+        algorithm: algorithm.unwrap_or_default().to_ascii_uppercase(),
+        digits: digits.unwrap_or(0),
+        period_seconds: period.unwrap_or(0),
+    })
+}
+
+/// RFC 4648 base32 without padding (upper case).
+fn base32_decode(input: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = Vec::with_capacity(input.len() * 5 / 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in input.bytes() {
+        let value = ALPHABET.iter().position(|a| *a == c)?;
+        buffer = (buffer << 5) | u32::try_from(value).ok()?;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((buffer >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
+/// The record the store gets: the hash classified as the connector classifies listed ones
+/// (the same parser and the default cost caps).
+fn record(user: LegacyUser, hash: Result<String, (HashStatus, String)>) -> LegacyUserRecord {
+    let classified = hash.and_then(|stored| {
+        let parsed = StoredHash::parse(&stored, HashFormat::Auto)
+            .map_err(|e| (HashStatus::UnknownFormat, e.to_string()))?;
+        let scheme = parsed.scheme().as_str();
+        match parsed.cost().exceeds(&HashLimits::default()) {
+            Some(why) => Err((
+                HashStatus::OverCostLimits,
+                format!("the {scheme} hash {why}"),
+            )),
+            None => Ok((stored, scheme)),
+        }
+    });
+    match classified {
+        Ok((stored, scheme)) => LegacyUserRecord {
+            user: Some(user),
+            password_hash: stored,
+            hash_scheme: scheme.to_owned(),
+            unsupported_reason: String::new(),
+            hash_status: HashStatus::Portable.into(),
+        },
+        Err((status, reason)) => LegacyUserRecord {
+            user: Some(user),
+            password_hash: String::new(),
+            hash_scheme: String::new(),
+            unsupported_reason: reason,
+            hash_status: status.into(),
+        },
+    }
+}
+
+fn metadata(
+    map: Option<serde_json::Map<String, serde_json::Value>>,
+) -> Option<prost_types::Struct> {
+    map.filter(|m| !m.is_empty())
+        .map(trickle_proto::json::to_struct)
+}
+
+fn no_hash() -> Result<String, (HashStatus, String)> {
+    Err((HashStatus::Empty, "no password hash in the file".into()))
+}
+
+/// One `jsonl` line.
+pub fn parse_trickle_line(line: &str, line_number: u64) -> Record {
+    let unreadable = |reason: String| Unreadable {
+        legacy_id: format!("line {line_number}"),
+        reason,
+    };
+    let parsed: TrickleLine =
+        serde_json::from_str(line).map_err(|e| unreadable(format!("not a Trickle user: {e}")))?;
+    let legacy_id = text_id(&parsed.legacy_id)
+        .ok_or_else(|| unreadable("legacy_id must be a non-empty string or a number".into()))?;
+    let totp = match parsed.totp.map(totp).transpose() {
+        Ok(totp) => totp,
+        Err(why) => {
+            return Err(Unreadable {
+                legacy_id,
+                reason: why,
+            });
+        }
+    };
+    let hash = match parsed.password_hash.filter(|h| !h.trim().is_empty()) {
+        Some(hash) => Ok(hash.trim().to_owned()),
+        None => no_hash(),
+    };
+    let user = LegacyUser {
+        legacy_id,
+        email: parsed.email,
+        email_verified: parsed.email_verified,
+        name: parsed.name.unwrap_or_default(),
+        given_name: parsed.given_name.unwrap_or_default(),
+        family_name: parsed.family_name.unwrap_or_default(),
+        nickname: parsed.nickname.unwrap_or_default(),
+        picture: parsed.picture.unwrap_or_default(),
+        blocked: parsed.blocked,
+        roles: parsed.roles,
+        totp,
+        user_metadata: metadata(parsed.user_metadata),
+        app_metadata: metadata(parsed.app_metadata),
+    };
+    Ok(record(user, hash))
+}
+
+/// One Auth0 user (a line of an export, or an element of an import file's array).
+pub fn parse_auth0_user(value: serde_json::Value, line_number: u64) -> Record {
+    let parsed: Auth0User = serde_json::from_value(value).map_err(|e| Unreadable {
+        legacy_id: format!("line {line_number}"),
+        reason: format!("not an Auth0 user: {e}"),
+    })?;
+    // Auth0 ids look like "auth0|5f7c…"; an import file may leave them out, and the email
+    // (lower-cased) then names the user.
+    let legacy_id = parsed
+        .user_id
+        .as_ref()
+        .and_then(text_id)
+        .unwrap_or_else(|| parsed.email.trim().to_lowercase());
+    let mut factors = parsed.mfa_factors.into_iter().filter_map(|f| f.totp);
+    let totp = match factors.next().map(totp).transpose() {
+        Ok(totp) => totp,
+        Err(why) => {
+            return Err(Unreadable {
+                legacy_id,
+                reason: why,
+            });
+        }
+    };
+    let hash = match (parsed.password_hash, parsed.custom_password_hash) {
+        (Some(hash), None) if !hash.trim().is_empty() => Ok(hash.trim().to_owned()),
+        (None | Some(_), Some(custom)) => trickle_password::auth0_custom_hash(&custom)
+            .map_err(|why| (HashStatus::UnknownFormat, why)),
+        _ => no_hash(),
+    };
+    let user = LegacyUser {
+        legacy_id,
+        email: parsed.email,
+        email_verified: parsed.email_verified,
+        name: parsed.name.unwrap_or_default(),
+        given_name: parsed.given_name.unwrap_or_default(),
+        family_name: parsed.family_name.unwrap_or_default(),
+        nickname: parsed.nickname.unwrap_or_default(),
+        picture: parsed.picture.unwrap_or_default(),
+        blocked: parsed.blocked,
+        roles: Vec::new(),
+        totp,
+        user_metadata: metadata(parsed.user_metadata),
+        app_metadata: metadata(parsed.app_metadata),
+    };
+    Ok(record(user, hash))
+}
+
+/// Every record of `path`, in file order, handed to `each` (which may stop the reading by
+/// answering false). I/O errors end the reading; records that cannot be read are handed
+/// on as [`Unreadable`].
+pub fn read_file(
+    path: &std::path::Path,
+    format: ImportFormat,
+    mut each: impl FnMut(Record, u64) -> bool,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let first = reader.fill_buf()?.iter().find(|b| !b.is_ascii_whitespace());
+    if format == ImportFormat::Auth0 && first == Some(&b'[') {
+        let users: Vec<serde_json::Value> = serde_json::from_reader(reader)
+            .map_err(|e| anyhow::anyhow!("{} is not a JSON array of users: {e}", path.display()))?;
+        for (index, user) in users.into_iter().enumerate() {
+            let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
+            if !each(parse_auth0_user(user, number), 0) {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    let mut line = String::new();
+    let mut line_number = 0u64;
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line)?;
+        if read == 0 {
+            return Ok(());
+        }
+        line_number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = match format {
+            ImportFormat::Jsonl => parse_trickle_line(&line, line_number),
+            ImportFormat::Auth0 => match serde_json::from_str(&line) {
+                Ok(value) => parse_auth0_user(value, line_number),
+                Err(e) => Err(Unreadable {
+                    legacy_id: format!("line {line_number}"),
+                    reason: format!("not JSON: {e}"),
+                }),
+            },
+        };
+        if !each(record, u64::try_from(read).unwrap_or(0)) {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trickle_line_becomes_a_user_with_a_portable_hash() {
+        let hash = trickle_password::legacy_formats::bcrypt("pw", 4).expect("bcrypt");
+        let line = format!(
+            r#"{{"legacy_id": 42, "email": "Ann@Example.com", "password_hash": "{hash}", "roles": ["admin"], "totp": {{"secret": "JBSWY3DPEHPK3PXP JBSWY3DPEHPK3PXP"}}}}"#
+        );
+        let record = parse_trickle_line(&line, 1).expect("readable");
+        assert_eq!(record.hash_status, i32::from(HashStatus::Portable));
+        assert_eq!(record.hash_scheme, "bcrypt");
+        let user = record.user.expect("user");
+        assert_eq!(user.legacy_id, "42");
+        assert_eq!(user.roles, ["admin"]);
+        assert_eq!(user.totp.expect("factor").secret.len(), 20);
+    }
+
+    #[test]
+    fn bad_lines_are_unreadable_with_a_reason_and_no_content() {
+        for (line, why) in [
+            ("not json", "not a Trickle user"),
+            (r#"{"email": "a@b.c"}"#, "legacy_id"),
+            (r#"{"legacy_id": "", "email": "a@b.c"}"#, "legacy_id"),
+            (
+                r#"{"legacy_id": "1", "email": "a@b.c", "totp": {"secret": "1!"}}"#,
+                "base32",
+            ),
+            (
+                r#"{"legacy_id": "1", "email": "a@b.c", "surprise": 1}"#,
+                "unknown field",
+            ),
+        ] {
+            let error = parse_trickle_line(line, 7).expect_err(line);
+            assert!(error.reason.contains(why), "{line}: {error:?}");
+        }
+        let no_hash = parse_trickle_line(r#"{"legacy_id": "1", "email": "a@b.c"}"#, 1)
+            .expect("a user without a hash is still a user");
+        assert_eq!(no_hash.hash_status, i32::from(HashStatus::Empty));
+        let garbage = parse_trickle_line(
+            r#"{"legacy_id": "1", "email": "a@b.c", "password_hash": "secret-ish-garbage"}"#,
+            1,
+        )
+        .expect("user");
+        assert_eq!(garbage.hash_status, i32::from(HashStatus::UnknownFormat));
+        assert!(!garbage.unsupported_reason.contains("ish-garbage"));
+    }
+
+    #[test]
+    fn base32_matches_rfc_4648() {
+        assert_eq!(base32_decode("MZXW6YTBOI").as_deref(), Some(&b"foobar"[..]));
+        assert_eq!(base32_decode("MZXW6").as_deref(), Some(&b"foo"[..]));
+        assert!(base32_decode("mzxw6").is_none());
+    }
+}

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Generate the export files the import tests load, with the tools the hashes come from.
+
+Run it to refresh the committed files (so `cargo test` needs no Python):
+
+    pip install bcrypt argon2-cffi
+    python3 tests/vectors/generate_imports.py tests/vectors
+
+- auth0-users.ndjson: users as Auth0's bulk import schema describes them, one per line (the
+  layout of its user export). Hashes are made by Python's hashlib and hmac (md5, sha1,
+  sha256, sha512 with salts before or after the password and the documented encodings;
+  PBKDF2 and scrypt with hashlib's own pbkdf2_hmac and scrypt), by the `bcrypt` package, and
+  by argon2-cffi. Each line also carries `x_test_password` (ignored by the importer, which
+  ignores fields it does not know, as Auth0's exports carry many) so the tests can log in.
+- trickle-users.jsonl: Trickle's own line format, with bcrypt (the `bcrypt` package), Django
+  PBKDF2 (hashlib, Django's layout) and LDAP {SSHA} (hashlib) hashes; passwords in
+  trickle-users.passwords.json, keyed by legacy id (the format refuses unknown fields).
+
+Passwords and salts are fixed, so the files only change when this script does (bcrypt and
+argon2 draw their own salts, so those lines change on every run).
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import sys
+
+import argon2
+import bcrypt
+
+TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def b64_nopad(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+def auth0_users():
+    users = []
+
+    def add(n, password, **fields):
+        user = {
+            "user_id": f"auth0|{n:04d}",
+            "email": f"auth0-{n}@example.com",
+            "email_verified": True,
+            "given_name": "Imported",
+            "family_name": f"User {n}",
+            "name": f"Imported User {n}",
+            "x_test_password": password,
+        }
+        user.update(fields)
+        users.append(user)
+
+    pw = "correct horse 1"
+    add(1, pw, password_hash=bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode(),
+        app_metadata={"plan": "gold", "roles": ["editor"]},
+        user_metadata={"theme": "dark"})
+    pw = "correct horse 2"
+    add(2, pw, custom_password_hash={
+        "algorithm": "argon2",
+        "hash": {"value": argon2.PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(pw),
+                 "encoding": "utf8"}})
+    pw = "correct horse 3"
+    add(3, pw, custom_password_hash={
+        "algorithm": "bcrypt",
+        "hash": {"value": bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=5)).decode()}})
+    pw = "correct horse 4"
+    salt = b"ldapsalt"
+    add(4, pw, custom_password_hash={
+        "algorithm": "ldap",
+        "hash": {"value": "{SSHA}" + b64(hashlib.sha1(pw.encode() + salt).digest() + salt),
+                 "encoding": "utf8"}})
+    pw = "correct horse 5"
+    add(5, pw, custom_password_hash={
+        "algorithm": "md5",
+        "hash": {"value": hashlib.md5(pw.encode()).hexdigest(), "encoding": "hex"}})
+    pw = "correct horse 6"
+    salt = "pepper-and-salt"
+    add(6, pw, custom_password_hash={
+        "algorithm": "sha1",
+        "hash": {"value": b64(hashlib.sha1(salt.encode() + pw.encode()).digest()), "encoding": "base64"},
+        "salt": {"value": salt, "encoding": "utf8", "position": "prefix"}})
+    pw = "correct horse 7"
+    salt = bytes.fromhex("00ff10ee20dd")
+    add(7, pw, custom_password_hash={
+        "algorithm": "sha256",
+        "hash": {"value": hashlib.sha256(pw.encode() + salt).hexdigest(), "encoding": "hex"},
+        "salt": {"value": salt.hex(), "encoding": "hex", "position": "suffix"}})
+    pw = "correct horse 8 ü"
+    salt = b"s8"
+    add(8, pw, custom_password_hash={
+        "algorithm": "sha512",
+        "hash": {"value": b64(hashlib.sha512(salt + pw.encode("utf-16-le")).digest()), "encoding": "base64"},
+        "salt": {"value": b64(salt), "encoding": "base64", "position": "prefix"},
+        "password": {"encoding": "utf16le"}})
+    pw = "correct horse 9"
+    salt = b"pbkdf2-salt-9"
+    derived = hashlib.pbkdf2_hmac("sha256", pw.encode(), salt, 1000, 32)
+    add(9, pw, custom_password_hash={
+        "algorithm": "pbkdf2",
+        "hash": {"value": f"$pbkdf2-sha256$i=1000,l=32${b64_nopad(salt)}${b64_nopad(derived)}",
+                 "encoding": "utf8"}})
+    pw = "correct horse 10"
+    salt = b"pbkdf2-salt-10"
+    derived = hashlib.pbkdf2_hmac("sha512", pw.encode(), salt, 1000, 64)
+    add(10, pw, custom_password_hash={
+        "algorithm": "pbkdf2",
+        "hash": {"value": f"$pbkdf2-sha512$i=1000,l=64${b64_nopad(salt)}${b64_nopad(derived)}",
+                 "encoding": "utf8"}})
+    pw = "correct horse 11"
+    salt = b"scrypt-salt-11"
+    derived = hashlib.scrypt(pw.encode(), salt=salt, n=1024, r=8, p=1, dklen=32)
+    add(11, pw, custom_password_hash={
+        "algorithm": "scrypt",
+        "hash": {"value": b64(derived), "encoding": "base64"},
+        "salt": {"value": b64(salt), "encoding": "base64"},
+        "keylen": 32, "cost": 1024, "blockSize": 8, "parallelization": 1})
+    pw = "correct horse 12"
+    key = b"hmac-key-12"
+    salt = "hs12"
+    add(12, pw, custom_password_hash={
+        "algorithm": "hmac",
+        "hash": {"value": hmac.new(key, (salt + pw).encode(), hashlib.sha256).hexdigest(), "encoding": "hex",
+                 "digest": "sha256", "key": {"value": b64(key), "encoding": "base64"}},
+        "salt": {"value": salt, "encoding": "utf8", "position": "prefix"}})
+    # A second factor and a block: the factor moves with the user, the block too.
+    pw = "correct horse 13"
+    add(13, pw, password_hash=bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode(),
+        mfa_factors=[{"totp": {"secret": TOTP_SECRET}}])
+    pw = "correct horse 14"
+    add(14, pw, password_hash=bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode(), blocked=True)
+    # Not importable: md4 is not supported, and a user without any password.
+    add(15, "unused", custom_password_hash={
+        "algorithm": "md4", "hash": {"value": "31d6cfe0d16ae931b73c59d7e0c089c0", "encoding": "hex"}})
+    add(16, "unused")
+    return users
+
+
+def trickle_users():
+    users, passwords = [], {}
+    pw = "line password 1"
+    users.append({"legacy_id": 1, "email": "line-1@example.com", "email_verified": True,
+                  "password_hash": bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode(),
+                  "name": "Line One", "roles": ["admin"], "user_metadata": {"lang": "fr"}})
+    passwords["1"] = pw
+    pw = "line password 2"
+    salt = "djangosalt2"
+    digest = b64(hashlib.pbkdf2_hmac("sha256", pw.encode(), salt.encode(), 1000))
+    users.append({"legacy_id": "2", "email": "line-2@example.com",
+                  "password_hash": f"pbkdf2_sha256$1000${salt}${digest}"})
+    passwords["2"] = pw
+    pw = "line password 3"
+    salt = b"ssha3"
+    users.append({"legacy_id": "3", "email": "line-3@example.com",
+                  "password_hash": "{SSHA}" + b64(hashlib.sha1(pw.encode() + salt).digest() + salt),
+                  "totp": {"secret": TOTP_SECRET, "digits": 6, "period": 30}})
+    passwords["3"] = pw
+    pw = "line password 4"
+    users.append({"legacy_id": "4", "email": "line-4@example.com", "blocked": True,
+                  "password_hash": bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()})
+    passwords["4"] = pw
+    return users, passwords
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(__file__)
+    with open(os.path.join(out, "auth0-users.ndjson"), "w") as f:
+        for user in auth0_users():
+            f.write(json.dumps(user) + "\n")
+    users, passwords = trickle_users()
+    with open(os.path.join(out, "trickle-users.jsonl"), "w") as f:
+        # A line the importer cannot read, between good ones.
+        for i, user in enumerate(users):
+            f.write(json.dumps(user) + "\n")
+            if i == 1:
+                f.write('{"legacy_id": "broken", "email": \n')
+    with open(os.path.join(out, "trickle-users.passwords.json"), "w") as f:
+        json.dump(passwords, f, indent=2)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
