@@ -14,7 +14,7 @@ cd "$root"
 export CARGO_TARGET_DIR="${TRICKLE_FUZZ_TARGET_DIR:-$HOME/.cache/trickle-fuzz-target}"
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 status=0
-for target in stored_hash requests legacy_factors; do
+for target in stored_hash requests legacy_factors import_records; do
   log="$(mktemp)"
   # -rss_limit_mb: an input that makes a parser allocate beyond this is a failure.
   if cargo +nightly fuzz run --fuzz-dir tests/fuzz "$target" -- \

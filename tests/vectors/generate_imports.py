@@ -12,6 +12,11 @@ Run it to refresh the committed files (so `cargo test` needs no Python):
   PBKDF2 and scrypt with hashlib's own pbkdf2_hmac and scrypt), by the `bcrypt` package, and
   by argon2-cffi. Each line also carries `x_test_password` (ignored by the importer, which
   ignores fields it does not know, as Auth0's exports carry many) so the tests can log in.
+- firebase-users.json: a `firebase auth:export` file under the project parameters Firebase
+  publishes with its scrypt (github.com/firebase/scrypt): its own vector user verbatim, and
+  users hashed here the way that repository's C code does (hashlib.scrypt over the password
+  and salt + separator, N = 2^mem_cost, r = rounds, p = 1, 32 bytes; the signer key
+  encrypted with them by AES-256-CTR from a zero IV, with `cryptography`).
 - trickle-users.jsonl: Trickle's own line format, with bcrypt (the `bcrypt` package), Django
   PBKDF2 (hashlib, Django's layout) and LDAP {SSHA} (hashlib) hashes; passwords in
   trickle-users.passwords.json, keyed by legacy id (the format refuses unknown fields).
@@ -29,6 +34,7 @@ import sys
 
 import argon2
 import bcrypt
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
@@ -142,6 +148,48 @@ def auth0_users():
     return users
 
 
+FIREBASE = {
+    "base64_signer_key": "jxspr8Ki0RYycVU8zykbdLGjFQ3McFUH0uiiTvC8pVMXAn210wjLNmdZJzxUECKbm0QsEmYUSDzZvpjeJ9WmXA==",
+    "base64_salt_separator": "Bw==",
+    "rounds": 8,
+    "mem_cost": 14,
+}
+
+
+def firebase_hash(password: str, salt: bytes) -> bytes:
+    key = base64.b64decode(FIREBASE["base64_signer_key"])
+    separator = base64.b64decode(FIREBASE["base64_salt_separator"])
+    derived = hashlib.scrypt(password.encode(), salt=salt + separator, n=2 ** FIREBASE["mem_cost"],
+                             r=FIREBASE["rounds"], p=1, dklen=32, maxmem=64 * 1024 * 1024)
+    encryptor = Cipher(algorithms.AES(derived), modes.CTR(b"\0" * 16)).encryptor()
+    return encryptor.update(key) + encryptor.finalize()
+
+
+def firebase_users():
+    users = [{
+        # Firebase's own published vector.
+        "localId": "published-vector", "email": "user1@example.com", "emailVerified": True,
+        "passwordHash": "lSrfV15cpx95/sZS2W9c9Kp6i/LVgQNDNC/qzrCnh1SAyZvqmZqAjTdn3aoItz+VHjoZilo78198JAdRuid5lQ==",
+        "salt": "42xEC+ixf3L2lw==", "x_test_password": "user1password",
+        "displayName": "User One", "providerUserInfo": []}]
+    assert base64.b64encode(firebase_hash("user1password", base64.b64decode("42xEC+ixf3L2lw=="))).decode() \
+        == users[0]["passwordHash"], "the generator must reproduce Firebase's vector"
+    for n, extra in [(2, {"customAttributes": json.dumps({"admin": True, "roles": ["ops"]})}),
+                     (3, {"disabled": True})]:
+        password = f"firebase password {n}"
+        salt = f"salt-{n}-salt".encode()
+        user = {"localId": f"fb-uid-{n}", "email": f"firebase-{n}@example.com", "emailVerified": n == 2,
+                "passwordHash": base64.b64encode(firebase_hash(password, salt)).decode(),
+                "salt": base64.b64encode(salt).decode(), "x_test_password": password,
+                "createdAt": "1700000000000", "providerUserInfo": []}
+        user.update(extra)
+        users.append(user)
+    # A user who signs in with a provider only: no password to import.
+    users.append({"localId": "fb-uid-4", "email": "firebase-4@example.com", "providerUserInfo": [
+        {"providerId": "google.com", "rawId": "1234"}]})
+    return {"users": users}
+
+
 def trickle_users():
     users, passwords = [], {}
     pw = "line password 1"
@@ -173,6 +221,9 @@ def main():
     with open(os.path.join(out, "auth0-users.ndjson"), "w") as f:
         for user in auth0_users():
             f.write(json.dumps(user) + "\n")
+    with open(os.path.join(out, "firebase-users.json"), "w") as f:
+        json.dump(firebase_users(), f, indent=1)
+        f.write("\n")
     users, passwords = trickle_users()
     with open(os.path.join(out, "trickle-users.jsonl"), "w") as f:
         # A line the importer cannot read, between good ones.

@@ -3,6 +3,9 @@
 //!     cargo bench -p trickle --bench backfill                    # 1,000,000 users
 //!     TRICKLE_BENCH_USERS=100000 cargo bench -p trickle --bench backfill
 //!
+//! `TRICKLE_BENCH_LEGACY=import` (also part of the default) measures `trickle admin import`
+//! of a `jsonl` file of the same users instead, the CLI being a process of its own.
+//!
 //! For each legacy kind (PostgreSQL, MariaDB) it seeds a legacy `users` table, starts the
 //! user-store, the legacy connector and the coordinator as separate `trickle serve`
 //! processes on a fresh PostgreSQL store, runs a backfill through them, and reads each
@@ -317,6 +320,99 @@ async fn run(legacy: &'static str, users: i64, hash: &str) -> Run {
     }
 }
 
+/// An import of `users` from a `jsonl` file through `trickle admin import` (a separate
+/// process, like an operator's) into a fresh PostgreSQL store, against the same COPY.
+async fn run_import(users: i64, hash: &str) -> Run {
+    use std::io::Write as _;
+    let pg_admin = env(
+        "TRICKLE_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    // The legacy connector needs a database to start; the import never asks it.
+    let legacy_url = fresh_postgres(&pg_admin, "trickle_bench_legacy").await;
+    let mut conn = sqlx::PgConnection::connect(&legacy_url)
+        .await
+        .expect("legacy");
+    conn.execute("CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT NOT NULL, password_hash TEXT NOT NULL)")
+        .await
+        .expect("table");
+    let dir = std::env::temp_dir().join("trickle-bench-import");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("users.jsonl");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("file"));
+        for id in 1..=users {
+            writeln!(
+                out,
+                r#"{{"legacy_id":"{id}","email":"user{id}@example.com","email_verified":true,"name":"User {id}","password_hash":"{hash}"}}"#
+            )
+            .expect("write");
+        }
+    }
+    let copy_per_second = copy_baseline(&pg_admin, users, hash).await;
+    let store_url = fresh_postgres(&pg_admin, "trickle_bench_store").await;
+    migrate(&store_url);
+    let mut services = start_services(
+        &store_url,
+        &legacy_url,
+        "SELECT id, email, password_hash FROM users WHERE email = $1",
+        "SELECT id, email, password_hash FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .await;
+    let started = Instant::now();
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_trickle"))
+        .args([
+            "admin",
+            "--json",
+            "--addr",
+            &services.admin,
+            "import",
+            "--format",
+            "jsonl",
+        ])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("trickle admin import");
+    // Peak RSS is read while the process lives: sample it until it exits.
+    let mut cli_peak = 0.0f64;
+    let status = loop {
+        cli_peak = cli_peak.max(peak_rss_mib(&cli));
+        if let Some(status) = cli.try_wait().expect("wait") {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut cli.stdout.take().expect("stdout"), &mut printed)
+        .expect("summary");
+    assert!(status.success(), "import failed: {printed}");
+    let summary: serde_json::Value = serde_json::from_str(&printed).expect("JSON summary");
+    assert_eq!(summary["imported"], users, "{summary}");
+    let mut peak_mib: Vec<(&'static str, f64)> = services
+        .children
+        .iter()
+        .filter(|(name, _)| *name != "legacy-connector")
+        .map(|(name, child)| (*name, peak_rss_mib(child)))
+        .collect();
+    peak_mib.push(("trickle admin import", cli_peak));
+    services.children.iter_mut().for_each(|(_, c)| {
+        let _ = c.kill();
+    });
+    let _ = std::fs::remove_file(&file);
+    Run {
+        legacy: "jsonl file",
+        users,
+        seconds,
+        users_per_second: users as f64 / seconds,
+        copy_per_second,
+        peak_mib,
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run either way.
     let users: i64 = env("TRICKLE_BENCH_USERS", "1000000")
@@ -326,7 +422,8 @@ fn main() {
     {
         "postgresql" => vec!["postgresql"],
         "mariadb" => vec!["mariadb"],
-        _ => vec!["postgresql", "mariadb"],
+        "import" => vec!["import"],
+        _ => vec!["postgresql", "mariadb", "import"],
     };
     // One real bcrypt hash for everyone: a backfill moves hashes, it never computes them.
     let hash = trickle_password::legacy_formats::bcrypt("benchmark", 10).expect("bcrypt");
@@ -335,18 +432,22 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "backfill of {users} legacy users into a PostgreSQL store, batch {BATCH}, services as separate processes"
+        "backfill (batch {BATCH}) and file import (pages of 1000) of {users} users into a PostgreSQL store, services as separate processes"
     );
     println!(
-        "| legacy | users | seconds | users/s | COPY rows/s | ratio | peak RSS user-store / connector / coordinator (MiB) |"
+        "| source | users | seconds | users/s | COPY rows/s | ratio | peak RSS per process (MiB) |"
     );
     println!("|---|---|---|---|---|---|---|");
     for kind in kinds {
-        let r = runtime.block_on(run(kind, users, &hash));
+        let r = if kind == "import" {
+            runtime.block_on(run_import(users, &hash))
+        } else {
+            runtime.block_on(run(kind, users, &hash))
+        };
         let peaks: Vec<String> = r
             .peak_mib
             .iter()
-            .map(|(_, mib)| format!("{mib:.0}"))
+            .map(|(name, mib)| format!("{name} {mib:.0}"))
             .collect();
         println!(
             "| {} | {} | {:.1} | {:.0} | {:.0} | {:.2} | {} |",

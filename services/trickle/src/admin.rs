@@ -2,7 +2,7 @@
 //! coordinator. Human-readable tables by default, `--json` for scripts; every failure is a
 //! clear message and a non-zero exit.
 
-use crate::import::{ImportFormat, Unreadable, read_file};
+use crate::import::{FileOptions, FirebaseHashParams, ImportFormat, Unreadable, read_file};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
@@ -73,6 +73,8 @@ pub enum AdminCommand {
         /// The file's format (with --file).
         #[arg(long, value_enum)]
         format: Option<ImportFormat>,
+        #[command(flatten)]
+        firebase: FirebaseArgs,
     },
     /// Import the users of another identity provider's export file, with their hashes.
     ///
@@ -97,7 +99,84 @@ pub enum AdminCommand {
         /// Names the import, to resume it (default: the format and the file's SHA-256).
         #[arg(long)]
         import_id: Option<String>,
+        #[command(flatten)]
+        firebase: FirebaseArgs,
     },
+}
+
+/// A Firebase project's password hash parameters (Firebase console: Authentication → Users →
+/// ⋮ → Password hash parameters), named as `firebase auth:import` names them.
+#[derive(Clone, Default, clap::Args)]
+pub struct FirebaseArgs {
+    /// base64_signer_key (a secret of the project).
+    #[arg(long, env = "TRICKLE_FIREBASE_HASH_KEY", hide_env_values = true)]
+    pub hash_key: Option<String>,
+    /// base64_salt_separator.
+    #[arg(long)]
+    pub salt_separator: Option<String>,
+    /// rounds.
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// mem_cost.
+    #[arg(long)]
+    pub mem_cost: Option<u32>,
+}
+
+impl std::fmt::Debug for FirebaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirebaseArgs")
+            .field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>"))
+            .field("salt_separator", &self.salt_separator)
+            .field("rounds", &self.rounds)
+            .field("mem_cost", &self.mem_cost)
+            .finish()
+    }
+}
+
+impl FirebaseArgs {
+    /// The file options: the Firebase parameters when all four are given; some but not all
+    /// is a mistake worth stopping for.
+    fn file_options(&self, format: ImportFormat) -> anyhow::Result<FileOptions> {
+        let given = [
+            self.hash_key.is_some(),
+            self.salt_separator.is_some(),
+            self.rounds.is_some(),
+            self.mem_cost.is_some(),
+        ];
+        if format != ImportFormat::Firebase {
+            if given.iter().any(|g| *g) {
+                anyhow::bail!(
+                    "--hash-key, --salt-separator, --rounds and --mem-cost are for --format firebase"
+                );
+            }
+            return Ok(FileOptions::default());
+        }
+        let (Some(hash_key), Some(salt_separator), Some(rounds), Some(mem_cost)) = (
+            self.hash_key.clone(),
+            self.salt_separator.clone(),
+            self.rounds,
+            self.mem_cost,
+        ) else {
+            if given.iter().any(|g| *g) {
+                anyhow::bail!(
+                    "give all four of --hash-key, --salt-separator, --rounds and --mem-cost (the project's password hash parameters)"
+                );
+            }
+            // Without them every hash is listed as unusable: a census still says who is there.
+            return Ok(FileOptions::default());
+        };
+        if !(1..=8).contains(&rounds) || !(1..=14).contains(&mem_cost) {
+            anyhow::bail!("--rounds must be 1 to 8 and --mem-cost 1 to 14, as Firebase allows");
+        }
+        Ok(FileOptions {
+            firebase: Some(FirebaseHashParams {
+                hash_key,
+                salt_separator,
+                rounds,
+                mem_cost,
+            }),
+        })
+    }
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -413,11 +492,12 @@ async fn run_preflight(
 fn file_preflight(
     path: &std::path::Path,
     format: ImportFormat,
+    file_options: &FileOptions,
     options: CensusOptions,
 ) -> anyhow::Result<PreflightReport> {
     let started = chrono::Utc::now();
     let mut census = Census::new(options);
-    read_file(path, format, |record, _| {
+    read_file(path, format, file_options, |record, _| {
         match record {
             Ok(record) => census.observe(&record),
             Err(Unreadable { legacy_id, .. }) => census.observe_unreadable(&legacy_id),
@@ -504,6 +584,7 @@ async fn run_import(
     client: &mut MigrationAdminClient<Channel>,
     path: &std::path::Path,
     format: ImportFormat,
+    file_options: FileOptions,
     batch_size: usize,
     import_id: String,
 ) -> anyhow::Result<Import> {
@@ -527,7 +608,7 @@ async fn run_import(
         let mut page = new_page(0);
         let mut position = 0i64;
         let mut sent_ok = true;
-        read_file(&reader_path, format, |record, bytes| {
+        read_file(&reader_path, format, &file_options, |record, bytes| {
             read_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
             match record {
                 Ok(user) => page.users.push(user),
@@ -645,15 +726,18 @@ async fn run_local(
                 format: Some(format),
                 samples,
                 show_emails,
+                firebase,
                 ..
             } => {
                 let options = CensusOptions {
                     sample_size: usize::try_from(samples.clamp(1, 1000)).unwrap_or(10),
                     show_emails,
                 };
-                let report =
-                    tokio::task::spawn_blocking(move || file_preflight(&file, format, options))
-                        .await??;
+                let file_options = firebase.file_options(format)?;
+                let report = tokio::task::spawn_blocking(move || {
+                    file_preflight(&file, format, &file_options, options)
+                })
+                .await??;
                 if as_json {
                     return Ok(preflight_json(&report).to_string());
                 }
@@ -663,15 +747,18 @@ async fn run_local(
                 format,
                 file,
                 dry_run: true,
+                firebase,
                 ..
             } => {
                 let options = CensusOptions {
                     sample_size: 10,
                     show_emails: false,
                 };
-                let report =
-                    tokio::task::spawn_blocking(move || file_preflight(&file, format, options))
-                        .await??;
+                let file_options = firebase.file_options(format)?;
+                let report = tokio::task::spawn_blocking(move || {
+                    file_preflight(&file, format, &file_options, options)
+                })
+                .await??;
                 if as_json {
                     return Ok(json!({"dry_run": true, "would_import_at_most": report.store_verifiable, "report": preflight_json(&report)}).to_string());
                 }
@@ -931,7 +1018,9 @@ pub async fn run_with_tls(
             dry_run: _,
             batch_size,
             import_id,
+            firebase,
         } => {
+            let file_options = firebase.file_options(format)?;
             if !(1..=1000).contains(&batch_size) {
                 anyhow::bail!("--batch-size must be between 1 and 1000");
             }
@@ -955,7 +1044,15 @@ pub async fn run_with_tls(
                     earlier.next_position
                 );
             }
-            let import = run_import(&mut client, &file, format, batch_size, import_id).await?;
+            let import = run_import(
+                &mut client,
+                &file,
+                format,
+                file_options,
+                batch_size,
+                import_id,
+            )
+            .await?;
             if as_json {
                 return Ok(import_json(&import).to_string());
             }

@@ -11,6 +11,12 @@
 //!   JSON array): `user_id`, `email`, `email_verified`, names, `blocked`, metadata,
 //!   `password_hash` (bcrypt) or `custom_password_hash`, and `mfa_factors` (TOTP).
 //!
+//! - `firebase`: `firebase auth:export` JSON (`{"users": [...]}`): `localId`, `email`,
+//!   `emailVerified`, `displayName`, `photoUrl`, `disabled`, `customAttributes`, and
+//!   `passwordHash` + `salt` under the project's modified scrypt, whose parameters (from the
+//!   Firebase console: Authentication → Users → Password hash parameters) come from the
+//!   command line.
+//!
 //! Lines are read one at a time, so memory stays flat in the file's size; a JSON array is
 //! read whole (prefer NDJSON for big files).
 
@@ -25,6 +31,9 @@ pub enum ImportFormat {
     Jsonl,
     /// An Auth0 user export (NDJSON) or bulk-import file (JSON array).
     Auth0,
+    /// A Firebase Authentication export (`firebase auth:export users.json`), with the
+    /// project's hash parameters (--hash-key, --salt-separator, --rounds, --mem-cost).
+    Firebase,
 }
 
 impl ImportFormat {
@@ -32,6 +41,7 @@ impl ImportFormat {
         match self {
             ImportFormat::Jsonl => "jsonl",
             ImportFormat::Auth0 => "auth0",
+            ImportFormat::Firebase => "firebase",
         }
     }
 }
@@ -45,6 +55,35 @@ pub struct Unreadable {
 }
 
 pub type Record = Result<LegacyUserRecord, Unreadable>;
+
+/// A Firebase project's password hash parameters, as the Firebase console and CLI name them.
+#[derive(Clone, Default)]
+pub struct FirebaseHashParams {
+    /// `base64_signer_key`: a secret of the project; never printed.
+    pub hash_key: String,
+    /// `base64_salt_separator`.
+    pub salt_separator: String,
+    pub rounds: u32,
+    pub mem_cost: u32,
+}
+
+impl std::fmt::Debug for FirebaseHashParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirebaseHashParams")
+            .field("hash_key", &trickle_password::redacted(&self.hash_key))
+            .field("salt_separator", &self.salt_separator)
+            .field("rounds", &self.rounds)
+            .field("mem_cost", &self.mem_cost)
+            .finish()
+    }
+}
+
+/// What reading a file needs besides its format.
+#[derive(Debug, Clone, Default)]
+pub struct FileOptions {
+    /// For `firebase`.
+    pub firebase: Option<FirebaseHashParams>,
+}
 
 /// A TOTP factor as files carry it: the secret in base32.
 #[derive(Deserialize)]
@@ -123,6 +162,30 @@ struct Auth0User {
     mfa_factors: Vec<Auth0Factor>,
 }
 
+/// One user of a Firebase export (other fields are ignored).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FirebaseUser {
+    local_id: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    photo_url: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+    /// A JSON object, as a string.
+    #[serde(default)]
+    custom_attributes: Option<String>,
+    #[serde(default)]
+    password_hash: Option<String>,
+    #[serde(default)]
+    salt: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct Auth0Factor {
     #[serde(default)]
@@ -144,37 +207,16 @@ fn totp(line: TotpLine) -> Result<LegacyTotp, String> {
         digits,
         period,
     } = line;
-    let cleaned: String = secret
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '=')
-        .collect::<String>()
-        .to_ascii_uppercase();
-    let secret = base32_decode(&cleaned)
-        .filter(|s| (10..=128).contains(&s.len()))
-        .ok_or_else(|| "the TOTP secret is not base32 of 10 to 128 bytes".to_owned())?;
+    let secret = trickle_password::totp::TotpSecret::from_base32(&secret)
+        .map_err(|_| "the TOTP secret is not base32 of 10 to 128 bytes".to_owned())?
+        .expose_bytes()
+        .to_vec();
     Ok(LegacyTotp {
         secret,
         algorithm: algorithm.unwrap_or_default().to_ascii_uppercase(),
         digits: digits.unwrap_or(0),
         period_seconds: period.unwrap_or(0),
     })
-}
-
-/// RFC 4648 base32 without padding (upper case).
-fn base32_decode(input: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = Vec::with_capacity(input.len() * 5 / 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in input.bytes() {
-        let value = ALPHABET.iter().position(|a| *a == c)?;
-        buffer = (buffer << 5) | u32::try_from(value).ok()?;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((buffer >> bits) & 0xff).ok()?);
-        }
-    }
-    Some(out)
 }
 
 /// The record the store gets: the hash classified as the connector classifies listed ones
@@ -309,17 +351,106 @@ pub fn parse_auth0_user(value: serde_json::Value, line_number: u64) -> Record {
     Ok(record(user, hash))
 }
 
+/// Base64 as Firebase may write it (web-safe or not), as standard base64.
+fn standard_base64(value: &str) -> String {
+    value.trim().replace('-', "+").replace('_', "/")
+}
+
+/// One Firebase user.
+pub fn parse_firebase_user(
+    value: serde_json::Value,
+    number: u64,
+    params: Option<&FirebaseHashParams>,
+) -> Record {
+    let parsed: FirebaseUser = serde_json::from_value(value).map_err(|e| Unreadable {
+        legacy_id: format!("user {number}"),
+        reason: format!("not a Firebase user: {e}"),
+    })?;
+    let legacy_id = parsed.local_id;
+    if legacy_id.is_empty() {
+        return Err(Unreadable {
+            legacy_id: format!("user {number}"),
+            reason: "localId is empty".into(),
+        });
+    }
+    let app_metadata = match parsed
+        .custom_attributes
+        .as_deref()
+        .map(serde_json::from_str)
+    {
+        None => None,
+        Some(Ok(serde_json::Value::Object(map))) => Some(map),
+        Some(_) => {
+            return Err(Unreadable {
+                legacy_id,
+                reason: "customAttributes is not a JSON object".into(),
+            });
+        }
+    };
+    let hash = match (parsed.password_hash.filter(|h| !h.is_empty()), params) {
+        (None, _) => no_hash(),
+        (Some(_), None) => Err((
+            HashStatus::UnknownFormat,
+            "the project's hash parameters are needed: --hash-key, --salt-separator, --rounds, --mem-cost"
+                .into(),
+        )),
+        (Some(hash), Some(p)) => Ok(format!(
+            "$firebase-scrypt$ln={},r={},p=1,sep={},key={}${}${}",
+            p.mem_cost,
+            p.rounds,
+            standard_base64(&p.salt_separator),
+            standard_base64(&p.hash_key),
+            standard_base64(parsed.salt.as_deref().unwrap_or_default()),
+            standard_base64(&hash)
+        )),
+    };
+    let user = LegacyUser {
+        legacy_id,
+        email: parsed.email.unwrap_or_default(),
+        email_verified: parsed.email_verified,
+        name: parsed.display_name.unwrap_or_default(),
+        picture: parsed.photo_url.unwrap_or_default(),
+        blocked: parsed.disabled,
+        app_metadata: metadata(app_metadata),
+        ..LegacyUser::default()
+    };
+    Ok(record(user, hash))
+}
+
 /// Every record of `path`, in file order, handed to `each` (which may stop the reading by
 /// answering false). I/O errors end the reading; records that cannot be read are handed
 /// on as [`Unreadable`].
 pub fn read_file(
     path: &std::path::Path,
     format: ImportFormat,
+    options: &FileOptions,
     mut each: impl FnMut(Record, u64) -> bool,
 ) -> anyhow::Result<()> {
     let file = std::fs::File::open(path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    if format == ImportFormat::Firebase {
+        #[derive(Deserialize)]
+        struct Export {
+            users: Vec<serde_json::Value>,
+        }
+        let export: Export = serde_json::from_reader(reader).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a Firebase export ({{\"users\": [...]}}): {e}",
+                path.display()
+            )
+        })?;
+        for (index, user) in export.users.into_iter().enumerate() {
+            let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
+            if !each(
+                parse_firebase_user(user, number, options.firebase.as_ref()),
+                0,
+            ) {
+                break;
+            }
+        }
+        return Ok(());
+    }
     let first = reader.fill_buf()?.iter().find(|b| !b.is_ascii_whitespace());
     if format == ImportFormat::Auth0 && first == Some(&b'[') {
         let users: Vec<serde_json::Value> = serde_json::from_reader(reader)
@@ -346,7 +477,7 @@ pub fn read_file(
         }
         let record = match format {
             ImportFormat::Jsonl => parse_trickle_line(&line, line_number),
-            ImportFormat::Auth0 => match serde_json::from_str(&line) {
+            ImportFormat::Auth0 | ImportFormat::Firebase => match serde_json::from_str(&line) {
                 Ok(value) => parse_auth0_user(value, line_number),
                 Err(e) => Err(Unreadable {
                     legacy_id: format!("line {line_number}"),
@@ -407,12 +538,5 @@ mod tests {
         .expect("user");
         assert_eq!(garbage.hash_status, i32::from(HashStatus::UnknownFormat));
         assert!(!garbage.unsupported_reason.contains("ish-garbage"));
-    }
-
-    #[test]
-    fn base32_matches_rfc_4648() {
-        assert_eq!(base32_decode("MZXW6YTBOI").as_deref(), Some(&b"foobar"[..]));
-        assert_eq!(base32_decode("MZXW6").as_deref(), Some(&b"foo"[..]));
-        assert!(base32_decode("mzxw6").is_none());
     }
 }

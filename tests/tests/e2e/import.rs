@@ -9,7 +9,7 @@ use crate::support::{assert_status, login_refused, roles_of, strings};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tonic::Code;
-use trickle::admin::{AdminCommand, run};
+use trickle::admin::{AdminCommand, FirebaseArgs, run};
 use trickle::import::ImportFormat;
 use trickle_proto::legacy::v1::{HashStatus, LegacyUser, LegacyUserRecord};
 use trickle_proto::migration::v1::{GetImportRequest, ImportUsersRequest};
@@ -20,7 +20,120 @@ on_both_backends!(
     an_auth0_export_imports_every_supported_hash_and_a_second_import_skips_everyone,
     a_trickle_jsonl_file_imports_with_factors_roles_and_an_unreadable_line_listed,
     an_import_broken_off_resumes_where_it_stopped,
+    a_firebase_export_imports_with_the_projects_scrypt_parameters,
 );
+
+/// The parameters Firebase publishes with its scrypt, which the vector file was made under.
+fn firebase_parameters() -> FirebaseArgs {
+    FirebaseArgs {
+        hash_key: Some(
+            "jxspr8Ki0RYycVU8zykbdLGjFQ3McFUH0uiiTvC8pVMXAn210wjLNmdZJzxUECKbm0QsEmYUSDzZvpjeJ9WmXA=="
+                .into(),
+        ),
+        salt_separator: Some("Bw==".into()),
+        rounds: Some(8),
+        mem_cost: Some(14),
+    }
+}
+
+async fn a_firebase_export_imports_with_the_projects_scrypt_parameters(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    // Without the parameters nothing can be verified: a dry run says so, and writes nothing.
+    let dry = run(
+        &trickle.cluster.coordinator.admin_url(),
+        AdminCommand::Import {
+            format: ImportFormat::Firebase,
+            file: vector("firebase-users.json"),
+            dry_run: true,
+            batch_size: 1000,
+            import_id: None,
+            firebase: FirebaseArgs::default(),
+        },
+        true,
+    )
+    .await
+    .expect("dry run");
+    let dry: serde_json::Value = serde_json::from_str(&dry).expect("JSON");
+    assert_eq!(dry["would_import_at_most"], 0, "{dry}");
+    assert_eq!(trickle.store.user_count().await, 0);
+
+    let summary = import_with(
+        &trickle,
+        ImportFormat::Firebase,
+        "firebase-users.json",
+        firebase_parameters(),
+    )
+    .await;
+    assert_eq!(summary["imported"], 3, "{summary}");
+    assert_eq!(summary["unsupported"], 1, "{summary}");
+    assert_eq!(
+        summary["unsupported_users"][0]["legacy_id"], "fb-uid-4",
+        "{summary}"
+    );
+
+    // Firebase's own published vector, then users hashed by the generator.
+    let mut client = trickle.client().await;
+    login_refused(
+        &mut client,
+        "user1@example.com",
+        "user2password",
+        Code::Unauthenticated,
+        reason::INVALID_CREDENTIALS,
+    )
+    .await;
+    let one = trickle
+        .login_ok("user1@example.com", "user1password")
+        .await
+        .user
+        .expect("user");
+    assert_eq!(one.legacy_id, "published-vector");
+    assert!(
+        trickle
+            .store
+            .password_hash("user1@example.com")
+            .await
+            .starts_with("$argon2id$"),
+        "re-hashed at login"
+    );
+    let two = trickle
+        .login_ok("firebase-2@example.com", "firebase password 2")
+        .await
+        .user
+        .expect("user");
+    assert_eq!(
+        roles_of(&two),
+        ["ops"],
+        "customAttributes land in app_metadata"
+    );
+    login_refused(
+        &mut client,
+        "firebase-3@example.com",
+        "firebase password 3",
+        Code::PermissionDenied,
+        reason::USER_BLOCKED,
+    )
+    .await;
+
+    // Some of the parameters but not all is a mistake, said before anything is read.
+    let partial = run(
+        &trickle.cluster.coordinator.admin_url(),
+        AdminCommand::Import {
+            format: ImportFormat::Firebase,
+            file: vector("firebase-users.json"),
+            dry_run: false,
+            batch_size: 1000,
+            import_id: None,
+            firebase: FirebaseArgs {
+                rounds: None,
+                ..firebase_parameters()
+            },
+        },
+        true,
+    )
+    .await
+    .expect_err("incomplete parameters");
+    assert!(partial.to_string().contains("all four"), "{partial}");
+}
 
 fn vector(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +142,15 @@ fn vector(name: &str) -> PathBuf {
 }
 
 async fn import(trickle: &TestTrickle, format: ImportFormat, file: &str) -> serde_json::Value {
+    import_with(trickle, format, file, FirebaseArgs::default()).await
+}
+
+async fn import_with(
+    trickle: &TestTrickle,
+    format: ImportFormat,
+    file: &str,
+    firebase: FirebaseArgs,
+) -> serde_json::Value {
     let printed = run(
         &trickle.cluster.coordinator.admin_url(),
         AdminCommand::Import {
@@ -37,6 +159,7 @@ async fn import(trickle: &TestTrickle, format: ImportFormat, file: &str) -> serd
             dry_run: false,
             batch_size: 4,
             import_id: None,
+            firebase,
         },
         true,
     )

@@ -223,6 +223,7 @@ async fn preflight_counts_every_problem_class_and_writes_no_user(backend: Backen
         show_emails,
         file: None,
         format: None,
+        firebase: Default::default(),
     };
     let table = run(&address, preflight(false), false)
         .await

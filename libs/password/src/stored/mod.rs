@@ -145,6 +145,7 @@ pub enum HashScheme {
     Argon2d,
     Bcrypt,
     Scrypt,
+    FirebaseScrypt,
     Pbkdf2Sha1,
     Pbkdf2Sha256,
     Pbkdf2Sha512,
@@ -170,6 +171,7 @@ impl HashScheme {
             HashScheme::Argon2d => "argon2d",
             HashScheme::Bcrypt => "bcrypt",
             HashScheme::Scrypt => "scrypt",
+            HashScheme::FirebaseScrypt => "firebase_scrypt",
             HashScheme::Pbkdf2Sha1 => "pbkdf2_sha1",
             HashScheme::Pbkdf2Sha256 => "pbkdf2_sha256",
             HashScheme::Pbkdf2Sha512 => "pbkdf2_sha512",
@@ -327,6 +329,8 @@ enum Inner {
         params: scrypt::Params,
         salt: Vec<u8>,
         expected: Vec<u8>,
+        /// Firebase's modified scrypt: the derived key encrypts the project's signer key.
+        firebase: Option<FirebaseScrypt>,
     },
     Pbkdf2 {
         prf: Prf,
@@ -484,7 +488,7 @@ impl StoredHash {
                 HashFormat::Bcrypt
             } else if starts("$argon2") {
                 HashFormat::Argon2
-            } else if starts("$scrypt$") {
+            } else if starts("$scrypt$") || starts("$firebase-scrypt$") {
                 HashFormat::Scrypt
             } else if starts("$pbkdf2") {
                 HashFormat::Pbkdf2
@@ -546,7 +550,10 @@ impl StoredHash {
                 input: BcryptInput::WordpressHmacSha384,
                 ..
             } => HashScheme::WordpressBcrypt,
-            Inner::Scrypt { .. } => HashScheme::Scrypt,
+            Inner::Scrypt { firebase: None, .. } => HashScheme::Scrypt,
+            Inner::Scrypt {
+                firebase: Some(_), ..
+            } => HashScheme::FirebaseScrypt,
             Inner::Pbkdf2 { scheme, .. } => *scheme,
             Inner::Phpass { drupal: false, .. } => HashScheme::Phpass,
             Inner::Phpass { drupal: true, .. } => HashScheme::Drupal7,
@@ -664,11 +671,18 @@ impl StoredHash {
                 params,
                 salt,
                 expected,
+                firebase: None,
             } => {
                 let mut out = vec![0u8; expected.len()];
                 scrypt::scrypt(password, salt, params, &mut out).is_ok()
                     && bool::from(out.ct_eq(expected))
             }
+            Inner::Scrypt {
+                params,
+                salt,
+                expected,
+                firebase: Some(firebase),
+            } => firebase.verify(params, salt, expected, password),
             Inner::Pbkdf2 {
                 prf,
                 iterations,

@@ -84,6 +84,27 @@ mod parsing {
         );
     }
 
+    /// The vector Firebase publishes with its scrypt (github.com/firebase/scrypt): project
+    /// parameters, a user's salt and hash, and the password `user1password`.
+    #[test]
+    fn firebase_scrypt_verifies_the_published_vector() {
+        let stored = "$firebase-scrypt$ln=14,r=8,p=1,sep=Bw==,\
+            key=jxspr8Ki0RYycVU8zykbdLGjFQ3McFUH0uiiTvC8pVMXAn210wjLNmdZJzxUECKbm0QsEmYUSDzZvpjeJ9WmXA==\
+            $42xEC+ixf3L2lw==\
+            $lSrfV15cpx95/sZS2W9c9Kp6i/LVgQNDNC/qzrCnh1SAyZvqmZqAjTdn3aoItz+VHjoZilo78198JAdRuid5lQ==";
+        let parsed = StoredHash::parse(stored, HashFormat::Auto).expect("readable");
+        assert_eq!(parsed.scheme(), HashScheme::FirebaseScrypt);
+        assert_eq!(parsed.portable(), Some(stored));
+        assert!(parsed.verify_password("user1password"));
+        assert!(!parsed.verify_password("user2password"));
+        // A signer key of another length than the hash is refused, not verified.
+        let short = stored.replace(
+            "jxspr8Ki0RYycVU8zykbdLGjFQ3McFUH0uiiTvC8pVMXAn210wjLNmdZJzxUECKbm0QsEmYUSDzZvpjeJ9WmXA==",
+            "AAAA",
+        );
+        assert!(StoredHash::parse(&short, HashFormat::Auto).is_err());
+    }
+
     #[test]
     fn corrupted_hashes_are_rejected_not_verified() {
         for bad in [
