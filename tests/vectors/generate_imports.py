@@ -17,6 +17,11 @@ Run it to refresh the committed files (so `cargo test` needs no Python):
   users hashed here the way that repository's C code does (hashlib.scrypt over the password
   and salt + separator, N = 2^mem_cost, r = rounds, p = 1, 32 bytes; the signer key
   encrypted with them by AES-256-CTR from a zero IV, with `cryptography`).
+- keycloak-realm.json: a realm export's `users`, with credentials laid out as Keycloak's
+  PasswordCredentialModel and OTPCredentialModel write them (secretData / credentialData
+  JSON inside strings): PBKDF2 (SHA-1, SHA-256, SHA-512; 64-byte keys as Keycloak derives)
+  by hashlib.pbkdf2_hmac, argon2id raw hashes by argon2-cffi's low-level API, and TOTP
+  secrets kept as text (the key is their UTF-8 bytes).
 - trickle-users.jsonl: Trickle's own line format, with bcrypt (the `bcrypt` package), Django
   PBKDF2 (hashlib, Django's layout) and LDAP {SSHA} (hashlib) hashes; passwords in
   trickle-users.passwords.json, keyed by legacy id (the format refuses unknown fields).
@@ -33,6 +38,7 @@ import os
 import sys
 
 import argon2
+import argon2.low_level
 import bcrypt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -190,6 +196,54 @@ def firebase_users():
     return {"users": users}
 
 
+def keycloak_realm():
+    def password(algorithm, pw, salt, iterations, extra=None):
+        if algorithm == "argon2":
+            digest = argon2.low_level.hash_secret_raw(pw.encode(), salt, time_cost=iterations,
+                                                      memory_cost=7168, parallelism=1, hash_len=32,
+                                                      type=argon2.low_level.Type.ID)
+            params = {"hashLength": ["32"], "memory": ["7168"], "type": ["id"], "version": ["1.3"],
+                      "parallelism": ["1"]}
+        else:
+            name = {"pbkdf2": "sha1", "pbkdf2-sha256": "sha256", "pbkdf2-sha512": "sha512"}[algorithm]
+            digest = hashlib.pbkdf2_hmac(name, pw.encode(), salt, iterations, 64)
+            params = {}
+        return {"type": "password", "createdDate": 1700000000000,
+                "secretData": json.dumps({"value": b64(digest), "salt": b64(salt), "additionalParameters": {}}),
+                "credentialData": json.dumps({"hashIterations": iterations, "algorithm": algorithm,
+                                              "additionalParameters": params})}
+
+    def otp(secret, sub_type="totp"):
+        return {"type": "otp", "userLabel": "phone",
+                "secretData": json.dumps({"value": secret}),
+                "credentialData": json.dumps({"subType": sub_type, "digits": 6, "counter": 0, "period": 30,
+                                              "algorithm": "HmacSHA1"})}
+
+    def user(n, credentials, **extra):
+        u = {"id": f"kc-{n:02d}-0000-4000-8000-000000000000", "username": f"kc{n}",
+             "email": f"keycloak-{n}@example.com", "emailVerified": True, "enabled": True,
+             "firstName": "Key", "lastName": f"Cloak {n}", "realmRoles": ["default-roles-demo"],
+             "credentials": credentials}
+        u.update(extra)
+        return u
+
+    users = [
+        user(1, [password("pbkdf2-sha256", "keycloak password 1", b"kc-salt-01", 27500),
+                 otp("abcdefghijABCDEFGHIJ")], realmRoles=["default-roles-demo", "admin"]),
+        user(2, [password("pbkdf2-sha512", "keycloak password 2", b"kc-salt-02", 30000)]),
+        user(3, [password("pbkdf2", "keycloak password 3", b"kc-salt-03", 20000)]),
+        user(4, [password("argon2", "keycloak password 4", b"kc-salt-04-0123", 5)]),
+        user(5, [password("pbkdf2-sha256", "keycloak password 5", b"kc-salt-05", 27500)], enabled=False),
+        # A counter-based factor cannot move: the record is listed, not imported without it.
+        user(6, [password("pbkdf2-sha256", "keycloak password 6", b"kc-salt-06", 27500),
+                 otp("abcdefghijABCDEFGHIJ", sub_type="hotp")]),
+        # No password (a social or federated login): listed.
+        user(7, []),
+    ]
+    passwords = {u["email"]: f"keycloak password {n}" for n, u in enumerate(users, start=1)}
+    return {"realm": "demo", "enabled": True, "users": users}, passwords
+
+
 def trickle_users():
     users, passwords = [], {}
     pw = "line password 1"
@@ -223,6 +277,13 @@ def main():
             f.write(json.dumps(user) + "\n")
     with open(os.path.join(out, "firebase-users.json"), "w") as f:
         json.dump(firebase_users(), f, indent=1)
+        f.write("\n")
+    realm, keycloak_passwords = keycloak_realm()
+    with open(os.path.join(out, "keycloak-realm.json"), "w") as f:
+        json.dump(realm, f, indent=1)
+        f.write("\n")
+    with open(os.path.join(out, "keycloak-realm.passwords.json"), "w") as f:
+        json.dump(keycloak_passwords, f, indent=2)
         f.write("\n")
     users, passwords = trickle_users()
     with open(os.path.join(out, "trickle-users.jsonl"), "w") as f:

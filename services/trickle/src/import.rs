@@ -16,6 +16,9 @@
 //!   `passwordHash` + `salt` under the project's modified scrypt, whose parameters (from the
 //!   Firebase console: Authentication → Users → Password hash parameters) come from the
 //!   command line.
+//! - `keycloak`: a realm export's `users`: `id`, `email`, `emailVerified`, `enabled`,
+//!   `firstName`, `lastName`, `username`, `realmRoles`, and `credentials` — `password`
+//!   (`pbkdf2`, `pbkdf2-sha256`, `pbkdf2-sha512`, `argon2`) and `otp` (TOTP) as factors.
 //!
 //! Lines are read one at a time, so memory stays flat in the file's size; a JSON array is
 //! read whole (prefer NDJSON for big files).
@@ -34,6 +37,8 @@ pub enum ImportFormat {
     /// A Firebase Authentication export (`firebase auth:export users.json`), with the
     /// project's hash parameters (--hash-key, --salt-separator, --rounds, --mem-cost).
     Firebase,
+    /// A Keycloak realm export (`kc.sh export`: the realm file or its `*-users-*.json`).
+    Keycloak,
 }
 
 impl ImportFormat {
@@ -42,6 +47,7 @@ impl ImportFormat {
             ImportFormat::Jsonl => "jsonl",
             ImportFormat::Auth0 => "auth0",
             ImportFormat::Firebase => "firebase",
+            ImportFormat::Keycloak => "keycloak",
         }
     }
 }
@@ -184,6 +190,45 @@ struct FirebaseUser {
     password_hash: Option<String>,
     #[serde(default)]
     salt: Option<String>,
+}
+
+/// One user of a Keycloak realm export (other fields are ignored).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeycloakUser {
+    id: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
+    #[serde(default = "enabled")]
+    enabled: bool,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    realm_roles: Vec<String>,
+    #[serde(default)]
+    credentials: Vec<KeycloakCredential>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// `secretData` and `credentialData` are JSON documents inside strings.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeycloakCredential {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    secret_data: String,
+    #[serde(default)]
+    credential_data: String,
 }
 
 #[derive(Deserialize)]
@@ -417,6 +462,158 @@ pub fn parse_firebase_user(
     Ok(record(user, hash))
 }
 
+/// Keycloak's `additionalParameters` values are lists of strings.
+fn keycloak_parameter(data: &serde_json::Value, name: &str) -> Option<String> {
+    match &data["additionalParameters"][name] {
+        serde_json::Value::Array(values) => values.first()?.as_str().map(str::to_owned),
+        serde_json::Value::String(value) => Some(value.clone()),
+        _ => None,
+    }
+}
+
+/// A Keycloak password credential as a stored form Trickle verifies.
+fn keycloak_password(credential: &KeycloakCredential) -> Result<String, String> {
+    use base64::Engine as _;
+    let secret: serde_json::Value = serde_json::from_str(&credential.secret_data)
+        .map_err(|_| "the password credential's secretData is not JSON".to_owned())?;
+    let data: serde_json::Value = serde_json::from_str(&credential.credential_data)
+        .map_err(|_| "the password credential's credentialData is not JSON".to_owned())?;
+    let decode = |field: &str| -> Result<Vec<u8>, String> {
+        let text = secret[field].as_str().unwrap_or_default();
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| format!("secretData.{field} is not base64"))
+    };
+    let nopad = |bytes: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+    let (hash, salt) = (decode("value")?, decode("salt")?);
+    let iterations = data["hashIterations"].as_u64().unwrap_or(0);
+    let algorithm = data["algorithm"].as_str().unwrap_or_default();
+    match algorithm {
+        "pbkdf2" | "pbkdf2-sha256" | "pbkdf2-sha512" => {
+            if iterations == 0 {
+                return Err("hashIterations is missing".into());
+            }
+            // passlib's form: adapted base64 ('.' for '+').
+            let ab64 = |bytes: &[u8]| nopad(bytes).replace('+', ".");
+            Ok(format!(
+                "${algorithm}${iterations}${}${}",
+                ab64(&salt),
+                ab64(&hash)
+            ))
+        }
+        "argon2" => {
+            let variant = keycloak_parameter(&data, "type").unwrap_or_else(|| "id".into());
+            let version = match keycloak_parameter(&data, "version").as_deref() {
+                None | Some("1.3") => 19,
+                Some("1.0") => 16,
+                Some(other) => return Err(format!("argon2 version {other:?} is not known")),
+            };
+            let memory = keycloak_parameter(&data, "memory").unwrap_or_else(|| "7168".into());
+            let parallelism =
+                keycloak_parameter(&data, "parallelism").unwrap_or_else(|| "1".into());
+            Ok(format!(
+                "$argon2{variant}$v={version}$m={memory},t={},p={parallelism}${}${}",
+                iterations.max(1),
+                nopad(&salt),
+                nopad(&hash)
+            ))
+        }
+        other => Err(format!("Keycloak algorithm {other:?} is not supported")),
+    }
+}
+
+/// A Keycloak OTP credential as a TOTP factor (HOTP is not migrated).
+fn keycloak_totp(credential: &KeycloakCredential) -> Result<LegacyTotp, String> {
+    let secret: serde_json::Value = serde_json::from_str(&credential.secret_data)
+        .map_err(|_| "the otp credential's secretData is not JSON".to_owned())?;
+    let data: serde_json::Value = serde_json::from_str(&credential.credential_data)
+        .map_err(|_| "the otp credential's credentialData is not JSON".to_owned())?;
+    if data["subType"].as_str().unwrap_or("totp") != "totp" {
+        return Err("an HOTP (counter) factor cannot be carried over".into());
+    }
+    // Keycloak keeps the secret as text; the key is its UTF-8 bytes (the QR code shows
+    // them in base32).
+    let key = secret["value"]
+        .as_str()
+        .unwrap_or_default()
+        .as_bytes()
+        .to_vec();
+    let key = trickle_password::totp::TotpSecret::from_bytes(key)
+        .map_err(|_| "the otp secret is not 10 to 128 bytes".to_owned())?;
+    let algorithm = match data["algorithm"].as_str().unwrap_or("HmacSHA1") {
+        "HmacSHA1" => "SHA1",
+        "HmacSHA256" => "SHA256",
+        "HmacSHA512" => "SHA512",
+        other => return Err(format!("otp algorithm {other:?} is not known")),
+    };
+    let small = |field: &str| {
+        data[field]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+    };
+    Ok(LegacyTotp {
+        secret: key.expose_bytes().to_vec(),
+        algorithm: algorithm.into(),
+        digits: small("digits"),
+        period_seconds: small("period"),
+    })
+}
+
+/// One Keycloak user.
+pub fn parse_keycloak_user(value: serde_json::Value, number: u64) -> Record {
+    let parsed: KeycloakUser = serde_json::from_value(value).map_err(|e| Unreadable {
+        legacy_id: format!("user {number}"),
+        reason: format!("not a Keycloak user: {e}"),
+    })?;
+    let legacy_id = parsed.id;
+    if legacy_id.is_empty() {
+        return Err(Unreadable {
+            legacy_id: format!("user {number}"),
+            reason: "id is empty".into(),
+        });
+    }
+    let mut hash = no_hash();
+    let mut totp = None;
+    for credential in &parsed.credentials {
+        match credential.kind.as_str() {
+            "password" => {
+                hash = keycloak_password(credential).map_err(|why| (HashStatus::UnknownFormat, why))
+            }
+            "otp" => match keycloak_totp(credential) {
+                Ok(factor) => totp = Some(factor),
+                // Never a password-only user whose factor was lost on the way.
+                Err(why) => {
+                    return Err(Unreadable {
+                        legacy_id,
+                        reason: why,
+                    });
+                }
+            },
+            _ => {}
+        }
+    }
+    let name = [parsed.first_name.as_deref(), parsed.last_name.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let user = LegacyUser {
+        legacy_id,
+        email: parsed.email.unwrap_or_default(),
+        email_verified: parsed.email_verified,
+        name,
+        given_name: parsed.first_name.unwrap_or_default(),
+        family_name: parsed.last_name.unwrap_or_default(),
+        nickname: parsed.username.unwrap_or_default(),
+        blocked: !parsed.enabled,
+        roles: parsed.realm_roles,
+        totp,
+        ..LegacyUser::default()
+    };
+    Ok(record(user, hash))
+}
+
 /// Every record of `path`, in file order, handed to `each` (which may stop the reading by
 /// answering false). I/O errors end the reading; records that cannot be read are handed
 /// on as [`Unreadable`].
@@ -429,23 +626,29 @@ pub fn read_file(
     let file = std::fs::File::open(path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    if format == ImportFormat::Firebase {
+    if matches!(format, ImportFormat::Firebase | ImportFormat::Keycloak) {
+        // Both are one JSON document with a `users` array (a realm export has much more).
         #[derive(Deserialize)]
         struct Export {
+            #[serde(default)]
             users: Vec<serde_json::Value>,
         }
         let export: Export = serde_json::from_reader(reader).map_err(|e| {
             anyhow::anyhow!(
-                "{} is not a Firebase export ({{\"users\": [...]}}): {e}",
-                path.display()
+                "{} is not a {} export ({{\"users\": [...]}}): {e}",
+                path.display(),
+                format.as_str()
             )
         })?;
         for (index, user) in export.users.into_iter().enumerate() {
             let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
-            if !each(
-                parse_firebase_user(user, number, options.firebase.as_ref()),
-                0,
-            ) {
+            let record = match format {
+                ImportFormat::Firebase => {
+                    parse_firebase_user(user, number, options.firebase.as_ref())
+                }
+                _ => parse_keycloak_user(user, number),
+            };
+            if !each(record, 0) {
                 break;
             }
         }
@@ -477,13 +680,15 @@ pub fn read_file(
         }
         let record = match format {
             ImportFormat::Jsonl => parse_trickle_line(&line, line_number),
-            ImportFormat::Auth0 | ImportFormat::Firebase => match serde_json::from_str(&line) {
-                Ok(value) => parse_auth0_user(value, line_number),
-                Err(e) => Err(Unreadable {
-                    legacy_id: format!("line {line_number}"),
-                    reason: format!("not JSON: {e}"),
-                }),
-            },
+            ImportFormat::Auth0 | ImportFormat::Firebase | ImportFormat::Keycloak => {
+                match serde_json::from_str(&line) {
+                    Ok(value) => parse_auth0_user(value, line_number),
+                    Err(e) => Err(Unreadable {
+                        legacy_id: format!("line {line_number}"),
+                        reason: format!("not JSON: {e}"),
+                    }),
+                }
+            }
         };
         if !each(record, u64::try_from(read).unwrap_or(0)) {
             return Ok(());

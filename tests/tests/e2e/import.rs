@@ -21,7 +21,82 @@ on_both_backends!(
     a_trickle_jsonl_file_imports_with_factors_roles_and_an_unreadable_line_listed,
     an_import_broken_off_resumes_where_it_stopped,
     a_firebase_export_imports_with_the_projects_scrypt_parameters,
+    a_keycloak_realm_export_imports_passwords_roles_and_totp_factors,
 );
+
+async fn a_keycloak_realm_export_imports_passwords_roles_and_totp_factors(backend: Backend) {
+    use crate::mfa::{challenge_of, now, verify};
+    use trickle_password::totp::{Totp, TotpParams, TotpSecret};
+    let trickle = TestTrickle::start(backend).await;
+    let passwords: std::collections::BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(vector("keycloak-realm.passwords.json")).expect("passwords"),
+    )
+    .expect("JSON");
+    let summary = import(&trickle, ImportFormat::Keycloak, "keycloak-realm.json").await;
+    assert_eq!(summary["records"], 7, "{summary}");
+    assert_eq!(summary["imported"], 5, "{summary}");
+    assert_eq!(summary["unsupported"], 2, "{summary}");
+    let listed = summary["unsupported_users"].to_string();
+    assert!(
+        listed.contains("HOTP") && listed.contains("kc-07"),
+        "{listed}"
+    );
+
+    let mut client = trickle.client().await;
+    for n in [2, 3, 4] {
+        let email = format!("keycloak-{n}@example.com");
+        login_refused(
+            &mut client,
+            &email,
+            "not it",
+            Code::Unauthenticated,
+            reason::INVALID_CREDENTIALS,
+        )
+        .await;
+        let user = trickle
+            .login_ok(&email, &passwords[&email])
+            .await
+            .user
+            .expect("user");
+        assert_eq!(
+            user.profile.expect("profile").family_name,
+            format!("Cloak {n}")
+        );
+        assert!(
+            trickle
+                .store
+                .password_hash(&email)
+                .await
+                .starts_with("$argon2id$"),
+            "{email}: re-hashed"
+        );
+    }
+    login_refused(
+        &mut client,
+        "keycloak-5@example.com",
+        &passwords["keycloak-5@example.com"],
+        Code::PermissionDenied,
+        reason::USER_BLOCKED,
+    )
+    .await;
+    // The OTP credential moved as a TOTP factor: its key is the secret's UTF-8 bytes.
+    let challenge = challenge_of(
+        &mut client,
+        "keycloak-1@example.com",
+        &passwords["keycloak-1@example.com"],
+    )
+    .await;
+    let factor = Totp::new(
+        TotpSecret::from_bytes(b"abcdefghijABCDEFGHIJ".to_vec()).expect("secret"),
+        TotpParams::default(),
+    )
+    .expect("factor");
+    let answer = verify(&mut client, &challenge, &factor.code_at(now(&trickle)))
+        .await
+        .expect("the Keycloak code is accepted");
+    let user = answer.user.expect("user");
+    assert_eq!(roles_of(&user), ["default-roles-demo", "admin"]);
+}
 
 /// The parameters Firebase publishes with its scrypt, which the vector file was made under.
 fn firebase_parameters() -> FirebaseArgs {
