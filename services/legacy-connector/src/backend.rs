@@ -61,7 +61,7 @@ impl LegacyBackend {
     ) -> Result<Vec<ListedUser>, LegacyError> {
         match self {
             LegacyBackend::Sql(sql) => sql.list_page(after, limit).await,
-            LegacyBackend::Http(_) => Err(LegacyError::ListUnsupported),
+            LegacyBackend::Http(http) => http.list_page(after, limit).await,
         }
     }
 }

@@ -80,7 +80,7 @@ impl From<LegacyError> for Status {
             LegacyError::ListUnsupported => rpc::status(
                 Code::Unimplemented,
                 reason::LIST_UNSUPPORTED,
-                "this legacy connector cannot list users for a backfill: set [legacy] list_users",
+                "this legacy connector cannot list users (backfill, preflight): set [legacy] list_users, or [legacy.http] list_users = true",
             ),
             LegacyError::Http(detail) => {
                 tracing::warn!(%detail, "legacy web service error");

@@ -3,17 +3,23 @@
 //!
 //! - `POST {base_url}/login` with `{"email", "password"}` → 200 and the user's profile JSON,
 //!   401 or 404 for bad credentials;
-//! - `GET {base_url}/users?email=…` → 200 and the profile, or 404.
+//! - `GET {base_url}/users?email=…` → 200 and the profile, or 404;
+//! - with `list_users = true`, `GET {base_url}/users?after=…&limit=…` → 200 and
+//!   `{"users": [profile, …]}`: the next `limit` users after the legacy id `after` (absent on
+//!   the first page), in the service's own stable order, for the preflight census and the
+//!   backfill. A profile may carry `password_hash` in a format Trickle verifies; without one,
+//!   only the service can check the user's password (they migrate on login).
 //!
 //! Anything else — another status, a malformed body, a timeout, a TLS failure — is
 //! UNAVAILABLE with a reason, never a silent "wrong password".
 
 use crate::error::LegacyError;
-use crate::sql::{LegacyUser, LoginOutcome};
+use crate::sql::{HashProblem, LegacyUser, ListedUser, LoginOutcome, UnusableHash};
 use serde::Deserialize;
 use std::time::Duration;
 use trickle_password::Password;
 use trickle_password::totp::{Totp, TotpAlgorithm, TotpParams, TotpSecret};
+use trickle_password::{HashFormat, StoredHash};
 use trickle_service_kit::Email;
 
 /// `[legacy.http]`.
@@ -28,6 +34,8 @@ pub struct HttpConfig {
     pub password: String,
     /// A PEM CA certificate to trust (a private CA) in addition to the system roots.
     pub ca_file: String,
+    /// The service answers the listing endpoint (`GET /users?after=…&limit=…`).
+    pub list_users: bool,
 }
 
 impl std::fmt::Debug for HttpConfig {
@@ -37,6 +45,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("username", &self.username)
             .field("password", &trickle_password::redacted(&self.password))
             .field("ca_file", &self.ca_file)
+            .field("list_users", &self.list_users)
             .finish()
     }
 }
@@ -72,6 +81,14 @@ struct Profile {
     user_metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     app_metadata: serde_json::Map<String, serde_json::Value>,
+    /// Only in listings: the user's hash, when the service hands it over.
+    password_hash: Option<SecretText>,
+}
+
+/// One page of the listing endpoint.
+#[derive(Debug, Deserialize)]
+struct ListedProfiles {
+    users: Vec<Profile>,
 }
 
 /// A secret in the web service's answer: `Debug` says only whether it is set.
@@ -119,6 +136,8 @@ pub struct HttpBackend {
     users_url: String,
     username: String,
     password: Option<String>,
+    list_users: bool,
+    hash_limits: trickle_password::HashLimits,
 }
 
 impl std::fmt::Debug for HttpBackend {
@@ -133,7 +152,11 @@ impl std::fmt::Debug for HttpBackend {
 }
 
 impl HttpBackend {
-    pub fn new(config: &HttpConfig, timeout: Duration) -> Result<Self, LegacyError> {
+    pub fn new(
+        config: &HttpConfig,
+        timeout: Duration,
+        hash_limits: trickle_password::HashLimits,
+    ) -> Result<Self, LegacyError> {
         if config.base_url.trim().is_empty() {
             return Err(LegacyError::Config(
                 "[legacy.http] base_url is not set".into(),
@@ -169,6 +192,8 @@ impl HttpBackend {
             users_url: format!("{base}/users"),
             username: config.username.clone(),
             password: (!config.password.is_empty()).then(|| config.password.clone()),
+            list_users: config.list_users,
+            hash_limits,
         })
     }
 
@@ -233,34 +258,134 @@ impl HttpBackend {
             ))
         })?;
         let totp = profile.totp()?;
-        let legacy_id = match profile.id {
-            serde_json::Value::String(s) if !s.is_empty() => s,
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => {
-                return Err(LegacyError::Http(
-                    "the legacy web service's profile has no usable id".into(),
-                ));
-            }
-        };
-        let mut user = LegacyUser {
-            legacy_id,
-            totp,
-            email: profile.email,
-            email_verified: profile.email_verified,
-            name: profile.name,
-            given_name: profile.given_name,
-            family_name: profile.family_name,
-            nickname: profile.nickname,
-            picture: profile.picture,
-            blocked: profile.blocked,
-            roles: profile.roles,
-            user_metadata: profile.user_metadata,
-            app_metadata: profile.app_metadata,
-        };
-        user.cap_metadata();
-        Ok(Some(user))
+        user_from_profile(profile, totp).map(Some)
     }
 
+    /// One page of the listing endpoint (`list_users = true`).
+    #[tracing::instrument(name = "legacy.list_users", skip_all)]
+    pub async fn list_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedUser>, LegacyError> {
+        if !self.list_users {
+            return Err(LegacyError::ListUnsupported);
+        }
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(after) = after {
+            query.push(("after", after.to_owned()));
+        }
+        let request = self.client.get(&self.users_url).query(&query);
+        let metrics = trickle_telemetry::metrics::metrics();
+        let started = std::time::Instant::now();
+        let response = self.authorize(request).send().await.map_err(|e| {
+            if e.is_timeout() {
+                LegacyError::Timeout(0)
+            } else {
+                LegacyError::Http(format!("request failed: {}", without_url(&e)))
+            }
+        });
+        metrics
+            .legacy_request_duration
+            .with_label_values(&["list_users"])
+            .observe(started.elapsed().as_secs_f64());
+        let response = response?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(LegacyError::Http(format!(
+                "the legacy web service answered HTTP {status} to a listing"
+            )));
+        }
+        let body = response.bytes().await.map_err(|e| {
+            LegacyError::Http(format!("cannot read the answer: {}", without_url(&e)))
+        })?;
+        let page: ListedProfiles = serde_json::from_slice(&body).map_err(|e| {
+            LegacyError::Http(format!(
+                "the legacy web service answered a malformed listing: {e}"
+            ))
+        })?;
+        if page.users.len() > limit {
+            return Err(LegacyError::Http(format!(
+                "the legacy web service listed {} users for a page of {limit}",
+                page.users.len()
+            )));
+        }
+        page.users
+            .into_iter()
+            .map(|mut profile| {
+                let password_hash = profile.password_hash.take();
+                // An unreadable factor makes the record unusable, never a page failure.
+                let (totp, factor_error) = match profile.totp() {
+                    Ok(totp) => (totp, None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                let user = user_from_profile(profile, totp)?;
+                let hash = match (factor_error, password_hash) {
+                    (Some(why), _) => Err(UnusableHash::new(HashProblem::UnreadableFactor, why)),
+                    (None, None) => Err(UnusableHash::new(
+                        HashProblem::ConnectorOnly,
+                        "the web service verifies this password itself (POST /login)",
+                    )),
+                    (None, Some(hash)) => self.portable(hash.0.trim()),
+                };
+                Ok(ListedUser { user, hash })
+            })
+            .collect()
+    }
+
+    /// A listed hash as the store will keep it, or why it cannot be.
+    fn portable(&self, hash: &str) -> Result<(String, &'static str), UnusableHash> {
+        if hash.is_empty() {
+            return Err(UnusableHash::new(
+                HashProblem::Empty,
+                "an empty password_hash",
+            ));
+        }
+        let parsed = StoredHash::parse(hash, HashFormat::Auto)
+            .map_err(|e| UnusableHash::new(HashProblem::UnknownFormat, e.to_string()))?;
+        let scheme = parsed.scheme().as_str();
+        if let Some(why) = parsed.cost().exceeds(&self.hash_limits) {
+            return Err(UnusableHash {
+                problem: HashProblem::OverCostLimits,
+                scheme: Some(scheme),
+                reason: format!("the stored {scheme} hash {why} ([legacy.hash_limits])"),
+            });
+        }
+        Ok((hash.to_owned(), scheme))
+    }
+}
+
+/// A profile as a legacy user.
+fn user_from_profile(profile: Profile, totp: Option<Totp>) -> Result<LegacyUser, LegacyError> {
+    let legacy_id = match profile.id {
+        serde_json::Value::String(s) if !s.is_empty() => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(LegacyError::Http(
+                "the legacy web service's profile has no usable id".into(),
+            ));
+        }
+    };
+    let mut user = LegacyUser {
+        legacy_id,
+        totp,
+        email: profile.email,
+        email_verified: profile.email_verified,
+        name: profile.name,
+        given_name: profile.given_name,
+        family_name: profile.family_name,
+        nickname: profile.nickname,
+        picture: profile.picture,
+        blocked: profile.blocked,
+        roles: profile.roles,
+        user_metadata: profile.user_metadata,
+        app_metadata: profile.app_metadata,
+    };
+    user.cap_metadata();
+    Ok(user)
+}
+
+impl HttpBackend {
     #[tracing::instrument(name = "legacy.login", skip_all)]
     pub async fn login(
         &self,

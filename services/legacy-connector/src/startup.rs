@@ -46,6 +46,7 @@ pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
         Backend::Http => LegacyBackend::Http(HttpBackend::new(
             &config.http,
             std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
+            config.hash_limits,
         )?),
     };
     let listener = server::bind(&config.listen).await?;

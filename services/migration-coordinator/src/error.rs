@@ -113,7 +113,7 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::ListUnsupported => rpc::status(
                 Code::FailedPrecondition,
                 reason::LIST_UNSUPPORTED,
-                "the legacy connector cannot list its users: set [legacy] list_users (an HTTP legacy backend cannot list)",
+                "the legacy connector cannot list its users: set [legacy] list_users (for an HTTP backend, [legacy.http] list_users = true and the listing endpoint)",
             ),
             CoordinatorError::LegacyDisabled => rpc::status(
                 Code::FailedPrecondition,

@@ -22,6 +22,52 @@ fn profile(id: &str, email: &str) -> String {
     )
 }
 
+/// A bcrypt hash of `web2-password` (cost 4), made once.
+fn web2_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        trickle_password::legacy_formats::bcrypt("web2-password", 4).expect("bcrypt")
+    })
+}
+
+/// The listing endpoint: users after `after` (by id), at most `limit`.
+fn listing(query: &str) -> String {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .map(str::to_owned)
+    };
+    let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(1000);
+    let after = param("after").unwrap_or_default();
+    let users = [
+        // The service keeps this hash to itself: only POST /login can check it.
+        (
+            "w-1",
+            r#"{"user_id": "w-1", "email": "web@example.com"}"#.to_owned(),
+        ),
+        (
+            "w-2",
+            format!(
+                r#"{{"user_id": "w-2", "email": "web2@example.com", "password_hash": "{}"}}"#,
+                web2_hash()
+            ),
+        ),
+        (
+            "w-4",
+            r#"{"user_id": "w-4", "email": "badtotp@example.com", "totp_secret": "not base32!"}"#
+                .to_owned(),
+        ),
+    ];
+    let page: Vec<String> = users
+        .into_iter()
+        .filter(|(id, _)| *id > after.as_str())
+        .take(limit)
+        .map(|(_, profile)| profile)
+        .collect();
+    format!(r#"{{"users": [{}]}}"#, page.join(", "))
+}
+
 /// The legacy app's endpoints, as Auth0's Basic Auth template expects them.
 async fn legacy_app(
     request: hyper::Request<hyper::body::Incoming>,
@@ -85,6 +131,9 @@ async fn legacy_app(
                 }
                 _ => reply(401, "wrong email or password".into()),
             }
+        }
+        ("GET", "/api/users") if request.uri().query().unwrap_or_default().contains("limit=") => {
+            reply(200, listing(request.uri().query().unwrap_or_default()))
         }
         ("GET", "/api/users") => {
             let query = request.uri().query().unwrap_or_default();
@@ -383,4 +432,74 @@ async fn http_backend_over_tls_trusts_the_configured_ca() {
         .await
         .expect_err("untrusted");
     assert_status(&status, Code::Unavailable, reason::LEGACY_UNAVAILABLE);
+}
+
+/// With `list_users`, the web service's listing feeds the preflight census and the backfill:
+/// a user whose hash the service keeps is "connector only", one it hands over is carried by
+/// the backfill and verified by the store, an unreadable factor makes the record unusable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_backend_lists_users_for_the_census_and_the_backfill() {
+    use trickle_proto::migration::v1::RunPreflightRequest;
+    let base_url = serve(None).await;
+    let (username, password) = BASIC.split_once(':').expect("user:password");
+    let (username, password) = (username.to_owned(), password.to_owned());
+    let trickle = TestTrickle::start_with(Backend::Sqlite, move |config| {
+        config.legacy.backend = LegacyBackend::Http;
+        config.legacy.http.base_url = base_url;
+        config.legacy.http.username = username;
+        config.legacy.http.password = password;
+        config.legacy.http.list_users = true;
+    })
+    .await;
+    let mut stream = trickle
+        .admin()
+        .await
+        .run_preflight(RunPreflightRequest {
+            batch_size: 2,
+            sample_size: 0,
+            show_emails: false,
+        })
+        .await
+        .expect("census")
+        .into_inner();
+    let mut report = None;
+    while let Some(message) = stream.message().await.expect("progress") {
+        assert_eq!(
+            message.legacy_users_total, None,
+            "a web service cannot count"
+        );
+        report = message.report.or(report);
+    }
+    let report = report.expect("a report");
+    assert_eq!(report.users, 3, "{report:?}");
+    assert_eq!(report.connector_only, 1, "{report:?}");
+    assert_eq!(report.store_verifiable, 1, "{report:?}");
+    assert_eq!(report.unusable, 1, "{report:?}");
+    let kinds: Vec<(&str, &[String])> = report
+        .findings
+        .iter()
+        .map(|f| (f.kind.as_str(), f.sample_legacy_ids.as_slice()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("unreadable_second_factor", &["w-4".to_owned()][..]),
+            ("connector_only_hash", &["w-1".to_owned()][..]),
+        ]
+    );
+
+    let backfill = crate::backfill::run_to_end(&trickle).await;
+    assert_eq!(backfill.imported, 1, "{backfill:?}");
+    assert_eq!(backfill.unsupported, 2, "{backfill:?}");
+    // The store verifies the handed-over hash itself.
+    let user = trickle
+        .login_ok("web2@example.com", "web2-password")
+        .await
+        .user
+        .expect("user");
+    assert_eq!(user.legacy_id, "w-2");
+    assert_eq!(
+        user.source,
+        i32::from(trickle_proto::auth::v1::Source::Backfill)
+    );
 }

@@ -158,7 +158,7 @@ pub enum HashProblem {
 }
 
 impl UnusableHash {
-    fn new(problem: HashProblem, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(problem: HashProblem, reason: impl Into<String>) -> Self {
         Self {
             problem,
             scheme: None,
