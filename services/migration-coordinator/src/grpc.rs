@@ -4,7 +4,7 @@ use crate::admin::{Lookup, Status as MigrationStatus};
 use crate::backfill::{Backfiller, DEFAULT_BATCH_SIZE, Job, JobState, MAX_BATCH_SIZE};
 use crate::config::Mode;
 use crate::error::CoordinatorError;
-use crate::import::{ImportJob, ImportRun, ImportState};
+use crate::import::{ImportJob, ImportRun, ImportState, PagePlan};
 use crate::ledger::LedgerSource;
 use crate::migrate_on_login::{Coordinator, LoginMigration};
 use crate::preflight::CensusOptions;
@@ -292,6 +292,17 @@ type ImportPage = (
     Vec<(String, String)>,
 );
 
+/// Pages of an import written at the same time.
+const IMPORT_PIPELINE_DEPTH: usize = 3;
+
+/// A page of an import being written: its task, and a signal set when it is done (the
+/// next page's task waits for it before checkpointing).
+struct PageTask {
+    task: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
+    /// `Some(true)` once written and checkpointed, `Some(false)` if it failed.
+    done: tokio::sync::watch::Receiver<Option<bool>>,
+}
+
 /// Users per ImportUsers message, and the longest import id and format name.
 const MAX_IMPORT_PAGE: usize = 1000;
 const MAX_IMPORT_ID: usize = 200;
@@ -350,6 +361,36 @@ impl AdminService {
             .map(|u| (u.legacy_id, u.reason))
             .collect();
         Ok((first_position, users, unsupported))
+    }
+
+    /// Wait for the oldest page in flight to be written and checkpointed.
+    async fn wait_oldest(
+        in_flight: &mut std::collections::VecDeque<PageTask>,
+    ) -> Result<(), CoordinatorError> {
+        let Some(oldest) = in_flight.pop_front() else {
+            return Ok(());
+        };
+        match oldest.task.await {
+            Ok(result) => result,
+            Err(e) => Err(CoordinatorError::Internal(format!(
+                "an import page task: {e}"
+            ))),
+        }
+    }
+
+    /// End a run that failed (unless another run took it over) and say why.
+    async fn fail_import(&self, run: &ImportRun, error: CoordinatorError) -> Status {
+        if !matches!(error, CoordinatorError::ImportTakenOver(_)) {
+            let why = error.to_string();
+            if let Err(e) = self
+                .backfiller
+                .finish_import(run, ImportState::Failed, Some(&why))
+                .await
+            {
+                return e.into();
+            }
+        }
+        error.into()
     }
 
     async fn backfill_view(&self, job: Job) -> Result<pb::Backfill, CoordinatorError> {
@@ -615,30 +656,81 @@ impl MigrationAdmin for AdminService {
             .backfiller
             .begin_import(&import_id, &first.format)
             .await?;
+        // Pages are written a few at a time; each page's task checkpoints after the one
+        // before it did, so the position never passes a page not in the store, and a page
+        // is recorded as soon as it and those before it are written (see import.rs).
+        let mut in_flight: std::collections::VecDeque<PageTask> = std::collections::VecDeque::new();
         let mut next = Some(first);
         let mut read_to_the_end = false;
+        let mut failure: Option<CoordinatorError> = None;
         while let Some(message) = next {
             read_to_the_end = message.last_page;
-            let written = match Self::import_page(message, &import_id) {
-                Ok((position, users, unsupported)) => {
-                    self.backfiller
-                        .import_page(&mut run, position, users, unsupported)
-                        .await
+            let planned = Self::import_page(message, &import_id).and_then(
+                |(position, users, unsupported)| {
+                    let records = i64::try_from(users.len() + unsupported.len()).unwrap_or(0);
+                    run.plan(position, records)
+                        .map(|plan| (plan, users, unsupported))
+                },
+            );
+            match planned {
+                Ok((PagePlan::Write { end }, users, unsupported)) => {
+                    let backfiller = self.backfiller.clone();
+                    let checkpoint = run.checkpoint_handle();
+                    let previous = in_flight.back().map(|t| t.done.clone());
+                    let (done, finished) = tokio::sync::watch::channel(None);
+                    let task = tokio::spawn(async move {
+                        let written = backfiller
+                            .write_import_page(&checkpoint.import_id, users, unsupported)
+                            .await;
+                        let result = match (written, previous) {
+                            (Err(e), _) => Err(e),
+                            (Ok(counts), previous) => {
+                                let before_ok = match previous {
+                                    Some(mut previous) => previous
+                                        .wait_for(Option::is_some)
+                                        .await
+                                        .is_ok_and(|ok| *ok == Some(true)),
+                                    None => true,
+                                };
+                                if before_ok {
+                                    backfiller.checkpoint_import(&checkpoint, end, counts).await
+                                } else {
+                                    // The earlier page's own error is the one reported.
+                                    Err(CoordinatorError::Internal(
+                                        "an earlier page of the import failed".into(),
+                                    ))
+                                }
+                            }
+                        };
+                        let _ = done.send(Some(result.is_ok()));
+                        result
+                    });
+                    in_flight.push_back(PageTask {
+                        task,
+                        done: finished,
+                    });
                 }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
-                let why = e.to_string();
-                if !matches!(e, CoordinatorError::ImportTakenOver(_)) {
-                    self.backfiller
-                        .finish_import(&run, ImportState::Failed, Some(&why))
-                        .await?;
+                Ok((PagePlan::AlreadyDone, ..)) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
-                return Err(e.into());
+            }
+            if in_flight.len() >= IMPORT_PIPELINE_DEPTH
+                && let Err(e) = Self::wait_oldest(&mut in_flight).await
+            {
+                failure = Some(e);
+                break;
             }
             next = match stream.message().await {
                 Ok(message) => message,
                 Err(status) => {
+                    // What was received is still recorded, so the next run skips it.
+                    while !in_flight.is_empty() {
+                        if Self::wait_oldest(&mut in_flight).await.is_err() {
+                            break;
+                        }
+                    }
                     let why = format!("the client's stream broke off: {}", status.message());
                     self.backfiller
                         .finish_import(&run, ImportState::Failed, Some(&why))
@@ -646,6 +738,14 @@ impl MigrationAdmin for AdminService {
                     return Err(status);
                 }
             };
+        }
+        while failure.is_none() && !in_flight.is_empty() {
+            if let Err(e) = Self::wait_oldest(&mut in_flight).await {
+                failure = Some(e);
+            }
+        }
+        if let Some(e) = failure {
+            return Err(self.fail_import(&run, e).await);
         }
         if !read_to_the_end {
             let why = "the stream ended before its last page (the client stopped)";

@@ -8,7 +8,9 @@
 //! SHA-256). Its position and counters are written after each page, so a run broken off —
 //! the CLI killed, the coordinator restarted — resumes at the next run of the same import:
 //! pages before the recorded position are acknowledged without being written. A run of an
-//! import that completed starts over, and the store skips everyone. The run writing an
+//! import that completed starts over, and the store skips everyone. Up to three pages are
+//! written at a time (the store works while the next page arrives), checkpointed strictly in
+//! order, so the position never passes a page that is not in the store. The run writing an
 //! import owns it; a second run of the same import takes over, and the first one stops at
 //! its next page (ABORTED).
 
@@ -65,6 +67,13 @@ pub struct ImportJob {
     pub error: Option<String>,
 }
 
+/// What a page's task needs to checkpoint: the import and the run that owns it.
+#[derive(Debug, Clone)]
+pub struct CheckpointHandle {
+    pub import_id: String,
+    owner: String,
+}
+
 /// One run of an import, as the stream handling it sees it.
 #[derive(Debug)]
 pub struct ImportRun {
@@ -78,6 +87,51 @@ pub struct ImportRun {
     /// Records this run acknowledged without writing (done by an earlier run).
     pub skipped_already_done: i64,
     pub started: std::time::Instant,
+}
+
+/// What to do with a page: write it (records up to `end`), or only count it (done by an
+/// earlier run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagePlan {
+    Write { end: i64 },
+    AlreadyDone,
+}
+
+impl ImportRun {
+    pub fn checkpoint_handle(&self) -> CheckpointHandle {
+        CheckpointHandle {
+            import_id: self.import_id.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+
+    /// The plan for the page of `records` starting at `first_position`. Pages must follow
+    /// each other in file order. A page across the resume point is written whole: the store
+    /// skips its users the earlier run imported (they count as already in the store).
+    pub fn plan(
+        &mut self,
+        first_position: i64,
+        records: i64,
+    ) -> Result<PagePlan, CoordinatorError> {
+        if first_position != self.expected_position {
+            return Err(CoordinatorError::InvalidRequest(vec![
+                trickle_service_kit::rpc::FieldViolation {
+                    field: "first_position".into(),
+                    description: format!(
+                        "pages must follow each other: expected {}, got {first_position}",
+                        self.expected_position
+                    ),
+                },
+            ]));
+        }
+        let end = first_position.saturating_add(records);
+        self.expected_position = end;
+        if end <= self.resume_from {
+            self.skipped_already_done += records;
+            return Ok(PagePlan::AlreadyDone);
+        }
+        Ok(PagePlan::Write { end })
+    }
 }
 
 /// The most a legacy id or a reason may be, as recorded.
@@ -182,37 +236,16 @@ impl Backfiller {
         })
     }
 
-    /// Write one page of a run: `users` (with hashes) and `unconverted` (records the client
-    /// could not convert: legacy id, reason) cover the records from `first_position` on.
-    #[tracing::instrument(name = "import.page", skip_all, fields(trickle.import.position = first_position))]
-    pub async fn import_page(
+    /// Write one page's users to the store and list those not imported; the caller
+    /// checkpoints pages in order with [`Backfiller::checkpoint_import`] (a page written
+    /// but not checkpointed is written again by the next run: the store skips its users).
+    #[tracing::instrument(name = "import.page", skip_all)]
+    pub(crate) async fn write_import_page(
         &self,
-        run: &mut ImportRun,
-        first_position: i64,
+        import_id: &str,
         users: Vec<legacy::LegacyUserRecord>,
         unconverted: Vec<(String, String)>,
-    ) -> Result<(), CoordinatorError> {
-        let records = i64::try_from(users.len() + unconverted.len()).unwrap_or(i64::MAX);
-        if first_position != run.expected_position {
-            return Err(CoordinatorError::InvalidRequest(vec![
-                trickle_service_kit::rpc::FieldViolation {
-                    field: "first_position".into(),
-                    description: format!(
-                        "pages must follow each other: expected {}, got {first_position}",
-                        run.expected_position
-                    ),
-                },
-            ]));
-        }
-        let end = first_position.saturating_add(records);
-        run.expected_position = end;
-        if end <= run.resume_from {
-            // Done by an earlier run of this import.
-            run.skipped_already_done += records;
-            return Ok(());
-        }
-        // A page across the resume point is written whole: the store skips its users that
-        // the earlier run imported (they count as already in the store).
+    ) -> Result<PageCounts, CoordinatorError> {
         let (store_counts, refused) = self.store_page(users).await?;
         let mut not_imported: Vec<(String, String)> = unconverted
             .into_iter()
@@ -224,12 +257,21 @@ impl Backfiller {
             })
             .collect();
         not_imported.extend(refused);
-        self.record_unsupported(&run.import_id, &not_imported)
-            .await?;
-        let counts = PageCounts {
+        self.record_unsupported(import_id, &not_imported).await?;
+        Ok(PageCounts {
             unsupported: i64::try_from(not_imported.len()).unwrap_or(i64::MAX),
             ..store_counts
-        };
+        })
+    }
+
+    /// Record that the records before `end` are done, with a written page's counts.
+    /// ABORTED when another run took the import over.
+    pub(crate) async fn checkpoint_import(
+        &self,
+        run: &CheckpointHandle,
+        end: i64,
+        counts: PageCounts,
+    ) -> Result<(), CoordinatorError> {
         let now = self.ledger().now();
         let owned = with_db!(self.db(), pool => {
             sqlx::query(
