@@ -123,7 +123,17 @@ impl Coordinator {
                     let left = (total - counts.accounted()).max(0);
                     remaining = Some(left);
                     if left > 0 && !force {
-                        return Err(CoordinatorError::UsersRemaining(left));
+                        // The census says how many of them no backfill can carry.
+                        let unusable_at_census = self
+                            .last_preflight()
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|r| r.unusable);
+                        return Err(CoordinatorError::UsersRemaining {
+                            remaining: left,
+                            unusable_at_census,
+                        });
                     }
                 }
                 Err(why) if !force => return Err(CoordinatorError::RemainingUnknown(why)),

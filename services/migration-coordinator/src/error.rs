@@ -17,8 +17,12 @@ pub enum CoordinatorError {
     /// AUTHORITATIVE mode: the legacy store is not asked any more.
     #[error("the migration is over: the legacy store is no longer consulted")]
     LegacyDisabled,
-    #[error("{0} legacy users have not migrated")]
-    UsersRemaining(i64),
+    #[error("{remaining} legacy users have not migrated")]
+    UsersRemaining {
+        remaining: i64,
+        /// Users the last preflight census found no password can match, when one ran.
+        unusable_at_census: Option<i64>,
+    },
     #[error("cannot tell how many legacy users remain: {0}")]
     RemainingUnknown(String),
     #[error("the ticket is not valid")]
@@ -120,15 +124,30 @@ impl From<CoordinatorError> for Status {
                 reason::LEGACY_DISABLED,
                 "the migration is complete: users who were only in the legacy store cannot be migrated any more",
             ),
-            CoordinatorError::UsersRemaining(remaining) => rpc::status_with_metadata(
-                Code::FailedPrecondition,
-                reason::USERS_REMAINING,
-                [("legacy_users_remaining".to_owned(), remaining.to_string())].into(),
-                format!(
+            CoordinatorError::UsersRemaining {
+                remaining,
+                unusable_at_census,
+            } => {
+                let mut metadata: std::collections::HashMap<String, String> =
+                    [("legacy_users_remaining".to_owned(), remaining.to_string())].into();
+                let mut message = format!(
                     "{remaining} legacy users have not migrated and could no longer log in; \
                      backfill them first, or pass force to leave them behind"
-                ),
-            ),
+                );
+                if let Some(unusable) = unusable_at_census.filter(|n| *n > 0) {
+                    metadata.insert("preflight_unusable".into(), unusable.to_string());
+                    message.push_str(&format!(
+                        " (the last preflight census found {unusable} legacy users no password can match: \
+                         no backfill carries them, only a password reset before cutover brings them over)"
+                    ));
+                }
+                rpc::status_with_metadata(
+                    Code::FailedPrecondition,
+                    reason::USERS_REMAINING,
+                    metadata,
+                    message,
+                )
+            }
             CoordinatorError::RemainingUnknown(why) => rpc::status(
                 Code::FailedPrecondition,
                 reason::REMAINING_UNKNOWN,

@@ -304,7 +304,7 @@ struct PageTask {
 }
 
 /// Users per ImportUsers message, and the longest import id and format name.
-const MAX_IMPORT_PAGE: usize = 1000;
+const MAX_IMPORT_PAGE: usize = 2500;
 const MAX_IMPORT_ID: usize = 200;
 const MAX_FORMAT: usize = 32;
 

@@ -276,6 +276,21 @@ async fn run(legacy: &'static str, users: i64, hash: &str) -> Run {
     let mut admin = MigrationAdminClient::connect(services.admin.clone())
         .await
         .expect("admin");
+    // The connector binds its port only once it is ready (it prices refusals from the first
+    // page of users first): wait until the coordinator can count through it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while admin
+        .get_status(trickle_proto::migration::v1::GetStatusRequest {})
+        .await
+        .map(|s| s.into_inner().legacy_users_total.is_none())
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the legacy connector did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let started = Instant::now();
     let job = admin
         .start_backfill(StartBackfillRequest { batch_size: BATCH })
@@ -432,7 +447,7 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "backfill (batch {BATCH}) and file import (pages of 1000) of {users} users into a PostgreSQL store, services as separate processes"
+        "backfill (batch {BATCH}) and file import (pages of 2500) of {users} users into a PostgreSQL store, services as separate processes"
     );
     println!(
         "| source | users | seconds | users/s | COPY rows/s | ratio | peak RSS per process (MiB) |"

@@ -93,8 +93,8 @@ pub enum AdminCommand {
         /// report of the file); write nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Users per page sent to the store (at most 1000).
-        #[arg(long, default_value_t = 1000)]
+        /// Users per page sent to the store (at most 2500; a page is also cut at 2 MiB).
+        #[arg(long, default_value_t = 2500)]
         batch_size: usize,
         /// Names the import, to resume it (default: the format and the file's SHA-256).
         #[arg(long)]
@@ -579,6 +579,9 @@ fn import_table(i: &Import) -> String {
     out
 }
 
+/// A page of an import is sent once it holds this much (encoded), whatever --batch-size says.
+const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
 /// Stream a file to the coordinator a page at a time, with a progress bar on a terminal.
 async fn run_import(
     client: &mut MigrationAdminClient<Channel>,
@@ -606,18 +609,31 @@ async fn run_import(
             last_page: false,
         };
         let mut page = new_page(0);
+        let mut page_bytes = 0usize;
         let mut position = 0i64;
         let mut sent_ok = true;
         read_file(&reader_path, format, &file_options, |record, bytes| {
             read_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-            match record {
-                Ok(user) => page.users.push(user),
-                Err(Unreadable { legacy_id, reason }) => {
-                    page.unsupported.push(UnsupportedUser { legacy_id, reason })
+            page_bytes += match record {
+                Ok(user) => {
+                    let size = prost::Message::encoded_len(&user);
+                    page.users.push(user);
+                    size
                 }
-            }
+                Err(Unreadable { legacy_id, reason }) => {
+                    let unsupported = UnsupportedUser { legacy_id, reason };
+                    let size = prost::Message::encoded_len(&unsupported);
+                    page.unsupported.push(unsupported);
+                    size
+                }
+            };
             position += 1;
-            if page.users.len() + page.unsupported.len() >= batch_size {
+            // Each page is one store transaction: big pages mean fewer commits. The byte
+            // cap keeps a page of users with large metadata under the 4 MiB message limit.
+            if page.users.len() + page.unsupported.len() >= batch_size
+                || page_bytes >= MAX_PAGE_BYTES
+            {
+                page_bytes = 0;
                 let full = std::mem::replace(&mut page, new_page(position));
                 sent_ok = pages.blocking_send(full).is_ok();
             }
@@ -1021,8 +1037,8 @@ pub async fn run_with_tls(
             firebase,
         } => {
             let file_options = firebase.file_options(format)?;
-            if !(1..=1000).contains(&batch_size) {
-                anyhow::bail!("--batch-size must be between 1 and 1000");
+            if !(1..=2500).contains(&batch_size) {
+                anyhow::bail!("--batch-size must be between 1 and 2500");
             }
             let import_id = match import_id {
                 Some(id) => id,

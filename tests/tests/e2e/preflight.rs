@@ -264,6 +264,27 @@ async fn preflight_counts_every_problem_class_and_writes_no_user(backend: Backen
     .await
     .expect_err("out of range");
     assert_status(&bad, Code::InvalidArgument, reason::INVALID_REQUEST);
+    // The cutover guard says how many of the users left no backfill can carry.
+    let guarded = trickle
+        .admin()
+        .await
+        .set_mode(SetModeRequest {
+            mode: Mode::Authoritative.into(),
+            force: false,
+        })
+        .await
+        .expect_err("13 legacy users remain");
+    assert_status(&guarded, Code::FailedPrecondition, reason::USERS_REMAINING);
+    let metadata = trickle_service_kit::rpc::metadata_of(&guarded);
+    assert_eq!(
+        metadata.get("preflight_unusable").map(String::as_str),
+        Some("6"),
+        "{guarded:?}"
+    );
+    assert!(
+        guarded.message().contains("preflight census found 6"),
+        "{guarded:?}"
+    );
     trickle
         .admin()
         .await
