@@ -313,3 +313,55 @@ async fn preflight_without_list_users_is_a_clear_refusal() {
     assert_status(&refused, Code::FailedPrecondition, reason::LIST_UNSUPPORTED);
     assert!(refused.message().contains("list_users"), "{refused:?}");
 }
+
+/// A census nobody waits for stops: the CLI interrupted, the stream dropped, the coordinator
+/// reads no further page and keeps no report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_census_whose_caller_goes_away_stops_and_keeps_no_report() {
+    let trickle = TestTrickle::start(Backend::Sqlite).await;
+    let hash = trickle_password::legacy_formats::bcrypt("pw", 4).expect("bcrypt");
+    let users: Vec<(i64, String, String)> = (1..=5000)
+        .map(|i| (i, format!("gone-{i}@example.com"), hash.clone()))
+        .collect();
+    trickle.legacy.insert_many(&users).await;
+    let mut stream = trickle
+        .admin()
+        .await
+        .run_preflight(RunPreflightRequest {
+            batch_size: 1,
+            sample_size: 0,
+            show_emails: false,
+        })
+        .await
+        .expect("census")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("progress")
+        .expect("a message");
+    assert!(
+        first.report.is_none() && first.users_read < 5000,
+        "{first:?}"
+    );
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !trickle_tests::captured_logs().contains("preflight abandoned by its caller") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the census noticed its caller left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = trickle
+        .admin()
+        .await
+        .get_status(GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        status.last_preflight, None,
+        "an abandoned census keeps no report"
+    );
+}
