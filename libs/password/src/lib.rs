@@ -21,7 +21,8 @@ pub use breached::{BreachedError, BreachedPasswords};
 pub use pool::{HashPool, PoolError, Verification};
 pub use stored::{
     Auth0CustomHash, DigestAlgorithm, DigestEncoding, DigestTemplate, HashCost, HashFormat,
-    HashLimits, HashScheme, ParseHashError, SaltPosition, StoredHash, auth0_custom_hash,
+    HashLimits, HashScheme, ParseHashError, SaltPosition, StoredHash, Unverifiable,
+    auth0_custom_hash,
 };
 
 use zeroize::Zeroizing;

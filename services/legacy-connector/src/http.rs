@@ -341,17 +341,9 @@ impl HttpBackend {
                 "an empty password_hash",
             ));
         }
-        let parsed = StoredHash::parse(hash, HashFormat::Auto)
-            .map_err(|e| UnusableHash::new(HashProblem::UnknownFormat, e.to_string()))?;
-        let scheme = parsed.scheme().as_str();
-        if let Some(why) = parsed.cost().exceeds(&self.hash_limits) {
-            return Err(UnusableHash {
-                problem: HashProblem::OverCostLimits,
-                scheme: Some(scheme),
-                reason: format!("the stored {scheme} hash {why} ([legacy.hash_limits])"),
-            });
-        }
-        Ok((hash.to_owned(), scheme))
+        let parsed =
+            StoredHash::parse_within(hash, None, HashFormat::Auto, None, &self.hash_limits)?;
+        Ok((hash.to_owned(), parsed.scheme().as_str()))
     }
 }
 

@@ -25,7 +25,7 @@
 
 use serde::Deserialize;
 use std::io::BufRead as _;
-use trickle_password::{HashFormat, HashLimits, StoredHash};
+use trickle_password::{HashFormat, HashLimits, StoredHash, Unverifiable};
 use trickle_proto::legacy::v1::{HashStatus, LegacyTotp, LegacyUser, LegacyUserRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -268,15 +268,20 @@ fn totp(line: TotpLine) -> Result<LegacyTotp, String> {
 /// (the same parser and the default cost caps).
 fn record(user: LegacyUser, hash: Result<String, (HashStatus, String)>) -> LegacyUserRecord {
     let classified = hash.and_then(|stored| {
-        let parsed = StoredHash::parse(&stored, HashFormat::Auto)
-            .map_err(|e| (HashStatus::UnknownFormat, e.to_string()))?;
-        let scheme = parsed.scheme().as_str();
-        match parsed.cost().exceeds(&HashLimits::default()) {
-            Some(why) => Err((
-                HashStatus::OverCostLimits,
-                format!("the {scheme} hash {why}"),
-            )),
-            None => Ok((stored, scheme)),
+        match StoredHash::parse_within(
+            &stored,
+            None,
+            HashFormat::Auto,
+            None,
+            &HashLimits::default(),
+        ) {
+            Ok(parsed) => Ok((stored, parsed.scheme().as_str())),
+            Err(refused @ Unverifiable::Unreadable(_)) => {
+                Err((HashStatus::UnknownFormat, refused.to_string()))
+            }
+            Err(refused @ Unverifiable::OverCostLimits { .. }) => {
+                Err((HashStatus::OverCostLimits, refused.to_string()))
+            }
         }
     });
     match classified {

@@ -386,7 +386,39 @@ fn ab64(s: &str) -> Option<Vec<u8>> {
 
 const ITOA64: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// Why a stored hash will not be verified as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unverifiable {
+    /// Not a hash of the expected format (the error shows its first characters only).
+    #[error(transparent)]
+    Unreadable(ParseHashError),
+    /// Readable, but verifying it would cost more than the limits allow.
+    #[error("the stored {} hash {why}", scheme.as_str())]
+    OverCostLimits { scheme: HashScheme, why: String },
+}
+
 impl StoredHash {
+    /// [`StoredHash::parse_with`], then held against `limits`: a stored hash is data, and
+    /// one that would take a hashing thread for minutes (or a pod past its memory limit) is
+    /// refused rather than verified. The one check every reader of legacy hashes makes.
+    pub fn parse_within(
+        stored: &str,
+        salt: Option<&str>,
+        format: HashFormat,
+        template: Option<&DigestTemplate>,
+        limits: &HashLimits,
+    ) -> Result<Self, Unverifiable> {
+        let parsed =
+            Self::parse_with(stored, salt, format, template).map_err(Unverifiable::Unreadable)?;
+        match parsed.cost().exceeds(limits) {
+            Some(why) => Err(Unverifiable::OverCostLimits {
+                scheme: parsed.scheme(),
+                why,
+            }),
+            None => Ok(parsed),
+        }
+    }
+
     /// Parse `stored` as `format` (self-describing formats only; see [`StoredHash::parse_with`]).
     pub fn parse(stored: &str, format: HashFormat) -> Result<Self, ParseHashError> {
         Self::parse_with(stored, None, format, None)

@@ -157,6 +157,21 @@ pub enum HashProblem {
     UnreadableFactor,
 }
 
+impl From<trickle_password::Unverifiable> for UnusableHash {
+    fn from(refused: trickle_password::Unverifiable) -> Self {
+        match refused {
+            trickle_password::Unverifiable::Unreadable(e) => {
+                Self::new(HashProblem::UnknownFormat, e.to_string())
+            }
+            over @ trickle_password::Unverifiable::OverCostLimits { scheme, .. } => Self {
+                problem: HashProblem::OverCostLimits,
+                scheme: Some(scheme.as_str()),
+                reason: format!("{over} ([legacy.hash_limits])"),
+            },
+        }
+    }
+}
+
 impl UnusableHash {
     pub(crate) fn new(problem: HashProblem, reason: impl Into<String>) -> Self {
         Self {
@@ -813,28 +828,14 @@ impl SqlBackend {
             )),
             Some(hash) => {
                 let salt = row.optional_text("password_salt")?;
-                StoredHash::parse_with(
+                StoredHash::parse_within(
                     hash.trim(),
                     salt.as_deref(),
                     self.hash_format,
                     self.salted_digest.as_ref(),
+                    &self.hash_limits,
                 )
-                .map_err(|e| UnusableHash::new(HashProblem::UnknownFormat, e.to_string()))
-                .and_then(|parsed| {
-                    match parsed.cost().exceeds(&self.hash_limits) {
-                        // Verifying it could take a hashing thread for minutes, or the pod
-                        // past its memory limit: [legacy.hash_limits].
-                        Some(why) => Err(UnusableHash {
-                            problem: HashProblem::OverCostLimits,
-                            scheme: Some(parsed.scheme().as_str()),
-                            reason: format!(
-                                "the stored {} hash {why} ([legacy.hash_limits])",
-                                parsed.scheme().as_str()
-                            ),
-                        }),
-                        None => Ok(parsed),
-                    }
-                })
+                .map_err(UnusableHash::from)
             }
         };
         let user = LegacyUser {
