@@ -9,8 +9,9 @@
 //! report carries legacy ids as samples, never a hash, and emails only when asked.
 //!
 //! Memory: the duplicate checks keep one 64-bit digest per distinct email and per legacy
-//! id (keyed afresh for each census), about 40 bytes per legacy user while the census runs,
-//! freed when it ends. Digests can collide by chance: with a million users the odds of one
+//! id (keyed afresh for each census): two hash sets of 9 bytes per slot, 20 to 40 bytes per
+//! legacy user depending on where they stand in their doubling (from their layout, not a
+//! measurement), freed when the census ends. Digests can collide by chance: with a million users the odds of one
 //! false "collision" are about one in 40 million.
 
 use crate::error::CoordinatorError;
