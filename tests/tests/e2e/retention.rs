@@ -66,8 +66,11 @@ async fn expired_tickets_and_spent_throttle_rows_are_pruned() {
     loop {
         let tickets = remaining(pool, "SELECT ticket_hash FROM tickets ORDER BY ticket_hash").await;
         let throttle = remaining(pool, "SELECT email FROM login_throttle ORDER BY email").await;
+        // The counter moves just after the delete commits: wait for both, not only the rows.
         if !tickets.contains(&"pruned-ticket".to_owned())
             && !throttle.contains(&"spent@example.com".to_owned())
+            && pruned("tickets") > tickets_before
+            && pruned("login_throttle") > throttle_before
         {
             assert_eq!(tickets, ["live-ticket", "recently-expired-ticket"]);
             assert_eq!(throttle, ["counting@example.com", "locked@example.com"]);
@@ -75,7 +78,7 @@ async fn expired_tickets_and_spent_throttle_rows_are_pruned() {
         }
         assert!(
             Instant::now() < deadline,
-            "nothing was pruned: {tickets:?} {throttle:?}"
+            "nothing was pruned and counted: {tickets:?} {throttle:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
