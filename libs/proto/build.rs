@@ -31,6 +31,7 @@ const PROTOS: &[&str] = &[
     "trickle/userstore/v1/userstore.proto",
     "trickle/legacy/v1/legacy.proto",
     "trickle/migration/v1/migration.proto",
+    "trickle/events/v1/events.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

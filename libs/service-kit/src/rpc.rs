@@ -57,6 +57,9 @@ pub mod reason {
     pub const FACTOR_NOT_FOUND: &str = "FACTOR_NOT_FOUND";
     /// No key to seal second-factor secrets is configured (`FAILED_PRECONDITION`).
     pub const FACTORS_NOT_CONFIGURED: &str = "FACTORS_NOT_CONFIGURED";
+    /// Events before the oldest one kept are gone (`FAILED_PRECONDITION`, metadata
+    /// `oldest_position`).
+    pub const EVENTS_PRUNED: &str = "EVENTS_PRUNED";
 }
 
 /// A status carrying an `ErrorInfo` with `reason`.

@@ -451,6 +451,13 @@ impl RunningServer {
         self.wait_inner().await
     }
 
+    /// [`RunningServer::stop`] through a reference, for an owner that starts a successor on
+    /// the same addresses afterwards.
+    pub async fn stop_in_place(&mut self) -> Result<(), ServeError> {
+        self.request_stop();
+        self.wait_inner().await
+    }
+
     /// Wait until the server ends (after a stop request, or on its own with an error).
     pub async fn wait(mut self) -> Result<(), ServeError> {
         self.wait_inner().await

@@ -46,8 +46,18 @@ pub struct Metrics {
     /// gRPC calls received and not yet answered, by service and method: what a draining
     /// replica still has to finish.
     pub grpc_in_flight: IntGaugeVec,
-    /// Rows the user-store's retention task deleted, by table (`tickets`, `login_throttle`).
+    /// Rows the user-store's retention task deleted, by table (`tickets`, `login_throttle`,
+    /// `mfa_challenges`, `events`).
     pub pruned_rows: IntCounterVec,
+    /// Events handed to the webhook, by outcome: `delivered` (a 2xx answer), `dead_letter`
+    /// (given up after `webhook_max_attempts`), `pruned` (gone from the store before they
+    /// could be sent).
+    pub webhook_events: IntCounterVec,
+    /// Webhook POSTs that failed (an error or a non-2xx answer), by `reason`: `status`,
+    /// `timeout`, `connect`, `other`. Each is retried with backoff.
+    pub webhook_failed_attempts: IntCounterVec,
+    /// The position of the last event the webhook has settled (delivered or dead-lettered).
+    pub webhook_position: IntGauge,
 }
 
 /// Buckets from a fast lookup to a slow legacy store or a saturated hash pool.
@@ -150,6 +160,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "Rows the user-store's retention task deleted (expired tickets, stale throttle rows), by table.",
             &["table"],
         )?,
+        webhook_events: counter(
+            "trickle_webhook_events_total",
+            "Events handed to the webhook, by outcome (delivered, dead_letter, pruned).",
+            &["outcome"],
+        )?,
+        webhook_failed_attempts: counter(
+            "trickle_webhook_failed_attempts_total",
+            "Webhook POSTs that failed and will be retried, by reason (status, timeout, connect, other).",
+            &["reason"],
+        )?,
+        webhook_position: {
+            let g = IntGauge::new(
+                "trickle_webhook_position",
+                "Position of the last event the webhook settled (delivered or dead-lettered).",
+            )?;
+            registry.register(Box::new(g.clone()))?;
+            g
+        },
         registry,
     };
     // Which build is running where: `count by (version) (trickle_build_info)` during a rollout.

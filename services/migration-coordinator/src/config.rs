@@ -76,6 +76,38 @@ pub struct MigrationConfig {
     /// ticket reached that address. Off by default, since how the ticket is delivered is the
     /// calling service's business.
     pub reset_verifies_email: bool,
+    /// How often WatchEvents streams and the webhook look for new events when they have
+    /// caught up.
+    pub events_poll_ms: u64,
+    /// Where every event is POSTed (JSON, signed with `webhook_secret`). Empty: no webhook.
+    /// Must be https:// unless the host is a loopback address.
+    pub webhook_url: String,
+    /// The HMAC-SHA256 key of the `Trickle-Signature` header; at least 16 bytes. Secret:
+    /// set it through `TRICKLE_MIGRATION__WEBHOOK_SECRET` from a Kubernetes Secret.
+    pub webhook_secret: WebhookSecret,
+    /// Events per POST.
+    pub webhook_batch: u32,
+    /// Tries of one POST before its events are given up (counted as `dead_letter`).
+    pub webhook_max_attempts: u32,
+    /// The wait after the first failed try; it doubles each time up to `webhook_backoff_max_ms`.
+    pub webhook_backoff_ms: u64,
+    pub webhook_backoff_max_ms: u64,
+    /// Deadline of one POST.
+    pub webhook_timeout_ms: u64,
+    /// One coordinator replica delivers at a time; another takes over when its lease has
+    /// not been renewed for this long.
+    pub webhook_lease_seconds: u64,
+}
+
+/// The webhook's signing key; `Debug` says only whether it is set.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct WebhookSecret(pub String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(trickle_password::redacted(&self.0))
+    }
 }
 
 impl Default for MigrationConfig {
@@ -99,6 +131,15 @@ impl Default for MigrationConfig {
             mode_cache_ms: 2000,
             backfill_lease_seconds: 30,
             reset_verifies_email: false,
+            events_poll_ms: 250,
+            webhook_url: String::new(),
+            webhook_secret: WebhookSecret::default(),
+            webhook_batch: 100,
+            webhook_max_attempts: 12,
+            webhook_backoff_ms: 1000,
+            webhook_backoff_max_ms: 300_000,
+            webhook_timeout_ms: 10_000,
+            webhook_lease_seconds: 30,
         }
     }
 }

@@ -855,3 +855,60 @@ impl MigrationAdmin for AdminService {
         )))
     }
 }
+
+/// `trickle.events.v1.EventFeed`, on the operator listener.
+#[derive(Debug, Clone)]
+pub(crate) struct EventFeedService {
+    pub events: crate::events::EventReader,
+}
+
+#[tonic::async_trait]
+impl trickle_proto::events::v1::event_feed_server::EventFeed for EventFeedService {
+    type WatchEventsStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<
+                    Item = Result<trickle_proto::events::v1::WatchEventsResponse, Status>,
+                > + Send
+                + 'static,
+        >,
+    >;
+
+    async fn watch_events(
+        &self,
+        request: Request<trickle_proto::events::v1::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        use futures::StreamExt as _;
+        use trickle_proto::events::v1::{EventKind, WatchEventsRequest, WatchEventsResponse};
+        let WatchEventsRequest {
+            after_position,
+            kinds,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        if after_position < 0 {
+            violations.add(
+                "after_position",
+                "must be 0 (from the oldest event kept) or a position already seen",
+            );
+        }
+        let mut wanted = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            match EventKind::try_from(kind) {
+                Ok(EventKind::Unspecified) | Err(_) => {
+                    violations.add("kinds", format!("{kind} is not an event kind"))
+                }
+                Ok(kind) => wanted.push(kind),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(CoordinatorError::InvalidRequest(violations.into_vec()).into());
+        }
+        let events = self.events.watch(after_position, wanted);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(events).map(|event| {
+                event
+                    .map(|event| WatchEventsResponse { event: Some(event) })
+                    .map_err(Status::from)
+            }),
+        )))
+    }
+}

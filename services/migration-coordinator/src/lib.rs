@@ -8,6 +8,7 @@ pub mod backfill;
 pub mod breaker;
 pub mod config;
 pub mod error;
+pub mod events;
 mod grpc;
 pub mod import;
 pub mod ledger;
@@ -15,6 +16,7 @@ pub mod migrate_on_login;
 pub mod preflight;
 pub mod startup;
 pub mod upstream;
+pub mod webhook;
 
 pub use config::MigrationConfig;
 pub use error::CoordinatorError;

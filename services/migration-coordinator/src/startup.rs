@@ -3,11 +3,12 @@
 use crate::backfill::Backfiller;
 use crate::breaker::LegacyBreaker;
 use crate::config::MigrationConfig;
-use crate::grpc::{AdminService, CoordinatorService};
+use crate::grpc::{AdminService, CoordinatorService, EventFeedService};
 use crate::ledger::Ledger;
 use crate::migrate_on_login::Coordinator;
 use std::time::Duration;
 use tonic::service::Routes;
+use trickle_proto::events::v1::event_feed_server::EventFeedServer;
 use trickle_proto::legacy::v1::legacy_connector_client::LegacyConnectorClient;
 use trickle_proto::migration::v1::migration_admin_server::MigrationAdminServer;
 use trickle_proto::migration::v1::migration_coordinator_server::MigrationCoordinatorServer;
@@ -22,7 +23,10 @@ const BACKFILL_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 pub const SERVICE_NAMES: &[&str] = &["trickle.migration.v1.MigrationCoordinator"];
 
 /// Served on `[migration] admin_listen` only.
-pub const ADMIN_SERVICE_NAMES: &[&str] = &["trickle.migration.v1.MigrationAdmin"];
+pub const ADMIN_SERVICE_NAMES: &[&str] = &[
+    "trickle.migration.v1.MigrationAdmin",
+    "trickle.events.v1.EventFeed",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -38,6 +42,8 @@ pub enum StartError {
     Serve(#[from] server::ServeError),
     #[error("cannot read the listener address: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookConfigError),
 }
 
 /// Connect and migrate the coordinator's database, settle the mode, bind the listener.
@@ -53,6 +59,8 @@ pub async fn build_with_clock(
     if config.database_url.is_empty() {
         return Err(StartError::NoDatabase);
     }
+    // Before anything connects: a webhook without a secret must not start half-configured.
+    let webhook = crate::webhook::WebhookSettings::from_config(config)?;
     let db = Db::connect(
         "migration-coordinator",
         &config.database_url,
@@ -99,6 +107,21 @@ pub async fn build_with_clock(
         Duration::from_secs(config.backfill_lease_seconds.max(1)),
     );
     let supervisor = backfiller.spawn_supervisor();
+    let events = crate::events::EventReader::new(
+        store.clone(),
+        Duration::from_millis(config.events_poll_ms.max(10)),
+    );
+    let webhook = webhook
+        .map(|settings| {
+            crate::webhook::Webhook::new(
+                settings,
+                events.clone(),
+                ledger.db().clone(),
+                clock.clone(),
+            )
+        })
+        .transpose()?
+        .map(crate::webhook::Webhook::spawn);
     let breaker = LegacyBreaker::new(
         config.legacy_breaker_failures,
         Duration::from_millis(config.legacy_breaker_open_ms),
@@ -122,9 +145,10 @@ pub async fn build_with_clock(
             backfiller,
         })
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-    );
+    )
+    .add_service(EventFeedServer::new(EventFeedService { events }));
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
-    Ok(BoundServer::new(listener, routes, SERVICE_NAMES)
+    let server = BoundServer::new(listener, routes, SERVICE_NAMES)
         .with_tls(&config.tls)?
         .with_admin_listener(
             admin_listener,
@@ -135,7 +159,11 @@ pub async fn build_with_clock(
         )?
         .with_metrics(metrics)
         .with_background(gauges)
-        .with_background(supervisor))
+        .with_background(supervisor);
+    Ok(match webhook {
+        Some(task) => server.with_background(task),
+        None => server,
+    })
 }
 
 pub fn migrator_postgres() -> sqlx::migrate::Migrator {

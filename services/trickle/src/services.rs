@@ -14,6 +14,10 @@ pub struct Cluster {
     /// `None` once stopped on its own with [`Cluster::stop_legacy_connector`].
     pub legacy: Option<RunningServer>,
     pub coordinator: RunningServer,
+    /// The coordinator's settings as started (with the store's and the connector's actual
+    /// addresses), for [`Cluster::restart_coordinator`].
+    coordinator_config: trickle_migration_coordinator::MigrationConfig,
+    serving: trickle_service_kit::server::ServingConfig,
 }
 
 impl Cluster {
@@ -64,7 +68,29 @@ impl Cluster {
             legacy: Some(legacy.with_serving(serving).spawn()?),
             coordinator: coordinator.with_serving(serving).spawn()?,
             frontend: frontend.with_serving(serving).spawn()?,
+            coordinator_config: migration,
+            serving: serving.clone(),
         })
+    }
+
+    /// Stop the coordinator and start a new one on the same addresses and database, as a
+    /// crash and a restart of its pod would: whatever it had in memory is gone.
+    pub async fn restart_coordinator(&mut self, clock: Clock) -> anyhow::Result<()> {
+        let mut config = self.coordinator_config.clone();
+        config.listen = self.coordinator.local_addr.to_string();
+        if let Some(admin) = self.coordinator.admin_addr {
+            config.admin_listen = admin.to_string();
+        }
+        if let Some(metrics) = self.coordinator.metrics_addr {
+            config.metrics_listen = metrics.to_string();
+        }
+        self.coordinator.stop_in_place().await?;
+        self.coordinator = trickle_migration_coordinator::build_with_clock(&config, clock)
+            .await
+            .context("restarting the migration-coordinator")?
+            .with_serving(&self.serving)
+            .spawn()?;
+        Ok(())
     }
 
     /// Stop only the legacy connector, as operators do after cutover (and tests do to prove
@@ -83,6 +109,7 @@ impl Cluster {
             store,
             legacy,
             coordinator,
+            ..
         } = self;
         frontend.stop().await?;
         coordinator.stop().await?;

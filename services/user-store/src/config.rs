@@ -65,6 +65,12 @@ pub struct StoreConfig {
     pub totp_issuer: String,
     /// How long a login's second-factor challenge stays valid.
     pub mfa_challenge_ttl_seconds: u64,
+    /// How often committed events get their position (the delay before WatchEvents and
+    /// webhooks can see them).
+    pub events_sequence_ms: u64,
+    /// Events older than this are deleted by the retention task (the newest one is always
+    /// kept). A consumer that stays away longer must resume from the oldest kept.
+    pub events_retention_hours: u64,
 }
 
 /// A key given in the configuration; `Debug` says only whether it is set.
@@ -106,6 +112,8 @@ impl Default for StoreConfig {
             current_factor_key: String::new(),
             totp_issuer: "Trickle".into(),
             mfa_challenge_ttl_seconds: 300,
+            events_sequence_ms: 100,
+            events_retention_hours: 168,
         }
     }
 }

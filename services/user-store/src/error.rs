@@ -35,6 +35,8 @@ pub enum StoreError {
     FactorNotFound,
     #[error("no key to seal second-factor secrets is configured")]
     FactorsNotConfigured,
+    #[error("the events after this position were pruned")]
+    EventsPruned { oldest_position: i64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -144,6 +146,16 @@ impl From<StoreError> for Status {
                 Code::FailedPrecondition,
                 reason::FACTORS_NOT_CONFIGURED,
                 "second factors are not configured: set [store] factor_key or factor_keys_dir",
+            ),
+            StoreError::EventsPruned { oldest_position } => rpc::status_with_metadata(
+                Code::FailedPrecondition,
+                reason::EVENTS_PRUNED,
+                [("oldest_position".to_owned(), oldest_position.to_string())].into(),
+                format!(
+                    "events before position {oldest_position} are past the store's retention \
+                     ([store] events_retention_hours); resume from {} to skip them",
+                    oldest_position - 1
+                ),
             ),
             StoreError::Internal(message) => {
                 tracing::error!(%message, "user store internal error");

@@ -371,6 +371,39 @@ impl UserStore for UserStoreService {
         }))
     }
 
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let pb::ListEventsRequest {
+            after_position,
+            limit,
+        } = request.into_inner();
+        let mut violations = Violations::default();
+        if after_position < 0 {
+            violations.add("after_position", "must be 0 or a position already seen");
+        }
+        if !(0..=MAX_EVENTS_PAGE).contains(&limit) {
+            violations.add(
+                "limit",
+                format!("must be between 1 and {MAX_EVENTS_PAGE} (0: {DEFAULT_EVENTS_PAGE})"),
+            );
+        }
+        violations.verdict()?;
+        let limit = if limit == 0 {
+            DEFAULT_EVENTS_PAGE
+        } else {
+            limit
+        };
+        let events = self
+            .users
+            .list_events(after_position, i64::from(limit))
+            .await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.into_iter().map(event_to_proto).collect(),
+        }))
+    }
+
     async fn check_tombstone(
         &self,
         request: Request<CheckTombstoneRequest>,
@@ -728,6 +761,54 @@ pub(crate) fn user_to_proto(user: User) -> auth::User {
         blocked,
         password_change_required,
         mfa_enrolled,
+    }
+}
+
+const MAX_EVENTS_PAGE: i32 = 1000;
+const DEFAULT_EVENTS_PAGE: i32 = 100;
+
+fn event_to_proto(event: crate::events::StoredEvent) -> trickle_proto::events::v1::Event {
+    use crate::events::EventKind;
+    use trickle_proto::events::v1::{EventKind as Kind, UserSource};
+    let detail = event.detail();
+    let kind = match EventKind::parse(&event.kind) {
+        Some(EventKind::SignedUp) => Kind::UserSignedUp,
+        Some(EventKind::Migrated) => Kind::UserMigrated,
+        Some(EventKind::LoggedIn) => Kind::LoginSucceeded,
+        Some(EventKind::PasswordChanged) => Kind::PasswordChanged,
+        Some(EventKind::PasswordReset) => Kind::PasswordReset,
+        Some(EventKind::EmailChanged) => Kind::EmailChanged,
+        Some(EventKind::EmailVerified) => Kind::EmailVerified,
+        Some(EventKind::Blocked) => Kind::UserBlocked,
+        Some(EventKind::Unblocked) => Kind::UserUnblocked,
+        Some(EventKind::ProfileUpdated) => Kind::ProfileUpdated,
+        Some(EventKind::Deleted) => Kind::UserDeleted,
+        Some(EventKind::FactorEnrolled) => Kind::FactorEnrolled,
+        Some(EventKind::FactorRemoved) => Kind::FactorRemoved,
+        // Written by a newer replica during a rollout: passed on as unspecified, not dropped,
+        // so that positions stay contiguous for the consumer.
+        None => Kind::Unspecified,
+    };
+    let source = match detail.source.as_deref().and_then(Source::parse) {
+        Some(Source::Signup) => UserSource::Signup,
+        Some(Source::LoginMigration) => UserSource::LoginMigration,
+        Some(Source::ResetMigration) => UserSource::ResetMigration,
+        Some(Source::Backfill) => UserSource::Backfill,
+        None => UserSource::Unspecified,
+    };
+    trickle_proto::events::v1::Event {
+        position: event.position,
+        event_id: event.event_id,
+        kind: kind as i32,
+        occurred_at: Some(timestamp(event.occurred_at)),
+        user_id: event.user_id,
+        legacy_id: event.legacy_id.unwrap_or_default(),
+        email: event.email.unwrap_or_default(),
+        source: source as i32,
+        password_rehashed: detail.password_rehashed,
+        factor_kind: detail.factor_kind.unwrap_or_default(),
+        profile_fields: detail.profile_fields,
+        second_factor: detail.second_factor,
     }
 }
 

@@ -87,6 +87,23 @@ impl ProfileFields {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+
+    /// The names of the fields set, in [`ProfileFields::NAMES`] order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + use<> {
+        let set = [
+            self.name,
+            self.given_name,
+            self.family_name,
+            self.nickname,
+            self.picture,
+            self.user_metadata,
+            self.app_metadata,
+        ];
+        Self::NAMES
+            .into_iter()
+            .zip(set)
+            .filter_map(|(name, set)| set.then_some(name))
+    }
 }
 
 /// A user as the store returns it: never with the password hash.

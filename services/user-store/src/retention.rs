@@ -15,6 +15,8 @@ pub struct Retention {
     /// The longest throttle window (email or client): a row whose window started before it
     /// and locks nothing is spent.
     pub throttle_window: Duration,
+    /// Events stay this long after they occurred.
+    pub events_after: Duration,
 }
 
 impl Retention {
@@ -22,29 +24,29 @@ impl Retention {
     pub async fn prune_once(&self, repository: &Repository) -> Result<(u64, u64), sqlx::Error> {
         let now = repository.now();
         let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(1));
+        // Each table is counted as soon as its delete commits, so a later failure does not
+        // hide rows already gone, and a reader who sees the rows gone sees them counted soon.
+        let metrics = trickle_telemetry::metrics::metrics();
+        let count = |table: &str, rows: u64| {
+            metrics.pruned_rows.with_label_values(&[table]).inc_by(rows);
+        };
         let tickets = repository
             .prune_tickets(now - age(self.tickets_after))
             .await?;
+        count("tickets", tickets);
         let throttle = repository
             .prune_throttle(now - age(self.throttle_window))
             .await?;
+        count("login_throttle", throttle);
         // Second-factor challenges live minutes; kept as long as tickets for the same reason.
         let challenges = repository
             .prune_challenges(now - age(self.tickets_after))
             .await?;
-        let metrics = trickle_telemetry::metrics::metrics();
-        metrics
-            .pruned_rows
-            .with_label_values(&["mfa_challenges"])
-            .inc_by(challenges);
-        metrics
-            .pruned_rows
-            .with_label_values(&["tickets"])
-            .inc_by(tickets);
-        metrics
-            .pruned_rows
-            .with_label_values(&["login_throttle"])
-            .inc_by(throttle);
+        count("mfa_challenges", challenges);
+        let events = repository
+            .prune_events(now - age(self.events_after))
+            .await?;
+        count("events", events);
         Ok((tickets, throttle))
     }
 

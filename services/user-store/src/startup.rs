@@ -80,9 +80,14 @@ pub async fn build_with_clock(
             interval: Duration::from_secs(config.prune_interval_seconds),
             tickets_after: Duration::from_secs(config.prune_tickets_after_seconds),
             throttle_window: throttle.window.max(client_throttle.window),
+            events_after: Duration::from_secs(config.events_retention_hours.saturating_mul(3600)),
         }
         .spawn(repository.clone())
     });
+    let sequencer = crate::events::spawn_sequencer(
+        repository.clone(),
+        Duration::from_millis(config.events_sequence_ms.max(10)),
+    );
     let login_throttle = crate::throttle::LoginThrottle::new(
         repository.clone(),
         throttle,
@@ -124,7 +129,8 @@ pub async fn build_with_clock(
     let metrics = server::bind_metrics(&config.metrics_listen).await?;
     let server = BoundServer::new(listener, routes, SERVICE_NAMES)
         .with_tls(&config.tls)?
-        .with_metrics(metrics);
+        .with_metrics(metrics)
+        .with_background(sequencer);
     Ok(match retention {
         Some(task) => server.with_background(task),
         None => server,

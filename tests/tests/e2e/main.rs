@@ -31,6 +31,7 @@ mod account_state;
 mod backfill;
 mod bench;
 mod db_tls;
+mod events;
 mod faults;
 mod hash_limits;
 mod health;

@@ -1,6 +1,7 @@
 //! Backfill pages: many legacy users inserted in one statement, existing and deleted ones
 //! skipped by the database's constraints.
 
+use super::events::{emit_many_postgres, emit_many_sqlite};
 use super::*;
 
 /// One user for a backfill insert.
@@ -39,12 +40,32 @@ impl Repository {
             .iter()
             .map(|_| uuid::Uuid::now_v7().to_string())
             .collect();
+        // Each inserted user's USER_MIGRATED event, written in the page's transaction.
+        let migrated = |inserted: &[(String, String)]| -> Vec<NewEvent> {
+            let by_legacy_id: std::collections::HashMap<&str, &BackfillRow<'_>> =
+                users.iter().map(|u| (u.legacy_id, u)).collect();
+            inserted
+                .iter()
+                .filter_map(|(user_id, legacy_id)| {
+                    let user = by_legacy_id.get(legacy_id.as_str())?;
+                    let mut event = NewEvent::for_user(
+                        EventKind::Migrated,
+                        user_id,
+                        Some(legacy_id),
+                        user.email.display(),
+                    );
+                    event.detail.source = Some(Source::Backfill.as_str().to_owned());
+                    Some(event)
+                })
+                .collect()
+        };
         let inserted: Vec<(String, String)> = match &self.db {
             Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
                 let col = |f: fn(&BackfillRow<'_>) -> Option<String>| -> Vec<Option<String>> {
                     users.iter().map(f).collect()
                 };
-                sqlx::query_as(
+                let inserted: Vec<(String, String)> = sqlx::query_as(
                     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
                        name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked, \
                        user_metadata, app_metadata) \
@@ -74,10 +95,14 @@ impl Repository {
                 .bind(users.iter().map(|u| u.blocked).collect::<Vec<_>>())
                 .bind(users.iter().map(|u| json_text(&u.profile.user_metadata)).collect::<Vec<_>>())
                 .bind(users.iter().map(|u| json_text(&u.profile.app_metadata)).collect::<Vec<_>>())
-                .fetch_all(pool)
-                .await?
+                .fetch_all(&mut *tx)
+                .await?;
+                emit_many_postgres(&mut tx, &migrated(&inserted), now).await?;
+                tx.commit().await?;
+                inserted
             }
             Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
                 let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
                        name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked, \
@@ -107,7 +132,10 @@ impl Repository {
                     ") WHERE column5 NOT IN (SELECT legacy_id FROM tombstones WHERE legacy_id IS NOT NULL) \
                      ON CONFLICT DO NOTHING RETURNING user_id, legacy_id",
                 );
-                insert.build_query_as().fetch_all(pool).await?
+                let inserted = insert.build_query_as().fetch_all(&mut *tx).await?;
+                emit_many_sqlite(&mut tx, &migrated(&inserted), now).await?;
+                tx.commit().await?;
+                inserted
             }
         };
         // The usual page inserts everyone; only a page with skipped users (already migrated,

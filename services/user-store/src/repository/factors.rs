@@ -195,7 +195,8 @@ impl Repository {
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-            if row.is_some() {
+            if let Some(row) = &row {
+                emit!(tx, [&NewEvent::factor_enrolled(row)], now);
                 tx.commit().await?;
             }
             Ok::<_, sqlx::Error>(row)
@@ -234,6 +235,13 @@ impl Repository {
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
+            if let (Some(row), 1) = (&row, removed) {
+                let event = NewEvent::about(EventKind::FactorRemoved, row).with_detail(EventDetail {
+                    factor_kind: Some("totp".to_owned()),
+                    ..EventDetail::default()
+                });
+                emit!(tx, [&event], now);
+            }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(row.map(|row| (row, removed == 1)))
         }.await)?;
@@ -364,6 +372,17 @@ impl Repository {
                 // Rolled back: the challenge stays open for a right code.
                 return Ok(Some(false));
             }
+            // The login of a user with a second factor succeeds here, not at the password.
+            let legacy_id: Option<(Option<String>,)> =
+                sqlx::query_as("SELECT legacy_id FROM users WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((legacy_id,)) = legacy_id {
+                let event = NewEvent::for_user(EventKind::LoggedIn, user_id, legacy_id.as_deref(), "")
+                    .with_detail(EventDetail { second_factor: true, ..EventDetail::default() });
+                emit!(tx, [&event], now);
+            }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(true))
         }.await)
@@ -442,7 +461,14 @@ impl Repository {
             .bind(factor.user_id)
             .fetch_optional(&mut *tx)
             .await?;
-            if row.is_some() {
+            if let Some(row) = &row {
+                let mut events = NewEvent::arrival(row);
+                for event in &mut events {
+                    // A held login migration completes with the code: a second-factor login.
+                    event.detail.second_factor = event.kind == EventKind::LoggedIn;
+                }
+                events.push(NewEvent::factor_enrolled(row));
+                emit!(tx, &events, now);
                 tx.commit().await?;
             }
             Ok::<_, sqlx::Error>(row)

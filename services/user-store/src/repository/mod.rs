@@ -193,7 +193,8 @@ const RECORD_LOGIN: &str = concat!(
        password_change_required = CASE WHEN password_hash = $3 AND $4 IS NOT NULL AND $5 \
          THEN TRUE ELSE password_change_required END \
      WHERE user_id = $2 RETURNING ",
-    user_columns!()
+    user_columns!(),
+    ", password_hash"
 );
 
 impl UserRow {
@@ -316,11 +317,17 @@ impl Repository {
     pub(crate) async fn insert(&self, new: &NewUser<'_>) -> Result<InsertOutcome, sqlx::Error> {
         let now = self.clock.now();
         let user_id = uuid::Uuid::now_v7().to_string();
-        let row: Option<UserRow> = with_db!(&self.db, pool => {
-            bind_new_user!(sqlx::query_as(INSERT_USER), new, &user_id, now)
-                .fetch_optional(pool)
-                .await
-        })?;
+        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let row: Option<UserRow> = bind_new_user!(sqlx::query_as(INSERT_USER), new, &user_id, now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = &row {
+                emit!(tx, &NewEvent::arrival(row), now);
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }.await)?;
         Ok(match row {
             Some(row) => InsertOutcome::Inserted(row.into_user()?),
             None => InsertOutcome::Conflict,
@@ -339,16 +346,33 @@ impl Repository {
         requires_change: bool,
     ) -> Result<Option<User>, sqlx::Error> {
         let now = self.clock.now();
-        let row: Option<UserRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(RECORD_LOGIN)
+        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let row: Option<CredentialsRow> = sqlx::query_as(RECORD_LOGIN)
                 .bind(now)
                 .bind(user_id)
                 .bind(verified_hash)
                 .bind(upgraded_hash)
                 .bind(requires_change)
-                .fetch_optional(pool)
-                .await
-        })?;
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(CredentialsRow { user: row, password_hash }) = row else {
+                return Ok(None);
+            };
+            // Re-hashed only if the upgrade was written (a concurrent change wins over it).
+            let rehashed = upgraded_hash == Some(password_hash.as_str()) && upgraded_hash != Some(verified_hash);
+            // A user with a second factor has logged in only once the code is right: the
+            // event is written when the challenge is completed.
+            if !row.mfa_enrolled {
+                let event = NewEvent::about(EventKind::LoggedIn, &row).with_detail(EventDetail {
+                    password_rehashed: rehashed,
+                    ..EventDetail::default()
+                });
+                emit!(tx, [&event], now);
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(row))
+        }.await)?;
         row.map(UserRow::into_user).transpose()
     }
 
@@ -360,15 +384,22 @@ impl Repository {
         expected: &str,
         password_hash: &str,
     ) -> Result<Option<User>, sqlx::Error> {
-        let row: Option<UserRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(SET_PASSWORD_IF_UNCHANGED)
+        let now = self.clock.now();
+        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let row: Option<UserRow> = sqlx::query_as(SET_PASSWORD_IF_UNCHANGED)
                 .bind(user_id)
                 .bind(password_hash)
-                .bind(self.clock.now())
+                .bind(now)
                 .bind(expected)
-                .fetch_optional(pool)
-                .await
-        })?;
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = &row {
+                emit!(tx, [&NewEvent::about(EventKind::PasswordChanged, row)], now);
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }.await)?;
         row.map(UserRow::into_user).transpose()
     }
 
@@ -378,15 +409,22 @@ impl Repository {
         user_id: &str,
         email: &Email,
     ) -> Result<Option<User>, sqlx::Error> {
-        let row: Option<UserRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(SET_EMAIL)
+        let now = self.clock.now();
+        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let row: Option<UserRow> = sqlx::query_as(SET_EMAIL)
                 .bind(user_id)
                 .bind(email.normalized())
                 .bind(email.display())
-                .bind(self.clock.now())
-                .fetch_optional(pool)
-                .await
-        })?;
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = &row {
+                emit!(tx, [&NewEvent::about(EventKind::EmailChanged, row)], now);
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }.await)?;
         row.map(UserRow::into_user).transpose()
     }
 
@@ -400,15 +438,32 @@ impl Repository {
         password_change_required: Option<bool>,
     ) -> Result<Option<User>, sqlx::Error> {
         let now = self.clock.now();
-        let row: Option<UserRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(SET_ACCOUNT_STATE)
+        let kind = blocked.map(|blocked| {
+            if blocked {
+                EventKind::Blocked
+            } else {
+                EventKind::Unblocked
+            }
+        });
+        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let row: Option<UserRow> = sqlx::query_as(SET_ACCOUNT_STATE)
                 .bind(user_id)
                 .bind(blocked)
                 .bind(password_change_required)
                 .bind(now)
-                .fetch_optional(pool)
-                .await
-        })?;
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = &row {
+                // Requiring a password change is not an event of its own: the user's next
+                // password change is.
+                if let Some(kind) = kind {
+                    emit!(tx, [&NewEvent::about(kind, row)], now);
+                }
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }.await)?;
         row.map(UserRow::into_user).transpose()
     }
 
@@ -421,8 +476,13 @@ impl Repository {
         profile: &Profile,
     ) -> Result<Option<User>, sqlx::Error> {
         let now = self.clock.now();
-        let row: Option<UserRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(UPDATE_PROFILE)
+        let detail = EventDetail {
+            profile_fields: fields.names().map(str::to_owned).collect(),
+            ..EventDetail::default()
+        };
+        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+            let mut tx = pool.begin().await?;
+            let row: Option<UserRow> = sqlx::query_as(UPDATE_PROFILE)
                 .bind(user_id)
                 .bind(fields.name)
                 .bind(profile.name.as_deref())
@@ -439,9 +499,15 @@ impl Repository {
                 .bind(fields.app_metadata)
                 .bind(Json(&profile.app_metadata))
                 .bind(now)
-                .fetch_optional(pool)
-                .await
-        })?;
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = &row {
+                let event = NewEvent::about(EventKind::ProfileUpdated, row).with_detail(detail.clone());
+                emit!(tx, [&event], now);
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(row)
+        }.await)?;
         row.map(UserRow::into_user).transpose()
     }
 
@@ -450,19 +516,22 @@ impl Repository {
         let tombstone_id = uuid::Uuid::now_v7().to_string();
         with_db!(&self.db, pool => async {
             let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
+            let deleted: Option<(Option<String>,)> = sqlx::query_as(
                 "INSERT INTO tombstones (tombstone_id, user_id, legacy_id, email, deleted_at) \
-                 SELECT $1, user_id, legacy_id, email, $2 FROM users WHERE user_id = $3",
+                 SELECT $1, user_id, legacy_id, email, $2 FROM users WHERE user_id = $3 RETURNING legacy_id",
             )
             .bind(&tombstone_id)
             .bind(now)
             .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .fetch_optional(&mut *tx)
+            .await?;
             sqlx::query("DELETE FROM users WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            if let Some((legacy_id,)) = &deleted {
+                let event = NewEvent::for_user(EventKind::Deleted, user_id, legacy_id.as_deref(), "");
+                emit!(tx, [&event], now);
+            }
             tx.commit().await?;
-            Ok(inserted == 1)
+            Ok(deleted.is_some())
         }.await)
     }
 
@@ -517,6 +586,7 @@ impl Repository {}
 
 // After the macros above: the submodules use them (`macro_rules!` is textually scoped).
 mod backfill;
+mod events;
 mod factors;
 mod throttle;
 mod tickets;
@@ -526,6 +596,8 @@ pub(crate) use factors::{
 };
 
 pub(crate) use backfill::BackfillRow;
+use events::{EventDetail, NewEvent, emit};
+pub use events::{EventKind, StoredEvent};
 pub(crate) use tickets::TicketRow;
 
 /// A migrated SQLite store in `dir`, for unit tests.

@@ -63,8 +63,14 @@ impl Repository {
         user_id: &str,
         password_hash: &str,
     ) -> Result<Option<User>, sqlx::Error> {
-        self.consume_ticket_and_update(ticket_hash, SET_PASSWORD, user_id, password_hash)
-            .await
+        self.consume_ticket_and_update(
+            ticket_hash,
+            SET_PASSWORD,
+            user_id,
+            password_hash,
+            EventKind::PasswordReset,
+        )
+        .await
     }
 
     /// Consume a verification ticket and mark the email verified, if it is still the user's.
@@ -74,18 +80,26 @@ impl Repository {
         user_id: &str,
         email: &str,
     ) -> Result<Option<User>, sqlx::Error> {
-        self.consume_ticket_and_update(ticket_hash, SET_EMAIL_VERIFIED, user_id, email)
-            .await
+        self.consume_ticket_and_update(
+            ticket_hash,
+            SET_EMAIL_VERIFIED,
+            user_id,
+            email,
+            EventKind::EmailVerified,
+        )
+        .await
     }
 
     /// Consume a ticket and run `update` (parameters: user id, `value`, now) in one
-    /// transaction, committed only if both happened: a ticket is never used up for nothing.
+    /// transaction with its `event`, committed only if both happened: a ticket is never used
+    /// up for nothing.
     async fn consume_ticket_and_update(
         &self,
         ticket_hash: &str,
         update: &'static str,
         user_id: &str,
         value: &str,
+        event: EventKind,
     ) -> Result<Option<User>, sqlx::Error> {
         let now = self.clock.now();
         let row: Option<UserRow> = with_db!(&self.db, pool => async {
@@ -96,7 +110,8 @@ impl Repository {
             }
             let row: Option<UserRow> =
                 sqlx::query_as(update).bind(user_id).bind(value).bind(now).fetch_optional(&mut *tx).await?;
-            if row.is_some() {
+            if let Some(row) = &row {
+                emit!(tx, [&NewEvent::about(event, row)], now);
                 tx.commit().await?;
             }
             Ok::<_, sqlx::Error>(row)
@@ -147,7 +162,14 @@ impl Repository {
                 .await?;
             }
             let outcome = match created {
-                Some(row) => Some((row, true)),
+                Some(row) => {
+                    let mut events = NewEvent::arrival(&row);
+                    if factor.is_some() {
+                        events.push(NewEvent::factor_enrolled(&row));
+                    }
+                    emit!(tx, &events, now);
+                    Some((row, true))
+                }
                 None => sqlx::query_as::<_, UserRow>(SET_PASSWORD_BY_LEGACY_ID)
                     .bind(legacy_id)
                     .bind(new.email.normalized())
@@ -157,6 +179,9 @@ impl Repository {
                     .await?
                     .map(|row| (row, false)),
             };
+            if let Some((row, false)) = &outcome {
+                emit!(tx, [&NewEvent::about(EventKind::PasswordReset, row)], now);
+            }
             if outcome.is_some() {
                 tx.commit().await?;
             }

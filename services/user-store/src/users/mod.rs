@@ -659,6 +659,25 @@ impl Users {
         Ok(self.repository.migration_counts().await?)
     }
 
+    /// Up to `limit` events after position `after`. Positions are contiguous, so a first
+    /// event past `after + 1` means the ones between were pruned: the caller is told rather
+    /// than handed a silent gap.
+    pub async fn list_events(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::repository::StoredEvent>, StoreError> {
+        let events = self.repository.list_events(after, limit).await?;
+        match events.first() {
+            Some(first) if after > 0 && first.position > after + 1 => {
+                Err(StoreError::EventsPruned {
+                    oldest_position: first.position,
+                })
+            }
+            _ => Ok(events),
+        }
+    }
+
     /// Insert a batch of legacy users with their legacy hashes (source backfill), in one
     /// statement. The hashes were parsed by the caller's validation; the store verifies them
     /// natively at the users' next login and upgrades them to argon2id then.

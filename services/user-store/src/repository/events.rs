@@ -1,0 +1,348 @@
+//! The `events` table: the transactional outbox. Every change to a user writes its event
+//! with [`emit!`] inside the change's own transaction; the sequencer later numbers committed
+//! events (`position`), one sequencer transaction at a time, so that readers see positions
+//! appear in increasing order and can resume after the last one they handled.
+
+use super::*;
+
+/// What happened. The stored names are the webhook's `type` too: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    SignedUp,
+    Migrated,
+    LoggedIn,
+    PasswordChanged,
+    PasswordReset,
+    EmailChanged,
+    EmailVerified,
+    Blocked,
+    Unblocked,
+    ProfileUpdated,
+    Deleted,
+    FactorEnrolled,
+    FactorRemoved,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 13] = [
+        EventKind::SignedUp,
+        EventKind::Migrated,
+        EventKind::LoggedIn,
+        EventKind::PasswordChanged,
+        EventKind::PasswordReset,
+        EventKind::EmailChanged,
+        EventKind::EmailVerified,
+        EventKind::Blocked,
+        EventKind::Unblocked,
+        EventKind::ProfileUpdated,
+        EventKind::Deleted,
+        EventKind::FactorEnrolled,
+        EventKind::FactorRemoved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SignedUp => "user.signed_up",
+            EventKind::Migrated => "user.migrated",
+            EventKind::LoggedIn => "user.logged_in",
+            EventKind::PasswordChanged => "user.password_changed",
+            EventKind::PasswordReset => "user.password_reset",
+            EventKind::EmailChanged => "user.email_changed",
+            EventKind::EmailVerified => "user.email_verified",
+            EventKind::Blocked => "user.blocked",
+            EventKind::Unblocked => "user.unblocked",
+            EventKind::ProfileUpdated => "user.profile_updated",
+            EventKind::Deleted => "user.deleted",
+            EventKind::FactorEnrolled => "user.factor_enrolled",
+            EventKind::FactorRemoved => "user.factor_removed",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == stored)
+    }
+
+    /// Only events about the address carry it.
+    fn carries_email(self) -> bool {
+        matches!(
+            self,
+            EventKind::SignedUp
+                | EventKind::Migrated
+                | EventKind::EmailChanged
+                | EventKind::EmailVerified
+        )
+    }
+}
+
+/// The kind-specific part of an event, stored as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventDetail {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub password_rehashed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profile_fields: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub second_factor: bool,
+}
+
+/// An event about to be written, in the transaction of its change.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    pub event_id: String,
+    pub kind: EventKind,
+    pub user_id: String,
+    pub legacy_id: Option<String>,
+    pub email: Option<String>,
+    pub detail: EventDetail,
+}
+
+impl NewEvent {
+    /// An event about the user of `row` (as the change left it).
+    pub(super) fn about(kind: EventKind, row: &UserRow) -> Self {
+        Self::for_user(
+            kind,
+            &row.user_id,
+            row.legacy_id.as_deref(),
+            &row.display_email,
+        )
+    }
+
+    pub(super) fn for_user(
+        kind: EventKind,
+        user_id: &str,
+        legacy_id: Option<&str>,
+        display_email: &str,
+    ) -> Self {
+        Self {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            kind,
+            user_id: user_id.to_owned(),
+            legacy_id: legacy_id.map(str::to_owned),
+            email: kind.carries_email().then(|| display_email.to_owned()),
+            detail: EventDetail::default(),
+        }
+    }
+
+    /// The events of a user's arrival: signed up, or migrated (and, for a login migration,
+    /// the login itself).
+    pub(super) fn arrival(row: &UserRow) -> Vec<Self> {
+        let source = row.source.clone();
+        if source == Source::Signup.as_str() {
+            let mut event = Self::about(EventKind::SignedUp, row);
+            event.detail.source = Some(source);
+            return vec![event];
+        }
+        let mut migrated = Self::about(EventKind::Migrated, row);
+        // A login or a reset hashes the password it was given with argon2id; a backfill
+        // keeps the legacy hash until the user's next login.
+        migrated.detail.password_rehashed = source != Source::Backfill.as_str();
+        migrated.detail.source = Some(source.clone());
+        if source == Source::LoginMigration.as_str() {
+            vec![migrated, Self::about(EventKind::LoggedIn, row)]
+        } else {
+            vec![migrated]
+        }
+    }
+
+    /// A TOTP factor became active (the only kind of factor today).
+    pub(super) fn factor_enrolled(row: &UserRow) -> Self {
+        Self::about(EventKind::FactorEnrolled, row).with_detail(EventDetail {
+            factor_kind: Some("totp".to_owned()),
+            ..EventDetail::default()
+        })
+    }
+
+    pub(super) fn with_detail(mut self, detail: EventDetail) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    pub(super) fn detail_json(&self) -> String {
+        serde_json::to_string(&self.detail).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+pub(super) const INSERT_EVENT: &str = "INSERT INTO events (event_id, kind, user_id, legacy_id, email, detail, occurred_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// Write `$events` (anything iterable over `&NewEvent`) on the transaction `$tx`, stamped
+/// `$now`: call it before the change's commit, never after.
+macro_rules! emit {
+    ($tx:expr, $events:expr, $now:expr) => {{
+        for event in $events {
+            let event: &$crate::repository::events::NewEvent = event;
+            sqlx::query($crate::repository::events::INSERT_EVENT)
+                .bind(&event.event_id)
+                .bind(event.kind.as_str())
+                .bind(&event.user_id)
+                .bind(event.legacy_id.as_deref())
+                .bind(event.email.as_deref())
+                .bind(event.detail_json())
+                .bind($now)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+pub(super) use emit;
+
+/// Many events in one statement (a backfill page's), on PostgreSQL.
+pub(super) async fn emit_many_postgres(
+    tx: &mut sqlx::PgConnection,
+    events: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&NewEvent) -> Option<String>| -> Vec<Option<String>> {
+        events.iter().map(f).collect()
+    };
+    sqlx::query(
+        "INSERT INTO events (event_id, kind, user_id, legacy_id, email, detail, occurred_at) \
+         SELECT e.event_id, e.kind, e.user_id, e.legacy_id, e.email, e.detail, $7 \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+           AS e(event_id, kind, user_id, legacy_id, email, detail)",
+    )
+    .bind(column(|e| Some(e.event_id.clone())))
+    .bind(column(|e| Some(e.kind.as_str().to_owned())))
+    .bind(column(|e| Some(e.user_id.clone())))
+    .bind(column(|e| e.legacy_id.clone()))
+    .bind(column(|e| e.email.clone()))
+    .bind(column(|e| Some(e.detail_json())))
+    .bind(now)
+    .execute(tx)
+    .await
+    .map(|_| ())
+}
+
+/// Many events in as few statements as SQLite's parameter limit allows.
+pub(super) async fn emit_many_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    events: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(2000) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (event_id, kind, user_id, legacy_id, email, detail, occurred_at) ",
+        );
+        insert.push_values(chunk, |mut row, e| {
+            row.push_bind(e.event_id.clone())
+                .push_bind(e.kind.as_str())
+                .push_bind(e.user_id.clone())
+                .push_bind(e.legacy_id.clone())
+                .push_bind(e.email.clone())
+                .push_bind(e.detail_json())
+                .push_bind(now);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// A sequenced event, as read back.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub user_id: String,
+    pub legacy_id: Option<String>,
+    pub email: Option<String>,
+    pub detail: String,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    pub fn detail(&self) -> EventDetail {
+        serde_json::from_str(&self.detail).unwrap_or_default()
+    }
+}
+
+/// Events numbered per sequencer transaction: bounded, so one pass never holds the lock long.
+const SEQUENCE_BATCH: i64 = 5000;
+
+/// Any constant works; it only has to be the same in every store replica.
+const SEQUENCER_LOCK: i64 = 0x7472_6963_6b6c_6531; // "trickle1"
+
+/// Number the committed events that have no position yet, after the highest position, in
+/// insertion order. Works on both databases (UPDATE … FROM and window functions).
+const SEQUENCE: &str = "UPDATE events SET position = numbered.base + numbered.rn \
+     FROM (SELECT event_seq, \
+                  (SELECT COALESCE(MAX(position), 0) FROM events) AS base, \
+                  ROW_NUMBER() OVER (ORDER BY event_seq) AS rn \
+           FROM (SELECT event_seq FROM events WHERE position IS NULL ORDER BY event_seq LIMIT $1) pending) numbered \
+     WHERE events.event_seq = numbered.event_seq";
+
+impl Repository {
+    /// Give positions to committed events that have none; how many got one. Replicas may
+    /// race: on PostgreSQL an advisory lock makes them take turns (two passes computing the
+    /// same base would collide), on SQLite the single writer does.
+    pub async fn sequence_events(&self) -> Result<u64, sqlx::Error> {
+        let mut total = 0;
+        loop {
+            let numbered = match &self.db {
+                Db::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(SEQUENCER_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
+                    let done = sqlx::query(SEQUENCE)
+                        .bind(SEQUENCE_BATCH)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    tx.commit().await?;
+                    done
+                }
+                Db::Sqlite(pool) => sqlx::query(SEQUENCE)
+                    .bind(SEQUENCE_BATCH)
+                    .execute(pool)
+                    .await?
+                    .rows_affected(),
+            };
+            total += numbered;
+            if numbered < SEQUENCE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Up to `limit` sequenced events after `after`, in order.
+    pub async fn list_events(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT position, event_id, kind, user_id, legacy_id, email, detail, occurred_at \
+                 FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })
+    }
+
+    /// Delete sequenced events that occurred before `before`, always keeping the newest one:
+    /// positions continue from it, so they never restart at 1.
+    pub(crate) async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query(
+                "DELETE FROM events WHERE occurred_at < $1 AND position IS NOT NULL \
+                 AND position < (SELECT MAX(position) FROM events)",
+            )
+            .bind(before)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+    }
+}
