@@ -287,6 +287,31 @@ async fn backfill_imports_everyone_once_with_their_legacy_hashes(backend: Backen
         .expect("status")
         .into_inner();
     assert_eq!(status.migrated_by_backfill, 118);
+
+    // Each backfilled user is one USER_MIGRATED event, written with the page (legacy hash
+    // kept); the first login of a backfilled user is the one that re-hashes.
+    use trickle_proto::events::v1::{EventKind, UserSource};
+    let migrated = crate::events::watch(&trickle, 0, &[EventKind::UserMigrated], 120).await;
+    let backfilled: Vec<_> = migrated
+        .iter()
+        .filter(|e| e.source() == UserSource::Backfill)
+        .collect();
+    assert_eq!(backfilled.len(), 118);
+    assert!(
+        backfilled.iter().all(|e| !e.password_rehashed
+            && !e.legacy_id.is_empty()
+            && e.email.ends_with("@example.com")),
+        "{backfilled:?}"
+    );
+    let logins = crate::events::watch(&trickle, 0, &[EventKind::LoginSucceeded], 4).await;
+    assert_eq!(
+        logins
+            .iter()
+            .map(|e| e.password_rehashed)
+            .collect::<Vec<_>>(),
+        [false, false, true, true],
+        "users 5 and 6 migrated with argon2id; 7 and 8 were re-hashed by their login"
+    );
 }
 
 async fn a_killed_backfill_resumes_without_duplicates_or_gaps(backend: Backend) {

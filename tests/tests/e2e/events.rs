@@ -26,7 +26,12 @@ on_both_backends!(every_change_is_one_event_in_commit_order,);
 const SECRET: &str = "whsec-test-0123456789abcdef";
 
 /// The first `count` events after `after` (only `kinds`, if any), failing after 30 s.
-async fn watch(trickle: &TestTrickle, after: i64, kinds: &[EventKind], count: usize) -> Vec<Event> {
+pub(crate) async fn watch(
+    trickle: &TestTrickle,
+    after: i64,
+    kinds: &[EventKind],
+    count: usize,
+) -> Vec<Event> {
     let mut feed = EventFeedClient::connect(trickle.cluster.coordinator.admin_url())
         .await
         .expect("connect to the event feed");
@@ -522,4 +527,115 @@ async fn events_committed_in_parallel_reach_a_running_stream_once_each() {
     assert_eq!(positions, (1..=24).collect::<Vec<i64>>());
     let received: HashSet<String> = events.iter().map(|e| e.user_id.clone()).collect();
     assert_eq!(received, users.into_iter().collect::<HashSet<_>>());
+}
+
+/// A user with a second factor has logged in when the code is accepted, not at the password:
+/// that is when LOGIN_SUCCEEDED is written, marked `second_factor`. Enrolling and removing
+/// the factor are events too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_factor_login_is_an_event_once_the_code_is_accepted() {
+    let trickle = TestTrickle::start(Backend::Sqlite).await;
+    let mut client = trickle.client().await;
+    let tess = sign_up(&trickle, "tess@example.com", "tess-password").await;
+    let (_, recovery_codes, _) = crate::mfa::enroll(&trickle, &mut client, &tess).await;
+    let challenge =
+        crate::mfa::challenge_of(&mut client, "tess@example.com", "tess-password").await;
+    // The password alone: no login yet (only the sign-up and the factor).
+    let so_far = watch(&trickle, 0, &[], 2).await;
+    assert_eq!(
+        so_far.iter().map(Event::kind).collect::<Vec<_>>(),
+        [EventKind::UserSignedUp, EventKind::FactorEnrolled]
+    );
+    assert_eq!(so_far[1].factor_kind, "totp");
+    crate::mfa::verify(&mut client, &challenge, &recovery_codes[0])
+        .await
+        .expect("a recovery code completes the login");
+    client
+        .remove_factor(trickle_proto::auth::v1::RemoveFactorRequest {
+            user_id: tess.clone(),
+        })
+        .await
+        .expect("remove the factor");
+    let rest = watch(&trickle, 2, &[], 2).await;
+    assert_eq!(
+        rest.iter().map(Event::kind).collect::<Vec<_>>(),
+        [EventKind::LoginSucceeded, EventKind::FactorRemoved]
+    );
+    assert!(rest[0].second_factor && rest[0].user_id == tess);
+    let printed = format!("{rest:?}{so_far:?}");
+    assert!(
+        !recovery_codes
+            .iter()
+            .any(|code| printed.contains(code.as_str()))
+    );
+}
+
+/// Bad requests are INVALID_ARGUMENT; resuming before the oldest event kept (after the
+/// retention deleted older ones) is FAILED_PRECONDITION with the position to resume from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_events_and_bad_requests_get_clear_errors() {
+    use trickle_service_kit::rpc::{metadata_of, reason};
+    let trickle = TestTrickle::start_with(Backend::Sqlite, |config| {
+        config.store.prune_interval_seconds = 1;
+        config.store.events_retention_hours = 1;
+    })
+    .await;
+    let mut feed = EventFeedClient::connect(trickle.cluster.coordinator.admin_url())
+        .await
+        .expect("connect");
+    for (after, kinds) in [(-1, vec![]), (0, vec![0]), (0, vec![999])] {
+        let status = feed
+            .watch_events(WatchEventsRequest {
+                after_position: after,
+                kinds,
+            })
+            .await
+            .expect_err("refused");
+        crate::support::assert_status(
+            &status,
+            tonic::Code::InvalidArgument,
+            reason::INVALID_REQUEST,
+        );
+    }
+
+    for i in 0..3 {
+        sign_up(&trickle, &format!("old{i}@example.com"), "an old password").await;
+    }
+    watch(&trickle, 0, &[], 3).await;
+    // Two hours later the retention deletes the first two (the newest is always kept).
+    trickle.clock.advance(Duration::from_secs(2 * 3600));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let mut stream = feed
+            .watch_events(WatchEventsRequest {
+                after_position: 1,
+                kinds: vec![],
+            })
+            .await
+            .expect("stream")
+            .into_inner();
+        match tokio::time::timeout(Duration::from_secs(2), stream.message()).await {
+            Ok(Err(status)) => break status,
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the old events were never pruned"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    crate::support::assert_status(
+        &status,
+        tonic::Code::FailedPrecondition,
+        reason::EVENTS_PRUNED,
+    );
+    assert_eq!(metadata_of(&status)["oldest_position"], "3");
+    // From the oldest kept, the feed goes on; later events keep counting from there.
+    sign_up(&trickle, "new@example.com", "a new password").await;
+    let resumed = watch(&trickle, 2, &[], 2).await;
+    assert_eq!(
+        resumed.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [3, 4]
+    );
 }

@@ -51,7 +51,7 @@ pub(crate) fn wrong_code(factor: &Totp, at: u64) -> String {
 
 /// Enroll and confirm a factor for `user_id`: the authenticator, the recovery codes and the
 /// code that confirmed it (spent; a test must not assume which step "now" falls in).
-async fn enroll(
+pub(crate) async fn enroll(
     trickle: &TestTrickle,
     client: &mut Client,
     user_id: &str,
