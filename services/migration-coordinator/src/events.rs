@@ -81,6 +81,17 @@ impl EventReader {
     }
 }
 
+/// The kind named `name` ("user.migrated", or just "migrated").
+pub fn kind_named(name: &str) -> Option<EventKind> {
+    let name = name.trim();
+    (1..=i32::MAX)
+        .map_while(|n| EventKind::try_from(n).ok())
+        .find(|kind| {
+            let full = kind_name(*kind);
+            full == name || full.strip_prefix("user.") == Some(name)
+        })
+}
+
 /// The name of an event kind in webhooks and logs (the store's stored names).
 pub fn kind_name(kind: EventKind) -> &'static str {
     match kind {

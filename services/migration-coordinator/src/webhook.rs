@@ -201,6 +201,11 @@ struct WebhookBody<'a> {
     events: Vec<WebhookEvent<'a>>,
 }
 
+/// One event as the webhook carries it (and `trickle admin watch --json` prints it).
+pub fn event_json(event: &Event) -> serde_json::Value {
+    serde_json::to_value(WebhookEvent::from(event)).unwrap_or_default()
+}
+
 /// The JSON body of a POST carrying `events`.
 pub fn body(events: &[Event]) -> Vec<u8> {
     let body = WebhookBody {

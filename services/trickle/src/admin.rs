@@ -43,6 +43,25 @@ pub enum AdminCommand {
         #[arg(long, default_value = "")]
         page_token: String,
     },
+    /// Follow what happens to users, as other services see it: sign-ups, migrations, logins,
+    /// password and email changes, blocks, deletions, second factors.
+    ///
+    /// Prints one event per line (JSON lines with --json), oldest first, then new ones as
+    /// they happen, until interrupted or --count events were printed. To resume, pass the
+    /// last position printed as --after.
+    Watch {
+        /// Start after this position (0: the oldest event the store keeps).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Only events of this kind (repeatable): signed_up, migrated, logged_in,
+        /// password_changed, password_reset, email_changed, email_verified, blocked,
+        /// unblocked, profile_updated, deleted, factor_enrolled, factor_removed.
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Everything Trickle knows about one email: in the store, in the legacy store, deleted.
     User { email: String },
     /// Import every legacy user who never logged in, with their legacy hashes.
@@ -716,6 +735,93 @@ fn time(t: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// `trickle admin watch`: print events as they come (the stream never ends on its own).
+async fn watch(
+    channel: Channel,
+    after: i64,
+    kinds: &[String],
+    count: Option<u64>,
+    as_json: bool,
+) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use trickle_migration_coordinator::events::{kind_name, kind_named};
+    use trickle_proto::events::v1::WatchEventsRequest;
+    use trickle_proto::events::v1::event_feed_client::EventFeedClient;
+    let mut wanted = Vec::new();
+    for name in kinds {
+        match kind_named(name) {
+            Some(kind) => wanted.push(kind as i32),
+            None => {
+                anyhow::bail!("{name:?} is not an event kind (see `trickle admin watch --help`)")
+            }
+        }
+    }
+    let mut stream = EventFeedClient::new(channel)
+        .watch_events(WatchEventsRequest {
+            after_position: after,
+            kinds: wanted,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let mut printed = 0;
+    let mut stdout = std::io::stdout().lock();
+    if !as_json {
+        writeln!(
+            stdout,
+            "{:>9}  {:<22}{:<24}{:<38}{:<12}details",
+            "position", "time", "type", "user_id", "legacy_id"
+        )?;
+    }
+    while count.is_none_or(|count| printed < count) {
+        let Some(response) = stream.message().await.map_err(explain)? else {
+            break;
+        };
+        let Some(event) = response.event else {
+            continue;
+        };
+        if as_json {
+            writeln!(
+                stdout,
+                "{}",
+                trickle_migration_coordinator::webhook::event_json(&event)
+            )?;
+        } else {
+            let mut details = Vec::new();
+            let json = trickle_migration_coordinator::webhook::event_json(&event);
+            for key in [
+                "email",
+                "source",
+                "password_rehashed",
+                "second_factor",
+                "factor_kind",
+                "profile_fields",
+            ] {
+                if let Some(value) = json.get(key) {
+                    details.push(format!("{key}={value}"));
+                }
+            }
+            writeln!(
+                stdout,
+                "{:>9}  {:<22}{:<24}{:<38}{:<12}{}",
+                event.position,
+                time(event.occurred_at.as_ref()),
+                kind_name(event.kind()),
+                event.user_id,
+                if event.legacy_id.is_empty() {
+                    "-"
+                } else {
+                    &event.legacy_id
+                },
+                details.join(" ")
+            )?;
+        }
+        stdout.flush()?;
+        printed += 1;
+    }
+    Ok(String::new())
+}
+
 /// A gRPC failure as an operator should read it.
 fn explain(status: tonic::Status) -> anyhow::Error {
     let reason = rpc::reason_of(&status).unwrap_or_else(|| "-".into());
@@ -816,8 +922,14 @@ pub async fn run_with_tls(
     };
     let channel =
         crate::connect::channel(address, tls, "the migration coordinator (use --addr)").await?;
-    let mut client = MigrationAdminClient::new(channel);
+    // Channels are cheap handles to one connection.
+    let mut client = MigrationAdminClient::new(channel.clone());
     match command {
+        AdminCommand::Watch {
+            after,
+            kinds,
+            count,
+        } => watch(channel, after, &kinds, count, as_json).await,
         AdminCommand::Status => {
             let s = client
                 .get_status(GetStatusRequest {})

@@ -258,6 +258,9 @@ pub async fn run(config: Config, explicit: &Explicit, data_dir: &Path) -> anyhow
         println!(
             "    (or add otpauth://totp/Trickle%20demo:{email}?secret={secret} to an authenticator app)"
         );
+        println!(
+            "  trickle admin watch                      # what other services see: sign-ups, migrations, logins…"
+        );
     }
     println!();
     println!("Press Ctrl-C to stop.");

@@ -158,7 +158,12 @@ async fn main() -> ExitCode {
             command,
         } => admin::run_with_tls(&addr, &tls.config(), command, json)
             .await
-            .map(|out| println!("{}", out.trim_end())),
+            .map(|out| {
+                // `watch` printed as it went.
+                if !out.is_empty() {
+                    println!("{}", out.trim_end());
+                }
+            }),
         Command::Serve { service } => {
             match init_telemetry(service.telemetry_name(), &cli.log_format) {
                 Ok(_guard) => match config::load(cli.config.as_deref()) {

@@ -16,6 +16,8 @@ struct DevProcess {
     child: Child,
     api: String,
     metrics: String,
+    /// `trickle admin`'s address.
+    admin: String,
     _data: tempfile::TempDir,
 }
 
@@ -35,11 +37,14 @@ impl DevProcess {
             .spawn()
             .expect("start trickle dev");
         let stdout = child.stdout.take().expect("stdout");
-        let (mut api, mut metrics) = (None, None);
+        let (mut api, mut metrics, mut admin) = (None, None, None);
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("read stdout");
             if let Some(addr) = line.strip_prefix("  public API (auth-frontend)") {
                 api = Some(format!("http://{}", addr.trim()));
+            }
+            if let Some(addr) = line.strip_prefix("  operators (trickle admin)") {
+                admin = Some(format!("http://{}", addr.trim()));
             }
             if let Some(url) = line.strip_prefix("  metrics (Prometheus)") {
                 metrics = Some(url.trim().to_owned());
@@ -52,6 +57,7 @@ impl DevProcess {
             child,
             api: api.expect("frontend address printed"),
             metrics: metrics.expect("metrics address printed"),
+            admin: admin.expect("operators' address printed"),
             _data: data,
         }
     }
@@ -1319,4 +1325,29 @@ async fn trickle_login_asks_the_demo_user_with_a_factor_for_a_code() {
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("migrated now    yes"), "{stdout}");
     assert!(stdout.contains("amr pwd otp mfa"), "{stdout}");
+
+    // The migration, as other services see it: `trickle admin watch`.
+    let (ok, stdout, stderr) = trickle(
+        &[
+            "admin", "--addr", &dev.admin, "--json", "watch", "--kind", "migrated", "--count", "1",
+        ],
+        "",
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    let event: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(
+        (&event["type"], &event["source"], &event["email"]),
+        (
+            &serde_json::json!("user.migrated"),
+            &serde_json::json!("login_migration"),
+            &serde_json::json!(email)
+        ),
+        "{event}"
+    );
+    assert!(!stdout.contains(password));
+    let (ok, _, stderr) = trickle(
+        &["admin", "--addr", &dev.admin, "watch", "--kind", "nonsense"],
+        "",
+    );
+    assert!(!ok && stderr.contains("not an event kind"), "{stderr}");
 }
