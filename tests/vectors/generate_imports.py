@@ -8,7 +8,9 @@ Run it to refresh the committed files (so `cargo test` needs no Python):
 
 - auth0-users.ndjson: users as Auth0's bulk import schema describes them, one per line (the
   layout of its user export). Hashes are made by Python's hashlib and hmac (md5, sha1,
-  sha256, sha512 with salts before or after the password and the documented encodings;
+  sha224, sha256, sha384, sha512 with salts before or after the password and the documented
+  encodings, UTF-16LE and Latin-1 passwords), by OpenSSL's command line for md4, ripemd160
+  and whirlpool (its legacy provider);
   PBKDF2 and scrypt with hashlib's own pbkdf2_hmac and scrypt), by the `bcrypt` package, and
   by argon2-cffi. Each line also carries `x_test_password` (ignored by the importer, which
   ignores fields it does not know, as Auth0's exports carry many) so the tests can log in.
@@ -35,6 +37,7 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
 import sys
 
 import argon2
@@ -51,6 +54,16 @@ def b64(data: bytes) -> str:
 
 def b64_nopad(data: bytes) -> str:
     return base64.b64encode(data).decode().rstrip("=")
+
+
+def openssl_digest(algorithm: str, data: bytes, key: bytes = b"") -> bytes:
+    """A digest (an HMAC with `key`) by OpenSSL's command line: MD4, RIPEMD-160 and Whirlpool
+    live in its legacy provider, which Python's hashlib does not load."""
+    command = ["openssl", "dgst", f"-{algorithm}", "-provider", "legacy", "-provider", "default"]
+    if key:
+        command += ["-mac", "HMAC", "-macopt", f"hexkey:{key.hex()}"]
+    out = subprocess.run(command, input=data, capture_output=True, check=True).stdout.decode()
+    return bytes.fromhex(out.strip().split()[-1])
 
 
 def auth0_users():
@@ -147,10 +160,57 @@ def auth0_users():
         mfa_factors=[{"totp": {"secret": TOTP_SECRET}}])
     pw = "correct horse 14"
     add(14, pw, password_hash=bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode(), blocked=True)
-    # Not importable: md4 is not supported, and a user without any password.
+    # Not importable: an algorithm Auth0 does not document, and a user without any password.
     add(15, "unused", custom_password_hash={
-        "algorithm": "md4", "hash": {"value": "31d6cfe0d16ae931b73c59d7e0c089c0", "encoding": "hex"}})
+        "algorithm": "crc32", "hash": {"value": "cbf43926", "encoding": "hex"}})
     add(16, "unused")
+    # The rest of Auth0's list: md4, HMACs over md4, sha224, sha384, ripemd160 and whirlpool
+    # (OpenSSL for the digests hashlib lacks), and a Latin-1 password.
+    pw = "correct horse 17"
+    salt = "s17"
+    add(17, pw, custom_password_hash={
+        "algorithm": "md4",
+        "hash": {"value": openssl_digest("md4", (pw + salt).encode()).hex(), "encoding": "hex"},
+        "salt": {"value": salt, "encoding": "utf8", "position": "suffix"}})
+    pw = "correct horse 18"
+    key = b"k18"
+    add(18, pw, custom_password_hash={
+        "algorithm": "hmac",
+        "hash": {"value": openssl_digest("md4", pw.encode(), key).hex(), "encoding": "hex",
+                 "digest": "md4", "key": {"value": key.decode(), "encoding": "utf8"}}})
+    pw = "correct horse 19"
+    key = b"k19"
+    salt = "s19"
+    add(19, pw, custom_password_hash={
+        "algorithm": "hmac",
+        "hash": {"value": hmac.new(key, (salt + pw).encode(), hashlib.sha224).hexdigest(), "encoding": "hex",
+                 "digest": "sha224", "key": {"value": key.hex(), "encoding": "hex"}},
+        "salt": {"value": salt, "encoding": "utf8", "position": "prefix"}})
+    pw = "correct horse 20"
+    key = b"k20"
+    add(20, pw, custom_password_hash={
+        "algorithm": "hmac",
+        "hash": {"value": b64(hmac.new(key, pw.encode(), hashlib.sha384).digest()), "encoding": "base64",
+                 "digest": "sha384", "key": {"value": b64(key), "encoding": "base64"}}})
+    pw = "correct horse 21"
+    key = b"k21"
+    salt = b"s21"
+    add(21, pw, custom_password_hash={
+        "algorithm": "hmac",
+        "hash": {"value": b64(openssl_digest("ripemd160", salt + pw.encode(), key)), "encoding": "base64",
+                 "digest": "ripemd160", "key": {"value": key.decode(), "encoding": "utf8"}},
+        "salt": {"value": b64(salt), "encoding": "base64", "position": "prefix"}})
+    pw = "correct horse 22"
+    key = b"k22"
+    add(22, pw, custom_password_hash={
+        "algorithm": "hmac",
+        "hash": {"value": openssl_digest("whirlpool", pw.encode(), key).hex(), "encoding": "hex",
+                 "digest": "whirlpool", "key": {"value": key.decode(), "encoding": "utf8"}}})
+    pw = "correct horse 23 é"
+    add(23, pw, custom_password_hash={
+        "algorithm": "md5",
+        "hash": {"value": hashlib.md5(pw.encode("latin-1")).hexdigest(), "encoding": "hex"},
+        "password": {"encoding": "latin1"}})
     return users
 
 

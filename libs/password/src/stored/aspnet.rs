@@ -60,7 +60,7 @@ pub(super) fn parse_membership(stored: &str, salt: Option<&str>) -> Option<Store
         algorithm: DigestAlgorithm::Sha1,
         salt: STANDARD.decode(salt?.trim()).ok()?,
         salt_first: true,
-        utf16: true,
+        password_bytes: PasswordBytes::Utf16Le,
         hmac_key: None,
         expected: STANDARD.decode(stored.trim()).ok()?,
         scheme: HashScheme::AspnetMembershipSha1,

@@ -6,9 +6,9 @@
 //! `ldap` are already self-describing; `pbkdf2` PHC strings (`i=…,l=…`, standard base64)
 //! become passlib's form; `md5`, `sha1`, `sha256` and `sha512` with a salt before or after
 //! the password become `$trickle-digest$…`; raw `scrypt` becomes a PHC `$scrypt$` string.
-//! `hmac` (md5, sha1, sha256, sha512 digests) becomes `$trickle-digest$` with the user's key.
-//! `md4` is refused with a reason (not verified here yet), as are password encodings other
-//! than UTF-8, ASCII and UTF-16LE.
+//! `md4` joins them. `hmac` (every digest Auth0 documents: md4, md5, ripemd160, sha1, sha224,
+//! sha256, sha384, sha512, whirlpool) becomes `$trickle-digest$` with the user's key.
+//! Passwords may have been encoded as UTF-8 (ASCII), UTF-16LE (`ucs2`) or Latin-1 (`binary`).
 
 use super::*;
 
@@ -105,7 +105,8 @@ fn password_encoding(hash: &Auth0CustomHash) -> Result<&'static str, String> {
         // ASCII passwords are the same bytes in UTF-8.
         "utf8" | "utf-8" | "ascii" => Ok("utf8"),
         "utf16le" | "utf-16le" | "ucs2" | "ucs-2" => Ok("utf16le"),
-        other => Err(format!("password encoding {other:?} is not supported yet")),
+        "latin1" | "binary" => Ok("latin1"),
+        other => Err(format!("password encoding {other:?} is not supported")),
     }
 }
 
@@ -139,7 +140,7 @@ pub fn auth0_custom_hash(hash: &Auth0CustomHash) -> Result<String, String> {
             hash.hash.value.trim().to_owned()
         }
         "pbkdf2" => pbkdf2_phc_to_passlib(hash.hash.value.trim())?,
-        "md5" | "sha1" | "sha256" | "sha512" => {
+        "md4" | "md5" | "sha1" | "sha256" | "sha512" => {
             let digest = decode(&hash.hash.value, hash.hash.encoding.as_deref(), "hex")?;
             let (salt, position) = salt_and_position(hash)?;
             format!(
@@ -181,9 +182,10 @@ pub fn auth0_custom_hash(hash: &Auth0CustomHash) -> Result<String, String> {
         }
         "hmac" => {
             let digest_name = hash.hash.digest.as_deref().unwrap_or_default();
-            if !matches!(digest_name, "md5" | "sha1" | "sha256" | "sha512") {
+            if DigestAlgorithm::parse(digest_name).is_none() {
                 return Err(format!(
-                    "hmac: digest {digest_name:?} is not supported (md5, sha1, sha256, sha512)"
+                    "hmac: digest {digest_name:?} is not known (md4, md5, ripemd160, sha1, \
+                     sha224, sha256, sha384, sha512, whirlpool)"
                 ));
             }
             let key = hash
@@ -205,7 +207,6 @@ pub fn auth0_custom_hash(hash: &Auth0CustomHash) -> Result<String, String> {
                 b64(&digest)
             )
         }
-        "md4" => return Err("md4 hashes are not supported yet".into()),
         other => return Err(format!("algorithm {other:?} is not known")),
     };
     // The rewritten form must be one the store reads, as the family it claims to be.
@@ -290,6 +291,54 @@ mod tests {
         );
     }
 
+    /// Vectors from OpenSSL's command line (`openssl dgst -md4|-whirlpool|-ripemd160
+    /// [-hmac key] -provider legacy -provider default`) and Python's hashlib/hmac.
+    #[test]
+    fn md4_ripemd_whirlpool_sha224_sha384_and_latin1_verify_against_outside_vectors() {
+        for (json, password) in [
+            (
+                r#"{"algorithm":"md4","hash":{"value":"a448017aaf21d8525fc10ae87aa6729d"}}"#,
+                "abc",
+            ),
+            (
+                r#"{"algorithm":"hmac","hash":{"value":"32c43d6d6eda7f1e464711473b956b68","digest":"md4","key":{"value":"key"}}}"#,
+                "abc",
+            ),
+            (
+                r#"{"algorithm":"hmac","hash":{"value":"cc54c8afbd90efeb6fc30b50853cd9ecb775f96f8bc6bc0282f86ebf398f4b32ce59ab14a347bb927997c17fdf4dac791d8a87a9faba4b00e2ab7febaea35c88","digest":"whirlpool","key":{"value":"key"}}}"#,
+                "abc",
+            ),
+            (
+                r#"{"algorithm":"hmac","hash":{"value":"a2d59994caa718567e961021bb51f9f495204eb8","digest":"ripemd160","key":{"value":"key"}},"salt":{"value":"salt"}}"#,
+                "abc",
+            ),
+            (
+                r#"{"algorithm":"hmac","hash":{"value":"30ddb9c8f347cffbfb44e519d814f074cf4047a55d6f563324f1c6a33920e5edfb2a34bac60bdc96cd33a95623d7d638","digest":"sha384","key":{"value":"key"}}}"#,
+                "abc",
+            ),
+            (
+                r#"{"algorithm":"hmac","hash":{"value":"f524670b7e34f31467de0aa96593861cf65117d414fb2d86158d760e","digest":"sha224","key":{"value":"key"}}}"#,
+                "abc",
+            ),
+            (
+                r#"{"algorithm":"md5","hash":{"value":"961f50f6282239d09e48f812c1ca7276"},"password":{"encoding":"latin1"}}"#,
+                "café",
+            ),
+        ] {
+            let stored = auth0_custom_hash(&custom(json)).expect(json);
+            let parsed = StoredHash::parse(&stored, HashFormat::Auto).expect("readable");
+            assert!(parsed.verify_password(password), "{json}");
+            assert!(!parsed.verify_password("abd"), "{json}");
+        }
+        // Latin-1 cannot write a character past U+00FF: such a password never matches.
+        let latin1 = auth0_custom_hash(&custom(
+            r#"{"algorithm":"md5","hash":{"value":"961f50f6282239d09e48f812c1ca7276"},"password":{"encoding":"latin1"}}"#,
+        ))
+        .expect("latin1");
+        let parsed = StoredHash::parse(&latin1, HashFormat::Auto).expect("readable");
+        assert!(!parsed.verify_password("caf\u{0113}"));
+    }
+
     #[test]
     fn unsupported_and_malformed_hashes_say_why_without_the_hash() {
         for (json, why) in [
@@ -298,12 +347,12 @@ mod tests {
                 "key is required",
             ),
             (
-                r#"{"algorithm":"hmac","hash":{"value":"abcd","digest":"whirlpool","key":{"value":"k"}}}"#,
-                "not supported",
+                r#"{"algorithm":"hmac","hash":{"value":"abcd","digest":"tiger","key":{"value":"k"}}}"#,
+                "not known",
             ),
             (
                 r#"{"algorithm":"md4","hash":{"value":"abcd"}}"#,
-                "not supported",
+                "malformed",
             ),
             (
                 r#"{"algorithm":"bcrypt","hash":{"value":"$2b$10$short"}}"#,
@@ -316,8 +365,8 @@ mod tests {
             (r#"{"algorithm":"sha1","hash":{"value":"zz"}}"#, "hex"),
             (r#"{"algorithm":"rot13","hash":{"value":"x"}}"#, "not known"),
             (
-                r#"{"algorithm":"md5","hash":{"value":"00"},"password":{"encoding":"latin1"}}"#,
-                "latin1",
+                r#"{"algorithm":"md5","hash":{"value":"00"},"password":{"encoding":"utf32"}}"#,
+                "utf32",
             ),
         ] {
             let error = auth0_custom_hash(&custom(json)).expect_err(json);

@@ -26,7 +26,7 @@ pub(super) fn parse_ldap(stored: &str) -> Option<Inner> {
         expected: bytes[..len].to_vec(),
         salt: bytes[len..].to_vec(),
         salt_first: false,
-        utf16: false,
+        password_bytes: PasswordBytes::Utf8,
         hmac_key: None,
         scheme: HashScheme::Ldap,
     }))

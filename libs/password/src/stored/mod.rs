@@ -119,6 +119,23 @@ pub enum DigestAlgorithm {
     Sha1,
     Sha256,
     Sha512,
+    // Found in other identity providers' exports (Auth0's custom hashes).
+    Md4,
+    Sha224,
+    Sha384,
+    Ripemd160,
+    Whirlpool,
+}
+
+/// How a digest's password was turned into bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PasswordBytes {
+    Utf8,
+    /// ASP.NET Membership, and Node's `utf16le`/`ucs2`.
+    Utf16Le,
+    /// Node's `latin1`/`binary`: one byte per character; a password with a character past
+    /// U+00FF cannot have been hashed this way, so it never matches.
+    Latin1,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -362,7 +379,7 @@ struct DigestHash {
     algorithm: DigestAlgorithm,
     salt: Vec<u8>,
     salt_first: bool,
-    utf16: bool,
+    password_bytes: PasswordBytes,
     hmac_key: Option<Vec<u8>>,
     expected: Vec<u8>,
     scheme: HashScheme,
