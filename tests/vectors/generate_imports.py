@@ -24,6 +24,10 @@ Run it to refresh the committed files (so `cargo test` needs no Python):
   JSON inside strings): PBKDF2 (SHA-1, SHA-256, SHA-512; 64-byte keys as Keycloak derives)
   by hashlib.pbkdf2_hmac, argon2id raw hashes by argon2-cffi's low-level API, and TOTP
   secrets kept as text (the key is their UTF-8 bytes).
+- firebase-algorithms/*.json: files in Firebase's import layout for each other `--hash-algo`
+  of `firebase auth:import` (HMAC_*, MD5/SHA* with one round, PBKDF_SHA1, PBKDF2_SHA256,
+  BCRYPT, STANDARD_SCRYPT), hashed by hashlib, hmac and bcrypt as the flags recorded in
+  flags.json (with each user's password) describe.
 - trickle-users.jsonl: Trickle's own line format, with bcrypt (the `bcrypt` package), Django
   PBKDF2 (hashlib, Django's layout) and LDAP {SSHA} (hashlib) hashes; passwords in
   trickle-users.passwords.json, keyed by legacy id (the format refuses unknown fields).
@@ -304,6 +308,71 @@ def keycloak_realm():
     return {"realm": "demo", "enabled": True, "users": users}, passwords
 
 
+def firebase_algorithm_files():
+    """Files in Firebase's import layout for each other `--hash-algo`, with the flags each
+    was made under (what a `firebase auth:import` of it would be given). Salts get the
+    separator appended, as Firebase does; digests and HMACs follow the input order named."""
+    separator = b"\x07"
+    cases = {
+        "HMAC_SHA512": {"hash_key": b"hmac-key-512", "order": "SALT_FIRST", "sep": True},
+        "HMAC_SHA256": {"hash_key": b"hmac-key-256", "order": "PASSWORD_FIRST", "sep": False},
+        "HMAC_SHA1": {"hash_key": b"hmac-key-1", "order": "SALT_FIRST", "sep": False},
+        "HMAC_MD5": {"hash_key": b"hmac-key-md5", "order": "PASSWORD_FIRST", "sep": True},
+        "MD5": {"rounds": 1, "order": "SALT_FIRST", "sep": False},
+        "SHA1": {"rounds": 1, "order": "PASSWORD_FIRST", "sep": True},
+        "SHA256": {"rounds": 1, "order": "SALT_FIRST", "sep": True},
+        "SHA512": {"rounds": 1, "order": "PASSWORD_FIRST", "sep": False},
+        "PBKDF_SHA1": {"rounds": 1000, "sep": False},
+        "PBKDF2_SHA256": {"rounds": 2000, "sep": True},
+        "BCRYPT": {"sep": False},
+        "STANDARD_SCRYPT": {"mem_cost": 1024, "block_size": 8, "parallelization": 1, "dk_len": 32,
+                            "sep": False},
+    }
+    files, params = {}, {}
+    for algo, case in cases.items():
+        sep = separator if case["sep"] else b""
+        users, passwords = [], {}
+        for n in (1, 2):
+            pw = f"{algo.lower()} password {n} ✓"
+            salt = f"{algo}-salt-{n}".encode()
+            salted = salt + sep
+            first = (lambda: salted + pw.encode()) if case.get("order") == "SALT_FIRST" \
+                else (lambda: pw.encode() + salted)
+            if algo.startswith("HMAC_"):
+                name = {"HMAC_SHA512": "sha512", "HMAC_SHA256": "sha256", "HMAC_SHA1": "sha1",
+                        "HMAC_MD5": "md5"}[algo]
+                digest = hmac.new(case["hash_key"], first(), name).digest()
+            elif algo in ("MD5", "SHA1", "SHA256", "SHA512"):
+                digest = hashlib.new(algo.lower(), first()).digest()
+            elif algo == "PBKDF_SHA1":
+                digest = hashlib.pbkdf2_hmac("sha1", pw.encode(), salted, case["rounds"], 20)
+            elif algo == "PBKDF2_SHA256":
+                digest = hashlib.pbkdf2_hmac("sha256", pw.encode(), salted, case["rounds"], 32)
+            elif algo == "BCRYPT":
+                digest = bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4))
+                salt = b""
+            else:
+                digest = hashlib.scrypt(pw.encode(), salt=salted, n=case["mem_cost"], r=case["block_size"],
+                                        p=case["parallelization"], dklen=case["dk_len"])
+            email = f"{algo.lower()}-{n}@example.com"
+            users.append({"localId": f"{algo.lower()}-uid-{n}", "email": email, "emailVerified": True,
+                          "passwordHash": b64(digest), "salt": b64(salt)})
+            passwords[email] = pw
+        files[algo] = {"users": users}
+        flags = {"hash_algo": algo}
+        if "hash_key" in case:
+            flags["hash_key"] = b64(case["hash_key"])
+        if case["sep"]:
+            flags["salt_separator"] = b64(separator)
+        for key in ("rounds", "mem_cost", "block_size", "parallelization", "dk_len"):
+            if key in case:
+                flags[key] = case[key]
+        if "order" in case:
+            flags["hash_input_order"] = case["order"]
+        params[algo] = {"flags": flags, "passwords": passwords}
+    return files, params
+
+
 def trickle_users():
     users, passwords = [], {}
     pw = "line password 1"
@@ -344,6 +413,15 @@ def main():
         f.write("\n")
     with open(os.path.join(out, "keycloak-realm.passwords.json"), "w") as f:
         json.dump(keycloak_passwords, f, indent=2)
+        f.write("\n")
+    files, params = firebase_algorithm_files()
+    os.makedirs(os.path.join(out, "firebase-algorithms"), exist_ok=True)
+    for algo, document in files.items():
+        with open(os.path.join(out, "firebase-algorithms", f"{algo}.json"), "w") as f:
+            json.dump(document, f, indent=1)
+            f.write("\n")
+    with open(os.path.join(out, "firebase-algorithms", "flags.json"), "w") as f:
+        json.dump(params, f, indent=1, ensure_ascii=False)
         f.write("\n")
     users, passwords = trickle_users()
     with open(os.path.join(out, "trickle-users.jsonl"), "w") as f:

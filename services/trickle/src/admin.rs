@@ -2,7 +2,10 @@
 //! coordinator. Human-readable tables by default, `--json` for scripts; every failure is a
 //! clear message and a non-zero exit.
 
-use crate::import::{FileOptions, FirebaseHashParams, ImportFormat, Unreadable, read_file};
+use crate::import::{
+    FileOptions, FirebaseAlgorithm, FirebaseHashParams, HashInputOrder, ImportFormat, Unreadable,
+    read_file,
+};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
@@ -127,27 +130,48 @@ pub enum AdminCommand {
 /// ⋮ → Password hash parameters), named as `firebase auth:import` names them.
 #[derive(Clone, Default, clap::Args)]
 pub struct FirebaseArgs {
-    /// base64_signer_key (a secret of the project).
+    /// The hash algorithm (default SCRYPT, the only one a Firebase export holds; the others
+    /// are for files written for `firebase auth:import`, with the same flags).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub hash_algo: Option<FirebaseAlgorithm>,
+    /// base64_signer_key (a secret of the project), or the HMAC key for HMAC_* (base64).
     #[arg(long, env = "TRICKLE_FIREBASE_HASH_KEY", hide_env_values = true)]
     pub hash_key: Option<String>,
-    /// base64_salt_separator.
+    /// base64_salt_separator (appended to every salt).
     #[arg(long)]
     pub salt_separator: Option<String>,
-    /// rounds.
+    /// rounds (SCRYPT; PBKDF_SHA1 and PBKDF2_SHA256; 1 for MD5 and SHA*).
     #[arg(long)]
     pub rounds: Option<u32>,
-    /// mem_cost.
+    /// mem_cost (SCRYPT), or N (STANDARD_SCRYPT).
     #[arg(long)]
     pub mem_cost: Option<u32>,
+    /// STANDARD_SCRYPT's r.
+    #[arg(long)]
+    pub block_size: Option<u32>,
+    /// STANDARD_SCRYPT's p.
+    #[arg(long)]
+    pub parallelization: Option<u32>,
+    /// STANDARD_SCRYPT's derived key length in bytes.
+    #[arg(long)]
+    pub dk_len: Option<u32>,
+    /// What digests and HMACs were computed over (required for MD5, SHA*, HMAC_*).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub hash_input_order: Option<HashInputOrder>,
 }
 
 impl std::fmt::Debug for FirebaseArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FirebaseArgs")
+            .field("hash_algo", &self.hash_algo)
             .field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>"))
             .field("salt_separator", &self.salt_separator)
             .field("rounds", &self.rounds)
             .field("mem_cost", &self.mem_cost)
+            .field("block_size", &self.block_size)
+            .field("parallelization", &self.parallelization)
+            .field("dk_len", &self.dk_len)
+            .field("hash_input_order", &self.hash_input_order)
             .finish()
     }
 }
@@ -162,13 +186,30 @@ impl FirebaseArgs {
             self.rounds.is_some(),
             self.mem_cost.is_some(),
         ];
+        let others = [
+            ("--hash-algo", self.hash_algo.is_some()),
+            ("--block-size", self.block_size.is_some()),
+            ("--parallelization", self.parallelization.is_some()),
+            ("--dk-len", self.dk_len.is_some()),
+            ("--hash-input-order", self.hash_input_order.is_some()),
+        ];
         if format != ImportFormat::Firebase {
-            if given.iter().any(|g| *g) {
+            if given.iter().any(|g| *g) || others.iter().any(|(_, g)| *g) {
                 anyhow::bail!(
-                    "--hash-key, --salt-separator, --rounds and --mem-cost are for --format firebase"
+                    "--hash-algo, --hash-key, --salt-separator, --rounds, --mem-cost and the \
+                     other hash flags are for --format firebase"
                 );
             }
             return Ok(FileOptions::default());
+        }
+        let algorithm = self.hash_algo.unwrap_or_default();
+        if algorithm != FirebaseAlgorithm::Scrypt {
+            return self.other_algorithm(algorithm).map(|params| FileOptions {
+                firebase: Some(params),
+            });
+        }
+        if let Some((flag, _)) = others.iter().skip(1).find(|(_, g)| *g) {
+            anyhow::bail!("{flag} is not used by --hash-algo SCRYPT");
         }
         let (Some(hash_key), Some(salt_separator), Some(rounds), Some(mem_cost)) = (
             self.hash_key.clone(),
@@ -193,7 +234,80 @@ impl FirebaseArgs {
                 salt_separator,
                 rounds,
                 mem_cost,
+                ..FirebaseHashParams::default()
             }),
+        })
+    }
+
+    /// The parameters of an algorithm other than SCRYPT: each one's flags required, any
+    /// other refused (a flag that does nothing is a misunderstanding worth stopping for).
+    fn other_algorithm(&self, algorithm: FirebaseAlgorithm) -> anyhow::Result<FirebaseHashParams> {
+        use FirebaseAlgorithm as A;
+        let name = clap::ValueEnum::to_possible_value(&algorithm)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        let hmac = matches!(
+            algorithm,
+            A::HmacSha512 | A::HmacSha256 | A::HmacSha1 | A::HmacMd5
+        );
+        let digest = matches!(algorithm, A::Md5 | A::Sha1 | A::Sha256 | A::Sha512);
+        let pbkdf2 = matches!(algorithm, A::PbkdfSha1 | A::Pbkdf2Sha256);
+        let standard = algorithm == A::StandardScrypt;
+        for (flag, given, used) in [
+            ("--hash-key", self.hash_key.is_some(), hmac),
+            ("--rounds", self.rounds.is_some(), digest || pbkdf2),
+            ("--mem-cost", self.mem_cost.is_some(), standard),
+            ("--block-size", self.block_size.is_some(), standard),
+            (
+                "--parallelization",
+                self.parallelization.is_some(),
+                standard,
+            ),
+            ("--dk-len", self.dk_len.is_some(), standard),
+            (
+                "--hash-input-order",
+                self.hash_input_order.is_some(),
+                hmac || digest,
+            ),
+        ] {
+            match (given, used) {
+                (true, false) => anyhow::bail!("{flag} is not used by --hash-algo {name}"),
+                (false, true) => anyhow::bail!(
+                    "--hash-algo {name} needs {flag}, as given to `firebase auth:import`{}",
+                    if flag == "--hash-input-order" {
+                        " (SALT_FIRST or PASSWORD_FIRST: Trickle does not guess it)"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => {}
+            }
+        }
+        let rounds = self.rounds.unwrap_or_default();
+        if digest && rounds != 1 {
+            anyhow::bail!(
+                "--rounds {rounds} with {name}: only single digests (--rounds 1) are imported; \
+                 Firebase does not document how more rounds chain, and a guess would lock \
+                 every user out"
+            );
+        }
+        if pbkdf2 && !(1..=10_000_000).contains(&rounds) {
+            anyhow::bail!("--rounds must be between 1 and 10000000 for {name}");
+        }
+        let n = self.mem_cost.unwrap_or_default();
+        if standard && (n < 2 || !n.is_power_of_two()) {
+            anyhow::bail!("--mem-cost (scrypt's N) must be a power of two for STANDARD_SCRYPT");
+        }
+        Ok(FirebaseHashParams {
+            algorithm,
+            hash_key: self.hash_key.clone().unwrap_or_default(),
+            salt_separator: self.salt_separator.clone().unwrap_or_default(),
+            rounds,
+            mem_cost: n,
+            block_size: self.block_size.unwrap_or_default(),
+            parallelization: self.parallelization.unwrap_or_default(),
+            dk_len: self.dk_len.unwrap_or_default(),
+            input_order: self.hash_input_order,
         })
     }
 }

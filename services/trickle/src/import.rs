@@ -62,25 +62,163 @@ pub struct Unreadable {
 
 pub type Record = Result<LegacyUserRecord, Unreadable>;
 
-/// A Firebase project's password hash parameters, as the Firebase console and CLI name them.
+/// The hash algorithms `firebase auth:import --hash-algo` names. A Firebase *export* holds
+/// only SCRYPT hashes (Firebase re-hashes other imported passwords at their first login, and
+/// exports none until then); the others are for files written for Firebase's importer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FirebaseAlgorithm {
+    /// Firebase's modified scrypt (`--hash-key`, `--salt-separator`, `--rounds`, `--mem-cost`).
+    #[default]
+    Scrypt,
+    /// scrypt (`--mem-cost` is N, `--block-size`, `--parallelization`, `--dk-len`).
+    StandardScrypt,
+    Bcrypt,
+    HmacSha512,
+    HmacSha256,
+    HmacSha1,
+    HmacMd5,
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+    /// PBKDF2 with HMAC-SHA1 (`--rounds`).
+    PbkdfSha1,
+    /// PBKDF2 with HMAC-SHA256 (`--rounds`).
+    Pbkdf2Sha256,
+}
+
+/// `--hash-input-order`: what a digest or HMAC was computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HashInputOrder {
+    /// salt (then the separator), then the password.
+    SaltFirst,
+    /// the password, then the salt (then the separator).
+    PasswordFirst,
+}
+
+/// A Firebase project's password hash parameters, as the Firebase console and CLI name them
+/// (only those the algorithm uses are set).
 #[derive(Clone, Default)]
 pub struct FirebaseHashParams {
-    /// `base64_signer_key`: a secret of the project; never printed.
+    pub algorithm: FirebaseAlgorithm,
+    /// `base64_signer_key` (SCRYPT) or the HMAC key: a secret; never printed.
     pub hash_key: String,
-    /// `base64_salt_separator`.
+    /// `base64_salt_separator`, appended to every user's salt.
     pub salt_separator: String,
     pub rounds: u32,
     pub mem_cost: u32,
+    pub block_size: u32,
+    pub parallelization: u32,
+    pub dk_len: u32,
+    pub input_order: Option<HashInputOrder>,
 }
 
 impl std::fmt::Debug for FirebaseHashParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FirebaseHashParams")
+            .field("algorithm", &self.algorithm)
             .field("hash_key", &trickle_password::redacted(&self.hash_key))
             .field("salt_separator", &self.salt_separator)
             .field("rounds", &self.rounds)
             .field("mem_cost", &self.mem_cost)
+            .field("block_size", &self.block_size)
+            .field("parallelization", &self.parallelization)
+            .field("dk_len", &self.dk_len)
+            .field("input_order", &self.input_order)
             .finish()
+    }
+}
+
+impl FirebaseHashParams {
+    /// A user's `passwordHash` and `salt` (base64) as a stored form the store verifies.
+    fn stored(&self, hash: &str, user_salt: &str) -> Result<String, (HashStatus, String)> {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let bytes = |what: &str, value: &str| {
+            engine.decode(standard_base64(value)).map_err(|_| {
+                (
+                    HashStatus::UnknownFormat,
+                    format!("{what} is not valid base64"),
+                )
+            })
+        };
+        let nopad = |bytes: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+        let expected = bytes("passwordHash", hash)?;
+        // The separator goes after the salt, for every algorithm (Firebase's rule).
+        let mut salt = bytes("salt", user_salt)?;
+        salt.extend(bytes("the salt separator", &self.salt_separator)?);
+        let digest = |name: &str, key: Option<&[u8]>| {
+            let position = match self.input_order {
+                Some(HashInputOrder::PasswordFirst) => "after",
+                _ => "before",
+            };
+            let key = key
+                .map(|k| {
+                    format!(
+                        ",key={}",
+                        k.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "$trickle-digest$alg={name},salt={position},pw=utf8{key}${}${}",
+                nopad(&salt),
+                nopad(&expected)
+            )
+        };
+        let passlib = |id: &str| {
+            let ab64 = |b: &[u8]| nopad(b).replace('+', ".");
+            format!("${id}${}${}${}", self.rounds, ab64(&salt), ab64(&expected))
+        };
+        let key = || bytes("--hash-key", &self.hash_key);
+        Ok(match self.algorithm {
+            // The modified scrypt keeps the separator and the signer key in fields of their
+            // own (the store's `$firebase-scrypt$` form).
+            FirebaseAlgorithm::Scrypt => format!(
+                "$firebase-scrypt$ln={},r={},p=1,sep={},key={}${}${}",
+                self.mem_cost,
+                self.rounds,
+                standard_base64(&self.salt_separator),
+                standard_base64(&self.hash_key),
+                standard_base64(user_salt),
+                standard_base64(hash)
+            ),
+            FirebaseAlgorithm::StandardScrypt => {
+                if expected.len() != self.dk_len as usize {
+                    return Err((
+                        HashStatus::UnknownFormat,
+                        "the hash is not --dk-len bytes long".into(),
+                    ));
+                }
+                format!(
+                    "$scrypt$ln={},r={},p={}${}${}",
+                    self.mem_cost.trailing_zeros(),
+                    self.block_size,
+                    self.parallelization,
+                    nopad(&salt),
+                    nopad(&expected)
+                )
+            }
+            // The hash is the bcrypt string itself, base64-encoded.
+            FirebaseAlgorithm::Bcrypt => String::from_utf8(expected).map_err(|_| {
+                (
+                    HashStatus::UnknownFormat,
+                    "passwordHash is not a bcrypt string".into(),
+                )
+            })?,
+            FirebaseAlgorithm::HmacSha512 => digest("sha512", Some(&key()?)),
+            FirebaseAlgorithm::HmacSha256 => digest("sha256", Some(&key()?)),
+            FirebaseAlgorithm::HmacSha1 => digest("sha1", Some(&key()?)),
+            FirebaseAlgorithm::HmacMd5 => digest("md5", Some(&key()?)),
+            FirebaseAlgorithm::Md5 => digest("md5", None),
+            FirebaseAlgorithm::Sha1 => digest("sha1", None),
+            FirebaseAlgorithm::Sha256 => digest("sha256", None),
+            FirebaseAlgorithm::Sha512 => digest("sha512", None),
+            FirebaseAlgorithm::PbkdfSha1 => passlib("pbkdf2"),
+            FirebaseAlgorithm::Pbkdf2Sha256 => passlib("pbkdf2-sha256"),
+        })
     }
 }
 
@@ -444,15 +582,7 @@ pub fn parse_firebase_user(
             "the project's hash parameters are needed: --hash-key, --salt-separator, --rounds, --mem-cost"
                 .into(),
         )),
-        (Some(hash), Some(p)) => Ok(format!(
-            "$firebase-scrypt$ln={},r={},p=1,sep={},key={}${}${}",
-            p.mem_cost,
-            p.rounds,
-            standard_base64(&p.salt_separator),
-            standard_base64(&p.hash_key),
-            standard_base64(parsed.salt.as_deref().unwrap_or_default()),
-            standard_base64(&hash)
-        )),
+        (Some(hash), Some(p)) => p.stored(&hash, parsed.salt.as_deref().unwrap_or_default()),
     };
     let user = LegacyUser {
         legacy_id,

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         salt_separator: "Bw==".into(),
         rounds: 8,
         mem_cost: 14,
+        ..Default::default()
     };
     let _ = trickle::import::parse_firebase_user(value.clone(), 1, Some(&firebase));
     if let Ok(hash) = serde_json::from_value::<Auth0CustomHash>(value)

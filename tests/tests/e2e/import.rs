@@ -21,6 +21,7 @@ on_both_backends!(
     a_trickle_jsonl_file_imports_with_factors_roles_and_an_unreadable_line_listed,
     an_import_broken_off_resumes_where_it_stopped,
     a_firebase_export_imports_with_the_projects_scrypt_parameters,
+    firebase_files_of_every_other_hash_algo_import_with_their_flags,
     a_keycloak_realm_export_imports_passwords_roles_and_totp_factors,
 );
 
@@ -108,6 +109,7 @@ fn firebase_parameters() -> FirebaseArgs {
         salt_separator: Some("Bw==".into()),
         rounds: Some(8),
         mem_cost: Some(14),
+        ..FirebaseArgs::default()
     }
 }
 
@@ -208,6 +210,119 @@ async fn a_firebase_export_imports_with_the_projects_scrypt_parameters(backend: 
     .await
     .expect_err("incomplete parameters");
     assert!(partial.to_string().contains("all four"), "{partial}");
+}
+
+/// Files written for `firebase auth:import` with each other `--hash-algo`, imported with the
+/// same flags (tests/vectors/firebase-algorithms/flags.json), then each user logs in with
+/// their password and is re-hashed to argon2id.
+async fn firebase_files_of_every_other_hash_algo_import_with_their_flags(backend: Backend) {
+    use clap::ValueEnum as _;
+    use trickle::import::{FirebaseAlgorithm, HashInputOrder};
+    let trickle = TestTrickle::start(backend).await;
+    let cases: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(vector("firebase-algorithms/flags.json")).expect("flags"),
+    )
+    .expect("JSON");
+    assert_eq!(cases.len(), 12, "every algorithm but SCRYPT");
+    let mut client = trickle.client().await;
+    for (algorithm, case) in &cases {
+        let flags = &case["flags"];
+        let text = |key: &str| flags[key].as_str().map(str::to_owned);
+        let number = |key: &str| flags[key].as_u64().map(|n| u32::try_from(n).expect("u32"));
+        let args = FirebaseArgs {
+            hash_algo: Some(FirebaseAlgorithm::from_str(algorithm, false).expect("algorithm")),
+            hash_key: text("hash_key"),
+            salt_separator: text("salt_separator"),
+            rounds: number("rounds"),
+            mem_cost: number("mem_cost"),
+            block_size: number("block_size"),
+            parallelization: number("parallelization"),
+            dk_len: number("dk_len"),
+            hash_input_order: text("hash_input_order")
+                .map(|order| HashInputOrder::from_str(&order, false).expect("order")),
+        };
+        let summary = import_with(
+            &trickle,
+            ImportFormat::Firebase,
+            &format!("firebase-algorithms/{algorithm}.json"),
+            args,
+        )
+        .await;
+        assert_eq!(summary["imported"], 2, "{algorithm}: {summary}");
+        for (n, (email, password)) in case["passwords"]
+            .as_object()
+            .expect("passwords")
+            .iter()
+            .enumerate()
+        {
+            if n == 0 {
+                login_refused(
+                    &mut client,
+                    email,
+                    "not the password",
+                    Code::Unauthenticated,
+                    reason::INVALID_CREDENTIALS,
+                )
+                .await;
+            }
+            trickle
+                .login_ok(email, password.as_str().expect("password"))
+                .await;
+            assert!(
+                trickle
+                    .store
+                    .password_hash(email)
+                    .await
+                    .starts_with("$argon2id$"),
+                "{algorithm}: re-hashed at login"
+            );
+        }
+    }
+
+    // Flags that do not fit the algorithm stop the import before anything is read.
+    for (args, expected) in [
+        (
+            FirebaseArgs {
+                hash_algo: Some(FirebaseAlgorithm::Md5),
+                rounds: Some(2),
+                hash_input_order: Some(HashInputOrder::SaltFirst),
+                ..FirebaseArgs::default()
+            },
+            "only single digests",
+        ),
+        (
+            FirebaseArgs {
+                hash_algo: Some(FirebaseAlgorithm::HmacSha256),
+                hash_key: Some("a2V5".into()),
+                ..FirebaseArgs::default()
+            },
+            "does not guess",
+        ),
+        (
+            FirebaseArgs {
+                hash_algo: Some(FirebaseAlgorithm::Bcrypt),
+                mem_cost: Some(14),
+                ..FirebaseArgs::default()
+            },
+            "--mem-cost is not used by --hash-algo BCRYPT",
+        ),
+    ] {
+        let refused = run(
+            &trickle.cluster.coordinator.admin_url(),
+            AdminCommand::Import {
+                format: ImportFormat::Firebase,
+                file: vector("firebase-algorithms/MD5.json"),
+                dry_run: false,
+                batch_size: 100,
+                import_id: None,
+                firebase: args,
+            },
+            true,
+        )
+        .await
+        .expect_err("refused");
+        assert!(refused.to_string().contains(expected), "{refused}");
+    }
 }
 
 fn vector(name: &str) -> PathBuf {
