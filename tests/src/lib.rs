@@ -17,9 +17,11 @@ mod certificates;
 mod cluster;
 mod databases;
 mod faults;
+mod webhooks;
 
 pub use capture::*;
 pub use certificates::*;
 pub use cluster::*;
 pub use databases::*;
 pub use faults::*;
+pub use webhooks::*;

@@ -539,6 +539,12 @@ impl Deployment {
         }
     }
 
+    /// Set an environment variable of the services started from now on.
+    fn set_env(&mut self, name: &str, value: String) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value));
+    }
+
     /// SIGKILL: no drain, no flush, no goodbye.
     fn kill(&mut self, service: &'static str) {
         let mut child = self.processes.remove(service).expect("running");
@@ -1350,4 +1356,116 @@ async fn trickle_login_asks_the_demo_user_with_a_factor_for_a_code() {
         "",
     );
     assert!(!ok && stderr.contains("not an event kind"), "{stderr}");
+}
+
+/// Events across a SIGKILLed coordinator *process*: a WatchEvents stream resumed after the
+/// last position it saw misses nothing, and the webhook, whose receiver was failing before
+/// the kill, delivers every event once the receiver recovers (changes made while no
+/// coordinator ran included: the outbox is in the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_webhooks_survive_a_killed_coordinator_process() {
+    use std::sync::atomic::Ordering;
+    use trickle_proto::auth::v1::SignUpRequest;
+    use trickle_proto::events::v1::WatchEventsRequest;
+    use trickle_proto::events::v1::event_feed_client::EventFeedClient;
+    let receiver = std::sync::Arc::new(trickle_tests::Receiver::default());
+    receiver.failing.store(true, Ordering::SeqCst);
+    let url = trickle_tests::serve_receiver(receiver.clone()).await;
+    let mut deployment = Deployment::start(false).await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    deployment.kill("coordinator");
+    for (name, value) in [
+        ("TRICKLE_MIGRATION__WEBHOOK_URL", url),
+        (
+            "TRICKLE_MIGRATION__WEBHOOK_SECRET",
+            trickle_tests::WEBHOOK_SECRET.to_owned(),
+        ),
+        ("TRICKLE_MIGRATION__WEBHOOK_BACKOFF_MS", "100".into()),
+        ("TRICKLE_MIGRATION__WEBHOOK_BACKOFF_MAX_MS", "400".into()),
+        ("TRICKLE_MIGRATION__WEBHOOK_MAX_ATTEMPTS", "10000".into()),
+        ("TRICKLE_MIGRATION__WEBHOOK_LEASE_SECONDS", "1".into()),
+        ("TRICKLE_MIGRATION__EVENTS_POLL_MS", "100".into()),
+        ("TRICKLE_MIGRATION__ADMIN_LISTEN", admin.clone()),
+    ] {
+        deployment.set_env(name, value);
+    }
+    deployment.launch("coordinator").await;
+    let mut client = deployment.client().await;
+    let emails: Vec<String> = (1..=4).map(|n| format!("hooked{n}@example.com")).collect();
+    for email in &emails {
+        client
+            .sign_up(SignUpRequest {
+                email: email.clone(),
+                password: "a hooked password".into(),
+                profile: None,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("sign-up: {s:?}"));
+    }
+    let watch = |after: i64, count: usize| {
+        let admin = format!("http://{admin}");
+        async move {
+            let mut feed = EventFeedClient::connect(admin).await.expect("connect");
+            let mut stream = feed
+                .watch_events(WatchEventsRequest {
+                    after_position: after,
+                    kinds: vec![],
+                })
+                .await
+                .expect("watch")
+                .into_inner();
+            let mut positions = Vec::new();
+            while positions.len() < count {
+                let next = tokio::time::timeout(Duration::from_secs(30), stream.message())
+                    .await
+                    .expect("an event within 30 s")
+                    .expect("stream")
+                    .expect("not ended");
+                positions.push(next.event.expect("event").position);
+            }
+            positions
+        }
+    };
+    assert_eq!(watch(0, 4).await, [1, 2, 3, 4]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.attempts.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the webhook never tried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // SIGKILL mid-retry; the users log in meanwhile (the store alone serves them).
+    deployment.kill("coordinator");
+    for email in &emails {
+        client
+            .login(login(email, "a hooked password"))
+            .await
+            .expect("a store user logs in without the coordinator");
+    }
+    deployment.launch("coordinator").await;
+    assert_eq!(
+        watch(4, 4).await,
+        [5, 6, 7, 8],
+        "resumed after the last position seen"
+    );
+
+    receiver.failing.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let (delivered, _) = receiver.delivered();
+        let mut positions: Vec<i64> = delivered
+            .values()
+            .map(|e| e["position"].as_i64().expect("position"))
+            .collect();
+        positions.sort_unstable();
+        if positions == (1..=8).collect::<Vec<i64>>() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivered so far: {positions:?}\n{}",
+            deployment.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(receiver.bad_signatures.load(Ordering::SeqCst), 0);
 }

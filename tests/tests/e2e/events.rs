@@ -4,12 +4,9 @@
 //! signed, at least once, across a failing receiver and a coordinator restart.
 
 use crate::support::alice;
-use hmac::{KeyInit as _, Mac as _};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use trickle_proto::auth::v1::{
     BlockUserRequest, ChangeEmailRequest, ChangePasswordRequest,
@@ -19,11 +16,9 @@ use trickle_proto::auth::v1::{
 };
 use trickle_proto::events::v1::event_feed_client::EventFeedClient;
 use trickle_proto::events::v1::{Event, EventKind, UserSource, WatchEventsRequest};
-use trickle_tests::{Backend, TestTrickle};
+use trickle_tests::{Backend, Receiver, TestTrickle, WEBHOOK_SECRET, serve_receiver};
 
 on_both_backends!(every_change_is_one_event_in_commit_order,);
-
-const SECRET: &str = "whsec-test-0123456789abcdef";
 
 /// The first `count` events after `after` (only `kinds`, if any), failing after 30 s.
 pub(crate) async fn watch(
@@ -255,138 +250,6 @@ async fn every_change_is_one_event_in_commit_order(backend: Backend) {
     assert_eq!(deletions[0].position, 13);
 }
 
-/// What the test's webhook receiver saw.
-#[derive(Default)]
-struct Receiver {
-    /// Refuse every POST with 503 while set.
-    failing: AtomicBool,
-    /// Refuse (500) any POST whose body contains this, always.
-    poison: Mutex<Option<String>>,
-    attempts: AtomicUsize,
-    bad_signatures: AtomicUsize,
-    /// Accepted bodies, in arrival order.
-    accepted: Mutex<Vec<serde_json::Value>>,
-    /// POSTs refused because of the poison.
-    poisoned: AtomicUsize,
-}
-
-impl Receiver {
-    /// Event id → (type, user id, email), of every accepted event; duplicates counted.
-    fn delivered(&self) -> (BTreeMap<String, serde_json::Value>, usize) {
-        let mut events = BTreeMap::new();
-        let mut total = 0;
-        for body in self.accepted.lock().unwrap().iter() {
-            for event in body["events"].as_array().expect("events") {
-                total += 1;
-                events.insert(event["id"].as_str().unwrap().to_owned(), event.clone());
-            }
-        }
-        (events, total)
-    }
-
-    fn delivered_users(&self, kind: &str) -> HashSet<String> {
-        self.delivered()
-            .0
-            .values()
-            .filter(|e| e["type"] == kind)
-            .map(|e| e["user_id"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-fn signature_is_valid(header: Option<&str>, body: &[u8]) -> bool {
-    let Some((t, v1)) = header.and_then(|h| h.split_once(",v1=")) else {
-        return false;
-    };
-    let Some(t) = t.strip_prefix("t=") else {
-        return false;
-    };
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let fresh = t
-        .parse::<i64>()
-        .is_ok_and(|t| (chrono_now() - t).abs() < 300);
-    expected == v1 && fresh
-}
-
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// A webhook receiver on loopback; its URL.
-async fn serve_receiver(receiver: Arc<Receiver>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let receiver = receiver.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        let receiver = receiver.clone();
-                        async move {
-                            let signature = request
-                                .headers()
-                                .get("trickle-signature")
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned);
-                            let body = request
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            receiver.attempts.fetch_add(1, Ordering::SeqCst);
-                            let status = if !signature_is_valid(signature.as_deref(), &body) {
-                                receiver.bad_signatures.fetch_add(1, Ordering::SeqCst);
-                                401
-                            } else if receiver.failing.load(Ordering::SeqCst) {
-                                503
-                            } else if receiver
-                                .poison
-                                .lock()
-                                .unwrap()
-                                .as_deref()
-                                .is_some_and(|p| String::from_utf8_lossy(&body).contains(p))
-                            {
-                                receiver.poisoned.fetch_add(1, Ordering::SeqCst);
-                                500
-                            } else {
-                                let json: serde_json::Value =
-                                    serde_json::from_slice(&body).expect("JSON body");
-                                receiver.accepted.lock().unwrap().push(json);
-                                200
-                            };
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(status)
-                                    .body(Full::new(Bytes::new()))
-                                    .unwrap(),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    format!("http://127.0.0.1:{port}/hooks/trickle")
-}
-
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(45);
     while !done() {
@@ -398,7 +261,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 fn webhook_config(config: &mut trickle::config::Config, url: String) {
     config.migration.webhook_url = url;
     config.migration.webhook_secret =
-        trickle_migration_coordinator::config::WebhookSecret(SECRET.into());
+        trickle_migration_coordinator::config::WebhookSecret(WEBHOOK_SECRET.into());
     config.migration.webhook_batch = 4;
     config.migration.webhook_backoff_ms = 100;
     config.migration.webhook_backoff_max_ms = 400;
