@@ -66,6 +66,42 @@ pub mod events {
     }
 }
 
+impl events::v1::EventKind {
+    /// The event's name where it is not a proto enum: the webhook's `type`, the user
+    /// store's `events.kind` column, `trickle admin watch`. One table, so that the store and
+    /// the coordinator cannot disagree; never rename an entry (receivers match on them).
+    pub fn type_name(self) -> &'static str {
+        use events::v1::EventKind as K;
+        match self {
+            K::Unspecified => "unknown",
+            K::UserSignedUp => "user.signed_up",
+            K::UserMigrated => "user.migrated",
+            K::LoginSucceeded => "user.logged_in",
+            K::PasswordChanged => "user.password_changed",
+            K::PasswordReset => "user.password_reset",
+            K::EmailChanged => "user.email_changed",
+            K::EmailVerified => "user.email_verified",
+            K::UserBlocked => "user.blocked",
+            K::UserUnblocked => "user.unblocked",
+            K::ProfileUpdated => "user.profile_updated",
+            K::UserDeleted => "user.deleted",
+            K::FactorEnrolled => "user.factor_enrolled",
+            K::FactorRemoved => "user.factor_removed",
+        }
+    }
+
+    /// The kind named `name` (`user.migrated`, or just `migrated`); never `Unspecified`.
+    pub fn from_type_name(name: &str) -> Option<Self> {
+        let name = name.trim();
+        (1..=i32::MAX)
+            .map_while(|n| Self::try_from(n).ok())
+            .find(|kind| {
+                let full = kind.type_name();
+                full == name || full.strip_prefix("user.") == Some(name)
+            })
+    }
+}
+
 /// Every RPC of every Trickle contract as its HTTP/2 path (`/trickle.auth.v1.AuthService/Login`),
 /// for metric labels that cannot be made up by a caller.
 pub fn method_paths() -> std::collections::HashSet<String> {

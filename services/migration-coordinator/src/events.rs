@@ -80,34 +80,3 @@ impl EventReader {
         receiver
     }
 }
-
-/// The kind named `name` ("user.migrated", or just "migrated").
-pub fn kind_named(name: &str) -> Option<EventKind> {
-    let name = name.trim();
-    (1..=i32::MAX)
-        .map_while(|n| EventKind::try_from(n).ok())
-        .find(|kind| {
-            let full = kind_name(*kind);
-            full == name || full.strip_prefix("user.") == Some(name)
-        })
-}
-
-/// The name of an event kind in webhooks and logs (the store's stored names).
-pub fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Unspecified => "unknown",
-        EventKind::UserSignedUp => "user.signed_up",
-        EventKind::UserMigrated => "user.migrated",
-        EventKind::LoginSucceeded => "user.logged_in",
-        EventKind::PasswordChanged => "user.password_changed",
-        EventKind::PasswordReset => "user.password_reset",
-        EventKind::EmailChanged => "user.email_changed",
-        EventKind::EmailVerified => "user.email_verified",
-        EventKind::UserBlocked => "user.blocked",
-        EventKind::UserUnblocked => "user.unblocked",
-        EventKind::ProfileUpdated => "user.profile_updated",
-        EventKind::UserDeleted => "user.deleted",
-        EventKind::FactorEnrolled => "user.factor_enrolled",
-        EventKind::FactorRemoved => "user.factor_removed",
-    }
-}

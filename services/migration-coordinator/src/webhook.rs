@@ -13,7 +13,7 @@
 
 use crate::config::MigrationConfig;
 use crate::error::CoordinatorError;
-use crate::events::{EventReader, kind_name};
+use crate::events::EventReader;
 use hmac::{KeyInit as _, Mac as _};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -176,7 +176,7 @@ impl<'a> From<&'a Event> for WebhookEvent<'a> {
         Self {
             id: &event.event_id,
             position: event.position,
-            kind: kind_name(event.kind()),
+            kind: event.kind().type_name(),
             occurred_at,
             user_id: &event.user_id,
             legacy_id: &event.legacy_id,

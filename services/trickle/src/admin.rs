@@ -858,12 +858,11 @@ async fn watch(
     as_json: bool,
 ) -> anyhow::Result<String> {
     use std::io::Write as _;
-    use trickle_migration_coordinator::events::{kind_name, kind_named};
     use trickle_proto::events::v1::WatchEventsRequest;
     use trickle_proto::events::v1::event_feed_client::EventFeedClient;
     let mut wanted = Vec::new();
     for name in kinds {
-        match kind_named(name) {
+        match trickle_proto::events::v1::EventKind::from_type_name(name) {
             Some(kind) => wanted.push(kind as i32),
             None => {
                 anyhow::bail!("{name:?} is not an event kind (see `trickle admin watch --help`)")
@@ -920,7 +919,7 @@ async fn watch(
                 "{:>9}  {:<22}{:<24}{:<38}{:<12}{}",
                 event.position,
                 time(event.occurred_at.as_ref()),
-                kind_name(event.kind()),
+                event.kind().type_name(),
                 event.user_id,
                 if event.legacy_id.is_empty() {
                     "-"

@@ -771,24 +771,9 @@ fn event_to_proto(event: crate::events::StoredEvent) -> trickle_proto::events::v
     use crate::events::EventKind;
     use trickle_proto::events::v1::{EventKind as Kind, UserSource};
     let detail = event.detail();
-    let kind = match EventKind::parse(&event.kind) {
-        Some(EventKind::SignedUp) => Kind::UserSignedUp,
-        Some(EventKind::Migrated) => Kind::UserMigrated,
-        Some(EventKind::LoggedIn) => Kind::LoginSucceeded,
-        Some(EventKind::PasswordChanged) => Kind::PasswordChanged,
-        Some(EventKind::PasswordReset) => Kind::PasswordReset,
-        Some(EventKind::EmailChanged) => Kind::EmailChanged,
-        Some(EventKind::EmailVerified) => Kind::EmailVerified,
-        Some(EventKind::Blocked) => Kind::UserBlocked,
-        Some(EventKind::Unblocked) => Kind::UserUnblocked,
-        Some(EventKind::ProfileUpdated) => Kind::ProfileUpdated,
-        Some(EventKind::Deleted) => Kind::UserDeleted,
-        Some(EventKind::FactorEnrolled) => Kind::FactorEnrolled,
-        Some(EventKind::FactorRemoved) => Kind::FactorRemoved,
-        // Written by a newer replica during a rollout: passed on as unspecified, not dropped,
-        // so that positions stay contiguous for the consumer.
-        None => Kind::Unspecified,
-    };
+    // A kind written by a newer replica during a rollout is passed on as unspecified, not
+    // dropped, so that positions stay contiguous for the consumer.
+    let kind = EventKind::parse(&event.kind).map_or(Kind::Unspecified, EventKind::contract);
     let source = match detail.source.as_deref().and_then(Source::parse) {
         Some(Source::Signup) => UserSource::Signup,
         Some(Source::LoginMigration) => UserSource::LoginMigration,

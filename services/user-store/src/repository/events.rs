@@ -5,7 +5,7 @@
 
 use super::*;
 
-/// What happened. The stored names are the webhook's `type` too: never rename one.
+/// What happened, in the store's terms. Stored by its contract name (`user.migrated`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     SignedUp,
@@ -40,22 +40,30 @@ impl EventKind {
         EventKind::FactorRemoved,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The kind in the public contract (`trickle.events.v1.EventKind`).
+    pub fn contract(self) -> trickle_proto::events::v1::EventKind {
+        use trickle_proto::events::v1::EventKind as K;
         match self {
-            EventKind::SignedUp => "user.signed_up",
-            EventKind::Migrated => "user.migrated",
-            EventKind::LoggedIn => "user.logged_in",
-            EventKind::PasswordChanged => "user.password_changed",
-            EventKind::PasswordReset => "user.password_reset",
-            EventKind::EmailChanged => "user.email_changed",
-            EventKind::EmailVerified => "user.email_verified",
-            EventKind::Blocked => "user.blocked",
-            EventKind::Unblocked => "user.unblocked",
-            EventKind::ProfileUpdated => "user.profile_updated",
-            EventKind::Deleted => "user.deleted",
-            EventKind::FactorEnrolled => "user.factor_enrolled",
-            EventKind::FactorRemoved => "user.factor_removed",
+            EventKind::SignedUp => K::UserSignedUp,
+            EventKind::Migrated => K::UserMigrated,
+            EventKind::LoggedIn => K::LoginSucceeded,
+            EventKind::PasswordChanged => K::PasswordChanged,
+            EventKind::PasswordReset => K::PasswordReset,
+            EventKind::EmailChanged => K::EmailChanged,
+            EventKind::EmailVerified => K::EmailVerified,
+            EventKind::Blocked => K::UserBlocked,
+            EventKind::Unblocked => K::UserUnblocked,
+            EventKind::ProfileUpdated => K::ProfileUpdated,
+            EventKind::Deleted => K::UserDeleted,
+            EventKind::FactorEnrolled => K::FactorEnrolled,
+            EventKind::FactorRemoved => K::FactorRemoved,
         }
+    }
+
+    /// The stored name: the contract's type name (the webhook's `type`), so that one table
+    /// (libs/proto) names events everywhere.
+    pub fn as_str(self) -> &'static str {
+        self.contract().type_name()
     }
 
     pub fn parse(stored: &str) -> Option<Self> {
