@@ -303,6 +303,35 @@ async fn backfill_imports_everyone_once_with_their_legacy_hashes(backend: Backen
             && e.email.ends_with("@example.com")),
         "{backfilled:?}"
     );
+    // A page is one outbox row for its 25 users: read through with pages that cut it.
+    let mut store = trickle_proto::userstore::v1::user_store_client::UserStoreClient::connect(
+        trickle.cluster.store.url(),
+    )
+    .await
+    .expect("store");
+    let mut after = 0;
+    let mut positions = Vec::new();
+    loop {
+        let page = store
+            .list_events(trickle_proto::userstore::v1::ListEventsRequest {
+                after_position: after,
+                limit: 7,
+            })
+            .await
+            .expect("list events")
+            .into_inner()
+            .events;
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 7);
+        after = last.position;
+        positions.extend(page.iter().map(|e| e.position));
+    }
+    let total = i64::try_from(positions.len()).expect("count");
+    assert_eq!(
+        positions,
+        (1..=total).collect::<Vec<i64>>(),
+        "contiguous, each once"
+    );
     let logins = crate::events::watch(&trickle, 0, &[EventKind::LoginSucceeded], 4).await;
     assert_eq!(
         logins

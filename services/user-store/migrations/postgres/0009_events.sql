@@ -4,6 +4,8 @@
 -- overlap; `position` is given later by the sequencer, one sequencer transaction at a time,
 -- to committed rows only, so positions become visible in increasing order and a reader that
 -- resumes after position N never misses an event. Positions are contiguous from 1.
+-- A row may hold several events of one change (event_count: a backfill page's users, in
+-- detail's "batch"); its position is then the last of theirs, the others come just before.
 CREATE TABLE events (
     event_seq   BIGSERIAL PRIMARY KEY,
     position    BIGINT UNIQUE,
@@ -13,6 +15,7 @@ CREATE TABLE events (
     legacy_id   TEXT,
     email       TEXT,
     detail      TEXT NOT NULL DEFAULT '{}',
+    event_count INTEGER NOT NULL DEFAULT 1,
     occurred_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX events_unsequenced ON events (event_seq) WHERE position IS NULL;

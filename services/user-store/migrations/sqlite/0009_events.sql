@@ -9,6 +9,7 @@ CREATE TABLE events (
     legacy_id   TEXT,
     email       TEXT,
     detail      TEXT NOT NULL DEFAULT '{}',
+    event_count INTEGER NOT NULL DEFAULT 1,
     occurred_at TEXT NOT NULL
 );
 CREATE INDEX events_unsequenced ON events (event_seq) WHERE position IS NULL;

@@ -1,7 +1,7 @@
 //! Backfill pages: many legacy users inserted in one statement, existing and deleted ones
 //! skipped by the database's constraints.
 
-use super::events::{emit_many_postgres, emit_many_sqlite};
+use super::events::{BatchedEvent, EventDetail};
 use super::*;
 
 /// One user for a backfill insert.
@@ -40,23 +40,28 @@ impl Repository {
             .iter()
             .map(|_| uuid::Uuid::now_v7().to_string())
             .collect();
-        // Each inserted user's USER_MIGRATED event, written in the page's transaction.
+        // The page's USER_MIGRATED events, one per inserted user, written in the page's
+        // transaction as one outbox row (the sequencer gives it a position per user).
         let migrated = |inserted: &[(String, String)]| -> Vec<NewEvent> {
             let by_legacy_id: std::collections::HashMap<&str, &BackfillRow<'_>> =
                 users.iter().map(|u| (u.legacy_id, u)).collect();
-            inserted
+            let events = inserted
                 .iter()
-                .filter_map(|(user_id, legacy_id)| {
-                    let user = by_legacy_id.get(legacy_id.as_str())?;
-                    let mut event = NewEvent::for_user(
-                        EventKind::Migrated,
-                        user_id,
-                        Some(legacy_id),
-                        user.email.display(),
-                    );
-                    event.detail.source = Some(Source::Backfill.as_str().to_owned());
-                    Some(event)
+                .map(|(user_id, legacy_id)| BatchedEvent {
+                    event_id: uuid::Uuid::now_v7().to_string(),
+                    user_id: user_id.clone(),
+                    legacy_id: Some(legacy_id.clone()),
+                    email: by_legacy_id
+                        .get(legacy_id.as_str())
+                        .map(|u| u.email.display().to_owned()),
                 })
+                .collect();
+            let detail = EventDetail {
+                source: Some(Source::Backfill.as_str().to_owned()),
+                ..EventDetail::default()
+            };
+            NewEvent::batch(EventKind::Migrated, detail, events)
+                .into_iter()
                 .collect()
         };
         let inserted: Vec<(String, String)> = match &self.db {
@@ -97,7 +102,7 @@ impl Repository {
                 .bind(users.iter().map(|u| json_text(&u.profile.app_metadata)).collect::<Vec<_>>())
                 .fetch_all(&mut *tx)
                 .await?;
-                emit_many_postgres(&mut tx, &migrated(&inserted), now).await?;
+                emit!(tx, migrated(&inserted).as_slice(), now);
                 tx.commit().await?;
                 inserted
             }
@@ -133,7 +138,7 @@ impl Repository {
                      ON CONFLICT DO NOTHING RETURNING user_id, legacy_id",
                 );
                 let inserted = insert.build_query_as().fetch_all(&mut *tx).await?;
-                emit_many_sqlite(&mut tx, &migrated(&inserted), now).await?;
+                emit!(tx, migrated(&inserted).as_slice(), now);
                 tx.commit().await?;
                 inserted
             }

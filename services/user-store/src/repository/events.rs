@@ -95,6 +95,20 @@ pub struct EventDetail {
     pub profile_fields: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub second_factor: bool,
+    /// The events of a row that holds many (a backfill page's users), in position order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<BatchedEvent>,
+}
+
+/// One event of a batch row: what differs from one user to the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchedEvent {
+    pub event_id: String,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// An event about to be written, in the transaction of its change.
@@ -106,6 +120,8 @@ pub(crate) struct NewEvent {
     pub legacy_id: Option<String>,
     pub email: Option<String>,
     pub detail: EventDetail,
+    /// 1, or the length of `detail.batch`.
+    pub count: i32,
 }
 
 impl NewEvent {
@@ -132,7 +148,31 @@ impl NewEvent {
             legacy_id: legacy_id.map(str::to_owned),
             email: kind.carries_email().then(|| display_email.to_owned()),
             detail: EventDetail::default(),
+            count: 1,
         }
+    }
+
+    /// One row for many events of one kind and detail (a backfill page's USER_MIGRATED):
+    /// the outbox and the sequencer write one row, not one per user. `None` without events.
+    pub(super) fn batch(
+        kind: EventKind,
+        detail: EventDetail,
+        events: Vec<BatchedEvent>,
+    ) -> Option<Self> {
+        let first = events.first()?.clone();
+        let count = i32::try_from(events.len()).ok()?;
+        Some(Self {
+            event_id: first.event_id,
+            kind,
+            user_id: first.user_id,
+            legacy_id: None,
+            email: None,
+            detail: EventDetail {
+                batch: events,
+                ..detail
+            },
+            count,
+        })
     }
 
     /// The events of a user's arrival: signed up, or migrated (and, for a login migration,
@@ -174,8 +214,8 @@ impl NewEvent {
     }
 }
 
-pub(super) const INSERT_EVENT: &str = "INSERT INTO events (event_id, kind, user_id, legacy_id, email, detail, occurred_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(super) const INSERT_EVENT: &str = "INSERT INTO events (event_id, kind, user_id, legacy_id, email, detail, occurred_at, event_count) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// Write `$events` (anything iterable over `&NewEvent`) on the transaction `$tx`, stamped
 /// `$now`: call it before the change's commit, never after.
@@ -191,6 +231,7 @@ macro_rules! emit {
                 .bind(event.email.as_deref())
                 .bind(event.detail_json())
                 .bind($now)
+                .bind(event.count)
                 .execute(&mut *$tx)
                 .await?;
         }
@@ -198,62 +239,67 @@ macro_rules! emit {
 }
 pub(super) use emit;
 
-/// Many events in one statement (a backfill page's), on PostgreSQL.
-pub(super) async fn emit_many_postgres(
-    tx: &mut sqlx::PgConnection,
-    events: &[NewEvent],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let column = |f: fn(&NewEvent) -> Option<String>| -> Vec<Option<String>> {
-        events.iter().map(f).collect()
-    };
-    sqlx::query(
-        "INSERT INTO events (event_id, kind, user_id, legacy_id, email, detail, occurred_at) \
-         SELECT e.event_id, e.kind, e.user_id, e.legacy_id, e.email, e.detail, $7 \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-           AS e(event_id, kind, user_id, legacy_id, email, detail)",
-    )
-    .bind(column(|e| Some(e.event_id.clone())))
-    .bind(column(|e| Some(e.kind.as_str().to_owned())))
-    .bind(column(|e| Some(e.user_id.clone())))
-    .bind(column(|e| e.legacy_id.clone()))
-    .bind(column(|e| e.email.clone()))
-    .bind(column(|e| Some(e.detail_json())))
-    .bind(now)
-    .execute(tx)
-    .await
-    .map(|_| ())
+/// A sequenced row of the outbox: one event, or a batch of `event_count` ending at
+/// `position`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct EventRow {
+    position: i64,
+    event_id: String,
+    kind: String,
+    user_id: String,
+    legacy_id: Option<String>,
+    email: Option<String>,
+    detail: String,
+    event_count: i32,
+    occurred_at: DateTime<Utc>,
 }
 
-/// Many events in as few statements as SQLite's parameter limit allows.
-pub(super) async fn emit_many_sqlite(
-    tx: &mut sqlx::SqliteConnection,
-    events: &[NewEvent],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    for chunk in events.chunks(2000) {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO events (event_id, kind, user_id, legacy_id, email, detail, occurred_at) ",
-        );
-        insert.push_values(chunk, |mut row, e| {
-            row.push_bind(e.event_id.clone())
-                .push_bind(e.kind.as_str())
-                .push_bind(e.user_id.clone())
-                .push_bind(e.legacy_id.clone())
-                .push_bind(e.email.clone())
-                .push_bind(e.detail_json())
-                .push_bind(now);
-        });
-        insert.build().execute(&mut *tx).await?;
+impl EventRow {
+    /// Its events after position `after`, at most `room` of them.
+    fn expand(self, after: i64, room: usize, out: &mut Vec<StoredEvent>) {
+        if self.event_count <= 1 {
+            if out.len() >= room {
+                return;
+            }
+            out.push(StoredEvent {
+                position: self.position,
+                event_id: self.event_id,
+                kind: self.kind,
+                user_id: self.user_id,
+                legacy_id: self.legacy_id,
+                email: self.email,
+                detail: self.detail,
+                occurred_at: self.occurred_at,
+            });
+            return;
+        }
+        let mut detail: EventDetail = serde_json::from_str(&self.detail).unwrap_or_default();
+        let batch = std::mem::take(&mut detail.batch);
+        let shared = serde_json::to_string(&detail).unwrap_or_else(|_| "{}".to_owned());
+        let first = self.position - i64::from(self.event_count) + 1;
+        for (position, event) in (first..).zip(batch) {
+            if position <= after {
+                continue;
+            }
+            if out.len() >= room {
+                return;
+            }
+            out.push(StoredEvent {
+                position,
+                event_id: event.event_id,
+                kind: self.kind.clone(),
+                user_id: event.user_id,
+                legacy_id: event.legacy_id,
+                email: event.email,
+                detail: shared.clone(),
+                occurred_at: self.occurred_at,
+            });
+        }
     }
-    Ok(())
 }
 
 /// A sequenced event, as read back.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub position: i64,
     pub event_id: String,
@@ -277,13 +323,15 @@ const SEQUENCE_BATCH: i64 = 5000;
 /// Any constant works; it only has to be the same in every store replica.
 const SEQUENCER_LOCK: i64 = 0x7472_6963_6b6c_6531; // "trickle1"
 
-/// Number the committed events that have no position yet, after the highest position, in
-/// insertion order. Works on both databases (UPDATE … FROM and window functions).
-const SEQUENCE: &str = "UPDATE events SET position = numbered.base + numbered.rn \
+/// Number the committed rows that have no position yet, after the highest position, in
+/// insertion order: each row's position is the last of its `event_count` events. Works on
+/// both databases (UPDATE … FROM and window functions).
+const SEQUENCE: &str = "UPDATE events SET position = numbered.base + numbered.running \
      FROM (SELECT event_seq, \
                   (SELECT COALESCE(MAX(position), 0) FROM events) AS base, \
-                  ROW_NUMBER() OVER (ORDER BY event_seq) AS rn \
-           FROM (SELECT event_seq FROM events WHERE position IS NULL ORDER BY event_seq LIMIT $1) pending) numbered \
+                  SUM(event_count) OVER (ORDER BY event_seq) AS running \
+           FROM (SELECT event_seq, event_count FROM events WHERE position IS NULL \
+                 ORDER BY event_seq LIMIT $1) pending) numbered \
      WHERE events.event_seq = numbered.event_seq";
 
 impl Repository {
@@ -321,22 +369,38 @@ impl Repository {
         }
     }
 
-    /// Up to `limit` sequenced events after `after`, in order.
+    /// Up to `limit` sequenced events after `after`, in order (batch rows expanded).
     pub async fn list_events(
         &self,
         after: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-        with_db!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT position, event_id, kind, user_id, legacy_id, email, detail, occurred_at \
-                 FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-            )
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
-        })
+        // Few rows per query: one row may hold a whole backfill page.
+        const ROWS: i64 = 16;
+        let room = usize::try_from(limit).unwrap_or_default();
+        let mut events = Vec::new();
+        let mut cursor = after;
+        while events.len() < room {
+            let rows: Vec<EventRow> = with_db!(&self.db, pool => {
+                sqlx::query_as(
+                    "SELECT position, event_id, kind, user_id, legacy_id, email, detail, event_count, occurred_at \
+                     FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                )
+                .bind(cursor)
+                .bind(ROWS)
+                .fetch_all(pool)
+                .await
+            })?;
+            let done = rows.len() < ROWS as usize;
+            for row in rows {
+                cursor = row.position;
+                row.expand(after, room, &mut events);
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(events)
     }
 
     /// Delete sequenced events that occurred before `before`, always keeping the newest one:
