@@ -367,22 +367,39 @@ async fn a_batch_the_receiver_keeps_refusing_is_dead_lettered_and_delivery_goes_
     assert_eq!(receiver.delivered_users("user.signed_up").len(), 2);
 }
 
-/// Sign-ups committing in parallel, read by a stream that is running meanwhile: each event
-/// arrives once, none is skipped, and positions stay contiguous (the sequencer numbers only
-/// committed events, one pass at a time).
+/// Sign-ups committing in parallel on two store replicas (two sequencers taking turns on
+/// PostgreSQL's advisory lock), read by a stream that is running meanwhile: each event
+/// arrives once, none is skipped, and positions stay contiguous.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_committed_in_parallel_reach_a_running_stream_once_each() {
     let trickle = TestTrickle::start(Backend::PostgresMariaDb).await;
+    let replica = trickle.second_cluster(|_| {}).await;
+    let replica_client = trickle_proto::auth::v1::auth_service_client::AuthServiceClient::connect(
+        replica.frontend.url(),
+    )
+    .await
+    .expect("connect to the second replica");
     let watching = watch(&trickle, 0, &[], 24);
     let signing_up = futures::future::join_all((0..24).map(|i| {
         let trickle = &trickle;
+        let mut replica_client = replica_client.clone();
         async move {
-            sign_up(
-                trickle,
-                &format!("parallel{i}@example.com"),
-                "a parallel password",
-            )
-            .await
+            let email = format!("parallel{i}@example.com");
+            if i % 2 == 0 {
+                return sign_up(trickle, &email, "a parallel password").await;
+            }
+            replica_client
+                .sign_up(SignUpRequest {
+                    email,
+                    password: "a parallel password".into(),
+                    profile: None,
+                })
+                .await
+                .expect("sign-up on the second replica")
+                .into_inner()
+                .user
+                .expect("user")
+                .user_id
         }
     }));
     let (events, users) = tokio::join!(watching, signing_up);
