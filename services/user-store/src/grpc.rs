@@ -770,10 +770,10 @@ const DEFAULT_EVENTS_PAGE: i32 = 100;
 fn event_to_proto(event: crate::events::StoredEvent) -> trickle_proto::events::v1::Event {
     use crate::events::EventKind;
     use trickle_proto::events::v1::{EventKind as Kind, UserSource};
-    let detail = event.detail();
+    let detail = event.detail;
     // A kind written by a newer replica during a rollout is passed on as unspecified, not
     // dropped, so that positions stay contiguous for the consumer.
-    let kind = EventKind::parse(&event.kind).map_or(Kind::Unspecified, EventKind::contract);
+    let kind = event.kind.map_or(Kind::Unspecified, EventKind::contract);
     let source = match detail.source.as_deref().and_then(Source::parse) {
         Some(Source::Signup) => UserSource::Signup,
         Some(Source::LoginMigration) => UserSource::LoginMigration,

@@ -257,6 +257,9 @@ struct EventRow {
 impl EventRow {
     /// Its events after position `after`, at most `room` of them.
     fn expand(self, after: i64, room: usize, out: &mut Vec<StoredEvent>) {
+        // Parsed once per row: a batch's events share everything but their user.
+        let kind = EventKind::parse(&self.kind);
+        let mut detail: EventDetail = serde_json::from_str(&self.detail).unwrap_or_default();
         if self.event_count <= 1 {
             if out.len() >= room {
                 return;
@@ -264,18 +267,16 @@ impl EventRow {
             out.push(StoredEvent {
                 position: self.position,
                 event_id: self.event_id,
-                kind: self.kind,
+                kind,
                 user_id: self.user_id,
                 legacy_id: self.legacy_id,
                 email: self.email,
-                detail: self.detail,
+                detail,
                 occurred_at: self.occurred_at,
             });
             return;
         }
-        let mut detail: EventDetail = serde_json::from_str(&self.detail).unwrap_or_default();
         let batch = std::mem::take(&mut detail.batch);
-        let shared = serde_json::to_string(&detail).unwrap_or_else(|_| "{}".to_owned());
         let first = self.position - i64::from(self.event_count) + 1;
         for (position, event) in (first..).zip(batch) {
             if position <= after {
@@ -287,11 +288,11 @@ impl EventRow {
             out.push(StoredEvent {
                 position,
                 event_id: event.event_id,
-                kind: self.kind.clone(),
+                kind,
                 user_id: event.user_id,
                 legacy_id: event.legacy_id,
                 email: event.email,
-                detail: shared.clone(),
+                detail: detail.clone(),
                 occurred_at: self.occurred_at,
             });
         }
@@ -303,18 +304,13 @@ impl EventRow {
 pub struct StoredEvent {
     pub position: i64,
     pub event_id: String,
-    pub kind: String,
+    /// `None`: a kind written by a newer replica during a rollout.
+    pub kind: Option<EventKind>,
     pub user_id: String,
     pub legacy_id: Option<String>,
     pub email: Option<String>,
-    pub detail: String,
+    pub detail: EventDetail,
     pub occurred_at: DateTime<Utc>,
-}
-
-impl StoredEvent {
-    pub fn detail(&self) -> EventDetail {
-        serde_json::from_str(&self.detail).unwrap_or_default()
-    }
 }
 
 /// Events numbered per sequencer transaction: bounded, so one pass never holds the lock long.
