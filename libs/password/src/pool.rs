@@ -8,7 +8,7 @@
 
 use crate::argon2id::{self, Argon2Config, Scratch};
 use crate::{Password, StoredHash};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, oneshot};
@@ -16,8 +16,9 @@ use trickle_telemetry::metrics::metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
+    /// `retry_after`: when the pool expects room again ([`HashPool::retry_after`]).
     #[error("the password hashing queue is full")]
-    Saturated,
+    Saturated { retry_after: std::time::Duration },
     #[error("the password hashing pool has stopped")]
     Stopped,
     #[error("password hashing failed: {0}")]
@@ -48,6 +49,9 @@ struct Inner {
     config: Argon2Config,
     workers: usize,
     queued: AtomicUsize,
+    /// Recent mean time of one job in microseconds (an exponentially weighted average), for
+    /// telling refused callers when to come back.
+    mean_job_micros: AtomicU64,
     /// The `pool` label of this pool's metrics.
     name: &'static str,
     /// A real argon2id hash of a random password, verified for unknown users so that "no such
@@ -100,6 +104,7 @@ impl HashPool {
                 config,
                 workers,
                 queued: AtomicUsize::new(0),
+                mean_job_micros: AtomicU64::new(0),
                 name,
                 dummy,
             }),
@@ -124,6 +129,22 @@ impl HashPool {
     /// away for the price of an atomic read, not of three queries each.
     pub fn is_full(&self) -> bool {
         self.inner.admission.available_permits() == 0
+    }
+
+    /// How long a caller refused now should wait before trying again: the time this pool
+    /// needs to work through the jobs it has admitted (jobs × recent mean job time ÷
+    /// threads), between 100 ms and 10 s. Sent as the refusal's `RetryInfo` (gRPC's
+    /// pushback), so that polite clients come back when there is room instead of polling:
+    /// under a flood, refusals are what takes the CPU from the hashing.
+    pub fn retry_after(&self) -> std::time::Duration {
+        let mean = self.inner.mean_job_micros.load(Ordering::Relaxed);
+        let jobs = u64::try_from(self.in_flight()).unwrap_or(u64::MAX);
+        let workers = u64::try_from(self.inner.workers.max(1)).unwrap_or(1);
+        let wait = std::time::Duration::from_micros(jobs.saturating_mul(mean) / workers);
+        wait.clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(10),
+        )
     }
 
     /// Hash a new password with the configured argon2id parameters (PHC string).
@@ -245,13 +266,17 @@ impl HashPool {
     {
         let permit = Arc::clone(&self.inner.admission)
             .try_acquire_owned()
-            .map_err(|_| PoolError::Saturated)?;
+            .map_err(|_| PoolError::Saturated {
+                retry_after: self.retry_after(),
+            })?;
         let (reply, answer) = oneshot::channel();
         let span = tracing::Span::current();
         let inner = Arc::clone(&self.inner);
         inner.track(1);
         let boxed: Job = Box::new(move |scratch| {
+            let started = std::time::Instant::now();
             let result = span.in_scope(|| job(scratch));
+            inner.observe_job(started.elapsed());
             inner.track(-1);
             drop(permit);
             let _ = reply.send(result);
@@ -267,6 +292,19 @@ impl HashPool {
 }
 
 impl Inner {
+    /// Fold one job's duration into the mean (weight 1/8: follows a change of load within
+    /// a few dozen jobs). Racing updates may lose one sample; the mean is a hint.
+    fn observe_job(&self, took: std::time::Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let mean = self.mean_job_micros.load(Ordering::Relaxed);
+        let next = if mean == 0 {
+            sample
+        } else {
+            mean - mean / 8 + sample / 8
+        };
+        self.mean_job_micros.store(next, Ordering::Relaxed);
+    }
+
     /// Count a job in (+1) or out (-1), and publish the depth.
     fn track(&self, delta: isize) {
         let depth = if delta > 0 {
@@ -298,24 +336,43 @@ fn keep_blocks(config: &Argon2Config) -> usize {
     config.params().map_or(0, |p| p.block_count())
 }
 
-/// How much lower than the async threads the hashing threads run (a Unix nice value).
-///
-/// Hashing saturates every core under a login burst; at equal priority the kernel shares
-/// the CPU evenly between hashing and the tokio threads that answer cheap calls
-/// (`ValidateToken`, `GetUser`), which then wait for a time slice. At nice 10 a hashing
-/// thread weighs 110 against a normal thread's 1024, so the async threads get the CPU the
-/// moment they need it, and hashing gets everything they leave. Not lower: at nice 19
-/// (weight 15) a flood of refused logins, all async work, starved the hashing completely
-/// and no login finished (measured with `trickle bench --concurrency 1000`); at nice 10 the
-/// cheap calls' p99 was within 0.3 ms of nice 19's (docs/BENCHMARKS.md).
+/// The nice value of hashing threads where `SCHED_IDLE` is refused (a seccomp profile that
+/// blocks `sched_setscheduler`): weight 110 against a normal thread's 1024.
 const HASH_THREAD_NICENESS: i32 = 10;
 
+/// Hashing threads run under Linux's `SCHED_IDLE` policy, below every normal thread.
+///
+/// Hashing saturates every core under a login burst, and the cheap calls (`ValidateToken`,
+/// `GetUser`) must not wait behind it. A nice value only lowers hashing's share: with EEVDF
+/// (Linux 6.6+) a woken tokio thread can still wait up to a base slice for a running hashing
+/// thread, and that slice grows with the core count (0.75 ms × (1 + log2 min(cores, 8)):
+/// 1.5 ms on 2 cores, 3 ms on 8 or more), as the cheap calls' p99 did on 16 cores. A
+/// normal thread that wakes always preempts a `SCHED_IDLE` one at once, and a core running
+/// only `SCHED_IDLE` threads counts as idle when the kernel places a waking thread, so
+/// hashing gets exactly the CPU the async threads leave, whatever the core count. Refusals
+/// must stay cheap for that (a flood of them is async work that hashing yields to): an
+/// overloaded store refuses before its queries (docs/BENCHMARKS.md). In a container the
+/// policy ranks hashing below the service's own threads only, not below other pods.
 #[cfg(target_os = "linux")]
 fn lower_this_threads_priority() {
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    let idle = set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    );
+    let Err(refused) = idle else { return };
     // setpriority(PRIO_PROCESS, tid) sets the nice value of one thread on Linux.
     let tid = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(tid), HASH_THREAD_NICENESS) {
-        tracing::warn!(error = %e, "cannot lower the priority of a hashing thread");
+        tracing::warn!(
+            sched_idle = ?refused,
+            error = %e,
+            "cannot lower the priority of a hashing thread: cheap calls may wait behind hashing"
+        );
     }
 }
 
@@ -350,6 +407,50 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         }
+    }
+
+    /// The promise of `lower_this_threads_priority`: a hashing thread runs under SCHED_IDLE
+    /// (policy 5 in field 41 of the kernel's own view of the thread), while the caller's
+    /// thread keeps the normal policy (0).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_under_sched_idle() {
+        fn policy_of_this_thread() -> u32 {
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+            // Fields after the command name (which may hold spaces) start at field 3.
+            let after_name = &stat[stat.rfind(')').expect("name") + 2..];
+            after_name
+                .split(' ')
+                .nth(41 - 3)
+                .and_then(|policy| policy.parse().ok())
+                .expect("policy field")
+        }
+        let pool = HashPool::new("test", small(), 1, 1).expect("pool");
+        let hashing = pool.run(|_| policy_of_this_thread()).await.expect("job");
+        assert_eq!(hashing, 5, "SCHED_IDLE");
+        assert_eq!(
+            policy_of_this_thread(),
+            0,
+            "the caller's thread is SCHED_OTHER"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_says_when_the_admitted_jobs_will_be_done() {
+        let pool = HashPool::new("test", small(), 1, 8).expect("pool");
+        // Idle: the floor.
+        assert_eq!(pool.retry_after(), std::time::Duration::from_millis(100));
+        pool.inner.mean_job_micros.store(50_000, Ordering::Relaxed);
+        pool.inner.queued.store(8, Ordering::Relaxed);
+        // 8 jobs of 50 ms on one thread.
+        assert_eq!(pool.retry_after(), std::time::Duration::from_millis(400));
+        pool.inner.queued.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(pool.retry_after(), std::time::Duration::from_secs(10));
+        pool.inner.queued.store(0, Ordering::Relaxed);
+        pool.inner.mean_job_micros.store(0, Ordering::Relaxed);
+        // A real job moves the mean off zero.
+        pool.hash(Password::new("x")).await.expect("hash");
+        assert!(pool.inner.mean_job_micros.load(Ordering::Relaxed) > 0);
     }
 
     #[tokio::test]
@@ -407,24 +508,9 @@ mod tests {
         assert!(
             results
                 .iter()
-                .any(|r| matches!(r, Err(PoolError::Saturated)))
+                .any(|r| matches!(r, Err(PoolError::Saturated { .. })))
         );
         assert!(results.iter().filter(|r| r.is_ok()).count() >= 2);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn hashing_threads_run_below_the_async_threads() {
-        let pool = HashPool::new("test", small(), 1, 1).expect("pool");
-        let ours = rustix::process::getpriority_process(None).expect("own priority");
-        let theirs = pool
-            .run(|_| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
-            .await
-            .expect("runs")
-            .expect("worker priority");
-        // Nice values clamp at 19; a process already at 10 or more still sees no increase
-        // beyond that, so compare with the clamp.
-        assert_eq!(theirs, (ours + HASH_THREAD_NICENESS).min(19));
     }
 
     /// Polls every future once (so each asks for admission before any finishes), then awaits
