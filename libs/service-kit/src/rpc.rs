@@ -79,6 +79,27 @@ pub fn rate_limited(retry_after: std::time::Duration, message: impl Into<String>
     Status::with_error_details(Code::ResourceExhausted, message, details)
 }
 
+/// `RESOURCE_EXHAUSTED`, reason `OVERLOADED`: too much work in progress. With a delay, a
+/// `google.rpc.RetryInfo` tells the caller when there should be room again (gRPC's
+/// pushback); clients that wait for it instead of retrying at once keep a flood of
+/// refusals from eating the CPU the admitted work needs.
+pub fn overloaded(retry_after: Option<std::time::Duration>, message: impl Into<String>) -> Status {
+    let mut details =
+        ErrorDetails::with_error_info(reason::OVERLOADED, DOMAIN, std::collections::HashMap::new());
+    if retry_after.is_some() {
+        details.set_retry_info(retry_after);
+    }
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
+/// The `google.rpc.RetryInfo` delay of a status, if it has one.
+pub fn retry_delay_of(status: &Status) -> Option<std::time::Duration> {
+    status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+}
+
 /// A status carrying an `ErrorInfo` with `reason` and machine-readable `metadata`.
 pub fn status_with_metadata(
     code: Code,

@@ -111,7 +111,7 @@ impl AuthFlows {
             Err(FrontendError::UserBlocked) => "blocked",
             Err(FrontendError::LegacyUnavailable) => "legacy_unavailable",
             Err(FrontendError::StoreUnavailable) => "store_unavailable",
-            Err(FrontendError::Overloaded) => "overloaded",
+            Err(FrontendError::Overloaded { .. }) => "overloaded",
             Err(FrontendError::RateLimited(_)) => "rate_limited",
             Err(FrontendError::InvalidRequest(_)) => "invalid_request",
             Err(_) => "error",

@@ -27,8 +27,11 @@ pub enum FrontendError {
     LegacyUnavailable,
     #[error("the user store is unavailable")]
     StoreUnavailable,
+    /// `retry_after`: the upstream's RetryInfo delay, passed on to the caller.
     #[error("too many requests in progress")]
-    Overloaded,
+    Overloaded {
+        retry_after: Option<std::time::Duration>,
+    },
     /// The account changed while the request was handled (a reset during a password
     /// change): retry.
     #[error("the account changed meanwhile")]
@@ -79,7 +82,9 @@ impl FrontendError {
             }
             (Code::Aborted, Some(reason::CONCURRENT_CHANGE)) => FrontendError::ConcurrentChange,
             (Code::NotFound, _) => FrontendError::UserNotFound,
-            (Code::ResourceExhausted, _) => FrontendError::Overloaded,
+            (Code::ResourceExhausted, _) => FrontendError::Overloaded {
+                retry_after: rpc::retry_delay_of(status),
+            },
             (Code::Unavailable, Some(reason::LEGACY_UNAVAILABLE | reason::LEGACY_CONFIG)) => {
                 FrontendError::LegacyUnavailable
             }
@@ -157,10 +162,9 @@ impl From<FrontendError> for Status {
                 reason::STORE_UNAVAILABLE,
                 "the user store is unavailable; retry later",
             ),
-            FrontendError::Overloaded => rpc::status(
-                Code::ResourceExhausted,
-                reason::OVERLOADED,
-                "too many logins in progress; retry shortly",
+            FrontendError::Overloaded { retry_after } => rpc::overloaded(
+                retry_after,
+                "too many logins in progress; retry shortly (after the RetryInfo delay, when given)",
             ),
             FrontendError::ConcurrentChange => rpc::status(
                 Code::Aborted,

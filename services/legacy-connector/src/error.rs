@@ -19,8 +19,9 @@ pub enum LegacyError {
     CountUnsupported,
     #[error("list_users is not configured")]
     ListUnsupported,
+    /// `retry_after`: when the hashing pool expects room again, sent as RetryInfo.
     #[error("the password verification queue is full")]
-    Overloaded,
+    Overloaded { retry_after: std::time::Duration },
     /// The legacy web service failed or answered something other than yes or no.
     #[error("legacy web service: {0}")]
     Http(String),
@@ -31,7 +32,9 @@ pub enum LegacyError {
 impl From<trickle_password::PoolError> for LegacyError {
     fn from(error: trickle_password::PoolError) -> Self {
         match error {
-            trickle_password::PoolError::Saturated => LegacyError::Overloaded,
+            trickle_password::PoolError::Saturated { retry_after } => {
+                LegacyError::Overloaded { retry_after }
+            }
             other => LegacyError::Internal(other.to_string()),
         }
     }
@@ -90,10 +93,9 @@ impl From<LegacyError> for Status {
                     format!("the legacy web service failed: {detail}"),
                 )
             }
-            LegacyError::Overloaded => rpc::status(
-                Code::ResourceExhausted,
-                reason::OVERLOADED,
-                "too many legacy password checks in progress; retry shortly",
+            LegacyError::Overloaded { retry_after } => rpc::overloaded(
+                Some(retry_after),
+                "too many legacy password checks in progress; retry after the RetryInfo delay",
             ),
             LegacyError::Internal(message) => {
                 tracing::error!(%message, "legacy connector internal error");

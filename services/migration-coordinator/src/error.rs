@@ -12,8 +12,11 @@ pub enum CoordinatorError {
     LegacyUnavailable(String),
     #[error("the user store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// `retry_after`: the upstream's RetryInfo delay, passed on.
     #[error("too many requests in progress")]
-    Overloaded,
+    Overloaded {
+        retry_after: Option<std::time::Duration>,
+    },
     /// AUTHORITATIVE mode: the legacy store is not asked any more.
     #[error("the migration is over: the legacy store is no longer consulted")]
     LegacyDisabled,
@@ -55,7 +58,9 @@ impl CoordinatorError {
     /// legacy store could not be asked: never "wrong password".
     pub fn from_legacy(status: &Status) -> Self {
         match status.code() {
-            Code::ResourceExhausted => CoordinatorError::Overloaded,
+            Code::ResourceExhausted => CoordinatorError::Overloaded {
+                retry_after: rpc::retry_delay_of(status),
+            },
             _ => CoordinatorError::LegacyUnavailable(format!(
                 "{:?}: {}",
                 status.code(),
@@ -66,7 +71,9 @@ impl CoordinatorError {
 
     pub fn from_store(status: &Status) -> Self {
         match status.code() {
-            Code::ResourceExhausted => CoordinatorError::Overloaded,
+            Code::ResourceExhausted => CoordinatorError::Overloaded {
+                retry_after: rpc::retry_delay_of(status),
+            },
             Code::InvalidArgument
             | Code::FailedPrecondition
             | Code::NotFound
@@ -109,10 +116,9 @@ impl From<CoordinatorError> for Status {
                     "the user store is unavailable; retry later",
                 )
             }
-            CoordinatorError::Overloaded => rpc::status(
-                Code::ResourceExhausted,
-                reason::OVERLOADED,
-                "too many password checks in progress; retry shortly",
+            CoordinatorError::Overloaded { retry_after } => rpc::overloaded(
+                retry_after,
+                "too many password checks in progress; retry shortly (after the RetryInfo delay, when given)",
             ),
             CoordinatorError::ListUnsupported => rpc::status(
                 Code::FailedPrecondition,

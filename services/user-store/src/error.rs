@@ -19,8 +19,9 @@ pub enum StoreError {
     TicketUsed,
     #[error("the ticket has expired")]
     TicketExpired,
+    /// `retry_after`: when the hashing pool expects room again, sent as RetryInfo.
     #[error("the password hashing queue is full")]
-    Overloaded,
+    Overloaded { retry_after: std::time::Duration },
     #[error("the store database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("store database error")]
@@ -63,7 +64,9 @@ impl From<sqlx::Error> for StoreError {
 impl From<trickle_password::PoolError> for StoreError {
     fn from(error: trickle_password::PoolError) -> Self {
         match error {
-            trickle_password::PoolError::Saturated => StoreError::Overloaded,
+            trickle_password::PoolError::Saturated { retry_after } => {
+                StoreError::Overloaded { retry_after }
+            }
             other => StoreError::Internal(other.to_string()),
         }
     }
@@ -101,10 +104,9 @@ impl From<StoreError> for Status {
                 reason::TICKET_EXPIRED,
                 "the ticket has expired",
             ),
-            StoreError::Overloaded => rpc::status(
-                Code::ResourceExhausted,
-                reason::OVERLOADED,
-                "too many password checks in progress; retry shortly",
+            StoreError::Overloaded { retry_after } => rpc::overloaded(
+                Some(retry_after),
+                "too many password checks in progress; retry after the RetryInfo delay",
             ),
             StoreError::Unavailable(e) => {
                 tracing::warn!(error = %e, "store database unavailable");

@@ -238,7 +238,9 @@ impl Users {
         // queries (under a flood, rejected logins would otherwise eat the CPU the hashing
         // threads need and nothing would complete).
         if self.hasher.is_full() {
-            return Err(StoreError::Overloaded);
+            return Err(StoreError::Overloaded {
+                retry_after: self.hasher.retry_after(),
+            });
         }
         // A client locked out for too many failures is refused before anything else, and
         // without a hash, on purpose: the lock is about the client, whatever account it names,
