@@ -71,7 +71,7 @@ impl EventKind {
     }
 
     /// Only events about the address carry it.
-    fn carries_email(self) -> bool {
+    pub(super) fn carries_email(self) -> bool {
         matches!(
             self,
             EventKind::SignedUp

@@ -144,6 +144,14 @@ const SELECT_CREDENTIALS_BY_EMAIL: &str = concat!(
     user_columns!(),
     ", password_hash FROM users WHERE email = $1"
 );
+/// A login's one read: whether the email is tombstoned, and the user with their hash when
+/// there is one. Always exactly one row (the probe), so that an unknown email costs the same
+/// query as a known one.
+const SELECT_CREDENTIALS_FOR_LOGIN: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM tombstones WHERE tombstones.email = $1) AS tombstoned, ",
+    user_columns!(),
+    ", password_hash FROM (SELECT 1 AS probe) AS probe LEFT JOIN users ON users.email = $1"
+);
 const SELECT_CREDENTIALS_BY_LEGACY_ID: &str = concat!(
     "SELECT ",
     user_columns!(),
@@ -186,15 +194,34 @@ const INSERT_USER: &str = concat!(
      ON CONFLICT DO NOTHING RETURNING ",
     user_columns!()
 );
-const RECORD_LOGIN: &str = concat!(
-    "UPDATE users SET last_login_at = $1, \
-       password_hash = CASE WHEN password_hash = $3 AND $4 IS NOT NULL THEN $4 ELSE password_hash END, \
-       updated_at = CASE WHEN password_hash = $3 AND $4 IS NOT NULL THEN $1 ELSE updated_at END, \
-       password_change_required = CASE WHEN password_hash = $3 AND $4 IS NOT NULL AND $5 \
-         THEN TRUE ELSE password_change_required END \
-     WHERE user_id = $2 RETURNING ",
+/// The update of a successful login (see [`Repository::record_login`]).
+macro_rules! record_login_update {
+    () => {
+        "UPDATE users SET last_login_at = $1, \
+           password_hash = CASE WHEN password_hash = $3 AND $4 IS NOT NULL THEN $4 ELSE password_hash END, \
+           updated_at = CASE WHEN password_hash = $3 AND $4 IS NOT NULL THEN $1 ELSE updated_at END, \
+           password_change_required = CASE WHEN password_hash = $3 AND $4 IS NOT NULL AND $5 \
+             THEN TRUE ELSE password_change_required END \
+         WHERE user_id = $2 RETURNING "
+    };
+}
+const RECORD_LOGIN: &str = concat!(record_login_update!(), user_columns!(), ", password_hash");
+/// PostgreSQL: the login's update and its event in one statement (a data-modifying CTE), so
+/// a login's write is one round trip and one commit instead of four round trips. The event
+/// is written only for a user without a second factor (theirs is written when the code is
+/// accepted), and says whether the upgrade was written (a concurrent change wins over it).
+const RECORD_LOGIN_WITH_EVENT: &str = concat!(
+    "WITH updated AS (",
+    record_login_update!(),
     user_columns!(),
-    ", password_hash"
+    ", password_hash), logged AS (\
+       INSERT INTO events (event_id, kind, user_id, legacy_id, email, detail, occurred_at, event_count) \
+       SELECT $6, $7, user_id, legacy_id, CASE WHEN $8 THEN display_email END, \
+         CASE WHEN password_hash = $4 AND $4 <> $3 THEN $9 ELSE $10 END, $1, 1 \
+       FROM updated WHERE NOT mfa_enrolled) \
+     SELECT ",
+    user_columns!(),
+    ", password_hash FROM updated"
 );
 
 impl UserRow {
@@ -290,6 +317,31 @@ impl Repository {
             .await
     }
 
+    /// What a login reads, in one query: the user and their stored hash (if any) and whether
+    /// the email is tombstoned (a deleted user's email must not reach the legacy store).
+    pub(crate) async fn find_login_credentials(
+        &self,
+        normalized_email: &str,
+    ) -> Result<(Option<(User, String)>, bool), sqlx::Error> {
+        use sqlx::{FromRow as _, Row as _};
+        let (row, tombstoned): (Option<CredentialsRow>, bool) = with_db!(&self.db, pool => async {
+            let row = sqlx::query(SELECT_CREDENTIALS_FOR_LOGIN)
+                .bind(normalized_email)
+                .fetch_one(pool)
+                .await?;
+            let tombstoned: bool = row.try_get("tombstoned")?;
+            let found = match row.try_get::<Option<String>, _>("user_id")? {
+                Some(_) => Some(CredentialsRow::from_row(&row)?),
+                None => None,
+            };
+            Ok::<_, sqlx::Error>((found, tombstoned))
+        }.await)?;
+        let found = row
+            .map(|r| Ok::<_, sqlx::Error>((r.user.into_user()?, r.password_hash)))
+            .transpose()?;
+        Ok((found, tombstoned))
+    }
+
     /// Up to `limit` stored hashes kept in a legacy format (backfilled users who have not
     /// logged in since): what a legacy check costs, for pricing refusals.
     pub(crate) async fn legacy_format_hashes(
@@ -346,7 +398,59 @@ impl Repository {
         requires_change: bool,
     ) -> Result<Option<User>, sqlx::Error> {
         let now = self.clock.now();
-        let row: Option<UserRow> = with_db!(&self.db, pool => async {
+        let pool = match &self.db {
+            // One statement (see RECORD_LOGIN_WITH_EVENT): the same update and event as
+            // SQLite's transaction below, where round trips cost nothing.
+            Db::Postgres(pool) => pool,
+            Db::Sqlite(pool) => {
+                return self
+                    .record_login_sqlite(
+                        pool,
+                        now,
+                        user_id,
+                        verified_hash,
+                        upgraded_hash,
+                        requires_change,
+                    )
+                    .await;
+            }
+        };
+        {
+            let event = NewEvent::for_user(EventKind::LoggedIn, user_id, None, "");
+            let detail = |password_rehashed| {
+                serde_json::to_string(&EventDetail {
+                    password_rehashed,
+                    ..EventDetail::default()
+                })
+                .unwrap_or_else(|_| "{}".to_owned())
+            };
+            let row: Option<CredentialsRow> = sqlx::query_as(RECORD_LOGIN_WITH_EVENT)
+                .bind(now)
+                .bind(user_id)
+                .bind(verified_hash)
+                .bind(upgraded_hash)
+                .bind(requires_change)
+                .bind(&event.event_id)
+                .bind(event.kind.as_str())
+                .bind(EventKind::LoggedIn.carries_email())
+                .bind(detail(true))
+                .bind(detail(false))
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| r.user.into_user()).transpose()
+        }
+    }
+
+    async fn record_login_sqlite(
+        &self,
+        pool: &sqlx::SqlitePool,
+        now: DateTime<Utc>,
+        user_id: &str,
+        verified_hash: &str,
+        upgraded_hash: Option<&str>,
+        requires_change: bool,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let row: Option<UserRow> = async {
             let mut tx = pool.begin().await?;
             let row: Option<CredentialsRow> = sqlx::query_as(RECORD_LOGIN)
                 .bind(now)
@@ -356,11 +460,16 @@ impl Repository {
                 .bind(requires_change)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(CredentialsRow { user: row, password_hash }) = row else {
+            let Some(CredentialsRow {
+                user: row,
+                password_hash,
+            }) = row
+            else {
                 return Ok(None);
             };
             // Re-hashed only if the upgrade was written (a concurrent change wins over it).
-            let rehashed = upgraded_hash == Some(password_hash.as_str()) && upgraded_hash != Some(verified_hash);
+            let rehashed = upgraded_hash == Some(password_hash.as_str())
+                && upgraded_hash != Some(verified_hash);
             // A user with a second factor has logged in only once the code is right: the
             // event is written when the challenge is completed.
             if !row.mfa_enrolled {
@@ -372,7 +481,8 @@ impl Repository {
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(row))
-        }.await)?;
+        }
+        .await?;
         row.map(UserRow::into_user).transpose()
     }
 
@@ -541,19 +651,6 @@ impl Repository {
     ) -> Result<bool, sqlx::Error> {
         let found: Option<i32> = with_db!(&self.db, pool => {
             sqlx::query_scalar("SELECT 1 FROM tombstones WHERE legacy_id = $1").bind(legacy_id).fetch_optional(pool).await
-        })?;
-        Ok(found.is_some())
-    }
-
-    pub(crate) async fn is_email_tombstoned(
-        &self,
-        normalized_email: &str,
-    ) -> Result<bool, sqlx::Error> {
-        let found: Option<i32> = with_db!(&self.db, pool => {
-            sqlx::query_scalar("SELECT 1 FROM tombstones WHERE email = $1 LIMIT 1")
-                .bind(normalized_email)
-                .fetch_optional(pool)
-                .await
         })?;
         Ok(found.is_some())
     }

@@ -258,19 +258,12 @@ impl Users {
         // (a refusal's cost keeps the timing).
         let admission = self.throttle.admit(email, source).await?;
         // Looked up once admitted (an attempt may have waited while another migrated the
-        // user). The tombstone is looked up for every login, side by side with the user, so
-        // that an unknown email costs the same queries as a known one.
-        let (found, tombstoned) = tokio::try_join!(
-            async {
-                Ok::<_, StoreError>(self.repository.find_credentials(email.normalized()).await?)
-            },
-            async {
-                Ok(self
-                    .repository
-                    .is_email_tombstoned(email.normalized())
-                    .await?)
-            },
-        )?;
+        // user). The tombstone is read for every login, in the user's query, so that an
+        // unknown email costs the same query as a known one.
+        let (found, tombstoned) = self
+            .repository
+            .find_login_credentials(email.normalized())
+            .await?;
         if let Admission::Refused(retry_after) = admission {
             self.refusal.spend(password, false, store_decides).await?;
             return Ok(Authentication {
