@@ -9,11 +9,20 @@ pub(super) enum FloorJob {
     VerifyAndUpgrade,
 }
 
-/// Operations per second of `job` at 1…`cores` hashing threads, each measured for
+/// Which thread counts a floor is measured at.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum FloorThreads {
+    /// 1…N, the best kept (the services' default is one hashing thread per core).
+    UpTo(usize),
+    /// The services' configured count, for a scaling table.
+    Exactly(usize),
+}
+
+/// Operations per second of `job` at the given hashing thread counts, each measured for
 /// `seconds` after a short warm-up, through the same bounded pool the services use.
 pub(super) async fn floor(
     argon2: Argon2Config,
-    cores: usize,
+    threads: FloorThreads,
     seconds: Duration,
     password: &str,
     stored: &str,
@@ -21,8 +30,13 @@ pub(super) async fn floor(
 ) -> anyhow::Result<Floor> {
     let stored = StoredHash::parse(stored, HashFormat::Auto)
         .map_err(|e| anyhow::anyhow!("bench hash does not parse: {e}"))?;
+    let counts = match threads {
+        FloorThreads::UpTo(cores) => 1..=cores,
+        FloorThreads::Exactly(n) => n..=n,
+    };
+    let threads_measured: Vec<usize> = counts.collect();
     let mut by_threads = Vec::new();
-    for threads in 1..=cores {
+    for &threads in &threads_measured {
         let pool = HashPool::new("bench-floor", argon2, threads, threads)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let warmup = Instant::now() + Duration::from_millis(300);
@@ -75,8 +89,9 @@ pub(super) async fn floor(
                 |best, (i, v)| if v > best.1 { (i, v) } else { best },
             );
     Ok(Floor {
+        best_threads: threads_measured[best_index],
+        threads: threads_measured,
         per_second_by_threads: by_threads,
-        best_threads: best_index + 1,
         best_per_second: best,
     })
 }

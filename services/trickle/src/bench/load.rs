@@ -43,22 +43,54 @@ impl Outcome {
     }
 }
 
-/// One call of a scenario: `Err` carries the failure's name (a gRPC code or a bench reason).
+/// One call of a scenario.
 pub(super) type OpFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Failure>> + Send>>;
 pub(super) type Op = Arc<dyn Fn(usize, u64) -> OpFuture + Send + Sync>;
 
-pub(super) fn code_name(status: &tonic::Status) -> String {
-    format!("{:?}", status.code())
+/// A failed call: its name (a gRPC code or a bench reason) and, for a refusal, the delay
+/// the service asked for in its RetryInfo.
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    pub(super) name: String,
+    pub(super) retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub(super) fn of(status: &tonic::Status) -> Self {
+        Self {
+            name: format!("{:?}", status.code()),
+            retry_after: trickle_service_kit::rpc::retry_delay_of(status),
+        }
+    }
+
+    pub(super) fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            retry_after: None,
+        }
+    }
+}
+
+/// How callers behave when refused (`RESOURCE_EXHAUSTED` or `UNAVAILABLE`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Backoff {
+    /// Wait for the service's RetryInfo delay when it gives one (gRPC's pushback), with
+    /// jitter; otherwise back off exponentially.
+    Polite,
+    /// Ignore RetryInfo: back off exponentially only (a client that does not read error
+    /// details), which shows what each refusal costs.
+    Exponential,
 }
 
 /// Run `op` from `concurrency` callers for the window; record calls that start after the
 /// warm-up and end within the window.
-pub(super) async fn drive(concurrency: usize, window: Window, op: Op) -> Outcome {
+pub(super) async fn drive(concurrency: usize, window: Window, backoff: Backoff, op: Op) -> Outcome {
     drive_until(
         concurrency,
         window,
         None,
+        backoff,
         Arc::new(AtomicBool::new(false)),
         op,
     )
@@ -73,6 +105,7 @@ pub(super) async fn drive_paced(concurrency: usize, window: Window, rate: f64, o
         concurrency,
         window,
         interval,
+        Backoff::Polite,
         Arc::new(AtomicBool::new(false)),
         op,
     )
@@ -83,6 +116,7 @@ pub(super) async fn drive_until(
     concurrency: usize,
     window: Window,
     interval: Option<Duration>,
+    backoff: Backoff,
     stop: Arc<AtomicBool>,
     op: Op,
 ) -> Outcome {
@@ -121,19 +155,30 @@ pub(super) async fn drive_until(
                         outcome.latencies.push(ended - begun);
                     }
                     Ok(()) => {}
-                    Err(reason) => {
+                    Err(failure) => {
+                        let reason = failure.name;
                         if counted {
                             *outcome.errors.entry(reason.clone()).or_default() += 1;
                         }
                         if reason == "ResourceExhausted" || reason == "Unavailable" {
-                            // A polite client backs off when told the service is full:
-                            // 50–100 ms after the first refusal, doubling up to 0.8–1.6 s,
-                            // with jitter so that refused callers do not come back in step.
+                            // A polite client backs off when told the service is full: for
+                            // the service's RetryInfo delay plus up to half of it again when
+                            // it gives one (jitter, so that refused callers do not come back
+                            // in step); otherwise 50–100 ms after the first refusal,
+                            // doubling up to 0.8–1.6 s.
                             refusals += 1;
-                            let ceiling = 50u64 << refusals.min(5);
-                            let jitter = (worker as u64 * 7919 + iteration * 104_729) % ceiling;
-                            tokio::time::sleep(Duration::from_millis(ceiling / 2 + jitter / 2))
-                                .await;
+                            let spread = worker as u64 * 7919 + iteration * 104_729;
+                            let pause = match (backoff, failure.retry_after) {
+                                (Backoff::Polite, Some(delay)) => {
+                                    delay + delay.mul_f64((spread % 1000) as f64 / 2000.0)
+                                }
+                                _ => {
+                                    let ceiling = 50u64 << refusals.min(5);
+                                    let jitter = spread % ceiling;
+                                    Duration::from_millis(ceiling / 2 + jitter / 2)
+                                }
+                            };
+                            tokio::time::sleep(pause).await;
                         }
                         if reason == "OutOfLegacyUsers" {
                             return outcome;

@@ -132,6 +132,16 @@ pub struct BenchArgs {
     /// the `trickle dev` process or the user-store.
     #[arg(long = "watch-pid", value_name = "PID")]
     pub watch_pids: Vec<u32>,
+    /// The hashing threads the services were started with (their `hash_workers`), for a
+    /// scaling table: the floor is then measured at exactly this many threads instead of the
+    /// best of 1…cores, and the report records the count.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub hash_threads: Option<u16>,
+    /// Callers refused with RESOURCE_EXHAUSTED ignore the service's RetryInfo delay and
+    /// only back off exponentially (50–100 ms doubling up to 0.8–1.6 s): what refusals
+    /// cost when clients do not read error details.
+    #[arg(long)]
+    pub ignore_retry_info: bool,
     /// Print a JSON report instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -205,6 +215,11 @@ pub async fn execute(
         Accounts::default()
     };
 
+    let backoff = if args.ignore_retry_info {
+        Backoff::Exponential
+    } else {
+        Backoff::Polite
+    };
     let window = Window {
         warmup: Duration::from_secs_f64(args.warmup),
         measure: Duration::from_secs_f64(args.duration),
@@ -230,8 +245,18 @@ pub async fn execute(
                 }
             };
             if !what.is_empty() {
-                progress(&format!("measuring the floor: {what} at 1…{cores} threads"));
-                let measured = floor(argon2, cores, floor_seconds, &password, &stored, job).await?;
+                let threads = match args.hash_threads {
+                    Some(n) => {
+                        progress(&format!("measuring the floor: {what} at {n} threads"));
+                        FloorThreads::Exactly(usize::from(n))
+                    }
+                    None => {
+                        progress(&format!("measuring the floor: {what} at 1…{cores} threads"));
+                        FloorThreads::UpTo(cores)
+                    }
+                };
+                let measured =
+                    floor(argon2, threads, floor_seconds, &password, &stored, job).await?;
                 *match scenario {
                     Scenario::FirstLogin => &mut floors.first_login,
                     Scenario::SignUp => &mut floors.argon2id_hash,
@@ -247,6 +272,7 @@ pub async fn execute(
                 drive(
                     concurrency,
                     window,
+                    backoff,
                     login_op(&clients, &accounts, &password),
                 )
                 .await
@@ -266,6 +292,7 @@ pub async fn execute(
                 drive(
                     concurrency,
                     window,
+                    backoff,
                     first_login_op(&clients, emails, &password),
                 )
                 .await
@@ -277,6 +304,7 @@ pub async fn execute(
                         under_load,
                         window,
                         None,
+                        backoff,
                         Arc::clone(&stop),
                         login_op(&clients, &accounts, &password),
                     ));
@@ -312,6 +340,7 @@ pub async fn execute(
                 drive(
                     concurrency,
                     window,
+                    backoff,
                     sign_up_op(&clients, &run_id, &password),
                 )
                 .await
@@ -349,6 +378,8 @@ pub async fn execute(
     }
     Ok(Report {
         cores,
+        hash_threads: args.hash_threads.map(usize::from),
+        honors_retry_info: !args.ignore_retry_info,
         argon2: Argon2Params {
             memory_kib: argon2.memory_kib,
             iterations: argon2.iterations,

@@ -5,6 +5,13 @@ use super::*;
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub cores: usize,
+    /// The services' hashing threads, when the run was told (`--hash-threads`): the floors
+    /// are then measured at exactly that count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_threads: Option<usize>,
+    /// Whether refused callers waited for the service's RetryInfo delay (false with
+    /// `--ignore-retry-info`).
+    pub honors_retry_info: bool,
     pub argon2: Argon2Params,
     pub floors: Floors,
     pub scenarios: Vec<ScenarioReport>,
@@ -29,7 +36,9 @@ pub struct Floors {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Floor {
-    /// Operations per second at 1, 2, … threads.
+    /// The thread counts measured: 1, 2, … cores, or the one count of `--hash-threads`.
+    pub threads: Vec<usize>,
+    /// Operations per second at each of `threads`.
     pub per_second_by_threads: Vec<f64>,
     pub best_threads: usize,
     pub best_per_second: f64,
@@ -90,8 +99,8 @@ pub fn render(report: &Report) -> String {
             let by: Vec<String> = f
                 .per_second_by_threads
                 .iter()
-                .enumerate()
-                .map(|(i, v)| format!("{} thr {v:.1}/s", i + 1))
+                .zip(&f.threads)
+                .map(|(v, threads)| format!("{threads} thr {v:.1}/s"))
                 .collect();
             let _ = writeln!(
                 out,

@@ -100,7 +100,7 @@ pub(super) fn login_op(clients: &Clients, accounts: &Accounts, password: &str) -
                 .login(request)
                 .await
                 .map(|_| ())
-                .map_err(|s| code_name(&s))
+                .map_err(|s| Failure::of(&s))
         })
     })
 }
@@ -117,7 +117,7 @@ pub(super) fn first_login_op(clients: &Clients, emails: Vec<String>, password: &
         let password = password.clone();
         Box::pin(async move {
             let Some(email) = email else {
-                return Err("OutOfLegacyUsers".to_owned());
+                return Err(Failure::named("OutOfLegacyUsers"));
             };
             let response = client
                 .login(LoginRequest {
@@ -126,12 +126,12 @@ pub(super) fn first_login_op(clients: &Clients, emails: Vec<String>, password: &
                     attempt_source: String::new(),
                 })
                 .await
-                .map_err(|s| code_name(&s))?
+                .map_err(|s| Failure::of(&s))?
                 .into_inner();
             if response.migrated {
                 Ok(())
             } else {
-                Err("NotMigrated".to_owned())
+                Err(Failure::named("NotMigrated"))
             }
         })
     })
@@ -148,7 +148,7 @@ pub(super) fn validate_op(clients: &Clients, accounts: &Accounts) -> Op {
                 .validate_token(ValidateTokenRequest { access_token })
                 .await
                 .map(|_| ())
-                .map_err(|s| code_name(&s))
+                .map_err(|s| Failure::of(&s))
         })
     })
 }
@@ -166,7 +166,7 @@ pub(super) fn get_user_op(clients: &Clients, accounts: &Accounts) -> Op {
                 })
                 .await
                 .map(|_| ())
-                .map_err(|s| code_name(&s))
+                .map_err(|s| Failure::of(&s))
         })
     })
 }
@@ -187,7 +187,7 @@ pub(super) fn sign_up_op(clients: &Clients, run_id: &str, password: &str) -> Op 
                 .sign_up(request)
                 .await
                 .map(|_| ())
-                .map_err(|s| code_name(&s))
+                .map_err(|s| Failure::of(&s))
         })
     })
 }
