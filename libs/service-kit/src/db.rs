@@ -284,8 +284,104 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Rows in PostgreSQL's `COPY … FROM STDIN` text format, built field by field: the bulk
+/// writes (a backfill page, its ledger rows) stream this instead of binding one array per
+/// column, and a plain `COPY` inserts without `ON CONFLICT`'s speculative insertion. Fields are escaped here (backslash, tab,
+/// newline, carriage return), so any text a legacy database held arrives byte for byte.
+#[derive(Debug, Default)]
+pub struct CopyRows {
+    text: String,
+    fields_in_row: usize,
+    rows: usize,
+}
+
+impl CopyRows {
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            text: String::with_capacity(bytes),
+            ..Self::default()
+        }
+    }
+
+    /// A text field; `None` is SQL NULL (`\N`), distinct from the empty string.
+    pub fn text(&mut self, value: Option<&str>) -> &mut Self {
+        self.separate();
+        match value {
+            None => self.text.push_str("\\N"),
+            Some(value) => {
+                for c in value.chars() {
+                    match c {
+                        '\\' => self.text.push_str("\\\\"),
+                        '\t' => self.text.push_str("\\t"),
+                        '\n' => self.text.push_str("\\n"),
+                        '\r' => self.text.push_str("\\r"),
+                        c => self.text.push(c),
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    pub fn boolean(&mut self, value: bool) -> &mut Self {
+        self.separate();
+        self.text.push(if value { 't' } else { 'f' });
+        self
+    }
+
+    /// A `timestamptz`, to the microsecond PostgreSQL keeps.
+    pub fn timestamp(&mut self, value: chrono::DateTime<chrono::Utc>) -> &mut Self {
+        self.separate();
+        self.text
+            .push_str(&value.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string());
+        self
+    }
+
+    pub fn end_row(&mut self) {
+        self.text.push('\n');
+        self.fields_in_row = 0;
+        self.rows += 1;
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+
+    fn separate(&mut self) {
+        if self.fields_in_row > 0 {
+            self.text.push('\t');
+        }
+        self.fields_in_row += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn copy_rows_escape_what_the_text_format_reserves() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-06T20:01:02.123456789Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let mut rows = super::CopyRows::default();
+        rows.text(Some("tab\there\nnew\r\\N back\\slash"))
+            .text(None)
+            .text(Some(""))
+            .boolean(true)
+            .timestamp(at);
+        rows.end_row();
+        rows.text(Some("Zürich")).boolean(false);
+        rows.end_row();
+        assert_eq!(
+            std::str::from_utf8(rows.as_bytes()).expect("utf-8"),
+            "tab\\there\\nnew\\r\\\\N back\\\\slash\t\\N\t\tt\t2026-12-06 20:01:02.123456+00\nZürich\tf\n"
+        );
+        assert_eq!(rows.rows(), 2);
+    }
+
     #[test]
     fn debug_prints_a_database_url_without_its_password() {
         let url = super::DatabaseUrl::from(

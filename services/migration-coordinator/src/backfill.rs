@@ -512,11 +512,17 @@ impl Backfiller {
             .into_iter()
             .map(|u| (u.user_id, u.legacy_id))
             .collect();
-        if let Err(e) = self
-            .ledger
-            .record_migrations(&backfilled, LedgerSource::Backfill)
-            .await
-        {
+        // The usual page: everyone in it was inserted just now (new user ids).
+        let recorded = if backfilled.len() == inserted {
+            self.ledger
+                .record_new_migrations(&backfilled, LedgerSource::Backfill)
+                .await
+        } else {
+            self.ledger
+                .record_migrations(&backfilled, LedgerSource::Backfill)
+                .await
+        };
+        if let Err(e) = recorded {
             tracing::error!(error = %e, "could not record backfilled users in the ledger");
         }
         metrics

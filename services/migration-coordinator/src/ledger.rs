@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use trickle_service_kit::Clock;
-use trickle_service_kit::db::Db;
+use trickle_service_kit::db::{CopyRows, Db, is_unique_violation};
 use trickle_service_kit::with_db;
 
 #[derive(Debug, Clone)]
@@ -152,6 +152,44 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+
+    /// Append the ledger rows of users the store has just created (a backfill page it
+    /// inserted whole): their user ids are new, so no row can exist yet and PostgreSQL takes
+    /// them by plain `COPY`. Anything else goes through `record_migrations`.
+    pub async fn record_new_migrations(
+        &self,
+        users: &[(String, String)],
+        source: LedgerSource,
+    ) -> Result<(), sqlx::Error> {
+        let Db::Postgres(pool) = &self.db else {
+            return self.record_migrations(users, source).await;
+        };
+        if users.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let mut rows = CopyRows::with_capacity(users.len() * 96);
+        for (user_id, legacy_id) in users {
+            rows.text(Some(user_id))
+                .text(Some(legacy_id))
+                .text(Some(source.as_str()))
+                .timestamp(now);
+            rows.end_row();
+        }
+        let mut conn = pool.acquire().await?;
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY migration_events (user_id, legacy_id, source, occurred_at) FROM STDIN",
+            )
+            .await?;
+        copy.send(rows.as_bytes()).await?;
+        match copy.finish().await {
+            Ok(_) => Ok(()),
+            // Not new after all (a replay raced this page): the careful statement skips them.
+            Err(e) if is_unique_violation(&e) => self.record_migrations(users, source).await,
+            Err(e) => Err(e),
+        }
     }
 
     /// Number of migration events, for tests and status.

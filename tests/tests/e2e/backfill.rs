@@ -21,6 +21,7 @@ on_both_backends!(
     a_killed_backfill_resumes_without_duplicates_or_gaps,
     backfill_racing_first_logins_leaves_one_row_per_user,
     a_cancelled_backfill_resumes_when_started_again,
+    backfill_moves_every_character_of_a_profile,
 );
 
 async fn a_cancelled_backfill_resumes_when_started_again(backend: Backend) {
@@ -86,6 +87,74 @@ async fn a_cancelled_backfill_resumes_when_started_again(backend: Backend) {
         .await
         .expect_err("no such backfill");
     assert_eq!(unknown.code(), Code::NotFound);
+}
+
+/// Profiles arrive byte for byte, whatever they hold: PostgreSQL's bulk path writes
+/// `COPY` text, where tab, newline, carriage return and backslash are syntax and `\N` is
+/// NULL; a JSON value of the metadata carries its own backslashes. Absent fields stay NULL.
+async fn backfill_moves_every_character_of_a_profile(backend: Backend) {
+    let trickle = TestTrickle::start_with(backend, |config| {
+        for query in [&mut config.legacy.find_user, &mut config.legacy.list_users] {
+            *query = query.replacen(" FROM users", ", nickname AS note FROM users", 1);
+        }
+        config
+            .legacy
+            .metadata
+            .insert("note".into(), "app_metadata.note".into());
+    })
+    .await;
+    let odd = |id: i64| format!("Ann\t{id}\nsecond line\r\\N C:\\dir \"q\" 'q' Zürich 😀");
+    for id in 1..=30_i64 {
+        let mut record = trickle_tests::LegacyRecord::new(
+            id,
+            &format!("User{id}@Example.com"),
+            trickle_password::legacy_formats::bcrypt("pw", 4).expect("bcrypt"),
+        );
+        record.name = Some(odd(id));
+        record.nickname = Some(format!("{}\\", odd(id)));
+        record.picture = (id % 2 == 0).then(|| "https://example.com/a b.png".to_owned());
+        trickle.legacy.insert(&record).await;
+    }
+    let done = run_to_end(&trickle).await;
+    assert_eq!((done.imported, done.unsupported), (30, 0), "{done:?}");
+    let mut client = trickle.client().await;
+    for id in [1_i64, 10, 11, 30] {
+        let user = client
+            .get_user(GetUserRequest {
+                lookup: Some(Lookup::Email(format!("user{id}@example.com"))),
+            })
+            .await
+            .expect("backfilled")
+            .into_inner()
+            .user
+            .expect("user");
+        assert_eq!(user.display_email, format!("User{id}@Example.com"));
+        let profile = user.profile.expect("profile");
+        assert_eq!(profile.name, odd(id));
+        assert_eq!(profile.nickname, format!("{}\\", odd(id)));
+        let app = trickle_proto::json::from_struct(profile.app_metadata.unwrap_or_default());
+        assert_eq!(
+            app.get("note"),
+            Some(&serde_json::json!(format!("{}\\", odd(id))))
+        );
+    }
+    for (sql, expected) in [
+        (
+            "SELECT COUNT(*) FROM users WHERE given_name IS NULL AND family_name IS NULL",
+            30,
+        ),
+        ("SELECT COUNT(*) FROM users WHERE picture IS NULL", 15),
+        (
+            "SELECT COUNT(*) FROM users WHERE picture = 'https://example.com/a b.png'",
+            15,
+        ),
+        (
+            "SELECT COUNT(*) FROM migration_events WHERE source = 'backfill'",
+            30,
+        ),
+    ] {
+        assert_eq!(trickle.store.count(sql).await, expected, "{sql}");
+    }
 }
 
 /// Legacy users `1..=n`, password `pw-{id}`, in two legacy formats (cheap parameters: the

@@ -3,6 +3,7 @@
 
 use super::events::{BatchedEvent, EventDetail};
 use super::*;
+use trickle_service_kit::db::{CopyRows, is_unique_violation};
 
 /// One user for a backfill insert.
 pub(crate) struct BackfillRow<'a> {
@@ -65,12 +66,17 @@ impl Repository {
                 .collect()
         };
         let inserted: Vec<(String, String)> = match &self.db {
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let col = |f: fn(&BackfillRow<'_>) -> Option<String>| -> Vec<Option<String>> {
-                    users.iter().map(f).collect()
-                };
-                let inserted: Vec<(String, String)> = sqlx::query_as(
+            Db::Postgres(pool) => match self
+                .backfill_by_copy(pool, users, &ids, now, &migrated)
+                .await?
+            {
+                Some(inserted) => inserted,
+                None => {
+                    let mut tx = pool.begin().await?;
+                    let col = |f: fn(&BackfillRow<'_>) -> Option<String>| -> Vec<Option<String>> {
+                        users.iter().map(f).collect()
+                    };
+                    let inserted: Vec<(String, String)> = sqlx::query_as(
                     "INSERT INTO users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
                        name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked, \
                        user_metadata, app_metadata) \
@@ -102,10 +108,11 @@ impl Repository {
                 .bind(users.iter().map(|u| json_text(&u.profile.app_metadata)).collect::<Vec<_>>())
                 .fetch_all(&mut *tx)
                 .await?;
-                emit!(tx, migrated(&inserted).as_slice(), now);
-                tx.commit().await?;
-                inserted
-            }
+                    emit!(tx, migrated(&inserted).as_slice(), now);
+                    tx.commit().await?;
+                    inserted
+                }
+            },
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
@@ -155,6 +162,76 @@ impl Repository {
             tombstoned,
             backfilled,
         })
+    }
+
+    /// The usual PostgreSQL page, where nobody is in the store yet nor deleted: one plain
+    /// `COPY` into `users`, with no conflict checks to pay beyond the unique indexes' own.
+    /// Answers `None`, having written nothing, when the page needs the careful statement:
+    /// someone of it is tombstoned, or already in the store (a login migrated them, an
+    /// earlier attempt of the page inserted them; the unique indexes refuse the `COPY`).
+    async fn backfill_by_copy(
+        &self,
+        pool: &sqlx::PgPool,
+        users: &[BackfillRow<'_>],
+        ids: &[String],
+        now: DateTime<Utc>,
+        migrated: impl Fn(&[(String, String)]) -> Vec<NewEvent> + Sync,
+    ) -> Result<Option<Vec<(String, String)>>, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        let legacy_ids: Vec<&str> = users.iter().map(|u| u.legacy_id).collect();
+        let tombstoned: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tombstones WHERE legacy_id = ANY($1))",
+        )
+        .bind(&legacy_ids)
+        .fetch_one(&mut *tx)
+        .await?;
+        if tombstoned {
+            return Ok(None);
+        }
+        let mut rows = CopyRows::with_capacity(users.len() * 256);
+        for (u, id) in users.iter().zip(ids) {
+            let p = u.profile;
+            rows.text(Some(id))
+                .text(Some(u.email.normalized()))
+                .text(Some(u.email.display()))
+                .boolean(u.email_verified)
+                .text(Some(u.legacy_id))
+                .text(Some(u.password_hash))
+                .text(p.name.as_deref())
+                .text(p.given_name.as_deref())
+                .text(p.family_name.as_deref())
+                .text(p.nickname.as_deref())
+                .text(p.picture.as_deref())
+                .text(Some(Source::Backfill.as_str()))
+                .timestamp(now)
+                .timestamp(now)
+                .boolean(u.blocked)
+                .text(Some(&json_text(&p.user_metadata)))
+                .text(Some(&json_text(&p.app_metadata)));
+            rows.end_row();
+        }
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
+                   name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked, \
+                   user_metadata, app_metadata) FROM STDIN",
+            )
+            .await?;
+        copy.send(rows.as_bytes()).await?;
+        match copy.finish().await {
+            Ok(_) => {}
+            // The transaction is rolled back as it drops: nothing of the page was written.
+            Err(e) if is_unique_violation(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let inserted: Vec<(String, String)> = ids
+            .iter()
+            .zip(&legacy_ids)
+            .map(|(id, legacy_id)| (id.clone(), (*legacy_id).to_owned()))
+            .collect();
+        emit!(tx, migrated(&inserted).as_slice(), now);
+        tx.commit().await?;
+        Ok(Some(inserted))
     }
 
     /// Of a page's legacy ids: how many are tombstoned, and which are in the store with
