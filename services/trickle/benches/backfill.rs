@@ -73,7 +73,11 @@ fn serve(service: &'static str, vars: &[(String, String)]) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_trickle"));
     command
         .args(["serve", service])
-        .env("RUST_LOG", "warn")
+        // TRICKLE_BENCH_LOG=sqlx::query=debug shows each statement's time, for example.
+        .env(
+            "RUST_LOG",
+            std::env::var("TRICKLE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     for (k, v) in vars {
