@@ -293,6 +293,9 @@ pub struct CopyRows {
     text: String,
     fields_in_row: usize,
     rows: usize,
+    /// The last timestamp written and its text: a page's rows share one, and formatting
+    /// it for each row was the bulk writers' largest cost of their own.
+    last_timestamp: Option<(chrono::DateTime<chrono::Utc>, String)>,
 }
 
 impl CopyRows {
@@ -332,8 +335,14 @@ impl CopyRows {
     /// A `timestamptz`, to the microsecond PostgreSQL keeps.
     pub fn timestamp(&mut self, value: chrono::DateTime<chrono::Utc>) -> &mut Self {
         self.separate();
-        self.text
-            .push_str(&value.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string());
+        match &self.last_timestamp {
+            Some((last, text)) if *last == value => self.text.push_str(text),
+            _ => {
+                let text = value.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+                self.text.push_str(&text);
+                self.last_timestamp = Some((value, text));
+            }
+        }
         self
     }
 
@@ -373,13 +382,17 @@ mod tests {
             .boolean(true)
             .timestamp(at);
         rows.end_row();
-        rows.text(Some("Zürich")).boolean(false);
+        rows.text(Some("Zürich")).boolean(false).timestamp(at);
+        rows.end_row();
+        rows.timestamp(at + chrono::Duration::microseconds(1));
         rows.end_row();
         assert_eq!(
             std::str::from_utf8(rows.as_bytes()).expect("utf-8"),
-            "tab\\there\\nnew\\r\\\\N back\\\\slash\t\\N\t\tt\t2026-12-06 20:01:02.123456+00\nZürich\tf\n"
+            "tab\\there\\nnew\\r\\\\N back\\\\slash\t\\N\t\tt\t2026-12-06 20:01:02.123456+00\n\
+             Zürich\tf\t2026-12-06 20:01:02.123456+00\n\
+             2026-12-06 20:01:02.123457+00\n"
         );
-        assert_eq!(rows.rows(), 2);
+        assert_eq!(rows.rows(), 3);
     }
 
     #[test]

@@ -22,6 +22,7 @@ on_both_backends!(
     backfill_racing_first_logins_leaves_one_row_per_user,
     a_cancelled_backfill_resumes_when_started_again,
     backfill_moves_every_character_of_a_profile,
+    a_deleted_user_in_a_page_of_new_users_stays_deleted,
 );
 
 async fn a_cancelled_backfill_resumes_when_started_again(backend: Backend) {
@@ -155,6 +156,42 @@ async fn backfill_moves_every_character_of_a_profile(backend: Backend) {
     ] {
         assert_eq!(trickle.store.count(sql).await, expected, "{sql}");
     }
+}
+
+/// A page where nobody is in the store yet but one user was deleted: on PostgreSQL the page
+/// goes in by `COPY`, and the deleted user must not come back with it.
+async fn a_deleted_user_in_a_page_of_new_users_stays_deleted(backend: Backend) {
+    let trickle = TestTrickle::start(backend).await;
+    seed(&trickle, 30).await;
+    let mut client = trickle.client().await;
+    let deleted = logged_in_user(&mut client, "user15@example.com", "pw-15").await;
+    client
+        .delete_user(DeleteUserRequest {
+            user_id: deleted.user_id,
+        })
+        .await
+        .expect("user 15 is deleted");
+    let done = run_to_end(&trickle).await;
+    assert_eq!(
+        (
+            done.imported,
+            done.skipped_tombstoned,
+            done.skipped_existing
+        ),
+        (29, 1, 0),
+        "{done:?}"
+    );
+    let (count, ids) = legacy_ids_in_store(&trickle).await;
+    assert_eq!(count, 29);
+    assert!(!ids.contains("15"));
+    login_refused(
+        &mut client,
+        "user15@example.com",
+        "pw-15",
+        Code::Unauthenticated,
+        reason::INVALID_CREDENTIALS,
+    )
+    .await;
 }
 
 /// Legacy users `1..=n`, password `pw-{id}`, in two legacy formats (cheap parameters: the
