@@ -81,7 +81,16 @@ async fn bench_reports_every_scenario_against_the_floor(backend: Backend) {
         assert_eq!(s.memory.len(), 1);
         assert!(s.memory[0].rss_peak_mib > 0.0);
         if s.scenario == Scenario::ValidateToken || s.scenario == Scenario::GetUser {
-            assert!(s.background_logins_per_second.unwrap_or(0.0) > 0.0);
+            // Reported, and none failed. Not necessarily > 0: hashing runs under SCHED_IDLE,
+            // and the other tests of this binary (normal threads) may leave it no CPU for
+            // the 1.5 s a scenario lasts here.
+            assert!(s.background_logins_per_second.is_some());
+            assert_eq!(
+                s.background_login_errors.as_ref().map(|e| e.len()),
+                Some(0),
+                "{:?}",
+                s.background_login_errors
+            );
         } else {
             assert!(s.ratio.unwrap_or(0.0) > 0.0);
         }
