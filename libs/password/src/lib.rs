@@ -18,7 +18,7 @@ pub mod totp;
 
 pub use argon2id::Argon2Config;
 pub use breached::{BreachedError, BreachedPasswords};
-pub use pool::{HashPool, PoolError, Verification};
+pub use pool::{HashPool, HashPriority, PoolError, Verification};
 pub use stored::{
     Auth0CustomHash, DigestAlgorithm, DigestEncoding, DigestTemplate, HashCost, HashFormat,
     HashLimits, HashScheme, ParseHashError, SaltPosition, StoredHash, Unverifiable,

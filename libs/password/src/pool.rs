@@ -68,6 +68,23 @@ impl HashPool {
         workers: usize,
         queue_capacity: usize,
     ) -> Result<Self, PoolError> {
+        Self::with_priority(
+            name,
+            config,
+            workers,
+            queue_capacity,
+            HashPriority::default(),
+        )
+    }
+
+    /// A pool whose threads run at `priority` against the process's other threads.
+    pub fn with_priority(
+        name: &'static str,
+        config: Argon2Config,
+        workers: usize,
+        queue_capacity: usize,
+        priority: HashPriority,
+    ) -> Result<Self, PoolError> {
         config
             .params()
             .map_err(|e| PoolError::Hashing(format!("invalid argon2 parameters: {e}")))?;
@@ -82,7 +99,7 @@ impl HashPool {
             let receiver = Arc::clone(&receiver);
             std::thread::Builder::new()
                 .name(format!("trickle-hash-{index}"))
-                .spawn(move || worker_loop(&receiver))
+                .spawn(move || worker_loop(&receiver, priority))
                 .map_err(|e| PoolError::Hashing(format!("cannot start hashing thread: {e}")))?;
         }
         let mut scratch = Scratch::default();
@@ -336,9 +353,44 @@ fn keep_blocks(config: &Argon2Config) -> usize {
     config.params().map_or(0, |p| p.block_count())
 }
 
-/// The nice value of hashing threads where `SCHED_IDLE` is refused (a seccomp profile that
-/// blocks `sched_setscheduler`): weight 110 against a normal thread's 1024.
+/// The nice value of hashing threads under `HashPriority::Nice`, and where `SCHED_IDLE` is
+/// refused (a seccomp profile that blocks `sched_setscheduler`): weight 110 against a
+/// normal thread's 1024.
 const HASH_THREAD_NICENESS: i32 = 10;
+
+/// How hashing threads rank against the service's other threads (`[store] hash_priority`,
+/// `[legacy] hash_priority`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashPriority {
+    /// Linux `SCHED_IDLE`: every other thread preempts hashing at once, so cheap calls
+    /// never wait behind it; hashing gets only the CPU they leave, none while they keep
+    /// every core busy.
+    #[default]
+    Idle,
+    /// Nice 10: hashing keeps about a tenth of a contended core, and a cheap call may wait
+    /// up to a scheduler slice behind it.
+    Nice,
+    /// The priority of any thread: for measuring raw hashing (`trickle bench`'s floor).
+    Normal,
+}
+
+#[cfg(target_os = "linux")]
+fn set_this_threads_niceness() {
+    // setpriority(PRIO_PROCESS, tid) sets the nice value of one thread on Linux.
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), HASH_THREAD_NICENESS) {
+        tracing::warn!(
+            error = %e,
+            "cannot lower the priority of a hashing thread: cheap calls may wait behind hashing"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_this_threads_niceness() {
+    let _ = HASH_THREAD_NICENESS;
+}
 
 /// Hashing threads run under Linux's `SCHED_IDLE` policy, below every normal thread.
 ///
@@ -364,25 +416,21 @@ fn lower_this_threads_priority() {
         thread_priority::ThreadPriority::Min,
         ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
     );
-    let Err(refused) = idle else { return };
-    // setpriority(PRIO_PROCESS, tid) sets the nice value of one thread on Linux.
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), HASH_THREAD_NICENESS) {
-        tracing::warn!(
-            sched_idle = ?refused,
-            error = %e,
-            "cannot lower the priority of a hashing thread: cheap calls may wait behind hashing"
-        );
+    if let Err(refused) = idle {
+        tracing::warn!(error = ?refused, "SCHED_IDLE refused for a hashing thread; nice 10 instead");
+        set_this_threads_niceness();
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_this_threads_priority() {
-    let _ = HASH_THREAD_NICENESS;
-}
+fn lower_this_threads_priority() {}
 
-fn worker_loop(receiver: &Mutex<Receiver<Job>>) {
-    lower_this_threads_priority();
+fn worker_loop(receiver: &Mutex<Receiver<Job>>, priority: HashPriority) {
+    match priority {
+        HashPriority::Idle => lower_this_threads_priority(),
+        HashPriority::Nice => set_this_threads_niceness(),
+        HashPriority::Normal => {}
+    }
     let mut scratch = Scratch::default();
     loop {
         // Hold the lock only while taking a job, not while hashing.
@@ -433,6 +481,21 @@ mod tests {
             0,
             "the caller's thread is SCHED_OTHER"
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn nice_hashing_threads_run_ten_below_the_caller() {
+        let pool =
+            HashPool::with_priority("test", small(), 1, 1, HashPriority::Nice).expect("pool");
+        let ours = rustix::process::getpriority_process(None).expect("own priority");
+        let theirs = pool
+            .run(|_| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+            .await
+            .expect("runs")
+            .expect("worker priority");
+        // Nice values clamp at 19.
+        assert_eq!(theirs, (ours + HASH_THREAD_NICENESS).min(19));
     }
 
     #[tokio::test]

@@ -114,6 +114,9 @@ pub struct LegacyConfig {
     /// Threads verifying legacy hashes; 0 = one per core.
     pub hash_workers: usize,
     pub hash_queue: usize,
+    /// How hashing threads rank against the connector's other threads: `idle` (default) or
+    /// `nice`, as `[store] hash_priority`.
+    pub hash_priority: trickle_password::HashPriority,
     /// Caps on what verifying one stored legacy hash may cost. A stored hash is data: one
     /// with an absurd cost (argon2 with 4 GiB, PBKDF2 with a billion rounds) would take a
     /// hashing thread for minutes or the pod past its memory limit. A hash above a cap is
@@ -168,6 +171,7 @@ impl Default for LegacyConfig {
             max_connections: 5,
             hash_workers: 0,
             hash_queue: 256,
+            hash_priority: trickle_password::HashPriority::Idle,
             hash_limits: trickle_password::HashLimits::default(),
             dummy_hash: ConfiguredHash::default(),
         }

@@ -29,11 +29,12 @@ pub enum StartError {
 pub async fn build(config: &LegacyConfig) -> Result<BoundServer, StartError> {
     // The connector only verifies; its pool's argon2 parameters only shape the dummy hash
     // used before a refusal hash is chosen from real legacy hashes (see `dummy_hash`).
-    let hasher = HashPool::new(
+    let hasher = HashPool::with_priority(
         "legacy-connector",
         Argon2Config::default(),
         config.hash_workers,
         config.hash_queue,
+        config.hash_priority,
     )?;
     let backend = match config.backend {
         Backend::Sql => {

@@ -191,12 +191,21 @@ mod tests {
             env(&[
                 ("TRICKLE_STORE__DATABASE_URL", "postgres://x/y"),
                 ("TRICKLE_STORE__ARGON2__ITERATIONS", "3"),
+                ("TRICKLE_STORE__HASH_PRIORITY", "nice"),
                 ("TRICKLE_TEST_POSTGRES_URL", "ignored"),
             ]),
         )
         .expect("loads");
         assert_eq!(&*config.store.database_url, "postgres://x/y");
         assert_eq!(config.store.argon2.iterations, 3);
+        assert_eq!(
+            config.store.hash_priority,
+            trickle_password::HashPriority::Nice
+        );
+        assert_eq!(
+            config.legacy.hash_priority,
+            trickle_password::HashPriority::Idle
+        );
         assert_eq!(config.legacy.query_timeout_ms, 500);
         assert_eq!(config.frontend.listen, "127.0.0.1:50051");
         assert!(explicit.has("store", "database_url"));

@@ -17,6 +17,10 @@ pub struct StoreConfig {
     pub hash_workers: usize,
     /// Hashing jobs admitted beyond those running before logins are refused as overloaded.
     pub hash_queue: usize,
+    /// How hashing threads rank against the store's other threads: `idle` (SCHED_IDLE, the
+    /// default: cheap calls never wait behind hashing) or `nice` (nice 10: hashing keeps a
+    /// share of a contended core).
+    pub hash_priority: trickle_password::HashPriority,
     /// Where `/metrics` is served for Prometheus; empty: nowhere.
     pub metrics_listen: String,
     /// Mutual TLS: only callers with a certificate from `ca_file` are served.
@@ -93,6 +97,7 @@ impl Default for StoreConfig {
             argon2: Argon2Config::default(),
             hash_workers: 0,
             hash_queue: 256,
+            hash_priority: trickle_password::HashPriority::Idle,
             metrics_listen: "127.0.0.1:9102".into(),
             tls: trickle_service_kit::tls::TlsConfig::default(),
             login_throttle_failures: 10,

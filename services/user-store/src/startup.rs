@@ -47,11 +47,12 @@ pub async fn build_with_clock(
 ) -> Result<BoundServer, StartError> {
     let db = Db::connect("user-store", &config.database_url, config.max_connections).await?;
     db.migrate(&migrator_postgres(), &migrator_sqlite()).await?;
-    let hasher = HashPool::new(
+    let hasher = HashPool::with_priority(
         "user-store",
         config.argon2,
         config.hash_workers,
         config.hash_queue,
+        config.hash_priority,
     )?;
     tracing::info!(
         database = db.kind(),

@@ -17,7 +17,15 @@ struct Cli {
 }
 
 async fn bench_reports_every_scenario_against_the_floor(backend: Backend) {
-    let trickle = TestTrickle::start_with(backend, generous_deadlines).await;
+    // Hashing at nice 10, not SCHED_IDLE: the suite's other tests run beside this one, and
+    // under SCHED_IDLE their threads could leave the hashing no CPU for a whole 1.5 s
+    // scenario (it happened in CI). This test is about what the bench reports.
+    let trickle = TestTrickle::start_with(backend, |config| {
+        generous_deadlines(config);
+        config.store.hash_priority = trickle_password::HashPriority::Nice;
+        config.legacy.hash_priority = trickle_password::HashPriority::Nice;
+    })
+    .await;
     let addr = format!("http://{}", trickle.cluster.frontend.local_addr);
     let pid = std::process::id().to_string();
     let cli = Cli::parse_from([
@@ -81,10 +89,7 @@ async fn bench_reports_every_scenario_against_the_floor(backend: Backend) {
         assert_eq!(s.memory.len(), 1);
         assert!(s.memory[0].rss_peak_mib > 0.0);
         if s.scenario == Scenario::ValidateToken || s.scenario == Scenario::GetUser {
-            // Reported, and none failed. Not necessarily > 0: hashing runs under SCHED_IDLE,
-            // and the other tests of this binary (normal threads) may leave it no CPU for
-            // the 1.5 s a scenario lasts here.
-            assert!(s.background_logins_per_second.is_some());
+            assert!(s.background_logins_per_second.unwrap_or(0.0) > 0.0);
             assert_eq!(
                 s.background_login_errors.as_ref().map(|e| e.len()),
                 Some(0),

@@ -37,8 +37,14 @@ pub(super) async fn floor(
     let threads_measured: Vec<usize> = counts.collect();
     let mut by_threads = Vec::new();
     for &threads in &threads_measured {
-        let pool = HashPool::new("bench-floor", argon2, threads, threads)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pool = HashPool::with_priority(
+            "bench-floor",
+            argon2,
+            threads,
+            threads,
+            trickle_password::HashPriority::Normal,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let warmup = Instant::now() + Duration::from_millis(300);
         let deadline = warmup + seconds;
         let done = Arc::new(AtomicUsize::new(0));
