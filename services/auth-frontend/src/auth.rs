@@ -305,9 +305,9 @@ impl AuthFlows {
                 Ok(PasswordChecked::MfaRequired(challenge))
             }
             FirstLogin::Refused => {
-                // Failures the legacy store decided count toward the same throttle.
-                self.upstream
-                    .settle_login_attempt(email, origin, Settled::Failed);
+                // Failures the legacy store decided count toward the same throttle, and the
+                // store's share of the refusal, deferred until now, is paid before answering.
+                self.upstream.settle_refused_attempt(email, origin).await;
                 Err(FrontendError::InvalidCredentials)
             }
             // The mode changed to AUTHORITATIVE since we last looked: the store alone decides,

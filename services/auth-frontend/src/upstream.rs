@@ -167,6 +167,9 @@ impl Upstreams {
             equalize_unknown: store_decides,
             client_id: origin.client_id.clone(),
             attempt_source: origin.source.clone(),
+            // The legacy store is asked next: the store's share of a refusal is paid only
+            // if that refuses too (`settle_refused_attempt`).
+            defer_unknown_share: !store_decides,
         };
         let answer = self
             .store
@@ -231,6 +234,7 @@ impl Upstreams {
             client_id: origin.client_id.clone(),
             attempt_source: origin.source.clone(),
             outcome: outcome.into(),
+            spend_refusal_share: false,
         };
         let mut store = self.store.clone();
         tokio::spawn(async move {
@@ -238,6 +242,24 @@ impl Upstreams {
                 tracing::warn!(code = ?status.code(), "could not settle a login attempt");
             }
         });
+    }
+
+    /// Settle an attempt the legacy store refused, and have the store spend its share of
+    /// the refusal (deferred by `authenticate`), before the refusal is answered: a refusal
+    /// costs the same whichever store decided it. Best effort, as `equalize_refused_login`:
+    /// a store that cannot only makes this refusal faster, and the attempt then stops
+    /// counting after two minutes.
+    pub async fn settle_refused_attempt(&self, email: &Email, origin: &AttemptOrigin) {
+        let request = store::SettleLoginAttemptRequest {
+            email: email.display().to_owned(),
+            client_id: origin.client_id.clone(),
+            attempt_source: origin.source.clone(),
+            outcome: store::LoginAttemptOutcome::Failed.into(),
+            spend_refusal_share: true,
+        };
+        if let Err(status) = self.store.clone().settle_login_attempt(request).await {
+            tracing::warn!(code = ?status.code(), "could not settle a refused login attempt");
+        }
     }
 
     pub async fn migrate_on_login(

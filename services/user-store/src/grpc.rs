@@ -59,6 +59,7 @@ impl UserStore for UserStoreService {
             equalize_unknown,
             client_id,
             attempt_source,
+            defer_unknown_share,
         } = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&email));
@@ -77,6 +78,7 @@ impl UserStore for UserStoreService {
                 &email,
                 password,
                 equalize_unknown,
+                defer_unknown_share,
                 client.as_ref(),
                 source.as_ref(),
             )
@@ -614,6 +616,7 @@ impl UserStore for UserStoreService {
             client_id,
             attempt_source,
             outcome,
+            spend_refusal_share,
         } = request.into_inner();
         let outcome = match pb::LoginAttemptOutcome::try_from(outcome) {
             Ok(pb::LoginAttemptOutcome::Failed) => AttemptOutcome::Failed,
@@ -628,6 +631,11 @@ impl UserStore for UserStoreService {
         let locked = self
             .settle(email, client_id, attempt_source, outcome)
             .await?;
+        // After the failure is counted, so that a full hashing pool (OVERLOADED) cannot
+        // make it uncounted.
+        if spend_refusal_share && outcome == AttemptOutcome::Failed {
+            self.users.spend_deferred_refusal_share().await?;
+        }
         Ok(Response::new(SettleLoginAttemptResponse {
             retry_after_seconds: retry_after_seconds(locked),
         }))

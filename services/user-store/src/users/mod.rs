@@ -231,6 +231,7 @@ impl Users {
         email: &Email,
         password: Password,
         store_decides: bool,
+        defer_unknown_share: bool,
         client: Option<&ClientId>,
         source: Option<&AttemptSource>,
     ) -> Result<Authentication, StoreError> {
@@ -276,7 +277,13 @@ impl Users {
             });
         }
         let checked = match self
-            .check_admitted(password, store_decides, found, tombstoned)
+            .check_admitted(
+                password,
+                store_decides,
+                defer_unknown_share,
+                found,
+                tombstoned,
+            )
             .await
         {
             // The password was the first step only: a challenge, and no login yet.
@@ -314,11 +321,22 @@ impl Users {
         checked
     }
 
+    /// The store's share of a refusal that `authenticate` deferred for an email it does not
+    /// have, spent once the legacy store refused too: one verification at the store's
+    /// parameters, as every refusal costs.
+    pub async fn spend_deferred_refusal_share(&self) -> Result<(), StoreError> {
+        Ok(self
+            .refusal
+            .spend(Password::new("deferred refusal share"), false, false)
+            .await?)
+    }
+
     /// The check itself, once the attempt is admitted.
     async fn check_admitted(
         &self,
         password: Password,
         store_decides: bool,
+        defer_unknown_share: bool,
         found: Option<(User, String)>,
         tombstoned: bool,
     ) -> Result<Authentication, StoreError> {
@@ -333,8 +351,12 @@ impl Users {
         let Some((user, stored)) = found else {
             // A deleted user's email ends here: the legacy store must not be asked about it.
             // An unknown email pays the store's share now, and the legacy store's where it is
-            // asked next.
-            self.refusal.spend(password, false, store_decides).await?;
+            // asked next — or, when the caller defers it, only if the legacy store refuses
+            // too (`spend_deferred_refusal_share`): a successful first login then pays no
+            // refusal.
+            if tombstoned || store_decides || !defer_unknown_share {
+                self.refusal.spend(password, false, store_decides).await?;
+            }
             return Ok(if tombstoned {
                 refused(AuthenticateOutcome::Tombstoned)
             } else {
