@@ -229,13 +229,7 @@ impl Upstreams {
             Settled::Succeeded => store::LoginAttemptOutcome::Succeeded,
             Settled::Undecided => store::LoginAttemptOutcome::Undecided,
         };
-        let request = store::SettleLoginAttemptRequest {
-            email: email.display().to_owned(),
-            client_id: origin.client_id.clone(),
-            attempt_source: origin.source.clone(),
-            outcome: outcome.into(),
-            spend_refusal_share: false,
-        };
+        let request = settle_request(email, origin, outcome, false);
         let mut store = self.store.clone();
         tokio::spawn(async move {
             if let Err(status) = store.settle_login_attempt(request).await {
@@ -250,13 +244,7 @@ impl Upstreams {
     /// a store that cannot only makes this refusal faster, and the attempt then stops
     /// counting after two minutes.
     pub async fn settle_refused_attempt(&self, email: &Email, origin: &AttemptOrigin) {
-        let request = store::SettleLoginAttemptRequest {
-            email: email.display().to_owned(),
-            client_id: origin.client_id.clone(),
-            attempt_source: origin.source.clone(),
-            outcome: store::LoginAttemptOutcome::Failed.into(),
-            spend_refusal_share: true,
-        };
+        let request = settle_request(email, origin, store::LoginAttemptOutcome::Failed, true);
         if let Err(status) = self.store.clone().settle_login_attempt(request).await {
             tracing::warn!(code = ?status.code(), "could not settle a refused login attempt");
         }
@@ -703,5 +691,22 @@ fn legacy_user_view(legacy: trickle_proto::legacy::v1::LegacyUser) -> auth::User
         password_change_required: false,
         // Legacy second factors are not read yet: a legacy user migrates without one.
         mfa_enrolled: false,
+    }
+}
+
+/// The store's `SettleLoginAttempt` for one attempt, with or without the deferred refusal
+/// share.
+fn settle_request(
+    email: &Email,
+    origin: &AttemptOrigin,
+    outcome: store::LoginAttemptOutcome,
+    spend_refusal_share: bool,
+) -> store::SettleLoginAttemptRequest {
+    store::SettleLoginAttemptRequest {
+        email: email.display().to_owned(),
+        client_id: origin.client_id.clone(),
+        attempt_source: origin.source.clone(),
+        outcome: outcome.into(),
+        spend_refusal_share,
     }
 }
