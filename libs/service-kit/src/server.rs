@@ -116,7 +116,18 @@ pub struct BoundServer {
     admin: Option<Listener>,
     metrics: Option<TcpListener>,
     background: Vec<JoinHandle<()>>,
+    final_steps: Vec<FinalStep>,
     max_connection_age: Option<Duration>,
+}
+
+/// Work a service finishes after its last call and before its background tasks end: what it
+/// buffered to write later (see [`BoundServer::with_final_step`]).
+struct FinalStep(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl std::fmt::Debug for FinalStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FinalStep")
+    }
 }
 
 impl BoundServer {
@@ -137,6 +148,7 @@ impl BoundServer {
             admin: None,
             metrics: None,
             background: Vec::new(),
+            final_steps: Vec::new(),
             max_connection_age: None,
         }
     }
@@ -212,6 +224,15 @@ impl BoundServer {
         self
     }
 
+    /// Work to finish once the server has stopped serving and its in-flight calls have
+    /// ended, before the background tasks are stopped: a write the service deferred. Runs on
+    /// a stop, not on a crash.
+    #[must_use]
+    pub fn with_final_step(mut self, step: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.final_steps.push(FinalStep(Box::pin(step)));
+        self
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.main.listener.local_addr()
     }
@@ -237,9 +258,13 @@ impl BoundServer {
             admin,
             metrics,
             background,
+            final_steps,
             max_connection_age,
         } = self;
         let result = serve(main, admin, metrics, max_connection_age, shutdown).await;
+        for FinalStep(step) in final_steps {
+            step.await;
+        }
         for task in background {
             task.abort();
         }

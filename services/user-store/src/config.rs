@@ -75,6 +75,12 @@ pub struct StoreConfig {
     /// Events older than this are deleted by the retention task (the newest one is always
     /// kept). A consumer that stays away longer must resume from the oldest kept.
     pub events_retention_hours: u64,
+    /// How long a login's `last_login_at` may wait to be written, batched with the other
+    /// logins of that window (one statement for all of them), after the login has answered.
+    /// A crash loses at most this much of it; a stop writes it first. The LOGIN_SUCCEEDED
+    /// event is written before the login answers either way. 0: written with the login,
+    /// before it answers.
+    pub last_login_flush_ms: u64,
 }
 
 /// A key given in the configuration; `Debug` says only whether it is set.
@@ -119,6 +125,7 @@ impl Default for StoreConfig {
             mfa_challenge_ttl_seconds: 300,
             events_sequence_ms: 100,
             events_retention_hours: 168,
+            last_login_flush_ms: 1000,
         }
     }
 }

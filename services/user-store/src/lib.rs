@@ -7,6 +7,7 @@ pub mod events;
 pub mod factors;
 mod grpc;
 mod grpc_factors;
+pub mod last_logins;
 pub mod model;
 pub mod refusal;
 pub mod repository;

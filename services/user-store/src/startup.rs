@@ -3,6 +3,7 @@
 use crate::config::StoreConfig;
 use crate::grpc::UserStoreService;
 use crate::grpc_factors::UserFactorsService;
+use crate::last_logins::LastLogins;
 use crate::repository::Repository;
 use crate::users::{FactorSettings, Throttle, TicketLifetimes, Users};
 use std::time::Duration;
@@ -113,9 +114,17 @@ pub async fn build_with_clock(
         issuer: config.totp_issuer.clone(),
         challenge_ttl: Duration::from_secs(config.mfa_challenge_ttl_seconds.max(1)),
     };
+    let (last_logins, last_login_writer) = match config.last_login_flush_ms {
+        0 => (None, None),
+        ms => {
+            let (buffer, writer) = LastLogins::spawn(repository.clone(), Duration::from_millis(ms));
+            (Some(buffer), Some(writer))
+        }
+    };
     let users = Users::new(repository, hasher, lifetimes, login_throttle)
         .with_breached_passwords(breached)
-        .with_factors(factors);
+        .with_factors(factors)
+        .with_last_logins(last_logins);
     // Before the listener is bound: the first refusal must already cost what later ones do,
     // and a bound port is what readiness checks take for "serving".
     users.prepare().await;
@@ -132,6 +141,11 @@ pub async fn build_with_clock(
         .with_tls(&config.tls)?
         .with_metrics(metrics)
         .with_background(sequencer);
+    // After the last call, so that every login it answered is written.
+    let server = match last_login_writer {
+        Some(writer) => server.with_final_step(writer.stop()),
+        None => server,
+    };
     Ok(match retention {
         Some(task) => server.with_background(task),
         None => server,

@@ -37,6 +37,7 @@ mod hash_limits;
 mod health;
 mod http_backend;
 mod import;
+mod last_login;
 mod lifecycle;
 mod mfa;
 mod mfa_legacy;

@@ -1,9 +1,11 @@
-//! Watching the services' resident memory while a scenario runs.
+//! Watching the services' resident memory and CPU time while a scenario runs.
 
 use super::*;
 
 pub(super) struct MemoryWatch {
     pub(super) before: Vec<(u32, f64)>,
+    /// CPU time of the watched processes, and of this one, when the scenario started.
+    cpu_before: (CpuTime, f64),
     pub(super) stop: Arc<AtomicBool>,
     pub(super) task: Option<tokio::task::JoinHandle<Vec<f64>>>,
 }
@@ -16,12 +18,78 @@ pub(super) fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU time a set of processes used, in seconds: their hashing threads (`trickle-hash-N`)
+/// and everything else.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CpuTime {
+    hashing: f64,
+    other: f64,
+}
+
+/// Linux's USER_HZ: /proc counts CPU time in hundredths of a second on every architecture
+/// Trickle runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// utime + stime of a /proc `stat` line, in seconds (fields 14 and 15, counted after the
+/// command name, which may hold spaces and parentheses).
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SECOND)
+}
+
+/// A process's CPU time so far, split by thread. The process total includes threads that
+/// have exited; the hashing threads live as long as the process.
+fn cpu_time(pid: u32) -> CpuTime {
+    let total = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat_cpu_seconds(&stat))
+        .unwrap_or(0.0);
+    let hashing: f64 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.starts_with("trickle-hash"))
+        })
+        .filter_map(|task| {
+            stat_cpu_seconds(&std::fs::read_to_string(task.path().join("stat")).ok()?)
+        })
+        .sum();
+    CpuTime {
+        hashing,
+        other: (total - hashing).max(0.0),
+    }
+}
+
+fn cpu_time_of(pids: &[u32]) -> CpuTime {
+    pids.iter()
+        .map(|&pid| cpu_time(pid))
+        .fold(CpuTime::default(), |a, b| CpuTime {
+            hashing: a.hashing + b.hashing,
+            other: a.other + b.other,
+        })
+}
+
+fn own_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat_cpu_seconds(&stat))
+        .unwrap_or(0.0)
+}
+
 impl MemoryWatch {
     pub(super) fn start(pids: &[u32]) -> Self {
         let before: Vec<(u32, f64)> = pids
             .iter()
             .map(|&pid| (pid, rss_mib(pid).unwrap_or(0.0)))
             .collect();
+        let cpu_before = (cpu_time_of(pids), own_cpu_seconds());
         let stop = Arc::new(AtomicBool::new(false));
         let task = (!pids.is_empty()).then(|| {
             let (stop, pids) = (Arc::clone(&stop), pids.to_vec());
@@ -36,7 +104,32 @@ impl MemoryWatch {
                 peak
             })
         });
-        Self { before, stop, task }
+        Self {
+            before,
+            cpu_before,
+            stop,
+            task,
+        }
+    }
+
+    /// Where the CPU went since [`MemoryWatch::start`]: `None` without watched processes.
+    pub(super) fn cpu(&self) -> Option<CpuShare> {
+        let pids: Vec<u32> = self.before.iter().map(|&(pid, _)| pid).collect();
+        if pids.is_empty() {
+            return None;
+        }
+        let (before, own_before) = self.cpu_before;
+        let now = cpu_time_of(&pids);
+        let hashing = now.hashing - before.hashing;
+        let other = now.other - before.other;
+        let bench = own_cpu_seconds() - own_before;
+        let total = hashing + other + bench;
+        Some(CpuShare {
+            hashing_seconds: hashing,
+            other_seconds: other,
+            bench_seconds: bench,
+            hashing_share: (total > 0.0).then(|| hashing / total),
+        })
     }
 
     pub(super) async fn stop(self) -> Vec<ProcessMemory> {
@@ -54,5 +147,31 @@ impl MemoryWatch {
                 rss_peak_mib: peak,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name_whatever_it_holds() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime ...
+        let stat =
+            "4242 (trickle-hash) 0 (x)) S 1 4242 4242 0 -1 4194560 10 0 0 0 250 50 0 0 39 19";
+        assert_eq!(stat_cpu_seconds(stat), Some(3.0));
+        assert_eq!(stat_cpu_seconds("4242 (truncated"), None);
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(0u64.wrapping_add(1));
+        }
+        assert!(own_cpu_seconds() > 0.0);
+        let split = cpu_time(std::process::id());
+        assert!(split.other > 0.0 && split.hashing == 0.0, "{split:?}");
     }
 }

@@ -346,6 +346,7 @@ pub async fn execute(
                 .await
             }
         };
+        let cpu = memory.cpu();
         let memory = memory.stop().await;
         let floor_per_second = match scenario {
             Scenario::MigratedLogin => floors.argon2id_verify.as_ref(),
@@ -374,6 +375,7 @@ pub async fn execute(
                 .map(|b| b.ok as f64 / window.measure.as_secs_f64()),
             background_login_errors: background.map(|b| b.errors),
             memory,
+            cpu,
         });
     }
     Ok(Report {

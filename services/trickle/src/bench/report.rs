@@ -62,6 +62,20 @@ pub struct ScenarioReport {
     pub background_logins_per_second: Option<f64>,
     pub background_login_errors: Option<BTreeMap<String, u64>>,
     pub memory: Vec<ProcessMemory>,
+    /// Where the CPU went while the scenario ran (warm-up included), with --watch-pid.
+    pub cpu: Option<CpuShare>,
+}
+
+/// CPU time used while a scenario ran, in seconds: the watched processes' hashing threads,
+/// their other threads (gRPC, database drivers, token signing), and this bench client. On a
+/// saturated machine, `hashing_share` bounds the ratio a login scenario can reach: the floor
+/// hashes on every core, and everything else a login needs comes out of that.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuShare {
+    pub hashing_seconds: f64,
+    pub other_seconds: f64,
+    pub bench_seconds: f64,
+    pub hashing_share: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -145,6 +159,18 @@ pub fn render(report: &Report) -> String {
                 out,
                 "{:<15} while {bg:.1} logins/s ran in the background",
                 ""
+            );
+        }
+        if let Some(cpu) = &s.cpu {
+            let total = cpu.hashing_seconds + cpu.other_seconds + cpu.bench_seconds;
+            let pct = |v: f64| if total > 0.0 { 100.0 * v / total } else { 0.0 };
+            let _ = writeln!(
+                out,
+                "{:<15} CPU: hashing {:.1} %, the services' other threads {:.1} %, this client {:.1} %",
+                "",
+                pct(cpu.hashing_seconds),
+                pct(cpu.other_seconds),
+                pct(cpu.bench_seconds)
             );
         }
         for m in &s.memory {

@@ -685,6 +685,7 @@ impl Repository {}
 mod backfill;
 mod events;
 mod factors;
+mod logins;
 mod throttle;
 mod tickets;
 

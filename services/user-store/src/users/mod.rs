@@ -2,13 +2,14 @@
 //! creating and importing them.
 
 use crate::error::StoreError;
+use crate::last_logins::LastLogins;
 use crate::refusal::RefusalCost;
 use crate::repository::{
     BackfillRow, InsertOutcome, MigrationCounts, NewUser, Repository, TicketRow,
 };
 use crate::throttle::{Admission, LoginThrottle};
 use crate::tickets::{self, Ticket};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use std::time::Duration;
 use trickle_password::{BreachedPasswords, HashFormat, HashPool, Password, StoredHash};
 use trickle_service_kit::Email;
@@ -149,6 +150,9 @@ pub struct Users {
     /// `[store] breached_passwords`: migrated passwords found there must be changed.
     breached: Option<BreachedPasswords>,
     factors: FactorSettings,
+    /// `[store] last_login_flush_ms` > 0: `last_login_at` written in batches after the
+    /// login answers; `None`: with the login, before it answers.
+    last_logins: Option<LastLogins>,
 }
 
 fn unreadable_hash(user_id: &str, e: &trickle_password::ParseHashError) -> StoreError {
@@ -171,7 +175,15 @@ impl Users {
             throttle,
             breached: None,
             factors: FactorSettings::default(),
+            last_logins: None,
         }
+    }
+
+    /// Write `last_login_at` through this buffer, after the login answers (see
+    /// [`crate::last_logins`]).
+    pub fn with_last_logins(mut self, last_logins: Option<LastLogins>) -> Self {
+        self.last_logins = last_logins;
+        self
     }
 
     /// Second factors: the keys that seal their secrets, the issuer apps show.
@@ -409,11 +421,25 @@ impl Users {
             Some(_) if legacy_format => self.migrated_password_needs_change(&password).await,
             _ => false,
         };
-        let user = self
-            .repository
-            .record_login(&user.user_id, &stored, upgraded.as_deref(), requires_change)
-            .await?
-            .unwrap_or(user);
+        let user = match (&upgraded, &self.last_logins) {
+            // Nothing to store but the time: the event now, the time with the next batch.
+            (None, Some(last_logins)) => {
+                // Microseconds, as PostgreSQL keeps them: the time answered now is the one
+                // read back later.
+                let at = self.repository.now().trunc_subsecs(6);
+                self.repository.record_login_event(&user).await?;
+                last_logins.note(&user.user_id, at);
+                User {
+                    last_login_at: Some(at),
+                    ..user
+                }
+            }
+            _ => self
+                .repository
+                .record_login(&user.user_id, &stored, upgraded.as_deref(), requires_change)
+                .await?
+                .unwrap_or(user),
+        };
         Ok(Authentication {
             outcome: AuthenticateOutcome::Authenticated(user),
             remainder: None,
