@@ -129,7 +129,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bcrypt:10")]
     pub legacy_hash: String,
     /// Processes whose resident memory is sampled during each scenario (repeatable), e.g.
-    /// the `trickle dev` process or the user-store.
+    /// the `trickle dev` process or the user-store; their CPU time is reported too, split
+    /// between their hashing threads and the rest (Linux).
     #[arg(long = "watch-pid", value_name = "PID")]
     pub watch_pids: Vec<u32>,
     /// The hashing threads the services were started with (their `hash_workers`), for a

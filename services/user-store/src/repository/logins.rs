@@ -7,10 +7,14 @@ use super::*;
 const LAST_LOGINS_PER_STATEMENT: usize = 500;
 
 impl Repository {
-    /// The LOGIN_SUCCEEDED event of a login whose `last_login_at` is written later: one
-    /// statement, no transaction. None for a user with a second factor (theirs is written
+    /// The LOGIN_SUCCEEDED event of a login at `at` whose `last_login_at` is written later:
+    /// one statement, no transaction. None for a user with a second factor (theirs is written
     /// when the code is accepted).
-    pub(crate) async fn record_login_event(&self, user: &User) -> Result<(), sqlx::Error> {
+    pub(crate) async fn record_login_event(
+        &self,
+        user: &User,
+        at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
         if user.mfa_enrolled {
             return Ok(());
         }
@@ -20,20 +24,12 @@ impl Repository {
             user.legacy_id.as_deref(),
             &user.display_email,
         );
-        with_db!(&self.db, pool => {
-            sqlx::query(events::INSERT_EVENT)
-                .bind(&event.event_id)
-                .bind(event.kind.as_str())
-                .bind(&event.user_id)
-                .bind(event.legacy_id.as_deref())
-                .bind(event.email.as_deref())
-                .bind(event.detail_json())
-                .bind(self.clock.now())
-                .bind(event.count)
-                .execute(pool)
-                .await
-                .map(drop)
-        })
+        with_db!(&self.db, pool => async {
+            // Outside a transaction: the event is the login's only write.
+            let mut connection = pool.acquire().await?;
+            emit!(connection, [&event], at);
+            Ok::<_, sqlx::Error>(())
+        }.await)
     }
 
     /// Write the `last_login_at` of many logins (user id, time of the login). A time never

@@ -427,7 +427,7 @@ impl Users {
                 // Microseconds, as PostgreSQL keeps them: the time answered now is the one
                 // read back later.
                 let at = self.repository.now().trunc_subsecs(6);
-                self.repository.record_login_event(&user).await?;
+                self.repository.record_login_event(&user, at).await?;
                 last_logins.note(&user.user_id, at);
                 User {
                     last_login_at: Some(at),
