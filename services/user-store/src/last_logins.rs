@@ -85,11 +85,6 @@ impl LastLogins {
         }
     }
 
-    /// How many users wait for their `last_login_at` to be written.
-    pub fn waiting(&self) -> usize {
-        self.pending().len()
-    }
-
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, DateTime<Utc>>> {
         self.shared
             .pending
