@@ -45,10 +45,7 @@ fn stat_cpu_seconds(stat: &str) -> Option<f64> {
 /// A process's CPU time so far, split by thread. The process total includes threads that
 /// have exited; the hashing threads live as long as the process.
 fn cpu_time(pid: u32) -> CpuTime {
-    let total = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat_cpu_seconds(&stat))
-        .unwrap_or(0.0);
+    let total = process_cpu_seconds(&pid.to_string());
     let hashing: f64 = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
@@ -76,11 +73,16 @@ fn cpu_time_of(pids: &[u32]) -> CpuTime {
         })
 }
 
-fn own_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
+/// CPU time of the process /proc/`process` (a pid, or `self`), its exited threads included.
+fn process_cpu_seconds(process: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/stat"))
         .ok()
         .and_then(|stat| stat_cpu_seconds(&stat))
         .unwrap_or(0.0)
+}
+
+fn own_cpu_seconds() -> f64 {
+    process_cpu_seconds("self")
 }
 
 impl MemoryWatch {

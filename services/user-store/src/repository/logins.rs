@@ -34,14 +34,13 @@ impl Repository {
 
     /// Write the `last_login_at` of many logins (user id, time of the login). A time never
     /// moves back: two replicas' batches may arrive in either order. A user deleted since is
-    /// skipped. Returns the users updated.
+    /// skipped.
     pub(crate) async fn record_last_logins(
         &self,
         logins: &[(String, DateTime<Utc>)],
-    ) -> Result<u64, sqlx::Error> {
-        let mut updated = 0;
+    ) -> Result<(), sqlx::Error> {
         for chunk in logins.chunks(LAST_LOGINS_PER_STATEMENT) {
-            updated += match &self.db {
+            match &self.db {
                 Db::Postgres(pool) => {
                     let (ids, times): (Vec<&str>, Vec<DateTime<Utc>>) =
                         chunk.iter().map(|(id, at)| (id.as_str(), *at)).unzip();
@@ -55,8 +54,7 @@ impl Repository {
                     .bind(ids)
                     .bind(times)
                     .execute(pool)
-                    .await?
-                    .rows_affected()
+                    .await?;
                 }
                 Db::Sqlite(pool) => {
                     // SQLite stores times as RFC 3339 text, which sorts as time does.
@@ -73,10 +71,10 @@ impl Repository {
                     for (user_id, at) in chunk {
                         query = query.bind(user_id).bind(at);
                     }
-                    query.execute(pool).await?.rows_affected()
+                    query.execute(pool).await?;
                 }
-            };
+            }
         }
-        Ok(updated)
+        Ok(())
     }
 }
