@@ -368,6 +368,37 @@ impl CopyRows {
     }
 }
 
+/// Stream `rows` into a `COPY … FROM STDIN` on `conn` and finish it, on a task of its own,
+/// then hand the connection back (a transaction goes on there, and commits or rolls back as
+/// usual).
+///
+/// Why a task: a caller may go away half-way (an RPC its client cancelled, a backfill page
+/// dropped when its job is cancelled). sqlx does not survive a COPY abandoned that way: it
+/// writes `CopyFail` (or nothing, before the server's `CopyInResponse`) and never reads the
+/// server's answer, so the connection goes back to the pool one answer behind, and the next
+/// statement on it reads another's reply ("expected ParseComplete, got ReadyForQuery", or a
+/// `SELECT` that answers no row). Run to its end here, the COPY leaves the connection in step
+/// whether or not anyone waits for it; if nobody does, the connection is dropped on the task
+/// (a transaction then rolls back, which sqlx does keep in step).
+pub async fn copy_in<C>(
+    mut conn: C,
+    statement: &'static str,
+    rows: CopyRows,
+) -> Result<C, sqlx::Error>
+where
+    C: std::ops::DerefMut<Target = sqlx::PgConnection> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut copy = conn.copy_in_raw(statement).await?;
+        copy.send(rows.as_bytes()).await?;
+        copy.finish().await?;
+        Ok(conn)
+    })
+    .await
+    // Only a panic or the runtime shutting down stops the task: the connection is gone.
+    .map_err(|_| sqlx::Error::WorkerCrashed)?
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

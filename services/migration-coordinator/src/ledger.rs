@@ -177,14 +177,13 @@ impl Ledger {
                 .timestamp(now);
             rows.end_row();
         }
-        let mut conn = pool.acquire().await?;
-        let mut copy = conn
-            .copy_in_raw(
-                "COPY migration_events (user_id, legacy_id, source, occurred_at) FROM STDIN",
-            )
-            .await?;
-        copy.send(rows.as_bytes()).await?;
-        match copy.finish().await {
+        let copied = trickle_service_kit::db::copy_in(
+            pool.acquire().await?,
+            "COPY migration_events (user_id, legacy_id, source, occurred_at) FROM STDIN",
+            rows,
+        )
+        .await;
+        match copied {
             Ok(_) => Ok(()),
             // Not new after all (a replay raced this page): the careful statement skips them.
             Err(e) if is_unique_violation(&e) => self.record_migrations(users, source).await,

@@ -90,6 +90,88 @@ async fn a_cancelled_backfill_resumes_when_started_again(backend: Backend) {
     assert_eq!(unknown.code(), Code::NotFound);
 }
 
+/// A bulk write whose caller goes away mid-`COPY` (a backfill page dropped when its job is
+/// cancelled, an RPC its client cancelled) must not hand the pool a connection one answer
+/// behind: the next statement on it would read another's reply. Here the `COPY` waits on a
+/// row another transaction holds, its caller is dropped while it waits, and the one
+/// connection of the pool must then answer the next queries right. (Found as a cancelled
+/// backfill whose resumption failed with "expected ParseComplete, got ReadyForQuery".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_caller_goes_away_leaves_its_connection_in_step() {
+    use sqlx::Connection as _;
+    let database = trickle_tests::TestDatabase::postgres().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database.url)
+        .await
+        .expect("pool");
+    sqlx::query("CREATE TABLE pages (id BIGINT PRIMARY KEY)")
+        .execute(&pool)
+        .await
+        .expect("table");
+    // Another writer holds row 1000 uncommitted: the COPY's unique check waits for it.
+    let mut holder = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("holder");
+    sqlx::raw_sql("BEGIN; INSERT INTO pages VALUES (1000)")
+        .execute(&mut holder)
+        .await
+        .expect("hold row 1000");
+    let mut rows = trickle_service_kit::db::CopyRows::default();
+    for id in 1..=1000_i64 {
+        rows.text(Some(&id.to_string()));
+        rows.end_row();
+    }
+    let copy = async {
+        let conn = pool.acquire().await.expect("connection");
+        trickle_service_kit::db::copy_in(conn, "COPY pages (id) FROM STDIN", rows).await
+    };
+    // Watched from outside any transaction: inside one, PostgreSQL answers every read of
+    // pg_stat_activity from the transaction's first snapshot.
+    let mut watcher = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("watcher");
+    let waiting = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND query LIKE 'COPY pages%' AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .expect("pg_stat_activity");
+            if blocked == 1 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the COPY never waited on the row"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        done = copy => panic!("the COPY cannot end while row 1000 is held: {:?}", done.map(|_| ())),
+        () = waiting => {}
+    }
+    // The caller is gone. The other writer gives its row up; the COPY may now end.
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("rollback");
+    let copied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pages")
+        .fetch_one(&pool)
+        .await
+        .expect("the connection answers the next query");
+    assert_eq!(copied, 1000, "the COPY ran to its end");
+    let answer: i32 = sqlx::query_scalar("SELECT 42")
+        .fetch_one(&pool)
+        .await
+        .expect("and the one after");
+    assert_eq!(answer, 42);
+}
+
 /// Profiles arrive byte for byte, whatever they hold: PostgreSQL's bulk path writes
 /// `COPY` text, where tab, newline, carriage return and backslash are syntax and `\N` is
 /// NULL; a JSON value of the metadata carries its own backslashes. Absent fields stay NULL.

@@ -3,7 +3,7 @@
 
 use super::events::{BatchedEvent, EventDetail};
 use super::*;
-use trickle_service_kit::db::{CopyRows, is_unique_violation};
+use trickle_service_kit::db::{CopyRows, copy_in, is_unique_violation};
 
 /// One user for a backfill insert.
 pub(crate) struct BackfillRow<'a> {
@@ -177,7 +177,7 @@ impl Repository {
         now: DateTime<Utc>,
         migrated: impl Fn(&[(String, String)]) -> Vec<NewEvent> + Sync,
     ) -> Result<Option<Vec<(String, String)>>, sqlx::Error> {
-        let mut tx = pool.begin().await?;
+        let tx = pool.begin().await?;
         let legacy_ids: Vec<&str> = users.iter().map(|u| u.legacy_id).collect();
         let mut rows = CopyRows::with_capacity(users.len() * 256);
         for (u, id) in users.iter().zip(ids) {
@@ -201,20 +201,20 @@ impl Repository {
                 .text(Some(&json_text(&p.app_metadata)));
             rows.end_row();
         }
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
-                   name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked, \
-                   user_metadata, app_metadata) FROM STDIN",
-            )
-            .await?;
-        copy.send(rows.as_bytes()).await?;
-        match copy.finish().await {
-            Ok(_) => {}
-            // The transaction is rolled back as it drops: nothing of the page was written.
+        let copied = copy_in(
+            tx,
+            "COPY users (user_id, email, display_email, email_verified, legacy_id, password_hash, \
+               name, given_name, family_name, nickname, picture, source, created_at, updated_at, blocked, \
+               user_metadata, app_metadata) FROM STDIN",
+            rows,
+        )
+        .await;
+        let mut tx = match copied {
+            Ok(tx) => tx,
+            // The transaction was rolled back as it dropped: nothing of the page was written.
             Err(e) if is_unique_violation(&e) => return Ok(None),
             Err(e) => return Err(e),
-        }
+        };
         // Deleted users never come back. Checked after the COPY, from the page's new rows
         // (their user ids, UUIDv7 made above, span one key range): the probe costs what the
         // tombstones hold, and sends no list of ids. Rolled back (as the transaction drops)
