@@ -103,10 +103,12 @@ pub struct BenchArgs {
     /// 4 per core; 0 measures the cheap calls on an idle system).
     #[arg(long)]
     pub under_load: Option<usize>,
-    /// Seconds each scenario is measured.
+    /// Seconds each scenario is measured: a call counts when it ends within them, whenever
+    /// it started (the rate is what the service completes per second).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Seconds each scenario runs before measuring starts (not counted).
+    /// Seconds each scenario runs before measuring starts (calls ending in them are not
+    /// counted).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
     /// Seconds the hashing floor is measured at each thread count (just before each login
