@@ -5,10 +5,17 @@ use super::*;
 pub(super) struct MemoryWatch {
     pub(super) before: Vec<(u32, f64)>,
     /// CPU time of the watched processes, and of this one, when the scenario started.
-    cpu_before: (CpuTime, f64),
+    cpu_before: CpuReading,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) task: Option<tokio::task::JoinHandle<Vec<f64>>>,
+    /// CPU time (watched processes, this one) when the measured window began and ended,
+    /// once [`MemoryWatch::measure_window`] has timed them.
+    window_cpu: Arc<std::sync::Mutex<[Option<CpuReading>; 2]>>,
+    window_task: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// CPU time of the watched processes, and of this one (seconds).
+type CpuReading = (CpuTime, f64);
 
 /// Resident set of a process in MiB (Linux /proc).
 pub(super) fn rss_mib(pid: u32) -> Option<f64> {
@@ -111,20 +118,49 @@ impl MemoryWatch {
             cpu_before,
             stop,
             task,
+            window_cpu: Arc::default(),
+            window_task: None,
         }
     }
 
-    /// Where the CPU went since [`MemoryWatch::start`]: `None` without watched processes.
+    fn pids(&self) -> Vec<u32> {
+        self.before.iter().map(|&(pid, _)| pid).collect()
+    }
+
+    /// Time the CPU split to the window of the load that starts now: read when its warm-up
+    /// ends and when it ends, so that neither the warm-up nor the calls still draining after
+    /// the window (seconds of them under a flood) count against the calls counted.
+    pub(super) fn measure_window(&mut self, window: Window) {
+        let pids = self.pids();
+        if pids.is_empty() {
+            return;
+        }
+        let slots = Arc::clone(&self.window_cpu);
+        let read = move |slot: usize| {
+            let now = (cpu_time_of(&pids), own_cpu_seconds());
+            slots.lock().unwrap_or_else(|p| p.into_inner())[slot] = Some(now);
+        };
+        self.window_task = Some(tokio::spawn(async move {
+            tokio::time::sleep(window.warmup).await;
+            read(0);
+            tokio::time::sleep(window.measure).await;
+            read(1);
+        }));
+    }
+
+    /// Where the CPU went in the measured window (since [`MemoryWatch::start`] when none was
+    /// timed; up to now if the load ended early): `None` without watched processes.
     pub(super) fn cpu(&self) -> Option<CpuShare> {
-        let pids: Vec<u32> = self.before.iter().map(|&(pid, _)| pid).collect();
+        let pids = self.pids();
         if pids.is_empty() {
             return None;
         }
-        let (before, own_before) = self.cpu_before;
-        let now = cpu_time_of(&pids);
+        let [from, to] = *self.window_cpu.lock().unwrap_or_else(|p| p.into_inner());
+        let (before, own_before) = from.unwrap_or(self.cpu_before);
+        let (now, own_now) = to.unwrap_or_else(|| (cpu_time_of(&pids), own_cpu_seconds()));
         let hashing = now.hashing - before.hashing;
         let other = now.other - before.other;
-        let bench = own_cpu_seconds() - own_before;
+        let bench = own_now - own_before;
         let total = hashing + other + bench;
         Some(CpuShare {
             hashing_seconds: hashing,
@@ -135,6 +171,9 @@ impl MemoryWatch {
     }
 
     pub(super) async fn stop(self) -> Vec<ProcessMemory> {
+        if let Some(task) = &self.window_task {
+            task.abort();
+        }
         self.stop.store(true, Ordering::Relaxed);
         let peaks = match self.task {
             Some(task) => task.await.unwrap_or_default(),

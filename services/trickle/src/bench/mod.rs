@@ -131,8 +131,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bcrypt:10")]
     pub legacy_hash: String,
     /// Processes whose resident memory is sampled during each scenario (repeatable), e.g.
-    /// the `trickle dev` process or the user-store; their CPU time is reported too, split
-    /// between their hashing threads and the rest (Linux).
+    /// the `trickle dev` process or the user-store; their CPU time in the measured window is
+    /// reported too, split between their hashing threads and the rest (Linux).
     #[arg(long = "watch-pid", value_name = "PID")]
     pub watch_pids: Vec<u32>,
     /// The hashing threads the services were started with (their `hash_workers`), for a
@@ -268,10 +268,11 @@ pub async fn execute(
             }
         }
         progress(&format!("running {}", scenario.name()));
-        let memory = MemoryWatch::start(&args.watch_pids);
+        let mut memory = MemoryWatch::start(&args.watch_pids);
         let mut background = None;
         let outcome = match scenario {
             Scenario::MigratedLogin => {
+                memory.measure_window(window);
                 drive(
                     concurrency,
                     window,
@@ -292,6 +293,7 @@ pub async fn execute(
                 progress(&format!("inserting {count} legacy users"));
                 let emails =
                     seed_legacy(url, &run_id, &password, &legacy_hash, &argon2, count).await?;
+                memory.measure_window(window);
                 drive(
                     concurrency,
                     window,
@@ -315,6 +317,7 @@ pub async fn execute(
                 });
                 // Let the background logins fill the hashing pool before measuring.
                 tokio::time::sleep(Duration::from_millis(300)).await;
+                memory.measure_window(window);
                 let outcome = if scenario == Scenario::ValidateToken {
                     drive_paced(
                         args.cheap_concurrency,
@@ -340,6 +343,7 @@ pub async fn execute(
                 outcome
             }
             Scenario::SignUp => {
+                memory.measure_window(window);
                 drive(
                     concurrency,
                     window,
