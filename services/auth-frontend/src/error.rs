@@ -64,6 +64,15 @@ pub enum FrontendError {
 }
 
 impl FrontendError {
+    /// Which upstream an "unavailable" error stands for, for the log.
+    fn upstream(&self) -> &'static str {
+        match self {
+            FrontendError::StoreUnavailable => "user-store",
+            FrontendError::LegacyUnavailable => "migration-coordinator",
+            _ => "upstream",
+        }
+    }
+
     /// Classify an error from the user-store or the coordinator. They speak the same
     /// vocabulary (reasons from `trickle_service_kit::rpc::reason`), so their reason decides.
     pub fn from_upstream(status: &Status, unavailable: FrontendError) -> Self {
@@ -90,6 +99,15 @@ impl FrontendError {
             }
             (Code::Unavailable, Some(reason::STORE_UNAVAILABLE)) => FrontendError::StoreUnavailable,
             (Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled, _) => {
+                // The upstream did not answer for itself (no connection, a deadline, a
+                // reset): the caller only hears "unavailable", so the cause goes to the log.
+                // Transport and deadline texts carry no credentials.
+                tracing::warn!(
+                    upstream = unavailable.upstream(),
+                    code = ?status.code(),
+                    message = status.message(),
+                    "upstream call failed"
+                );
                 unavailable
             }
             (Code::InvalidArgument, Some(reason::TICKET_INVALID)) => FrontendError::TicketInvalid,

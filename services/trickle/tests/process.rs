@@ -576,6 +576,32 @@ impl Drop for Deployment {
             let _ = child.kill();
             let _ = child.wait();
         }
+        drop(LogsOnFailure(self.dir.path()));
+    }
+}
+
+/// Prints every service's log (the `*.log` files in a directory) when the test fails: the
+/// directory is a temporary one and goes with the test, and a failure seen once in CI must
+/// be diagnosable from its output. Declare it after the directory, so that it drops first.
+struct LogsOnFailure<'a>(&'a std::path::Path);
+
+impl Drop for LogsOnFailure<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut logs: Vec<_> = std::fs::read_dir(self.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+            .collect();
+        logs.sort();
+        for path in logs {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            eprintln!("--- {}\n{log}", path.display());
+        }
     }
 }
 
@@ -1059,6 +1085,7 @@ async fn authentications(metrics: &str) -> f64 {
 async fn store_replicas_share_logins_and_a_rolling_restart_loses_none() {
     use trickle_tests::{Backend, LegacyDb, StoreDb};
     let dir = tempfile::tempdir().expect("tempdir");
+    let _logs = LogsOnFailure(dir.path());
     let shared = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
     let legacy = LegacyDb::create(Backend::PostgresMariaDb, &shared).await;
     let store = StoreDb::create(Backend::PostgresMariaDb, &shared).await;
