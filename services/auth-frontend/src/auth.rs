@@ -56,6 +56,28 @@ pub struct AuthFlows {
     clock: Clock,
 }
 
+/// Ask the store whether `user_id` still exists, unblocked, and since when their password
+/// holds; remember the answer.
+async fn ask_subject(
+    upstream: &Upstreams,
+    subjects: &crate::revocation::SubjectCache,
+    user_id: &str,
+) -> Result<crate::revocation::TokenSubject, FrontendError> {
+    use crate::revocation::TokenSubject;
+    let asked = subjects.now();
+    let subject = match upstream.user(&UserLookup::UserId(user_id.to_owned())).await {
+        // A blocked user's tokens speak for nobody, like a deleted user's.
+        Ok(user) if user.blocked => TokenSubject::Gone,
+        Ok(user) => TokenSubject::Present {
+            credentials_changed_at: user.credentials_changed_at.map(|t| t.seconds),
+        },
+        Err(FrontendError::UserNotFound) => TokenSubject::Gone,
+        Err(other) => return Err(other),
+    };
+    subjects.put(user_id, subject, asked);
+    Ok(subject)
+}
+
 /// HMAC-SHA256 of the normalized email, first 16 bytes in hex: lets an operator find one
 /// user's logins without the email itself ever reaching telemetry.
 fn email_hash(key: &[u8], email: &Email) -> String {
@@ -464,7 +486,6 @@ impl AuthFlows {
         self.upstream.verify_email(ticket).await
     }
 
-    #[tracing::instrument(name = "auth.delete_user", skip_all, fields(trickle.user.id = %user_id))]
     /// Block or unblock a store user; their tokens stop (or start again) validating within
     /// `[frontend] token_subject_cache_ms`.
     pub async fn set_blocked(
@@ -498,6 +519,7 @@ impl AuthFlows {
         self.upstream.update_profile(user_id, profile, fields).await
     }
 
+    #[tracing::instrument(name = "auth.delete_user", skip_all, fields(trickle.user.id = %user_id))]
     pub async fn delete_user(&self, user_id: &str) -> Result<(), FrontendError> {
         self.upstream.delete_user(user_id).await
     }
@@ -513,26 +535,22 @@ impl AuthFlows {
                 TokenError::Expired => FrontendError::TokenExpired,
                 TokenError::Invalid => FrontendError::InvalidToken,
             })?;
+        use crate::revocation::Cached;
         let subject = match self.subjects.get(&claims.sub) {
-            Some(subject) => subject,
-            None => {
-                use crate::revocation::TokenSubject;
-                let subject = match self
-                    .upstream
-                    .user(&UserLookup::UserId(claims.sub.clone()))
-                    .await
-                {
-                    // A blocked user's tokens speak for nobody, like a deleted user's.
-                    Ok(user) if user.blocked => TokenSubject::Gone,
-                    Ok(user) => TokenSubject::Present {
-                        credentials_changed_at: user.credentials_changed_at.map(|t| t.seconds),
-                    },
-                    Err(FrontendError::UserNotFound) => TokenSubject::Gone,
-                    Err(other) => return Err(other),
-                };
-                self.subjects.put(&claims.sub, subject);
+            Cached::Fresh(subject) => subject,
+            Cached::RefreshAhead(subject) => {
+                // Answered from memory now; the store's next answer is fetched meanwhile,
+                // so that this user's next validation does not wait for it.
+                let (upstream, subjects, user_id) =
+                    (self.upstream.clone(), self.subjects.clone(), claims.sub.clone());
+                tokio::spawn(async move {
+                    if ask_subject(&upstream, &subjects, &user_id).await.is_err() {
+                        subjects.refresh_failed(&user_id);
+                    }
+                });
                 subject
             }
+            Cached::Missing => ask_subject(&self.upstream, &self.subjects, &claims.sub).await?,
         };
         if subject.accepts(claims.iat) {
             Ok(claims)

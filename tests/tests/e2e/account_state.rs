@@ -353,3 +353,59 @@ async fn a_weak_migrated_password_must_be_changed_but_still_logs_in(backend: Bac
             .password_change_required
     );
 }
+
+/// A replica that validates a user's tokens steadily refreshes what the store said of them
+/// ahead of `token_subject_cache_ms`, in the background: a block the store knows reaches
+/// ValidateToken shortly after three quarters of the interval (the call there is still
+/// answered from memory and not made to wait for the store), and never later than the
+/// interval itself (the other test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steadily_validated_users_block_is_fetched_ahead_of_the_cache_interval() {
+    let trickle = TestTrickle::start(Backend::Sqlite).await;
+    trickle
+        .legacy_user(7301, "carol@example.com", "carols-password")
+        .await;
+    let login = trickle
+        .login_ok("carol@example.com", "carols-password")
+        .await;
+    let user = login.user.expect("user");
+    let mut client = trickle.client().await;
+    let validate = || ValidateTokenRequest {
+        access_token: login.access_token.clone(),
+    };
+    client
+        .validate_token(validate())
+        .await
+        .expect("valid before the block");
+    client
+        .block_user(BlockUserRequest {
+            user_id: user.user_id.clone(),
+        })
+        .await
+        .expect("block");
+    let interval = trickle.config.frontend.token_subject_cache_ms;
+    // Past three quarters of the interval: still answered from memory (the block is within
+    // its bound), and the store is asked again meanwhile.
+    trickle
+        .clock
+        .advance(Duration::from_millis(interval / 4 * 3 + 1));
+    client
+        .validate_token(validate())
+        .await
+        .expect("answered from memory, within the interval");
+    // The clock stands still from here: only the background refresh can bring the block.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.validate_token(validate()).await {
+            Ok(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "the block was not fetched ahead of the interval"
+            ),
+            Err(refused) => {
+                crate::support::assert_status(&refused, Code::Unauthenticated, reason::INVALID_TOKEN);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
