@@ -10,7 +10,7 @@ use crate::error::LegacyError;
 use sqlx::Row;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use trickle_password::totp::{Totp, TotpAlgorithm, TotpParams, TotpSecret};
@@ -324,7 +324,7 @@ impl LegacyPool {
             ))
         } else if url.starts_with("sqlite:") {
             Ok(LegacyPool::Sqlite(
-                SqlitePoolOptions::new()
+                trickle_service_kit::db::sqlite_pool_options()
                     .max_connections(max_connections)
                     .acquire_timeout(acquire_timeout)
                     .connect_lazy(url)
