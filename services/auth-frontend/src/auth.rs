@@ -541,8 +541,11 @@ impl AuthFlows {
             Cached::RefreshAhead(subject) => {
                 // Answered from memory now; the store's next answer is fetched meanwhile,
                 // so that this user's next validation does not wait for it.
-                let (upstream, subjects, user_id) =
-                    (self.upstream.clone(), self.subjects.clone(), claims.sub.clone());
+                let (upstream, subjects, user_id) = (
+                    self.upstream.clone(),
+                    self.subjects.clone(),
+                    claims.sub.clone(),
+                );
                 tokio::spawn(async move {
                     if ask_subject(&upstream, &subjects, &user_id).await.is_err() {
                         subjects.refresh_failed(&user_id);

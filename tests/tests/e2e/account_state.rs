@@ -402,7 +402,11 @@ async fn a_steadily_validated_users_block_is_fetched_ahead_of_the_cache_interval
                 "the block was not fetched ahead of the interval"
             ),
             Err(refused) => {
-                crate::support::assert_status(&refused, Code::Unauthenticated, reason::INVALID_TOKEN);
+                crate::support::assert_status(
+                    &refused,
+                    Code::Unauthenticated,
+                    reason::INVALID_TOKEN,
+                );
                 break;
             }
         }
