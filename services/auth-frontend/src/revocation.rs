@@ -131,10 +131,10 @@ impl SubjectCache {
 
     /// A background refresh failed: let a later lookup hand out another.
     pub fn refresh_failed(&self, user_id: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if let Some(entry) = entries.get_mut(user_id) {
-                entry.refreshing = false;
-            }
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(entry) = entries.get_mut(user_id)
+        {
+            entry.refreshing = false;
         }
     }
 }
