@@ -81,50 +81,113 @@ fn base_endpoint(target: String, timeout: Duration) -> Result<Endpoint, tonic::t
         .tcp_nodelay(true))
 }
 
-/// Keep a balanced channel's endpoints equal to what `host` resolves to, until the channel
-/// is dropped. A failed or empty lookup keeps the last good set: a DNS hiccup must not take
-/// every replica away.
+/// While a replica that answers is awaited — at start (for [`STARTUP_GRACE`], until every
+/// address answers), or after every replica stopped answering — the name is looked up and
+/// probed this often instead of every [`RESOLVE_INTERVAL`].
+const AWAIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long, at most, a channel started beside its replicas waits for one of them to accept
+/// connections before it takes every address the name resolves to (so that calls fail fast
+/// with UNAVAILABLE rather than wait). Services usually start together in a rollout; the
+/// store needs its database and migrations before it listens.
+const STARTUP_GRACE: Duration = Duration::from_secs(5);
+
+/// Keep a balanced channel's endpoints equal to the addresses `host` resolves to that accept
+/// connections, until the channel is dropped. A failed or empty lookup keeps the last good
+/// set: a DNS hiccup must not take every replica away.
+///
+/// An address is only handed to the balancer once it accepts a connection. tonic's lazy
+/// connections report "ready" after a failed connect and hand the failure to the next call
+/// routed there, so an address that refused a connection while it sat in the balancer
+/// would fail a call after it came up. A call made before any replica listens waits (up
+/// to [`STARTUP_GRACE`]) for the first one; an address kept while nothing answered is
+/// replaced by a fresh endpoint as soon as it answers.
 async fn follow_name(
     host: String,
     port: u16,
     make: impl Fn(SocketAddr) -> Option<Endpoint> + Send + 'static,
     changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<SocketAddr, Endpoint>>,
 ) {
+    use std::collections::BTreeSet;
     use tonic::transport::channel::Change;
-    let mut current = std::collections::BTreeSet::new();
+    let started = tokio::time::Instant::now();
+    let mut current = BTreeSet::new();
+    // In the balancer although they refused connections when last probed.
+    let mut suspect = BTreeSet::new();
     let mut warned = false;
     loop {
+        let mut awaiting = false;
         match tokio::net::lookup_host((host.as_str(), port)).await {
             Ok(found) => {
-                let found = reachable(found.collect()).await;
-                if found.is_empty() {
+                let found: BTreeSet<SocketAddr> = found.collect();
+                let up = reachable(&found).await;
+                let next = if !up.is_empty() {
+                    warned = false;
+                    // Replicas started together come up one by one: the others are
+                    // looked for again soon, not in a full interval.
+                    awaiting = up.len() < found.len() && started.elapsed() < STARTUP_GRACE;
+                    up.clone()
+                } else if found.is_empty() {
                     if !warned {
                         tracing::warn!(%host, "the service name resolves to no address; keeping the last known replicas");
                         warned = true;
                     }
+                    current.clone()
+                } else if current.is_empty() && started.elapsed() < STARTUP_GRACE {
+                    // Started beside its replicas: calls wait for the first to listen.
+                    awaiting = true;
+                    current.clone()
                 } else {
-                    warned = false;
-                    for gone in current.difference(&found) {
-                        tracing::debug!(%host, replica = %gone, "replica left");
-                        if changes.send(Change::Remove(*gone)).await.is_err() {
-                            return;
-                        }
+                    if !warned {
+                        tracing::warn!(%host, "no replica of the service accepts connections; calls fail until one does");
+                        warned = true;
                     }
-                    for added in found.difference(&current) {
-                        let Some(endpoint) = make(*added) else {
-                            continue;
-                        };
-                        tracing::debug!(%host, replica = %added, "replica joined");
-                        if changes
-                            .send(Change::Insert(*added, endpoint))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
+                    // Calls fail fast (UNAVAILABLE) meanwhile; each address is replaced by
+                    // a fresh endpoint once it answers.
+                    let kept = if current.is_empty() {
+                        found
+                    } else {
+                        current.clone()
+                    };
+                    suspect.extend(kept.iter().copied());
+                    awaiting = true;
+                    kept
+                };
+                for gone in current.difference(&next) {
+                    tracing::debug!(%host, replica = %gone, "replica left");
+                    suspect.remove(gone);
+                    if changes.send(Change::Remove(*gone)).await.is_err() {
+                        return;
                     }
-                    current = found;
                 }
+                for address in &next {
+                    let renewed = current.contains(address)
+                        && up.contains(address)
+                        && suspect.remove(address);
+                    if current.contains(address) && !renewed {
+                        continue;
+                    }
+                    let Some(endpoint) = make(*address) else {
+                        continue;
+                    };
+                    if renewed {
+                        // Its connection may hold a failed connect for the next call.
+                        tracing::debug!(%host, replica = %address, "replica answers again");
+                        if changes.send(Change::Remove(*address)).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        tracing::debug!(%host, replica = %address, "replica joined");
+                    }
+                    if changes
+                        .send(Change::Insert(*address, endpoint))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                current = next;
             }
             Err(error) => {
                 if !warned {
@@ -136,17 +199,20 @@ async fn follow_name(
         if changes.is_closed() {
             return;
         }
-        tokio::time::sleep(RESOLVE_INTERVAL).await;
+        tokio::time::sleep(if awaiting {
+            AWAIT_INTERVAL
+        } else {
+            RESOLVE_INTERVAL
+        })
+        .await;
     }
 }
 
-/// Of the addresses a name resolves to, those that accept a connection now (all of them when
-/// none does). A replica not listening yet (still starting) or any more (stopped before the
-/// name forgot it) must stay out of the balancer: tonic's lazy connections report "ready"
-/// after a failed connect, so the balancer would route the next call there and fail it while
-/// another replica was healthy.
+/// Of `found`, the addresses that accept a connection now. A replica not listening yet
+/// (still starting) or any more (stopped before the name forgot it) must stay out of the
+/// balancer (see [`follow_name`]).
 async fn reachable(
-    found: std::collections::BTreeSet<SocketAddr>,
+    found: &std::collections::BTreeSet<SocketAddr>,
 ) -> std::collections::BTreeSet<SocketAddr> {
     const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
     let probes = found.iter().map(|addr| async move {
@@ -155,10 +221,146 @@ async fn reachable(
             .is_ok_and(|connected| connected.is_ok());
         accepted.then_some(*addr)
     });
-    let up: std::collections::BTreeSet<SocketAddr> = futures::future::join_all(probes)
+    futures::future::join_all(probes)
         .await
         .into_iter()
         .flatten()
-        .collect();
-    if up.is_empty() { found } else { up }
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    /// A replica that has finished starting: gRPC health on `listener`, until stopped.
+    struct Replica {
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Replica {
+        fn serve(listener: tokio::net::TcpListener) -> Self {
+            let (_reporter, health) = tonic_health::server::health_reporter();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(health)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        async {
+                            let _ = stopped.await;
+                        },
+                    )
+                    .await;
+            });
+            Self { stop, task }
+        }
+
+        /// Stop listening and close every connection (GOAWAY), as a stopping process does.
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            let _ = self.task.await;
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port")
+    }
+
+    /// A caller started beside the replicas of a service name: its first call, made before
+    /// any replica listens, waits for one and is answered by it — it does not fail on an
+    /// address that refused the connection a moment before it listened (the process test
+    /// of two store replicas lost a first login that way, one run in ten).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_made_before_any_replica_listens_is_answered_by_the_first_one() {
+        let port = free_port();
+        let channel = channel(
+            &format!("http://localhost:{port}"),
+            Duration::from_secs(5),
+            &crate::tls::TlsConfig::default(),
+        )
+        .expect("channel");
+        let mut call = tokio::spawn(async move {
+            HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+        });
+        // Nothing listens yet: the call waits instead of failing.
+        if let Ok(early) = tokio::time::timeout(Duration::from_millis(400), &mut call).await {
+            panic!("the call ended before any replica listened: {early:?}");
+        }
+        let replica = Replica::serve(
+            tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind"),
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("answered once a replica listens")
+            .expect("call task");
+        assert!(answer.is_ok(), "{answer:?}");
+        replica.stop().await;
+    }
+
+    /// The only replica stops and comes back on the same address: while it is away calls
+    /// fail at once (they do not wait), and once it answers again it is used again and
+    /// keeps answering (the endpoint kept while nothing answered is replaced by a fresh one).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_that_comes_back_is_used_again() {
+        let port = free_port();
+        let bind = || async move {
+            tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind")
+        };
+        let replica = Replica::serve(bind().await);
+        let channel = channel(
+            &format!("http://localhost:{port}"),
+            Duration::from_secs(5),
+            &crate::tls::TlsConfig::default(),
+        )
+        .expect("channel");
+        let mut client = HealthClient::new(channel);
+        client
+            .check(HealthCheckRequest::default())
+            .await
+            .expect("served");
+        replica.stop().await;
+        // Away: calls fail, each trying (and failing) to connect.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut failures = 0;
+        while failures < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "calls kept succeeding with the replica away"
+            );
+            if client.check(HealthCheckRequest::default()).await.is_err() {
+                failures += 1;
+            }
+        }
+        // Back on the same address. Once a call succeeds, so does every one after it.
+        let replica = Replica::serve(bind().await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while client.check(HealthCheckRequest::default()).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replica was not used again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for n in 0..20 {
+            client
+                .check(HealthCheckRequest::default())
+                .await
+                .unwrap_or_else(|status| {
+                    panic!("call {n} after the replica came back: {status:?}")
+                });
+        }
+        replica.stop().await;
+    }
 }

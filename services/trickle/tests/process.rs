@@ -605,6 +605,17 @@ impl Drop for LogsOnFailure<'_> {
     }
 }
 
+/// A service process that is killed when it goes out of scope, so that a failing test does
+/// not leave it running beside the tests after it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Whether something listens on `port` within 30 s.
 async fn listening(port: u16) -> bool {
     listening_on([127, 0, 0, 1].into(), port).await
@@ -1138,7 +1149,7 @@ async fn store_replicas_share_logins_and_a_rolling_restart_loses_none() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let spawn = |service: &str, name: &str, extra: &[(&str, String)]| {
-        Command::new(env!("CARGO_BIN_EXE_trickle"))
+        let child = Command::new(env!("CARGO_BIN_EXE_trickle"))
             .args(["serve", service])
             .envs(common.iter().cloned())
             .envs(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
@@ -1148,7 +1159,8 @@ async fn store_replicas_share_logins_and_a_rolling_restart_loses_none() {
                     .map_or_else(|_| Stdio::null(), Stdio::from),
             )
             .spawn()
-            .expect("start a service")
+            .expect("start a service");
+        KillOnDrop(child)
     };
     let spawn_store = |index: usize| {
         let (ip, metrics) = replicas[index];
@@ -1165,7 +1177,7 @@ async fn store_replicas_share_logins_and_a_rolling_restart_loses_none() {
         )
     };
     let mut stores = [spawn_store(0), spawn_store(1)];
-    let mut others = [
+    let others = [
         spawn("legacy-connector", "legacy-connector", &[]),
         spawn("coordinator", "coordinator", &[]),
         spawn("frontend", "frontend", &[]),
@@ -1266,11 +1278,11 @@ async fn store_replicas_share_logins_and_a_rolling_restart_loses_none() {
         // The endpoints controller drops the pod from the name as the kubelet signals it.
         service.set(&[ips[other]]);
         let status = Command::new("kill")
-            .args(["-TERM", &stores[index].id().to_string()])
+            .args(["-TERM", &stores[index].0.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
-        let exit = stores[index].wait().expect("wait");
+        let exit = stores[index].0.wait().expect("wait");
         assert!(exit.success(), "replica {index} exit {exit:?}");
         stores[index] = spawn_store(index);
         assert!(
@@ -1306,10 +1318,8 @@ async fn store_replicas_share_logins_and_a_rolling_restart_loses_none() {
         failed.is_empty(),
         "logins lost in the rolling restart: {failed:?}"
     );
-    for child in stores.iter_mut().chain(others.iter_mut()) {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(others);
+    drop(stores);
 }
 
 /// `trickle login` as a newcomer runs it against `trickle dev`: the demo user with a legacy
