@@ -307,6 +307,33 @@ mod tests {
         replica.stop().await;
     }
 
+    /// A name where nothing ever listens: a call waits out the start-up grace, then fails
+    /// with UNAVAILABLE — it does not wait for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_to_a_name_where_nothing_listens_fails_after_the_grace() {
+        let port = free_port();
+        let channel = channel(
+            &format!("http://localhost:{port}"),
+            Duration::from_secs(5),
+            &crate::tls::TlsConfig::default(),
+        )
+        .expect("channel");
+        let asked = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(
+            STARTUP_GRACE * 3,
+            HealthClient::new(channel).check(HealthCheckRequest::default()),
+        )
+        .await
+        .expect("the call ended");
+        let status = answer.expect_err("nothing listens");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            asked.elapsed() >= STARTUP_GRACE - AWAIT_INTERVAL,
+            "failed before the grace was over: {:?}",
+            asked.elapsed()
+        );
+    }
+
     /// The only replica stops and comes back on the same address: while it is away calls
     /// fail at once (they do not wait), and once it answers again it is used again and
     /// keeps answering (the endpoint kept while nothing answered is replaced by a fresh one).
