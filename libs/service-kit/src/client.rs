@@ -272,6 +272,26 @@ mod tests {
             .expect("a free port")
     }
 
+    /// A health client over a channel to the service *name* `localhost:port`: balanced,
+    /// following the name, as Trickle's services call each other.
+    fn client_by_name(port: u16) -> HealthClient<Channel> {
+        HealthClient::new(
+            channel(
+                &format!("http://localhost:{port}"),
+                Duration::from_secs(5),
+                &crate::tls::TlsConfig::default(),
+            )
+            .expect("channel"),
+        )
+    }
+
+    /// Listen on `127.0.0.1:port`, as a replica does once it has started.
+    async fn bind(port: u16) -> tokio::net::TcpListener {
+        tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind")
+    }
+
     /// A caller started beside the replicas of a service name: its first call, made before
     /// any replica listens, waits for one and is answered by it — it does not fail on an
     /// address that refused the connection a moment before it listened (the process test
@@ -279,26 +299,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_made_before_any_replica_listens_is_answered_by_the_first_one() {
         let port = free_port();
-        let channel = channel(
-            &format!("http://localhost:{port}"),
-            Duration::from_secs(5),
-            &crate::tls::TlsConfig::default(),
-        )
-        .expect("channel");
-        let mut call = tokio::spawn(async move {
-            HealthClient::new(channel)
-                .check(HealthCheckRequest::default())
-                .await
-        });
+        let mut client = client_by_name(port);
+        let mut call =
+            tokio::spawn(async move { client.check(HealthCheckRequest::default()).await });
         // Nothing listens yet: the call waits instead of failing.
         if let Ok(early) = tokio::time::timeout(Duration::from_millis(400), &mut call).await {
             panic!("the call ended before any replica listened: {early:?}");
         }
-        let replica = Replica::serve(
-            tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .expect("bind"),
-        );
+        let replica = Replica::serve(bind(port).await);
         let answer = tokio::time::timeout(Duration::from_secs(10), call)
             .await
             .expect("answered once a replica listens")
@@ -312,16 +320,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_to_a_name_where_nothing_listens_fails_after_the_grace() {
         let port = free_port();
-        let channel = channel(
-            &format!("http://localhost:{port}"),
-            Duration::from_secs(5),
-            &crate::tls::TlsConfig::default(),
-        )
-        .expect("channel");
+        let mut client = client_by_name(port);
         let asked = tokio::time::Instant::now();
         let answer = tokio::time::timeout(
             STARTUP_GRACE * 3,
-            HealthClient::new(channel).check(HealthCheckRequest::default()),
+            client.check(HealthCheckRequest::default()),
         )
         .await
         .expect("the call ended");
@@ -340,19 +343,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replica_that_comes_back_is_used_again() {
         let port = free_port();
-        let bind = || async move {
-            tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .expect("bind")
-        };
-        let replica = Replica::serve(bind().await);
-        let channel = channel(
-            &format!("http://localhost:{port}"),
-            Duration::from_secs(5),
-            &crate::tls::TlsConfig::default(),
-        )
-        .expect("channel");
-        let mut client = HealthClient::new(channel);
+        let replica = Replica::serve(bind(port).await);
+        let mut client = client_by_name(port);
         client
             .check(HealthCheckRequest::default())
             .await
@@ -371,7 +363,7 @@ mod tests {
             }
         }
         // Back on the same address. Once a call succeeds, so does every one after it.
-        let replica = Replica::serve(bind().await);
+        let replica = Replica::serve(bind(port).await);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while client.check(HealthCheckRequest::default()).await.is_err() {
             assert!(
